@@ -1,0 +1,34 @@
+"""The project's exception hierarchy.
+
+Every error edgeship raises on purpose derives from `EdgeshipError`. It lives here, in the
+package every other one may import (imports point one way, toward `edge_runtime`). The CLI
+turns it into one line on stderr and `exit_code`.
+"""
+
+from __future__ import annotations
+
+
+class EdgeshipError(Exception):
+    """Base class of every error edgeship raises on purpose (bad input, missing data, ...)."""
+
+    exit_code = 2
+
+
+class EdgeRuntimeError(EdgeshipError):
+    """An error of the on-device runtime."""
+
+
+class ModelFileError(EdgeRuntimeError):
+    """A model file that is missing, empty, truncated or not a TFLite flatbuffer."""
+
+
+class ImageError(EdgeRuntimeError):
+    """An image that cannot be read or is unusable (zero-size, too large, not an image)."""
+
+
+class InputShapeError(EdgeRuntimeError):
+    """An input array whose shape or dtype does not fit the model."""
+
+
+class BackendError(EdgeRuntimeError):
+    """No usable TFLite interpreter backend, or the requested one cannot run."""

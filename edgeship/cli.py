@@ -1,0 +1,48 @@
+"""The `edgeship` command: a thin Typer app that mounts each stage's commands.
+
+Library code raises `EdgeshipError`; this is the one place that turns it into one line on
+stderr and an exit code. Stage modules import TensorFlow lazily, so `--help` stays fast.
+"""
+
+from __future__ import annotations
+
+import typer
+from typer.core import TyperGroup
+
+from edge_runtime.errors import EdgeshipError
+
+
+class _ErrorHandlingGroup(TyperGroup):
+    """A click group that reports `EdgeshipError` as one line and its exit code."""
+
+    def invoke(self, ctx):  # noqa: D102 - click API
+        try:
+            return super().invoke(ctx)
+        except EdgeshipError as err:
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(err.exit_code) from None
+
+
+app = typer.Typer(
+    cls=_ErrorHandlingGroup,
+    name="edgeship",
+    help="Train a Keras image classifier, quantize it to TensorFlow Lite, benchmark and deploy it.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _mount() -> None:
+    """Attach each stage's commands to `app`."""
+    from train.cli import train_command
+
+    app.command("train")(train_command)
+
+
+_mount()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
