@@ -1,0 +1,294 @@
+"""The `edgeship` metadata entry of a .tflite flatbuffer: read it, write it, find a sidecar.
+
+The TFLite schema stores `Model.metadata: [Metadata {name: string, buffer: uint}]`, where
+`buffer` indexes `Model.buffers` and each `Buffer.data: [ubyte]` holds the bytes; the file
+identifier `TFL3` sits at bytes 4-8.
+
+Reading is a tiny hand-written flatbuffer walk over `struct` (a dozen lines of table access),
+not the generated schema module, on purpose:
+- it must work on a device that has only `tflite_runtime`, which ships no schema module
+  (`ai_edge_litert.schema_py_generated` exists only with ai-edge-litert, and TensorFlow's copy
+  would drag TensorFlow in);
+- it touches four fields (`Model.buffers`, `Model.metadata`, `Metadata.name/buffer`,
+  `Buffer.data/offset/size`), whose slots are frozen by the schema's compatibility rules;
+- every offset is bounds-checked, so a truncated or corrupt file is a `ModelFileError`, never
+  an IndexError or a segfault; and it does not unpack the whole model (fast on big files).
+
+Writing needs the object API (unpack, append a buffer, repack), so it uses the generated
+schema module shipped by ai-edge-litert; that only happens on the desktop (convert).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from pathlib import Path
+from typing import Any
+
+from edge_runtime.errors import BackendError, ModelFileError
+
+METADATA_NAME = "edgeship"
+FILE_IDENTIFIER = b"TFL3"
+CONVERSION_METADATA = "CONVERSION_METADATA"
+
+# Field slots (declaration order in schema.fbs) of the tables we read.
+_MODEL_BUFFERS = 4
+_MODEL_METADATA = 6
+_METADATA_NAME = 0
+_METADATA_BUFFER = 1
+_BUFFER_DATA = 0
+_BUFFER_OFFSET = 1
+_BUFFER_SIZE = 2
+
+
+class _Reader:
+    """Bounds-checked access to flatbuffer tables, vectors and strings in `data`."""
+
+    def __init__(self, data: bytes, source: str) -> None:
+        self.data = data
+        self.source = source
+
+    def _need(self, pos: int, size: int) -> None:
+        if pos < 0 or pos + size > len(self.data):
+            raise ModelFileError(
+                "The model file is truncated or corrupt: a flatbuffer offset points outside "
+                f"the file ({pos}+{size} > {len(self.data)} bytes). Re-export or re-copy the "
+                f"model. Received: {self.source}"
+            )
+
+    def u16(self, pos: int) -> int:
+        self._need(pos, 2)
+        return struct.unpack_from("<H", self.data, pos)[0]
+
+    def u32(self, pos: int) -> int:
+        self._need(pos, 4)
+        return struct.unpack_from("<I", self.data, pos)[0]
+
+    def i32(self, pos: int) -> int:
+        self._need(pos, 4)
+        return struct.unpack_from("<i", self.data, pos)[0]
+
+    def u64(self, pos: int) -> int:
+        self._need(pos, 8)
+        return struct.unpack_from("<Q", self.data, pos)[0]
+
+    def field(self, table: int, slot: int) -> int | None:
+        """Absolute position of field `slot` of the table at `table`, or None if absent."""
+        vtable = table - self.i32(table)
+        vt_size = self.u16(vtable)
+        entry = 4 + 2 * slot
+        if entry + 2 > vt_size:
+            return None
+        rel = self.u16(vtable + entry)
+        return table + rel if rel else None
+
+    def indirect(self, pos: int) -> int:
+        return pos + self.u32(pos)
+
+    def vector(self, table: int, slot: int) -> tuple[int, int]:
+        """(start of elements, length) of a vector field; (0, 0) if absent."""
+        pos = self.field(table, slot)
+        if pos is None:
+            return 0, 0
+        vec = self.indirect(pos)
+        n = self.u32(vec)
+        return vec + 4, n
+
+    def table_at(self, elements: int, i: int) -> int:
+        return self.indirect(elements + 4 * i)
+
+    def bytes_field(self, table: int, slot: int) -> bytes | None:
+        start, n = self.vector(table, slot)
+        if not start:
+            return None
+        self._need(start, n)
+        return self.data[start : start + n]
+
+
+def check_tflite(data: bytes, source: str = "<bytes>") -> None:
+    """Raise ModelFileError unless `data` looks like a TFLite flatbuffer (size, `TFL3`)."""
+    if len(data) == 0:
+        raise ModelFileError(
+            f"The model file is empty (0 bytes). Re-export or re-copy it. Received: {source}"
+        )
+    if len(data) < 8:
+        raise ModelFileError(
+            f"The model file is truncated ({len(data)} bytes, a .tflite has at least 8). "
+            f"Re-export or re-copy it. Received: {source}"
+        )
+    if data[4:8] != FILE_IDENTIFIER:
+        raise ModelFileError(
+            "The file is not a TensorFlow Lite model: its flatbuffer identifier is "
+            f"{bytes(data[4:8])!r}, expected {FILE_IDENTIFIER!r}. Pass a .tflite file "
+            f"(edgeship convert writes them). Received: {source}"
+        )
+    root = struct.unpack_from("<I", data, 0)[0]
+    if root + 4 > len(data):
+        raise ModelFileError(
+            "The model file is truncated or corrupt: its root table lies outside the file. "
+            f"Re-export or re-copy it. Received: {source}"
+        )
+
+
+def read_model_bytes(path: str | os.PathLike) -> bytes:
+    """Read a .tflite file, raising ModelFileError if it is missing, unreadable or not TFLite."""
+    p = Path(path)
+    if not p.exists():
+        raise ModelFileError(f"Model file not found. Check the path. Received: path={p}")
+    if p.is_dir():
+        raise ModelFileError(
+            f"Expected a .tflite file, got a directory. Pass the model file. Received: path={p}"
+        )
+    try:
+        data = p.read_bytes()
+    except OSError as err:
+        raise ModelFileError(f"Cannot read the model file ({err}). Received: path={p}") from None
+    check_tflite(data, f"path={p}")
+    return data
+
+
+def list_metadata(data: bytes, source: str = "<bytes>") -> dict[str, bytes]:
+    """All metadata entries of a .tflite flatbuffer as {name: raw bytes}."""
+    check_tflite(data, source)
+    r = _Reader(data, source)
+    model = r.indirect(0)
+    buffers, n_buffers = r.vector(model, _MODEL_BUFFERS)
+    metas, n_metas = r.vector(model, _MODEL_METADATA)
+    out: dict[str, bytes] = {}
+    for i in range(n_metas):
+        meta = r.table_at(metas, i)
+        raw_name = r.bytes_field(meta, _METADATA_NAME)
+        name = raw_name.decode("utf-8", "replace") if raw_name is not None else ""
+        pos = r.field(meta, _METADATA_BUFFER)
+        index = r.u32(pos) if pos is not None else 0
+        if index >= n_buffers:
+            raise ModelFileError(
+                f"The model's metadata entry {name!r} points at buffer {index}, but the model "
+                f"has {n_buffers} buffers: the file is corrupt. Received: {source}"
+            )
+        buf = r.table_at(buffers, index)
+        payload = r.bytes_field(buf, _BUFFER_DATA)
+        if payload is None:
+            # Models over 2 GB keep buffers outside the flatbuffer: (offset, size) in the file.
+            off_pos, size_pos = r.field(buf, _BUFFER_OFFSET), r.field(buf, _BUFFER_SIZE)
+            offset = r.u64(off_pos) if off_pos is not None else 0
+            size = r.u64(size_pos) if size_pos is not None else 0
+            if offset > 1 and size:
+                r._need(offset, size)
+                payload = data[offset : offset + size]
+            else:
+                payload = b""
+        out[name] = bytes(payload)
+    return out
+
+
+def _parse_json(raw: bytes | str, what: str) -> dict[str, Any]:
+    try:
+        value = json.loads(raw)
+    except (UnicodeDecodeError, ValueError) as err:
+        raise ModelFileError(
+            f"The {what} is not valid JSON ({err}). Re-run edgeship convert. Received: {what}"
+        ) from None
+    if not isinstance(value, dict):
+        raise ModelFileError(
+            f"The {what} must be a JSON object, got {type(value).__name__}. Received: {what}"
+        )
+    return value
+
+
+def read_embedded_metadata(data: bytes, source: str = "<bytes>") -> dict[str, Any] | None:
+    """The `edgeship` metadata dict embedded in `data`, or None if the model has none."""
+    entries = list_metadata(data, source)
+    raw = entries.get(METADATA_NAME)
+    if raw is None:
+        return None
+    return _parse_json(raw.rstrip(b"\x00"), f"'{METADATA_NAME}' metadata of {source}")
+
+
+def sidecar_paths(model_path: str | os.PathLike) -> list[Path]:
+    """Where a sidecar JSON for `model_path` may live: `<stem>.json`, then `<name>.json`."""
+    p = Path(model_path)
+    return [p.with_suffix(".json"), p.with_name(p.name + ".json")]
+
+
+def read_sidecar(model_path: str | os.PathLike) -> dict[str, Any] | None:
+    """The metadata dict of the first existing sidecar JSON of `model_path`, or None."""
+    for candidate in sidecar_paths(model_path):
+        if candidate.is_file():
+            return _parse_json(candidate.read_bytes(), f"sidecar {candidate}")
+    return None
+
+
+def read_metadata(
+    source: str | os.PathLike | bytes | bytearray | memoryview, *, sidecar: bool = True
+) -> dict[str, Any] | None:
+    """The `edgeship` metadata of a model (path or bytes); a path falls back to a sidecar JSON."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return read_embedded_metadata(bytes(source))
+    data = read_model_bytes(source)
+    meta = read_embedded_metadata(data, f"path={source}")
+    if meta is None and sidecar:
+        meta = read_sidecar(source)
+    return meta
+
+
+def _schema_module():
+    """The generated TFLite schema module (object API), from ai-edge-litert."""
+    try:
+        from ai_edge_litert import schema_py_generated
+    except ImportError:
+        raise BackendError(
+            "Writing metadata into a .tflite needs the TFLite schema module shipped by "
+            "ai-edge-litert. Install it: pip install 'edgeship[edge]'. "
+            "Received: no module ai_edge_litert.schema_py_generated"
+        ) from None
+    return schema_py_generated
+
+
+def embed_metadata(
+    model_bytes: bytes, metadata: dict[str, Any], name: str = METADATA_NAME
+) -> bytes:
+    """Return `model_bytes` with `metadata` (JSON) stored under `name`, replacing any old entry.
+
+    Other entries (e.g. the converter's `CONVERSION_METADATA`) are kept.
+    """
+    import flatbuffers
+
+    if not isinstance(metadata, dict):
+        raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}")
+    check_tflite(model_bytes)
+    payload = json.dumps(metadata, allow_nan=False).encode("utf-8")
+    schema = _schema_module()
+    try:
+        model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(bytearray(model_bytes), 0))
+    except Exception as err:  # the generated code raises anything on corrupt input
+        raise ModelFileError(
+            f"Cannot parse the model flatbuffer ({type(err).__name__}: {err}). "
+            "Re-export the model. Received: <bytes>"
+        ) from None
+    model.buffers = model.buffers or []
+    model.metadata = model.metadata or []
+
+    import numpy as np
+
+    data = np.frombuffer(payload, dtype=np.uint8)
+    for entry in model.metadata:
+        entry_name = entry.name.decode() if isinstance(entry.name, bytes) else entry.name
+        if entry_name == name:
+            model.buffers[entry.buffer].data = data
+            model.buffers[entry.buffer].offset = 0
+            model.buffers[entry.buffer].size = 0
+            break
+    else:
+        buffer = schema.BufferT()
+        buffer.data = data
+        model.buffers.append(buffer)
+        entry = schema.MetadataT()
+        entry.name = name
+        entry.buffer = len(model.buffers) - 1
+        model.metadata.append(entry)
+
+    builder = flatbuffers.Builder(len(model_bytes) + len(payload) + 1024)
+    builder.Finish(model.Pack(builder), file_identifier=FILE_IDENTIFIER)
+    return bytes(builder.Output())

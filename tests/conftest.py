@@ -1,0 +1,100 @@
+"""Shared pytest fixtures. Shared file: add fixtures, don't rewrite others'."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+# --- edge_runtime: tiny real .tflite models (session scope, built once) -------------------
+
+EDGE_CLASS_NAMES = [f"class_{i}" for i in range(10)]
+
+
+def _edge_metadata(shape, color_mode, quant):
+    return {
+        "schema_version": 1,
+        "model": "custom",
+        "class_names": EDGE_CLASS_NAMES,
+        "input": {
+            "shape": list(shape),
+            "dtype": "float32",
+            "scale": 1.0 / 255.0,
+            "offset": 0.0,
+            "color_mode": color_mode,
+            "background": "dark",
+        },
+        "quantization": quant,
+    }
+
+
+def _synthetic(n, shape, seed):
+    """Images whose class is their mean brightness decile: learnable in one short epoch."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 10, size=n)
+    base = (y[:, None, None, None] * 25 + 10).astype(np.float32)
+    x = np.clip(base + rng.normal(0, 20, size=(n, *shape)), 0, 255).astype(np.uint8)
+    return x, y
+
+
+def _convert(model, export_dir: Path, shape, mode: str, calib: np.ndarray) -> bytes:
+    import tensorflow as tf
+
+    model.export(
+        str(export_dir),
+        verbose=False,
+        input_signature=[tf.TensorSpec([None, *shape], tf.float32)],
+    )
+    conv = tf.lite.TFLiteConverter.from_saved_model(str(export_dir))
+    if mode != "float32":
+        io_type = {"int8": tf.int8, "uint8": tf.uint8}[mode]
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.representative_dataset = lambda: ([c[None]] for c in calib)
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        conv.inference_input_type = io_type
+        conv.inference_output_type = io_type
+    return conv.convert()
+
+
+@pytest.fixture(scope="session")
+def edge_models(tmp_path_factory) -> dict[str, Path]:
+    """Tiny converted models: {"mlp_float32", "mlp_int8", "cnn_float32", "cnn_uint8"} -> path.
+
+    The MLP takes 28x28x1 (Fashion-MNIST-like), the CNN 32x32x3. MLP files carry the
+    `edgeship` metadata (10 class names, scale 1/255, dark background); CNN files carry none.
+    `int8`/`uint8` models have fully quantized input and output tensors.
+    """
+    import keras
+
+    from edge_runtime.files import atomic_write_bytes
+    from edge_runtime.metadata import embed_metadata
+
+    out = tmp_path_factory.mktemp("edge_models")
+    keras.utils.set_random_seed(0)
+    specs = {
+        "mlp": ((28, 28, 1), "grayscale", lambda: [
+            keras.layers.Flatten(),
+            keras.layers.Dense(16, activation="relu"),
+            keras.layers.Dense(10, activation="softmax"),
+        ]),
+        "cnn": ((32, 32, 3), "rgb", lambda: [
+            keras.layers.Conv2D(4, 3, strides=2, activation="relu"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(10, activation="softmax"),
+        ]),
+    }
+    paths: dict[str, Path] = {}
+    for arch, (shape, color_mode, layers) in specs.items():
+        x, y = _synthetic(300, shape, seed=1)
+        xf = x.astype(np.float32) / 255.0
+        model = keras.Sequential([keras.Input(shape), *layers()])
+        model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy")
+        model.fit(xf, y, epochs=3, batch_size=32, verbose=0)
+        for mode in ("float32", "int8" if arch == "mlp" else "uint8"):
+            data = _convert(model, out / f"{arch}_{mode}_export", shape, mode, xf[:100])
+            if arch == "mlp":
+                quant = {"mode": mode, "int8_io": mode != "float32"}
+                data = embed_metadata(data, _edge_metadata(shape, color_mode, quant))
+            paths[f"{arch}_{mode}"] = atomic_write_bytes(out / f"{arch}_{mode}.tflite", data)
+    return paths
