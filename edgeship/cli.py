@@ -6,6 +6,8 @@ stderr and an exit code. Stage modules import TensorFlow lazily, so `--help` sta
 
 from __future__ import annotations
 
+import os
+
 import typer
 from typer.core import TyperGroup
 
@@ -33,6 +35,11 @@ app = typer.Typer(
 )
 
 
+@app.callback()
+def _root() -> None:
+    """Train a Keras image classifier, quantize it to TensorFlow Lite, benchmark and deploy it."""
+
+
 def _mount() -> None:
     """Attach each stage's commands to `app`."""
     from train.cli import train_command
@@ -45,4 +52,6 @@ _mount()
 
 def main() -> None:
     """Console-script entry point."""
+    # TensorFlow's C++ start-up chatter (CUDA probes, oneDNN notes) is noise for a CLI user.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     app()

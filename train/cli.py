@@ -1,0 +1,74 @@
+"""`edgeship train`: train a model and write `model.keras` + `model.json`."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from train.datasets import FASHION_MNIST, load_dataset
+from train.models import MODELS
+from train.training import TrainConfig, subsample, train
+
+_MODEL_HELP = f"Architecture: {' or '.join(MODELS)} (mlp is the tutorial's network)."
+
+
+def train_command(
+    out: Annotated[Path, typer.Option("--out", help="Run directory to write.")],
+    model: Annotated[str, typer.Option(help=_MODEL_HELP)] = "mlp",
+    epochs: Annotated[
+        int | None, typer.Option(help="Epochs (default: 5 for mlp, 10 for cnn).")
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Batch size (default: 32 for mlp, 64 for cnn).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed for weights, shuffling and --limit.")] = 0,
+    dataset: Annotated[
+        str, typer.Option(help="'fashion-mnist' or a folder with one subfolder per class.")
+    ] = FASHION_MNIST,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(help="Folder with the Fashion-MNIST IDX files (else the usual places)."),
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option(help="Train on this many images only (quick runs).")
+    ] = None,
+) -> None:
+    """Train a classifier, evaluate it on the test set, write RUN/model.keras and model.json."""
+    config = TrainConfig(
+        model=model,
+        epochs=epochs,
+        batch_size=batch_size,
+        seed=seed,
+        dataset=dataset,
+        data_dir=str(data_dir) if data_dir else None,
+        limit=limit,
+    )
+    run_training(config, out, Console(stderr=True))
+
+
+def run_training(config: TrainConfig, out: Path, console: Console) -> dict:
+    """Train with a progress display and print a one-line summary; return the metadata."""
+    from train.progress import make_progress, rich_training_callback
+
+    with console.status("Loading dataset..."):
+        data = load_dataset(config.dataset, config.data_dir)
+    n_train = len(subsample(data.x_train, data.y_train, config.limit, config.seed)[0])
+    steps = math.ceil(n_train / config.resolved_batch_size)
+    console.print(
+        f"Training [bold]{config.model}[/] on {data.name}: {n_train} train / "
+        f"{len(data.x_test)} test images, {config.resolved_epochs} epochs"
+    )
+    with make_progress(console) as progress:
+        callback = rich_training_callback(progress, config.resolved_epochs, steps)
+        result = train(config, out, callbacks=[callback], data=data)
+    meta = result.metadata
+    console.print(
+        f"test accuracy {meta['metrics']['test_accuracy']:.4f}, loss "
+        f"{meta['metrics']['test_loss']:.4f}, {meta['parameters']} parameters, "
+        f"{meta['training']['seconds']:.1f} s -> {result.model_path}"
+    )
+    return meta

@@ -1,0 +1,37 @@
+"""A Keras callback that drives a Rich progress bar (the CLI passes one in)."""
+
+from __future__ import annotations
+
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+
+def make_progress(console=None) -> Progress:
+    """A Rich progress display for training and other long stages."""
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+def rich_training_callback(progress: Progress, epochs: int, steps_per_epoch: int):
+    """A Keras callback advancing one bar per epoch, with the running loss and accuracy."""
+    import keras
+
+    class _RichCallback(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.task = progress.add_task(
+                f"epoch {epoch + 1}/{epochs}", total=steps_per_epoch, info=""
+            )
+
+        def on_train_batch_end(self, batch, logs=None):
+            logs = logs or {}
+            info = f"loss {logs.get('loss', 0):.4f} acc {logs.get('accuracy', 0):.4f}"
+            progress.update(self.task, completed=batch + 1, info=info)
+
+    return _RichCallback()
