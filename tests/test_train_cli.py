@@ -83,7 +83,11 @@ def test_train_limit_writes_model_and_metadata(tmp_path, fashion_dir):
 def test_train_cnn_on_an_rgb_image_folder(tmp_path):
     root = tmp_path / "shapes"
     rng = np.random.default_rng(0)
-    for label, colour in (("red", (220, 30, 30)), ("blue", (30, 30, 220)), ("green", (30, 200, 30))):
+    for label, colour in (
+        ("red", (220, 30, 30)),
+        ("blue", (30, 30, 220)),
+        ("green", (30, 200, 30)),
+    ):
         for i in range(12):
             noise = rng.integers(-25, 25, size=(12, 12, 3))
             pixels = np.clip(np.array(colour) + noise, 0, 255).astype(np.uint8)
@@ -104,8 +108,16 @@ def test_train_cnn_on_an_rgb_image_folder(tmp_path):
 def test_help_lists_the_options():
     result = runner.invoke(app, ["train", "--help"])
     assert result.exit_code == 0
-    for flag in ("--model", "--epochs", "--batch-size", "--seed", "--dataset", "--data-dir",
-                 "--limit", "--out"):
+    for flag in (
+        "--model",
+        "--epochs",
+        "--batch-size",
+        "--seed",
+        "--dataset",
+        "--data-dir",
+        "--limit",
+        "--out",
+    ):
         assert flag in result.output
 
 

@@ -137,7 +137,9 @@ def find_fashion_mnist(
     if explicit is not None:
         directory = Path(explicit).expanduser()
         if not directory.is_dir():
-            raise DatasetError(f"Data directory does not exist. {FIX_HINT}. Received: path={directory}")
+            raise DatasetError(
+                f"Data directory does not exist. {FIX_HINT}. Received: path={directory}"
+            )
         missing = _missing_files(directory)
         if missing:
             raise DatasetError(
@@ -160,9 +162,7 @@ def find_fashion_mnist(
             if keras_cache.is_dir() and not _missing_files(keras_cache):
                 return keras_cache
             looked.append("Keras download (finished, but the files are not in its cache)")
-    raise DatasetError(
-        f"Fashion-MNIST not found. Looked in: {'; '.join(looked)}. {FIX_HINT}."
-    )
+    raise DatasetError(f"Fashion-MNIST not found. Looked in: {'; '.join(looked)}. {FIX_HINT}.")
 
 
 def load_fashion_mnist(data_dir: str | os.PathLike | None = None, **find_options) -> Dataset:
@@ -209,7 +209,9 @@ def _open_image(path: Path) -> Image.Image:
             image.load()
             return image
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as err:
-        raise DatasetError(f"Cannot read image ({err}). Fix or remove it. Received: path={path}") from None
+        raise DatasetError(
+            f"Cannot read image ({err}). Fix or remove it. Received: path={path}"
+        ) from None
 
 
 def _to_array(image: Image.Image, size: tuple[int, int], color_mode: str) -> np.ndarray:
@@ -231,7 +233,9 @@ def _fit_size(size: tuple[int, int], max_side: int) -> tuple[int, int]:
     return max(1, round(width * factor)), max(1, round(height * factor))
 
 
-def load_image_folder(directory: str | os.PathLike, max_side: int = MAX_FOLDER_IMAGE_SIDE) -> Dataset:
+def load_image_folder(
+    directory: str | os.PathLike, max_side: int = MAX_FOLDER_IMAGE_SIDE
+) -> Dataset:
     """Load a folder with one subfolder of images per class, split with a fixed seed.
 
     Grayscale when every image is grayscale, else RGB. The image size is the most common
@@ -252,7 +256,7 @@ def load_image_folder(directory: str | os.PathLike, max_side: int = MAX_FOLDER_I
         )
     images, labels = [], []
     digest = hashlib.sha256()
-    for label, (name, files) in enumerate(classes.items()):
+    for label, files in enumerate(classes.values()):
         for path in files:
             digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
             images.append(_open_image(path))

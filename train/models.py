@@ -54,9 +54,9 @@ MODELS: dict[str, Callable] = {"mlp": build_mlp, "cnn": build_cnn}
 def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int):
     """Build and compile the named architecture (adam, sparse categorical cross-entropy)."""
     if name not in MODELS:
-        raise TrainError(f"Unknown model. Choose one of: {', '.join(MODELS)}. Received: model={name}")
+        raise TrainError(
+            f"Unknown model. Choose one of: {', '.join(MODELS)}. Received: model={name}"
+        )
     model = MODELS[name](tuple(input_shape), num_classes)
-    model.compile(
-        optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"]
-    )
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return model
