@@ -42,9 +42,11 @@ def _root() -> None:
 
 def _mount() -> None:
     """Attach each stage's commands to `app`."""
+    from edgeship.pipeline import pipeline_command
     from train.cli import train_command
 
     app.command("train")(train_command)
+    app.command("pipeline")(pipeline_command)
 
 
 _mount()

@@ -1,0 +1,56 @@
+# edgeship: the README's two commands. Each bootstraps .venv and the data it needs.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+RUN    ?= runs/demo
+MODEL  ?= mlp
+# System packages: the dataset (Debian/Ubuntu), a real sshd for the deploy tests, and
+# qemu-user for the emulated Raspberry Pi (arm64) tests.
+DATA_PKG  := dataset-fashion-mnist
+TEST_PKGS := $(DATA_PKG) openssh-server qemu-user-static
+export TF_CPP_MIN_LOG_LEVEL ?= 3
+
+.PHONY: demo test install data system-test-deps lint clean
+
+demo: install data
+	$(VENV)/bin/edgeship pipeline --model $(MODEL) --out $(RUN)
+
+test: install system-test-deps
+	$(PY) -m pytest -q
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[desktop,edge,dev]'
+	touch $(STAMP)
+
+# Fashion-MNIST: found on disk, else the Debian package when we can install it as root,
+# else Keras's own download (online machines) the first time the data is loaded.
+data: install
+	@if $(PY) -c "from train.datasets import find_fashion_mnist as f; f(download=None)" 2>/dev/null; then \
+		echo "Fashion-MNIST: found"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		$(MAKE) --no-print-directory apt-install PKGS="$(DATA_PKG)"; \
+	else \
+		echo "Fashion-MNIST not on disk: Keras will download it"; \
+	fi
+
+# Installs what is missing of $(TEST_PKGS) (needs root and apt-get; says what to do otherwise).
+system-test-deps:
+	@missing=""; for p in $(TEST_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then $(MAKE) --no-print-directory apt-install PKGS="$$missing"; fi
+
+apt-install:
+	@if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
+		echo "Please install:$(PKGS) (sudo apt-get install$(PKGS))"; exit 1; fi
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(PKGS) >/dev/null 2>&1 || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(PKGS); }
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache
