@@ -98,3 +98,34 @@ def edge_models(tmp_path_factory) -> dict[str, Path]:
                 data = embed_metadata(data, _edge_metadata(shape, color_mode, quant))
             paths[f"{arch}_{mode}"] = atomic_write_bytes(out / f"{arch}_{mode}.tflite", data)
     return paths
+
+
+# --- foreign environments: emulated arm64 Pi Python, tflite-runtime venv (tests/support) --
+# Built once and cached under ${EDGESHIP_CACHE:-~/.cache/edgeship}; prepare them ahead with
+# `python -m tests.support.arm64 build` and `python -m tests.support.tflite_env build`.
+# A host that lacks the tool (no qemu-user, no apt, no wheel for this platform) skips;
+# a failed download or build fails the test, loudly.
+
+
+@pytest.fixture(scope="session")
+def arm64_python():
+    """The emulated Raspberry Pi OS Bookworm CPython 3.11 (arm64, qemu-user) with litert."""
+    from tests.support import EnvironmentUnavailable
+    from tests.support.arm64 import ensure_arm64_python
+
+    try:
+        return ensure_arm64_python()
+    except EnvironmentUnavailable as exc:
+        pytest.skip(f"emulated arm64 Python unavailable: {exc}")
+
+
+@pytest.fixture(scope="session")
+def tflite_env():
+    """A venv with tflite-runtime 2.14 and numpy<2; edgeship goes on its PYTHONPATH."""
+    from tests.support import EnvironmentUnavailable
+    from tests.support.tflite_env import ensure_tflite_env
+
+    try:
+        return ensure_tflite_env()
+    except EnvironmentUnavailable as exc:
+        pytest.skip(f"tflite-runtime venv unavailable: {exc}")

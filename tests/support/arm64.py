@@ -219,8 +219,12 @@ def _check_build_tools() -> None:
 def _apt_options(apt: Path) -> list[str]:
     """apt-get options for a private arm64-only apt state under `apt`."""
     etc = apt / "etc"
-    for sub in (etc / "sources.list.d", etc / "preferences.d", apt / "lists" / "partial",
-                apt / "cache" / "archives" / "partial"):
+    for sub in (
+        etc / "sources.list.d",
+        etc / "preferences.d",
+        apt / "lists" / "partial",
+        apt / "cache" / "archives" / "partial",
+    ):
         sub.mkdir(parents=True, exist_ok=True)
     opts = f"[arch=arm64 signed-by={DEBIAN_KEYRING}]"
     (etc / "sources.list").write_text(
@@ -278,9 +282,22 @@ def _download_wheels(dest: Path, log: Log) -> list[str]:
     platforms = [arg for tag in PLATFORM_TAGS for arg in ("--platform", tag)]
     run_step(
         "pip download (aarch64 cp311 wheels)",
-        [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--no-input",
-         *platforms, "--python-version", PYTHON_VERSION, "--only-binary=:all:", "--no-deps",
-         "--dest", dest, *requirements],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--disable-pip-version-check",
+            "--no-input",
+            *platforms,
+            "--python-version",
+            PYTHON_VERSION,
+            "--only-binary=:all:",
+            "--no-deps",
+            "--dest",
+            dest,
+            *requirements,
+        ],
     )
     wanted = []
     for name, version in WHEELS.items():
@@ -392,8 +409,11 @@ def ensure_arm64_python(rebuild: bool = False, log: Log | None = None) -> Arm64P
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`build`, `info` or `run -- ARGS` for the emulated arm64 Python."""
-    parser = argparse.ArgumentParser(prog="python -m tests.support.arm64", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.support.arm64",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     build = sub.add_parser("build", help="build the environment, or reuse the cached one")
     build.add_argument("--rebuild", action="store_true", help="discard the cached build first")
@@ -407,8 +427,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     started = time.perf_counter()
     try:
-        py = ensure_arm64_python(rebuild=getattr(ns, "rebuild", False),
-                                 log=log if ns.command == "build" else None)
+        py = ensure_arm64_python(
+            rebuild=getattr(ns, "rebuild", False), log=log if ns.command == "build" else None
+        )
     except (EnvironmentUnavailable, EnvironmentBuildError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -419,8 +440,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps({"root": str(py.root), "qemu": str(py.qemu), **py.manifest}, indent=2))
     else:
         args = ns.args[1:] if ns.args[:1] == ["--"] else ns.args
-        proc = subprocess.run(py.command(args), env=py.environ(extra_paths=[os.getcwd()]),
-                              check=False)
+        proc = subprocess.run(
+            py.command(args), env=py.environ(extra_paths=[os.getcwd()]), check=False
+        )
         return proc.returncode
     return 0
 

@@ -1,0 +1,49 @@
+"""The runtime on an emulated Raspberry Pi: arm64 CPython 3.11 under qemu-aarch64-static.
+
+The environment (Debian bookworm arm64 packages + aarch64 wheels of ai-edge-litert 1.4.0,
+NumPy, Pillow) is built once and cached by `tests/support/arm64.py`. qemu is slow: few images.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tests.support.arm64 import WHEELS
+from tests.support.predictions import RAW_INVOKE, desktop_raw, model_inputs, raw_outputs
+
+pytestmark = [pytest.mark.emulated, pytest.mark.slow]
+
+ENV_PROBE = (
+    "import json, platform, sys; from importlib.metadata import version; "
+    "import ai_edge_litert.interpreter, numpy, PIL; "
+    "print(json.dumps({'machine': platform.machine(), 'python': platform.python_version(), "
+    "'litert': version('ai-edge-litert'), 'numpy': numpy.__version__, "
+    "'executable': sys.executable}))"
+)
+
+
+def test_emulated_python_is_bookworm_arm64_with_the_runtime(arm64_python):
+    proc = arm64_python.run(["-c", ENV_PROBE])
+    assert proc.returncode == 0, proc.stderr
+    probe = json.loads(proc.stdout)
+    assert probe["machine"] == "aarch64"
+    assert probe["python"].startswith("3.11.")
+    assert probe["litert"] == WHEELS["ai-edge-litert"]
+    assert probe["executable"].startswith(str(arm64_python.sysroot))
+
+
+@pytest.mark.parametrize("name", ["mlp_float32", "mlp_int8"])
+def test_bare_interpreter_under_emulation_equals_desktop(arm64_python, edge_models, tmp_path, name):
+    model = edge_models[name]
+    inputs = tmp_path / "inputs.npy"
+    np.save(inputs, model_inputs(model))
+    emulated = raw_outputs(arm64_python.run([RAW_INVOKE, "ai_edge_litert", model, inputs]))
+    desktop = desktop_raw(model, inputs)
+    assert emulated.shape == desktop.shape == (4, 10)
+    if name.endswith("int8"):
+        np.testing.assert_array_equal(emulated, desktop)
+    else:
+        np.testing.assert_allclose(emulated, desktop, rtol=0, atol=1e-6)

@@ -1,0 +1,42 @@
+"""The legacy `tflite_runtime` backend (2.14, NumPy 1.x) in its own cached venv.
+
+`tests/support/tflite_env.py` builds the venv (`tflite-runtime==2.14.0`, `numpy<2`, Pillow,
+flatbuffers); edgeship is not installed there, the repository root goes on PYTHONPATH.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tests.support.predictions import RAW_INVOKE, desktop_raw, model_inputs, raw_outputs
+
+pytestmark = pytest.mark.slow
+
+
+def test_tflite_env_has_tflite_runtime_and_numpy_1(tflite_env):
+    probe = (
+        "import json, numpy, tflite_runtime; "
+        "print(json.dumps([tflite_runtime.__version__, numpy.__version__]))"
+    )
+    proc = tflite_env.run(["-c", probe])
+    assert proc.returncode == 0, proc.stderr
+    runtime, numpy_version = json.loads(proc.stdout)
+    assert runtime == "2.14.0"
+    assert numpy_version.startswith("1.")
+
+
+@pytest.mark.parametrize("name", ["mlp_float32", "mlp_int8", "cnn_uint8"])
+def test_bare_tflite_runtime_equals_ai_edge_litert(tflite_env, edge_models, tmp_path, name):
+    model = edge_models[name]
+    inputs = tmp_path / "inputs.npy"
+    np.save(inputs, model_inputs(model))
+    legacy = raw_outputs(tflite_env.run([RAW_INVOKE, "tflite_runtime", model, inputs]))
+    desktop = desktop_raw(model, inputs)
+    assert legacy.shape == desktop.shape == (4, 10)
+    if name.endswith("float32"):
+        np.testing.assert_allclose(legacy, desktop, rtol=0, atol=1e-6)
+    else:
+        np.testing.assert_array_equal(legacy, desktop)
