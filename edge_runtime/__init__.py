@@ -11,9 +11,26 @@ from edge_runtime.errors import (
 
 __all__ = [
     "BackendError",
+    "EdgeClassifier",
     "EdgeRuntimeError",
     "EdgeshipError",
     "ImageError",
     "InputShapeError",
     "ModelFileError",
+    "Prediction",
+    "embed_metadata",
+    "read_metadata",
 ]
+
+
+def __getattr__(name: str):
+    """Lazy exports: `import edge_runtime` stays cheap (no NumPy/interpreter until used)."""
+    if name in ("EdgeClassifier", "Prediction"):
+        from edge_runtime import classifier
+
+        return getattr(classifier, name)
+    if name in ("embed_metadata", "read_metadata"):
+        from edge_runtime import metadata
+
+        return getattr(metadata, name)
+    raise AttributeError(f"module 'edge_runtime' has no attribute {name!r}")

@@ -1,0 +1,139 @@
+"""On-device benchmark: load time, per-call latency in microseconds, throughput, peak RSS.
+
+Uses only the standard library (`resource` for peak RSS: no psutil on the device).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from edge_runtime.classifier import EdgeClassifier
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Latency statistics in microseconds."""
+
+    p50: float
+    p90: float
+    p99: float
+    mean: float
+    min: float
+    max: float
+
+    def __post_init__(self) -> None:
+        if not self.min <= self.p50 <= self.max:
+            raise ValueError(f"Inconsistent latency statistics. Received: {self}")
+
+    @classmethod
+    def from_samples(cls, seconds: np.ndarray) -> Latency:
+        """Statistics of per-call durations given in seconds."""
+        us = np.asarray(seconds, dtype=np.float64) * 1e6
+        p50, p90, p99 = np.percentile(us, [50, 90, 99])
+        return cls(
+            p50=round(float(p50), 3),
+            p90=round(float(p90), 3),
+            p99=round(float(p99), 3),
+            mean=round(float(us.mean()), 3),
+            min=round(float(us.min()), 3),
+            max=round(float(us.max()), 3),
+        )
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process in MiB (0.0 where unavailable)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return 0.0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    scale = 1.0 if sys.platform == "darwin" else 1024.0  # bytes on macOS, KiB on Linux
+    return round(peak * scale / (1024.0 * 1024.0), 3)
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    """What `python -m edge_runtime bench --json` prints."""
+
+    model: str
+    load_ms: float
+    latency_us: Latency
+    throughput_ips: float
+    peak_rss_mb: float
+    backend: str
+    backend_version: str
+    machine: str
+    python: str
+    numpy: str
+    runs: int
+    warmup: int
+    threads: int | None
+    batch: int
+
+    def __post_init__(self) -> None:
+        if self.runs < 1 or self.warmup < 0 or self.batch < 1:
+            raise ValueError(
+                f"runs >= 1, warmup >= 0, batch >= 1 required. Received: runs={self.runs}, "
+                f"warmup={self.warmup}, batch={self.batch}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-friendly dict."""
+        return asdict(self)
+
+
+def run_bench(
+    model_path: str | os.PathLike,
+    *,
+    runs: int = 200,
+    warmup: int = 20,
+    threads: int | None = None,
+    batch: int = 1,
+    backend: str | None = None,
+    seed: int = 0,
+) -> BenchResult:
+    """Load the model, then time `runs` calls of `predict_proba` on `batch` random images."""
+    if runs < 1 or warmup < 0 or batch < 1:
+        raise ValueError(
+            f"runs >= 1, warmup >= 0, batch >= 1 required. Received: runs={runs}, "
+            f"warmup={warmup}, batch={batch}"
+        )
+    start = time.perf_counter()
+    clf = EdgeClassifier.load(model_path, num_threads=threads, backend=backend, batch_size=batch)
+    load_ms = (time.perf_counter() - start) * 1e3
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, size=(batch, *clf.input_shape), dtype=np.uint8)
+    if batch == 1:
+        x = x[0]
+    for _ in range(warmup):
+        clf.predict_proba(x)
+    samples = np.empty(runs, dtype=np.float64)
+    clock = time.perf_counter
+    for i in range(runs):
+        t0 = clock()
+        clf.predict_proba(x)
+        samples[i] = clock() - t0
+    latency = Latency.from_samples(samples)
+    return BenchResult(
+        model=str(model_path),
+        load_ms=round(load_ms, 3),
+        latency_us=latency,
+        throughput_ips=round(batch / float(samples.mean()), 1),
+        peak_rss_mb=peak_rss_mb(),
+        backend=clf.backend.name,
+        backend_version=clf.backend.version,
+        machine=platform.machine(),
+        python=platform.python_version(),
+        numpy=np.__version__,
+        runs=runs,
+        warmup=warmup,
+        threads=threads,
+        batch=batch,
+    )

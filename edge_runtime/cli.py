@@ -1,0 +1,264 @@
+"""`python -m edge_runtime predict|bench|info`: argparse only (the device has no Typer).
+
+The predict formatting lives here (`predict_lines`) so `edgeship predict` prints the same.
+Errors: any EdgeshipError becomes `error: <message>` on stderr and its exit code (2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from edge_runtime.errors import EdgeshipError
+
+DEFAULT_TOP_K = 3
+
+
+def prediction_record(image: str, prediction: Any, top_k: int = DEFAULT_TOP_K) -> dict[str, Any]:
+    """The JSON object of one image: `image`, `index`, `label`, `confidence`, `top_k`."""
+    return {
+        "image": image,
+        "index": prediction.index,
+        "label": prediction.label,
+        "confidence": round(prediction.confidence, 6),
+        "top_k": [
+            {**entry, "confidence": round(entry["confidence"], 6)}
+            for entry in prediction.top_k(top_k)
+        ],
+    }
+
+
+def format_prediction(
+    image: str, prediction: Any, top_k: int = DEFAULT_TOP_K, as_json: bool = False
+) -> str:
+    """One output line for one image (JSON object or human text)."""
+    record = prediction_record(image, prediction, top_k)
+    if as_json:
+        return json.dumps(record, ensure_ascii=False)
+    text = f"{image}: {record['label']} ({record['confidence']:.1%})"
+    if len(record["top_k"]) > 1:
+        others = ", ".join(f"{e['label']} {e['confidence']:.1%}" for e in record["top_k"])
+        text += f"  [top-{len(record['top_k'])}: {others}]"
+    return text
+
+
+def predict_lines(
+    model: str | os.PathLike,
+    images: Sequence[str | os.PathLike],
+    *,
+    top_k: int = DEFAULT_TOP_K,
+    as_json: bool = False,
+    threads: int | None = None,
+    backend: str | None = None,
+    invert: str = "auto",
+) -> list[str]:
+    """Classify image files with a .tflite model; one output line per image."""
+    from edge_runtime.classifier import EdgeClassifier
+
+    if top_k < 1:
+        raise _usage(f"--top-k must be >= 1. Received: {top_k}")
+    if not images:
+        raise _usage("Pass at least one image. Received: none")
+    clf = EdgeClassifier.load(model, num_threads=threads, backend=backend, invert=invert)
+    predictions = clf.predict([os.fspath(p) for p in images])
+    return [
+        format_prediction(os.fspath(image), pred, top_k, as_json)
+        for image, pred in zip(images, predictions, strict=True)
+    ]
+
+
+def info_dict(model: str | os.PathLike, backend: str | None = None) -> dict[str, Any]:
+    """What `info` reports: model tensors and metadata, backend, library versions."""
+    import numpy as np
+
+    from edge_runtime.classifier import EdgeClassifier
+
+    clf = EdgeClassifier.load(model, backend=backend)
+    out = clf.describe()
+    out["numpy"] = np.__version__
+    try:
+        import PIL
+
+        out["pillow"] = PIL.__version__
+    except ImportError:  # pragma: no cover - pillow is a dependency
+        out["pillow"] = None
+    out["python"] = platform.python_version()
+    out["machine"] = platform.machine()
+    return out
+
+
+def _usage(message: str) -> EdgeshipError:
+    from edge_runtime.errors import EdgeRuntimeError
+
+    return EdgeRuntimeError(message)
+
+
+def _info_text(info: dict[str, Any]) -> str:
+    def tensor(t: dict[str, Any]) -> str:
+        q = t["quantization"]
+        quant = f"scale={q['scale']:.6g} zero_point={q['zero_point']}" if q else "not quantized"
+        return f"{t['name']} shape={t['shape_signature']} {t['dtype']} ({quant})"
+
+    meta = info["metadata"]
+    lines = [
+        f"model:    {info['model']} ({info['size_bytes']} bytes)",
+        f"backend:  {info['backend']} {info['backend_version']} (numpy {info['numpy']}, "
+        f"python {info['python']}, {info['machine']})",
+        f"input:    {tensor(info['input'])}",
+        f"output:   {tensor(info['output'])}",
+        f"image:    {info['image_shape']} raw pixel * {info['raw_pixel_scale']:.6g} + "
+        f"{info['raw_pixel_offset']:.6g}",
+        f"classes:  {info['num_classes']}: {', '.join(info['class_names'][:12])}"
+        + (" ..." if info["num_classes"] > 12 else ""),
+    ]
+    if meta is None:
+        lines.append("metadata: none (class indices as labels, no pixel scaling)")
+    else:
+        quant = meta.get("quantization") or {}
+        metrics = meta.get("metrics") or {}
+        lines.append(
+            f"metadata: model={meta.get('model')} quantization={quant.get('mode')} "
+            f"test_accuracy={metrics.get('test_accuracy')} "
+            f"background={(meta.get('input') or {}).get('background')}"
+        )
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser of `python -m edge_runtime`."""
+    parser = argparse.ArgumentParser(
+        prog="python -m edge_runtime",
+        description="Run a .tflite image classifier without TensorFlow.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("model", help="the .tflite model file")
+        p.add_argument(
+            "--backend",
+            default=None,
+            help="ai_edge_litert, tflite_runtime or tensorflow (default: the first installed)",
+        )
+
+    p = sub.add_parser("predict", help="classify image files")
+    common(p)
+    p.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
+    p.add_argument("--top-k", type=int, default=DEFAULT_TOP_K, help="classes to report")
+    p.add_argument("--json", action="store_true", help="one JSON object per image per line")
+    p.add_argument("--threads", type=int, default=None, help="interpreter threads")
+    p.add_argument(
+        "--invert",
+        choices=("auto", "yes", "no"),
+        default="auto",
+        help="invert images (auto: when the model expects a dark background and the "
+        "image's border is light)",
+    )
+
+    p = sub.add_parser("bench", help="time the model on this machine")
+    common(p)
+    p.add_argument("--runs", type=int, default=200)
+    p.add_argument("--warmup", type=int, default=20)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+    p = sub.add_parser("info", help="inputs, outputs, quantization, metadata, backend")
+    common(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    return parser
+
+
+def _run(args: argparse.Namespace) -> None:
+    if args.command == "predict":
+        lines = predict_lines(
+            args.model,
+            args.images,
+            top_k=args.top_k,
+            as_json=args.json,
+            threads=args.threads,
+            backend=args.backend,
+            invert=args.invert,
+        )
+        print("\n".join(lines))
+    elif args.command == "bench":
+        from edge_runtime.bench import run_bench
+
+        try:
+            result = run_bench(
+                args.model,
+                runs=args.runs,
+                warmup=args.warmup,
+                threads=args.threads,
+                batch=args.batch,
+                backend=args.backend,
+            )
+        except ValueError as err:
+            raise _usage(str(err)) from None
+        data = result.to_dict()
+        if args.json:
+            print(json.dumps(data))
+        else:
+            lat = data["latency_us"]
+            print(
+                f"{data['model']}: load {data['load_ms']:.1f} ms, latency p50 {lat['p50']:.1f} us "
+                f"p90 {lat['p90']:.1f} us p99 {lat['p99']:.1f} us (batch {data['batch']}), "
+                f"{data['throughput_ips']:.0f} images/s, peak RSS {data['peak_rss_mb']:.1f} MB, "
+                f"{data['backend']} {data['backend_version']} on {data['machine']}"
+            )
+    else:
+        info = info_dict(args.model, backend=args.backend)
+        print(json.dumps(info) if args.json else _info_text(info))
+
+
+_NATIVE_NOISE = ("INFO: Created TensorFlow Lite XNNPACK delegate for CPU.",)
+
+
+@contextlib.contextmanager
+def filtered_native_stderr() -> Iterator[None]:
+    """Drop the interpreter's native `INFO: Created ... XNNPACK delegate` line from stderr.
+
+    The C++ runtime writes it straight to file descriptor 2, which would make an error
+    report two lines. Everything else written to fd 2 meanwhile is passed on, in order.
+    """
+    try:
+        saved = os.dup(2)
+    except OSError:  # no usable fd 2 (embedded interpreters): nothing to filter
+        yield
+        return
+    with tempfile.TemporaryFile() as capture:
+        sys.stderr.flush()
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            text = capture.read().decode("utf-8", "replace")
+            kept = [line for line in text.splitlines(True) if line.strip() not in _NATIVE_NOISE]
+            if kept:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `python -m edge_runtime`; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    if getattr(args, "threads", None) is not None and args.threads < 1:
+        print(f"error: --threads must be >= 1. Received: {args.threads}", file=sys.stderr)
+        return 2
+    try:
+        with filtered_native_stderr():
+            _run(args)
+    except EdgeshipError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
+    return 0

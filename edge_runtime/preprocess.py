@@ -1,0 +1,177 @@
+"""Pillow preprocessing: any image file or PIL image -> a uint8 (H, W, C) array for the model.
+
+Steps: open (with a pixel-count guard against decompression bombs), apply the EXIF
+orientation, flatten alpha onto white, bring 16-bit/float modes to 8 bits, convert to the
+model's channels (1: L, 3: RGB), resize (stretch) to the model's H x W, and optionally invert.
+
+`invert` is for models trained on light objects on a dark background (Fashion-MNIST, whose
+metadata says `input.background == "dark"`): a photo of a garment on a white table must be
+inverted to look like the training data. `"auto"` (the default) inverts only when the model's
+background is dark AND the image's border pixels are light (mean > 127 of 255); `"yes"`
+always inverts, `"no"` never does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from edge_runtime.errors import ImageError
+
+MAX_PIXELS = 40_000_000  # 40 megapixels: any real photo; beyond it, a bomb or a mistake
+INVERT_CHOICES = ("auto", "yes", "no")
+
+
+def _normalize_invert(invert: str | bool | None) -> str:
+    if invert is None:
+        return "auto"
+    if isinstance(invert, bool):
+        return "yes" if invert else "no"
+    value = str(invert).strip().lower()
+    value = {"true": "yes", "false": "no", "1": "yes", "0": "no"}.get(value, value)
+    if value not in INVERT_CHOICES:
+        raise ValueError(f"invert must be one of {INVERT_CHOICES}. Received: invert={invert!r}")
+    return value
+
+
+def _check_size(size: tuple[int, int], max_pixels: int, source: str) -> None:
+    width, height = size
+    if width <= 0 or height <= 0:
+        raise ImageError(
+            f"The image has zero size ({width}x{height}). Pass a real image. Received: {source}"
+        )
+    if width * height > max_pixels:
+        raise ImageError(
+            f"The image is too large ({width}x{height} = {width * height} pixels, the limit is "
+            f"{max_pixels}): possibly a decompression bomb. Downscale it first. Received: {source}"
+        )
+
+
+def load_image(
+    source: str | os.PathLike | bytes, *, max_pixels: int = MAX_PIXELS
+) -> Image.Image:
+    """Open and fully decode an image file (or bytes), raising ImageError if it is unusable."""
+    if isinstance(source, (bytes, bytearray)):
+        label, fp = "<bytes>", io.BytesIO(source)
+        if not source:
+            raise ImageError("The image is empty (0 bytes). Received: <bytes>")
+    else:
+        path = Path(source)
+        label = f"path={path}"
+        if not path.is_file():
+            what = "is a directory" if path.is_dir() else "not found"
+            raise ImageError(f"Image file {what}. Check the path. Received: {label}")
+        if path.stat().st_size == 0:
+            raise ImageError(f"The image file is empty (0 bytes). Received: {label}")
+        fp = path
+    try:
+        img = Image.open(fp)
+    except UnidentifiedImageError:
+        raise ImageError(
+            "The file is not an image Pillow can read (PNG, JPEG, BMP, ...). "
+            f"Pass an image file. Received: {label}"
+        ) from None
+    except Image.DecompressionBombError as err:
+        raise ImageError(f"The image is too large ({err}). Received: {label}") from None
+    except OSError as err:
+        raise ImageError(f"Cannot open the image ({err}). Received: {label}") from None
+    _check_size(img.size, max_pixels, label)
+    try:
+        img.load()
+    except (OSError, SyntaxError, ValueError) as err:
+        raise ImageError(
+            f"The image is truncated or corrupt ({err}). Re-copy it. Received: {label}"
+        ) from None
+    return img
+
+
+def _to_8bit(img: Image.Image) -> Image.Image:
+    """16-bit integer and float modes -> L (Pillow's own convert would clip them)."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        arr = np.asarray(img).astype(np.float64)
+        peak = 65535.0 if (img.mode.startswith("I;16") or arr.max(initial=0) > 255) else 255.0
+        arr = np.clip(np.round(arr * (255.0 / peak)), 0, 255)
+        return Image.fromarray(arr.astype(np.uint8), "L")
+    if img.mode == "F":
+        arr = np.asarray(img).astype(np.float64)
+        if arr.size and np.nanmax(arr) <= 1.0:
+            arr = arr * 255.0
+        arr = np.clip(np.nan_to_num(np.round(arr)), 0, 255)
+        return Image.fromarray(arr.astype(np.uint8), "L")
+    return img
+
+
+def _flatten_alpha(img: Image.Image) -> Image.Image:
+    """Composite transparent images onto white (how they look in a viewer)."""
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return img
+
+
+def border_mean(arr: np.ndarray) -> float:
+    """Mean brightness (0-255) of the outermost rows and columns of an (H, W[, C]) array."""
+    a = arr.astype(np.float32)
+    if a.ndim == 3:
+        a = a.mean(axis=2)
+    edges = np.concatenate([a[0, :], a[-1, :], a[:, 0], a[:, -1]])
+    return float(edges.mean())
+
+
+def preprocess_image(
+    img: Image.Image,
+    shape: tuple[int, int, int],
+    *,
+    invert: str | bool | None = "auto",
+    background: str | None = None,
+    max_pixels: int = MAX_PIXELS,
+) -> np.ndarray:
+    """A PIL image -> uint8 array of `shape` (H, W, C), C in {1, 3}, ready as raw pixels."""
+    invert_mode = _normalize_invert(invert)
+    if not isinstance(img, Image.Image):
+        raise ImageError(f"Expected a PIL image. Received: {type(img).__name__}")
+    height, width, channels = (int(d) for d in shape)
+    if channels not in (1, 3):
+        raise ImageError(
+            f"Image preprocessing supports models with 1 or 3 input channels; pass arrays "
+            f"for other models. Received: model input shape={tuple(shape)}"
+        )
+    _check_size(img.size, max_pixels, f"image of size {img.size[0]}x{img.size[1]}")
+    # A broken EXIF block must not make a readable image unusable.
+    with contextlib.suppress(Exception):
+        img = ImageOps.exif_transpose(img)
+    img = _flatten_alpha(_to_8bit(img))
+    img = img.convert("L" if channels == 1 else "RGB")
+    if img.size != (width, height):
+        img = img.resize((width, height), Image.Resampling.BILINEAR, reducing_gap=3.0)
+    arr = np.asarray(img, dtype=np.uint8)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if invert_mode == "yes" or (
+        invert_mode == "auto" and background == "dark" and border_mean(arr) > 127.0
+    ):
+        arr = 255 - arr
+    return np.ascontiguousarray(arr)
+
+
+def load_and_preprocess(
+    source: str | os.PathLike,
+    shape: tuple[int, int, int],
+    *,
+    invert: str | bool | None = "auto",
+    background: str | None = None,
+    max_pixels: int = MAX_PIXELS,
+) -> np.ndarray:
+    """Read an image file and return the uint8 (H, W, C) array for the model."""
+    img = load_image(source, max_pixels=max_pixels)
+    return preprocess_image(
+        img, shape, invert=invert, background=background, max_pixels=max_pixels
+    )
