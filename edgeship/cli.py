@@ -7,6 +7,8 @@ stderr and an exit code. Stage modules import TensorFlow lazily, so `--help` sta
 from __future__ import annotations
 
 import os
+from pathlib import Path
+from typing import Annotated
 
 import typer
 from typer.core import TyperGroup
@@ -40,6 +42,26 @@ def _root() -> None:
     """Train a Keras image classifier, quantize it to TensorFlow Lite, benchmark and deploy it."""
 
 
+def _predict_command(
+    model: Annotated[Path, typer.Argument(help="The .tflite model file.")],
+    images: Annotated[list[Path], typer.Argument(help="Image files to classify.")],
+    top_k: Annotated[int, typer.Option("--top-k", help="Classes to report per image.")] = 3,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per image.")] = False,
+    threads: Annotated[int | None, typer.Option(help="Interpreter threads.")] = None,
+    backend: Annotated[str | None, typer.Option(help="ai_edge_litert or tflite_runtime.")] = None,
+    invert: Annotated[str, typer.Option(help="Invert images: auto, yes or no.")] = "auto",
+) -> None:
+    """Classify images with a .tflite model (the same code as `python -m edge_runtime predict`)."""
+    from edge_runtime.cli import filtered_native_stderr, predict_lines
+
+    with filtered_native_stderr():
+        lines = predict_lines(
+            model, images, top_k=top_k, as_json=as_json, threads=threads, backend=backend,
+            invert=invert,
+        )
+    typer.echo("\n".join(lines))
+
+
 def _mount() -> None:
     """Attach each stage's commands to `app`."""
     from edgeship.pipeline import pipeline_command
@@ -47,6 +69,7 @@ def _mount() -> None:
 
     app.command("train")(train_command)
     app.command("pipeline")(pipeline_command)
+    app.command("predict")(_predict_command)
 
 
 _mount()
