@@ -12,7 +12,17 @@ import numpy as np
 import pytest
 
 from tests.support.arm64 import WHEELS
-from tests.support.predictions import RAW_INVOKE, desktop_raw, model_inputs, raw_outputs
+from tests.support.predictions import (
+    RAW_INVOKE,
+    REPO,
+    assert_same_predictions,
+    desktop_predict,
+    desktop_raw,
+    model_inputs,
+    predict_lines,
+    raw_outputs,
+    write_images,
+)
 
 pytestmark = [pytest.mark.emulated, pytest.mark.slow]
 
@@ -47,3 +57,17 @@ def test_bare_interpreter_under_emulation_equals_desktop(arm64_python, edge_mode
         np.testing.assert_array_equal(emulated, desktop)
     else:
         np.testing.assert_allclose(emulated, desktop, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("name", "shape"),
+    [("mlp_float32", (28, 28, 1)), ("mlp_int8", (28, 28, 1)), ("cnn_uint8", (32, 32, 3))],
+)
+def test_predict_under_emulation_equals_desktop(arm64_python, edge_models, tmp_path, name, shape):
+    images = write_images(tmp_path / "images", shape, count=4)
+    args = ["predict", "--json", "--top-k", "3", str(edge_models[name]), *map(str, images)]
+    emulated = arm64_python.run(["-m", "edge_runtime", *args], cwd=tmp_path, extra_paths=[REPO])
+    got = predict_lines(emulated)
+    want = desktop_predict(args, cwd=tmp_path)
+    assert len(got) == len(images)
+    assert_same_predictions(got, want)

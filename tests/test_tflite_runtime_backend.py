@@ -11,7 +11,17 @@ import json
 import numpy as np
 import pytest
 
-from tests.support.predictions import RAW_INVOKE, desktop_raw, model_inputs, raw_outputs
+from tests.support.predictions import (
+    RAW_INVOKE,
+    REPO,
+    assert_same_predictions,
+    desktop_predict,
+    desktop_raw,
+    model_inputs,
+    predict_lines,
+    raw_outputs,
+    write_images,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -40,3 +50,35 @@ def test_bare_tflite_runtime_equals_ai_edge_litert(tflite_env, edge_models, tmp_
         np.testing.assert_allclose(legacy, desktop, rtol=0, atol=1e-6)
     else:
         np.testing.assert_array_equal(legacy, desktop)
+
+
+@pytest.mark.parametrize(
+    ("name", "shape"),
+    [("mlp_float32", (28, 28, 1)), ("mlp_int8", (28, 28, 1)), ("cnn_uint8", (32, 32, 3))],
+)
+def test_predict_with_tflite_runtime_equals_ai_edge_litert(
+    tflite_env, edge_models, tmp_path, name, shape
+):
+    images = write_images(tmp_path / "images", shape, count=4)
+    model = str(edge_models[name])
+    args = ["predict", "--json", "--top-k", "3", model, *map(str, images)]
+    legacy = tflite_env.run(
+        ["-m", "edge_runtime", *args, "--backend", "tflite_runtime"],
+        cwd=tmp_path,
+        extra_paths=[REPO],
+    )
+    got = predict_lines(legacy)
+    want = desktop_predict([*args, "--backend", "ai_edge_litert"], cwd=tmp_path)
+    assert len(got) == len(images)
+    assert_same_predictions(got, want)
+
+
+def test_info_reports_the_tflite_runtime_backend(tflite_env, edge_models, tmp_path):
+    proc = tflite_env.run(
+        ["-m", "edge_runtime", "info", str(edge_models["mlp_int8"]), "--backend", "tflite_runtime"],
+        cwd=tmp_path,
+        extra_paths=[REPO],
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "tflite_runtime" in proc.stdout
+    assert "2.14.0" in proc.stdout
