@@ -1,0 +1,131 @@
+"""`edgeship convert`: a Keras model -> `model_<mode>.tflite` per mode, with a check table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from convert.calibration import DEFAULT_CALIBRATION_SAMPLES
+from convert.modes import MODES
+from convert.run import DEFAULT_VERIFY_SAMPLES, ConvertReport
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    return f"{n / 1024:.0f} KiB" if n < 1024 * 1024 else f"{n / 1024 / 1024:.1f} MiB"
+
+
+def _pct(x: float | None, digits: int = 2) -> str:
+    return "-" if x is None else f"{x:.{digits}%}"
+
+
+def report_table(report: ConvertReport) -> Table:
+    """The per-mode table: size, size vs float32, agreement, max difference, seconds."""
+    with_accuracy = report.keras_accuracy is not None
+    title = f"check: {report.verify_samples} samples of the {report.verify_source}"
+    if with_accuracy:
+        title += f"; Keras accuracy {report.keras_accuracy:.2%}"
+    table = Table(title=title)
+    table.add_column("mode")
+    table.add_column("size", justify="right")
+    table.add_column("vs f32", justify="right")
+    table.add_column("agree", justify="right")
+    table.add_column("max diff", justify="right")
+    if with_accuracy:
+        table.add_column("acc", justify="right")
+    table.add_column("conv s", justify="right")
+    table.add_column("check s", justify="right")
+    for r in report.results:
+        if not r.ok:
+            row = [f"[red]{r.mode}[/red]", "[red]failed[/red]", "-", "-", "-"]
+            row += ["-"] if with_accuracy else []
+            table.add_row(*row, "-", "-")
+            continue
+        row = [
+            r.mode,
+            _size(r.size_bytes),
+            _pct(r.size_vs_float32, 1),
+            _pct(r.agreement),
+            f"{r.max_abs_diff:.4f}",
+        ]
+        row += [_pct(r.accuracy)] if with_accuracy else []
+        row += [f"{r.convert_seconds:.2f}", f"{r.verify_seconds:.2f}"]
+        table.add_row(*row)
+    return table
+
+
+def run_convert(model: Path, out: Path, console: Console, **options) -> ConvertReport:
+    """Convert with a progress bar on `console`; return the report (failures not raised)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
+
+    from convert.modes import parse_modes
+    from convert.run import convert_model
+
+    modes = parse_modes(options.pop("modes", None))
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    ) as progress:
+        task = progress.add_task("loading model and data", total=len(modes))
+
+        def on_progress(mode: str, stage: str, result) -> None:
+            if stage in ("done", "failed"):
+                progress.advance(task)
+            else:
+                progress.update(task, description=f"{mode}: {stage}")
+
+        return convert_model(model, out, modes=modes, progress=on_progress, **options)
+
+
+def convert_command(
+    model: Annotated[Path, typer.Argument(help="Keras model: RUN/model.keras, or any .keras/.h5.")],
+    out: Annotated[Path, typer.Option("--out", help="Directory for model_<mode>.tflite.")],
+    quantize: Annotated[
+        str, typer.Option(help=f"Comma-separated modes out of {','.join(MODES)}.")
+    ] = ",".join(MODES),
+    calibration_samples: Annotated[
+        int,
+        typer.Option(help="Calibration images for int8/int16x8 (class-balanced, fixed seed)."),
+    ] = DEFAULT_CALIBRATION_SAMPLES,
+    calibration_data: Annotated[
+        Path | None,
+        typer.Option(
+            help="Image folder or .npy (model's input layout) to calibrate on; required for "
+            "int8/int16x8 on a model edgeship did not train."
+        ),
+    ] = None,
+    int8_io: Annotated[
+        bool, typer.Option("--int8-io", help="int8 mode: make the input and output tensors int8.")
+    ] = False,
+    min_agreement: Annotated[
+        float | None,
+        typer.Option(help="Fail (exit 1) a mode whose top-1 agreement with Keras is below this."),
+    ] = None,
+    verify_samples: Annotated[
+        int, typer.Option(help="Held-out samples to check each mode against Keras.")
+    ] = DEFAULT_VERIFY_SAMPLES,
+) -> None:
+    """Convert a Keras model to TensorFlow Lite in each mode and check it against Keras."""
+    report = run_convert(
+        model,
+        out,
+        Console(stderr=True),
+        modes=quantize,
+        calibration_samples=calibration_samples,
+        calibration_data=calibration_data,
+        int8_io=int8_io,
+        min_agreement=min_agreement,
+        verify_samples=verify_samples,
+    )
+    Console().print(report_table(report))
+    report.raise_for_failures()

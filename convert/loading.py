@@ -1,0 +1,142 @@
+"""Load a Keras model file safely and describe its input and output."""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from convert.errors import ConvertError
+from convert.quiet import import_keras
+
+KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+_TFLITE_IDENTIFIER = b"TFL3"
+
+
+@dataclass(frozen=True)
+class ModelSignature:
+    """What convert needs to know of a classifier: one NHWC image in, class scores out."""
+
+    input_shape: tuple[int, int, int]
+    num_classes: int
+
+    def __post_init__(self) -> None:
+        if len(self.input_shape) != 3 or any(int(d) < 1 for d in self.input_shape):
+            raise ConvertError(
+                "The model's input must be one image of fixed size (height, width, channels). "
+                f"Received: input_shape={self.input_shape}"
+            )
+        if self.input_shape[2] not in (1, 3):
+            raise ConvertError(
+                "The model's input must have 1 (grayscale) or 3 (RGB) channels, channels last. "
+                f"Received: input_shape={self.input_shape}"
+            )
+        if self.num_classes < 2:
+            raise ConvertError(
+                "The model must output one score per class (at least 2). "
+                f"Received: num_classes={self.num_classes}"
+            )
+
+    @property
+    def color_mode(self) -> str:
+        """'grayscale' for one channel, 'rgb' for three."""
+        return "grayscale" if self.input_shape[2] == 1 else "rgb"
+
+
+def check_model_file(path: str | os.PathLike) -> Path:
+    """Check that `path` looks like a Keras model file before Keras touches it."""
+    p = Path(path)
+    if not p.exists():
+        raise ConvertError(f"Model file not found. Received: path={p}")
+    if not p.is_file():
+        raise ConvertError(
+            f"The model must be a .keras or .h5 file, not a folder. Received: path={p}"
+        )
+    with p.open("rb") as f:
+        head = f.read(8)
+    if p.suffix.lower() == ".tflite" or head[4:8] == _TFLITE_IDENTIFIER:
+        raise ConvertError(
+            "This is already a TensorFlow Lite model; convert takes the Keras model "
+            f"(.keras or .h5) it came from. Received: path={p}"
+        )
+    if p.suffix.lower() not in KERAS_SUFFIXES:
+        raise ConvertError(
+            f"Not a Keras model file: expected a .keras or .h5 file. Received: path={p}"
+        )
+    if p.suffix.lower() == ".keras":
+        if not zipfile.is_zipfile(p):
+            raise ConvertError(
+                "Not a valid .keras file (not a zip archive: truncated or another format). "
+                f"Save it again with model.save('model.keras'). Received: path={p}"
+            )
+        try:
+            with zipfile.ZipFile(p) as archive:
+                bad = archive.testzip()
+        except (zipfile.BadZipFile, OSError, EOFError) as err:
+            raise ConvertError(f"Corrupt .keras archive ({err}). Received: path={p}") from None
+        if bad is not None:
+            raise ConvertError(f"Corrupt .keras archive (bad member {bad}). Received: path={p}")
+    elif head != _HDF5_SIGNATURE:
+        raise ConvertError(f"Not a valid .h5 file (no HDF5 signature). Received: path={p}")
+    return p
+
+
+def load_keras_model(path: str | os.PathLike):
+    """Load a `.keras`/`.h5` model with Keras's safe mode (no arbitrary code runs)."""
+    p = check_model_file(path)
+    keras = import_keras()
+
+    try:
+        model = keras.saving.load_model(p, compile=False, safe_mode=True)
+    except Exception as err:  # Keras raises ValueError, TypeError, OSError, KeyError ...
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ConvertError(
+            f"Keras cannot load the model ({type(err).__name__}: {first[:300]}). Received: path={p}"
+        ) from None
+    if not isinstance(model, keras.Model):
+        raise ConvertError(f"The file holds no Keras model. Received: path={p}")
+    return model
+
+
+def model_signature(model) -> ModelSignature:
+    """The input image shape and class count of a single-input, single-output model."""
+    inputs, outputs = list(model.inputs or []), list(model.outputs or [])
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise ConvertError(
+            "convert handles image classifiers with one input and one output. "
+            f"Received: inputs={len(inputs)}, outputs={len(outputs)}"
+        )
+    in_shape, out_shape = tuple(inputs[0].shape), tuple(outputs[0].shape)
+    if len(in_shape) != 4 or any(d is None for d in in_shape[1:]):
+        raise ConvertError(
+            "The model's input must be a batch of fixed-size images (batch, height, width, "
+            f"channels). Received: input shape={in_shape}"
+        )
+    if len(out_shape) != 2 or out_shape[1] is None:
+        raise ConvertError(
+            f"The model's output must be (batch, classes). Received: output shape={out_shape}"
+        )
+    return ModelSignature(tuple(int(d) for d in in_shape[1:]), int(out_shape[1]))
+
+
+def read_run_metadata(model_path: str | os.PathLike) -> dict[str, Any] | None:
+    """The `model.json` that edgeship's train wrote beside the model, or None."""
+    meta_path = Path(model_path).with_name("model.json")
+    if not meta_path.is_file():
+        return None
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ConvertError(
+            f"Cannot read model.json beside the model ({err}). Fix or remove it. "
+            f"Received: path={meta_path}"
+        ) from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("input"), dict):
+        raise ConvertError(
+            f"model.json has no 'input' block; it is not edgeship's. Received: path={meta_path}"
+        )
+    return meta

@@ -1,0 +1,506 @@
+"""Convert a Keras model into each quantization mode, check each against Keras, write files."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from convert.calibration import (
+    CALIBRATION_SEED,
+    DEFAULT_CALIBRATION_SAMPLES,
+    CalibrationData,
+    balanced_indices,
+    load_calibration_data,
+    seeded_subset,
+)
+from convert.errors import ConvertError, ModeFailedError
+from convert.loading import (
+    ModelSignature,
+    check_model_file,
+    load_keras_model,
+    model_signature,
+    read_run_metadata,
+)
+from convert.modes import CALIBRATED_MODES, FALLBACKS, MODES, parse_modes
+from convert.quiet import captured_stderr
+from edge_runtime.errors import EdgeshipError
+from edge_runtime.files import atomic_path
+
+DEFAULT_VERIFY_SAMPLES = 1000
+VERIFY_SEED = 7
+# Foreign model without any data: the float modes are checked on seeded random pixels.
+RANDOM_VERIFY_SAMPLES = 200
+METADATA_SCHEMA_VERSION = 1
+
+# progress(mode, stage, result): stage is "convert", "verify", "done" or "failed".
+ProgressCallback = Callable[[str, str, "ModeResult | None"], None]
+
+
+def tflite_name(mode: str) -> str:
+    """The file name of a mode's model inside a run directory."""
+    return f"model_{mode}.tflite"
+
+
+@dataclass(frozen=True)
+class ModeResult:
+    """The outcome of one mode: the file and its check, or why it failed and what to try."""
+
+    mode: str
+    path: Path | None = None
+    size_bytes: int | None = None
+    size_vs_float32: float | None = None
+    agreement: float | None = None
+    max_abs_diff: float | None = None
+    accuracy: float | None = None
+    convert_seconds: float | None = None
+    verify_seconds: float | None = None
+    error: str | None = None
+    hint: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"Unknown mode. Received: mode={self.mode}")
+        if (self.path is None) == (self.error is None):
+            raise ValueError("A ModeResult has either a path (success) or an error (failure).")
+        if self.agreement is not None and not 0.0 <= self.agreement <= 1.0:
+            raise ValueError(f"agreement must be in [0, 1]. Received: {self.agreement}")
+
+    @property
+    def ok(self) -> bool:
+        """True if the mode's file was written."""
+        return self.error is None
+
+
+@dataclass(frozen=True)
+class ConvertReport:
+    """Every mode's result, plus the data the check and the calibration used."""
+
+    model_path: Path
+    out_dir: Path
+    results: tuple[ModeResult, ...]
+    verify_samples: int
+    verify_source: str
+    calibration_samples: int
+    calibration_source: str | None
+    keras_accuracy: float | None = None
+    min_agreement: float | None = None
+    notes: tuple[str, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        if not self.results:
+            raise ValueError("A ConvertReport needs at least one mode result.")
+
+    @property
+    def failed(self) -> tuple[ModeResult, ...]:
+        """The modes that wrote no file."""
+        return tuple(r for r in self.results if not r.ok)
+
+    def raise_for_failures(self) -> None:
+        """Raise `ModeFailedError` (exit 1) naming each failed mode, why, and what to try."""
+        if self.failed:
+            raise ModeFailedError(
+                "; ".join(
+                    f"mode {r.mode} failed: {r.error} (what to try: {r.hint})" for r in self.failed
+                )
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-friendly summary."""
+        return {
+            "model": str(self.model_path),
+            "out": str(self.out_dir),
+            "keras_accuracy": self.keras_accuracy,
+            "verify": {"samples": self.verify_samples, "source": self.verify_source},
+            "calibration": {"samples": self.calibration_samples, "source": self.calibration_source},
+            "min_agreement": self.min_agreement,
+            "modes": [
+                {
+                    "mode": r.mode,
+                    "path": str(r.path) if r.path else None,
+                    "size_bytes": r.size_bytes,
+                    "size_vs_float32": r.size_vs_float32,
+                    "agreement": r.agreement,
+                    "max_abs_diff": r.max_abs_diff,
+                    "accuracy": r.accuracy,
+                    "convert_seconds": r.convert_seconds,
+                    "verify_seconds": r.verify_seconds,
+                    "error": r.error,
+                    "hint": r.hint,
+                }
+                for r in self.results
+            ],
+        }
+
+
+@dataclass(frozen=True, eq=False)
+class _Inputs:
+    """Samples for calibration and for the check, plus how pixels become model input."""
+
+    calibration: CalibrationData | None
+    verify_x: np.ndarray
+    verify_y: np.ndarray | None
+    verify_source: str
+    scale: float
+    offset: float
+
+    def model_input(self, x: np.ndarray) -> np.ndarray:
+        """Raw uint8 pixels -> model input (scale/offset); float arrays pass unchanged."""
+        if x.dtype == np.uint8:
+            return x.astype(np.float32) * np.float32(self.scale) + np.float32(self.offset)
+        return np.asarray(x, dtype=np.float32)
+
+
+class _Rejected(Exception):
+    """A converted mode that runs but fails its check; carries the reason and hint."""
+
+    def __init__(self, reason: str, hint: str) -> None:
+        super().__init__(reason)
+        self.reason, self.hint = reason, hint
+
+
+def _check_options(
+    calibration_samples: int, verify_samples: int, min_agreement: float | None
+) -> None:
+    if calibration_samples < 1:
+        raise ConvertError(
+            "--calibration-samples must be at least 1. "
+            f"Received: calibration_samples={calibration_samples}"
+        )
+    if verify_samples < 1:
+        raise ConvertError(
+            f"--verify-samples must be at least 1. Received: verify_samples={verify_samples}"
+        )
+    if min_agreement is not None and not 0.0 <= min_agreement <= 1.0:
+        raise ConvertError(
+            "--min-agreement is a fraction between 0 and 1 (e.g. 0.99). "
+            f"Received: min_agreement={min_agreement}"
+        )
+
+
+def _foreign_metadata(
+    signature: ModelSignature, class_names: tuple[str, ...] | None
+) -> dict[str, Any]:
+    """Metadata for a model edgeship did not train: raw pixels in, class indices as names."""
+    names = list(class_names) if class_names else [str(i) for i in range(signature.num_classes)]
+    return {
+        "schema_version": METADATA_SCHEMA_VERSION,
+        "model": "custom",
+        "class_names": names,
+        "input": {
+            "shape": list(signature.input_shape),
+            "dtype": "float32",
+            "scale": 1.0,
+            "offset": 0.0,
+            "color_mode": signature.color_mode,
+            "background": "unknown",
+        },
+    }
+
+
+def _load_own_dataset(meta: dict[str, Any]):
+    """The dataset an edgeship model was trained on, as recorded in its model.json."""
+    from train.datasets import FASHION_MNIST, load_dataset
+
+    dataset = meta.get("dataset") or {}
+    name, source = dataset.get("name"), dataset.get("source")
+    if name == FASHION_MNIST:
+        data_dir = source if source and Path(source).is_dir() else None
+        return load_dataset(FASHION_MNIST, data_dir=data_dir)
+    if not source:
+        raise ConvertError(
+            "model.json names no dataset source; pass --calibration-data. "
+            f"Received: dataset={dataset}"
+        )
+    return load_dataset(source)
+
+
+def _prepare_inputs(
+    model_path: Path,
+    signature: ModelSignature,
+    meta: dict[str, Any] | None,
+    modes: tuple[str, ...],
+    calibration_samples: int,
+    calibration_data: str | os.PathLike | None,
+    verify_samples: int,
+) -> _Inputs:
+    needs_calibration = any(m in CALIBRATED_MODES for m in modes)
+    calibration: CalibrationData | None = None
+    if calibration_data is not None:
+        calibration = load_calibration_data(calibration_data, signature, calibration_samples)
+
+    if meta is not None:
+        scale = float(meta["input"].get("scale", 1.0))
+        offset = float(meta["input"].get("offset", 0.0))
+        data = _load_own_dataset(meta)
+        if data.image_shape != signature.input_shape:
+            raise ConvertError(
+                f"The model's dataset images are {data.image_shape}, the model takes "
+                f"{signature.input_shape}. Received: path={model_path}"
+            )
+        if calibration is None and needs_calibration:
+            idx = balanced_indices(data.y_train, calibration_samples, CALIBRATION_SEED)
+            calibration = CalibrationData(
+                x=data.x_train[idx], source=f"{data.name} training set (class-balanced)"
+            )
+        idx = seeded_subset(len(data.x_test), verify_samples, VERIFY_SEED)
+        return _Inputs(
+            calibration=calibration,
+            verify_x=data.x_test[idx],
+            verify_y=data.y_test[idx],
+            verify_source=f"{data.name} test set",
+            scale=scale,
+            offset=offset,
+        )
+
+    if calibration is None and needs_calibration:
+        wanted = ",".join(m for m in modes if m in CALIBRATED_MODES)
+        raise ConvertError(
+            f"Mode {wanted} needs calibration data, and this model has no edgeship model.json "
+            "to find its training set. Pass --calibration-data DIR (image folder) or "
+            "--calibration-data FILE.npy (an array in the model's input layout), or choose "
+            f"float32,dynamic,float16. Received: path={model_path}"
+        )
+    if calibration is not None:
+        x = calibration.x[:verify_samples]
+        return _Inputs(calibration, x, None, "calibration data", 1.0, 0.0)
+    rng = np.random.default_rng(VERIFY_SEED)
+    n = min(verify_samples, RANDOM_VERIFY_SAMPLES)
+    x = rng.integers(0, 256, size=(n, *signature.input_shape), dtype=np.uint8)
+    return _Inputs(None, x, None, "random pixels (no data given)", 1.0, 0.0)
+
+
+def _io_block(classifier) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Input and output dtype/scale/zero point of a loaded `EdgeClassifier`."""
+
+    def block(spec) -> dict[str, Any]:
+        return {
+            "dtype": spec.dtype.name,
+            "scale": float(spec.scale),
+            "zero_point": int(spec.zero_point),
+        }
+
+    return block(classifier.input_spec), block(classifier.output_spec)
+
+
+def _convert_one(
+    export_dir: str,
+    mode: str,
+    path: Path,
+    base_meta: dict[str, Any],
+    inputs: _Inputs,
+    keras_probs: np.ndarray,
+    int8_io: bool,
+    min_agreement: float | None,
+    float32_size: int | None,
+    progress: ProgressCallback | None,
+) -> ModeResult:
+    from convert.converter import ModeConversionError, to_tflite
+    from edge_runtime.classifier import EdgeClassifier
+    from edge_runtime.metadata import embed_metadata
+
+    calibrated = mode in CALIBRATED_MODES
+    mode_int8_io = bool(int8_io and mode == "int8")
+    start = time.perf_counter()
+    try:
+        calib = inputs.model_input(inputs.calibration.x) if calibrated else None
+        model_bytes = to_tflite(export_dir, mode, calib, int8_io=mode_int8_io)
+    except ModeConversionError as err:
+        return ModeResult(mode, error=f"the TFLite converter failed: {err}", hint=FALLBACKS[mode])
+    convert_seconds = time.perf_counter() - start
+
+    meta = copy.deepcopy(base_meta)
+    meta["quantization"] = {
+        "mode": mode,
+        "calibration_samples": len(inputs.calibration.x) if calibrated else 0,
+        "calibration_source": inputs.calibration.source if calibrated else None,
+        "int8_io": mode_int8_io,
+    }
+    if progress:
+        progress(mode, "verify", None)
+    start = time.perf_counter()
+    try:
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(embed_metadata(model_bytes, meta))
+            try:
+                with captured_stderr():  # the interpreter's "Created XNNPACK delegate" line
+                    classifier = EdgeClassifier.load(tmp)
+                    probs = classifier.predict_proba(inputs.verify_x)
+                probs = np.asarray(probs, dtype=np.float64)
+                io_in, io_out = _io_block(classifier)
+            except (EdgeshipError, RuntimeError, ValueError) as err:
+                raise _Rejected(
+                    f"the converted model does not run in edge_runtime ({err})", FALLBACKS[mode]
+                ) from None
+            if probs.shape != keras_probs.shape:
+                raise _Rejected(
+                    f"edge_runtime returned shape {probs.shape}, Keras {keras_probs.shape}",
+                    FALLBACKS[mode],
+                )
+            agreement = float(np.mean(probs.argmax(1) == keras_probs.argmax(1)))
+            max_abs_diff = float(np.max(np.abs(probs - keras_probs)))
+            accuracy = (
+                float(np.mean(probs.argmax(1) == inputs.verify_y))
+                if inputs.verify_y is not None
+                else None
+            )
+            meta["quantization"]["input"] = io_in
+            meta["quantization"]["output"] = io_out
+            meta["quantization"]["check"] = {
+                "samples": int(len(inputs.verify_x)),
+                "source": inputs.verify_source,
+                "agreement": round(agreement, 6),
+                "max_abs_diff": round(max_abs_diff, 6),
+                "accuracy": round(accuracy, 6) if accuracy is not None else None,
+            }
+            final = embed_metadata(model_bytes, meta)
+            if min_agreement is not None and agreement < min_agreement:
+                raise _Rejected(
+                    f"top-1 agreement with Keras {agreement:.2%} is below --min-agreement "
+                    f"{min_agreement:.2%}",
+                    "more or more representative calibration data (--calibration-samples), "
+                    "or a gentler mode (int16x8, dynamic, float16)"
+                    if calibrated
+                    else "a gentler mode (float16 or float32)",
+                )
+            tmp.write_bytes(final)
+    except _Rejected as err:
+        return ModeResult(mode, error=err.reason, hint=err.hint)
+    verify_seconds = time.perf_counter() - start
+    return ModeResult(
+        mode,
+        path=path,
+        size_bytes=len(final),
+        size_vs_float32=len(final) / float32_size if float32_size else None,
+        agreement=agreement,
+        max_abs_diff=max_abs_diff,
+        accuracy=accuracy,
+        convert_seconds=convert_seconds,
+        verify_seconds=verify_seconds,
+    )
+
+
+def convert_model(
+    model_path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    modes: str | list[str] | tuple[str, ...] | None = None,
+    calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES,
+    calibration_data: str | os.PathLike | None = None,
+    int8_io: bool = False,
+    min_agreement: float | None = None,
+    verify_samples: int = DEFAULT_VERIFY_SAMPLES,
+    progress: ProgressCallback | None = None,
+) -> ConvertReport:
+    """Convert a `.keras`/`.h5` model to `out_dir/model_<mode>.tflite` for each mode.
+
+    Each file carries the `edgeship` metadata and the result of its check against Keras
+    (through `edge_runtime.EdgeClassifier`). A mode that fails writes nothing (and removes a
+    stale file of that mode); the others go on. Check `report.failed` or call
+    `report.raise_for_failures()`. Bad input raises `ConvertError` before anything is written.
+    """
+    mode_list = parse_modes(modes)
+    _check_options(calibration_samples, verify_samples, min_agreement)
+    model_path = check_model_file(model_path)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ConvertError(f"--out must be a directory. Received: out={out}")
+    if calibration_data is not None and not Path(calibration_data).expanduser().exists():
+        raise ConvertError(
+            f"Calibration data not found. Received: calibration_data={calibration_data}"
+        )
+
+    model = load_keras_model(model_path)
+    signature = model_signature(model)
+    meta = read_run_metadata(model_path)
+    if meta is not None:
+        meta_shape = tuple(int(d) for d in meta["input"].get("shape", ()))
+        if meta_shape != signature.input_shape:
+            raise ConvertError(
+                f"model.json says the input is {meta_shape}, the model takes "
+                f"{signature.input_shape}; they belong to different models. "
+                f"Received: path={model_path}"
+            )
+    inputs = _prepare_inputs(
+        model_path,
+        signature,
+        meta,
+        mode_list,
+        calibration_samples,
+        calibration_data,
+        verify_samples,
+    )
+    if meta is not None:
+        base_meta = copy.deepcopy(meta)
+        base_meta.pop("quantization", None)
+    else:
+        names = inputs.calibration.class_names if inputs.calibration else None
+        base_meta = _foreign_metadata(signature, names)
+
+    from convert.converter import ModeConversionError, saved_model, to_tflite
+
+    keras_x = inputs.model_input(inputs.verify_x)
+    keras_probs = np.asarray(model.predict(keras_x, batch_size=256, verbose=0), dtype=np.float64)
+    keras_accuracy = (
+        float(np.mean(keras_probs.argmax(1) == inputs.verify_y))
+        if inputs.verify_y is not None
+        else None
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    results: list[ModeResult] = []
+    with saved_model(model, signature.input_shape) as export_dir:
+        float32_size: int | None = None
+        if "float32" not in mode_list:
+            with contextlib.suppress(ModeConversionError):
+                float32_size = len(to_tflite(export_dir, "float32"))
+        for mode in mode_list:
+            if progress:
+                progress(mode, "convert", None)
+            path = out / tflite_name(mode)
+            result = _convert_one(
+                export_dir,
+                mode,
+                path,
+                base_meta,
+                inputs,
+                keras_probs,
+                int8_io,
+                min_agreement,
+                float32_size,
+                progress,
+            )
+            if mode == "float32" and result.ok:
+                float32_size = result.size_bytes
+                result = dataclasses.replace(result, size_vs_float32=1.0)
+            if not result.ok and path.exists():
+                path.unlink()  # a stale file from an earlier model would pass for this one's
+            results.append(result)
+            if progress:
+                progress(mode, "done" if result.ok else "failed", result)
+
+    calib = inputs.calibration
+    return ConvertReport(
+        model_path=model_path,
+        out_dir=out,
+        results=tuple(results),
+        verify_samples=int(len(inputs.verify_x)),
+        verify_source=inputs.verify_source,
+        calibration_samples=int(len(calib.x)) if calib is not None else 0,
+        calibration_source=calib.source if calib is not None else None,
+        keras_accuracy=keras_accuracy,
+        min_agreement=min_agreement,
+    )
+
+
+def convert_run(run_dir: str | os.PathLike, **options: Any) -> ConvertReport:
+    """Convert `run_dir/model.keras` into `run_dir/model_<mode>.tflite` (for `pipeline`)."""
+    run = Path(run_dir)
+    return convert_model(run / "model.keras", run, **options)
