@@ -1,0 +1,211 @@
+"""`python -m edge_runtime` and `edgeship predict`: output formats, the no-TensorFlow promise,
+and bad input giving exit 2 with one line."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from edge_runtime.cli import main as edge_main
+
+REPO = Path(__file__).resolve().parents[1]
+
+_BLOCKER = '''
+import sys
+
+class _NoTensorFlow:
+    """Make `import tensorflow` / `import keras` fail, as on the device."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("tensorflow", "keras", "tf_keras", "tensorflow_core"):
+            raise ImportError(f"blocked for the test: {name}")
+        return None
+
+sys.meta_path.insert(0, _NoTensorFlow())
+'''
+
+
+@pytest.fixture(scope="module")
+def no_tf_env(tmp_path_factory):
+    """Environment for a subprocess in which importing tensorflow or keras raises."""
+    site = tmp_path_factory.mktemp("no_tf_site")
+    (site / "sitecustomize.py").write_text(_BLOCKER)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(site), str(REPO)])
+    return env
+
+
+@pytest.fixture(scope="module")
+def pictures(tmp_path_factory):
+    d = tmp_path_factory.mktemp("pictures")
+    rng = np.random.default_rng(11)
+    Image.fromarray(rng.integers(0, 256, (28, 28), dtype=np.uint8), "L").save(d / "a.png")
+    Image.fromarray(rng.integers(0, 256, (64, 40, 3), dtype=np.uint8)).save(d / "b.jpg")
+    Image.new("RGBA", (30, 30), (255, 255, 255, 0)).save(d / "c.png")
+    return [d / "a.png", d / "b.jpg", d / "c.png"]
+
+
+def _run(args, env=None):
+    return subprocess.run(
+        [sys.executable, "-m", "edge_runtime", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=120,
+    )
+
+
+def test_blocker_blocks(no_tf_env):
+    proc = subprocess.run(
+        [sys.executable, "-c", "import tensorflow"], capture_output=True, text=True, env=no_tf_env
+    )
+    assert proc.returncode != 0 and "blocked for the test" in proc.stderr
+
+
+def test_predict_json_and_info_without_tensorflow(edge_models, pictures, no_tf_env):
+    model = edge_models["mlp_int8"]
+    proc = _run(["predict", model, *pictures, "--json", "--top-k", "2"], env=no_tf_env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 3
+    records = [json.loads(line) for line in lines]
+    for record, picture in zip(records, pictures, strict=True):
+        assert set(record) == {"image", "index", "label", "confidence", "top_k"}
+        assert record["image"] == str(picture)
+        assert record["label"] == f"class_{record['index']}"
+        assert len(record["top_k"]) == 2
+        assert set(record["top_k"][0]) == {"index", "label", "confidence"}
+        assert record["top_k"][0]["index"] == record["index"]
+        assert 0.0 <= record["confidence"] <= 1.0
+
+    proc = _run(["info", model, "--json"], env=no_tf_env)
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    assert info["backend"] == "ai_edge_litert"
+    assert info["input"]["dtype"] == "int8" and info["input"]["quantization"]["scale"] > 0
+    assert info["metadata"]["class_names"][0] == "class_0"
+
+    proc = _run(["info", model], env=no_tf_env)
+    assert proc.returncode == 0 and "backend:  ai_edge_litert" in proc.stdout
+
+
+def test_predict_matches_api(edge_models, pictures):
+    from edge_runtime.classifier import EdgeClassifier
+
+    model = edge_models["mlp_float32"]
+    clf = EdgeClassifier.load(model)
+    want = [p.index for p in clf.predict(pictures)]
+    proc = _run(["predict", model, *pictures, "--json"])
+    assert proc.returncode == 0, proc.stderr
+    assert [json.loads(line)["index"] for line in proc.stdout.splitlines()] == want
+
+
+def test_bench_json(edge_models, no_tf_env):
+    proc = _run(
+        ["bench", edge_models["mlp_int8"], "--runs", "20", "--warmup", "2", "--json"],
+        env=no_tf_env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    for key in ("load_ms", "latency_us", "throughput_ips", "peak_rss_mb", "backend",
+                "backend_version", "machine", "python", "runs", "warmup", "threads", "batch"):
+        assert key in data
+    assert set(data["latency_us"]) == {"p50", "p90", "p99", "mean", "min", "max"}
+    assert data["latency_us"]["min"] <= data["latency_us"]["p50"] <= data["latency_us"]["max"]
+    assert data["runs"] == 20 and data["peak_rss_mb"] > 0
+
+
+def test_bench_batch_in_process(edge_models, capsys):
+    code = edge_main(["bench", str(edge_models["cnn_uint8"]), "--runs", "3", "--warmup", "0",
+                      "--batch", "4"])
+    assert code == 0
+    assert "images/s" in capsys.readouterr().out
+
+
+def _huge_png(path: Path, width: int, height: int) -> None:
+    """A PNG whose header claims width x height (Pillow reads the size before decoding)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    idat = zlib.compress(b"\x00" * 64)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    )
+
+
+@pytest.fixture(scope="module")
+def bad_inputs(tmp_path_factory, edge_models):
+    d = tmp_path_factory.mktemp("bad")
+    data = edge_models["mlp_float32"].read_bytes()
+    (d / "empty.tflite").write_bytes(b"")
+    (d / "trunc.tflite").write_bytes(data[: len(data) // 2])
+    (d / "text.tflite").write_text("hello, not a model\n" * 4)
+    (d / "notes.png").write_text("not an image")
+    (d / "empty.png").write_bytes(b"")
+    _huge_png(d / "huge.png", 100_000, 100_000)
+    return d
+
+
+@pytest.mark.parametrize(
+    "which, message",
+    [
+        ("model:empty.tflite", "empty"),
+        ("model:trunc.tflite", "truncated"),
+        ("model:text.tflite", "not a TensorFlow Lite model"),
+        ("model:missing.tflite", "not found"),
+        ("image:notes.png", "not an image"),
+        ("image:empty.png", "empty"),
+        ("image:missing.png", "not found"),
+        ("image:huge.png", "too large"),
+    ],
+)
+def test_bad_input_exit_2_one_line(edge_models, pictures, bad_inputs, which, message):
+    kind, name = which.split(":")
+    model = bad_inputs / name if kind == "model" else edge_models["mlp_float32"]
+    image = bad_inputs / name if kind == "image" else pictures[0]
+    proc = _run(["predict", model, image])
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: ") and message in lines[0] and "Received:" in lines[0]
+
+
+def test_bad_backend_and_info_exit_2(edge_models, bad_inputs, capsys):
+    assert edge_main(["info", str(edge_models["mlp_int8"]), "--backend", "onnx"]) == 2
+    assert edge_main(["info", str(bad_inputs / "trunc.tflite")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(line.startswith("error: ") for line in err)
+
+
+def test_edgeship_predict_same_output(edge_models, pictures):
+    from edgeship.cli import app
+
+    model = edge_models["mlp_int8"]
+    runner = CliRunner()
+    result = runner.invoke(app, ["predict", str(model), *map(str, pictures), "--json"])
+    assert result.exit_code == 0, result.output
+    proc = _run(["predict", model, *pictures, "--json"])
+    assert result.stdout.strip() == proc.stdout.strip()
+
+    text = runner.invoke(app, ["predict", str(model), str(pictures[0]), "--top-k", "1"])
+    assert text.exit_code == 0 and text.stdout.startswith(f"{pictures[0]}: class_")
+
+    bad = runner.invoke(app, ["predict", str(model), str(REPO / "nope.png")])
+    assert bad.exit_code == 2
+    assert "error: Image file not found" in bad.stderr
