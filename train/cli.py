@@ -69,6 +69,7 @@ def run_training(config: TrainConfig, out: Path, console: Console) -> dict:
     console.print(
         f"test accuracy {meta['metrics']['test_accuracy']:.4f}, loss "
         f"{meta['metrics']['test_loss']:.4f}, {meta['parameters']} parameters, "
-        f"{meta['training']['seconds']:.1f} s -> {result.model_path}"
+        f"{meta['training']['seconds']:.1f} s -> {result.model_path}",
+        soft_wrap=True,
     )
     return meta

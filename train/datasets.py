@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from edge_runtime.errors import ImageError
+from edge_runtime.preprocess import load_image, preprocess_image
 from train.errors import DatasetError
 from train.idx import read_idx
 
@@ -205,26 +207,9 @@ def _image_files(class_dir: Path) -> list[Path]:
 
 def _open_image(path: Path) -> Image.Image:
     try:
-        with Image.open(path) as image:
-            image.load()
-            return image
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as err:
-        raise DatasetError(
-            f"Cannot read image ({err}). Fix or remove it. Received: path={path}"
-        ) from None
-
-
-def _to_array(image: Image.Image, size: tuple[int, int], color_mode: str) -> np.ndarray:
-    if image.mode.startswith("I;16") or image.mode in ("I", "F"):
-        # 16-bit and float images: scale to 8 bits instead of clipping.
-        data = np.asarray(image, dtype=np.float64)
-        peak = data.max() or 1.0
-        image = Image.fromarray((data * (255.0 / peak)).astype(np.uint8), mode="L")
-    image = image.convert("L" if color_mode == "grayscale" else "RGB")
-    if image.size != size:
-        image = image.resize(size, Image.Resampling.BILINEAR)
-    array = np.asarray(image, dtype=np.uint8)
-    return array[..., None] if array.ndim == 2 else array
+        return load_image(path)
+    except ImageError as err:
+        raise DatasetError(f"Cannot use an image of the dataset: {err}") from None
 
 
 def _fit_size(size: tuple[int, int], max_side: int) -> tuple[int, int]:
@@ -261,13 +246,12 @@ def load_image_folder(
             digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
             images.append(_open_image(path))
             labels.append(label)
-    for image in images:
-        if image.width == 0 or image.height == 0:
-            raise DatasetError(f"Zero-size image. Received: path={image.filename}")
     color_mode = "grayscale" if all(im.mode in _GRAY_MODES for im in images) else "rgb"
     common = collections.Counter(im.size for im in images).most_common(1)[0][0]
     size = _fit_size(common, max_side)
-    x = np.stack([_to_array(im, size, color_mode) for im in images])
+    # The device's own preprocessing (edge_runtime), so training sees what inference will.
+    shape = (size[1], size[0], 1 if color_mode == "grayscale" else 3)
+    x = np.stack([preprocess_image(im, shape, invert="no") for im in images])
     y = np.asarray(labels, dtype=np.int64)
 
     rng = np.random.default_rng(SPLIT_SEED)
