@@ -254,7 +254,10 @@ def _download_debs(downloads: Path, dest: Path, log: Log) -> dict[str, str]:
     apt = downloads / "apt"
     options = _apt_options(apt)
     log(f"apt-get update (private arm64 state in {apt})")
-    run_step("apt-get update (Debian bookworm arm64 lists)", ["apt-get", *options, "update"])
+    run_step(
+        "apt-get update (Debian bookworm arm64 lists)",
+        ["apt-get", *options, "--error-on=any", "update"],
+    )
     dest.mkdir(parents=True, exist_ok=True)
     log(f"apt-get download {len(DEBIAN_PACKAGES)} packages")
     run_step(
