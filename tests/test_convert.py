@@ -1,0 +1,404 @@
+"""convert: every mode on a model trained here, a foreign RGB model, failures and bad input.
+
+Real models, real conversions, real interpreters. The agreement the convert stage writes
+into each file is recomputed here from Keras and a raw ai-edge-litert interpreter, not
+from the code under test.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from convert import MODES, convert_model, convert_run
+from convert.calibration import balanced_indices, seeded_subset
+from convert.run import VERIFY_SEED
+from edge_runtime.metadata import read_metadata
+from edgeship.cli import app
+
+runner = CliRunner()
+VERIFY = 200
+CALIBRATION = 100
+
+
+def invoke(*args) -> object:
+    return runner.invoke(app, ["convert", *map(str, args)])
+
+
+def litert_predict(path: Path, x: np.ndarray, batch: int | None = None) -> np.ndarray:
+    """Float probabilities from a raw interpreter, resized to the whole batch at once."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    inp = interpreter.get_input_details()[0]
+    out = interpreter.get_output_details()[0]
+    interpreter.resize_tensor_input(inp["index"], [batch or len(x), *inp["shape"][1:]])
+    interpreter.allocate_tensors()
+    scale, zero = inp["quantization"]
+    if inp["dtype"] != np.float32:
+        info = np.iinfo(inp["dtype"])
+        x = np.clip(np.round(x / scale + zero), info.min, info.max)
+    interpreter.set_tensor(inp["index"], x.astype(inp["dtype"]))
+    interpreter.invoke()
+    y = interpreter.get_tensor(out["index"]).astype(np.float32)
+    scale, zero = out["quantization"]
+    return (y - zero) * scale if out["dtype"] != np.float32 else y
+
+
+@pytest.fixture(scope="session")
+def fashion():
+    from train.datasets import load_dataset
+
+    try:
+        return load_dataset("fashion-mnist")
+    except Exception as err:  # noqa: BLE001 - an offline machine without the package
+        pytest.skip(f"Fashion-MNIST not available: {err}")
+
+
+@pytest.fixture(scope="session")
+def own_run(tmp_path_factory, fashion):
+    """An edgeship run dir (mlp, 300 images, 1 epoch) converted in every mode."""
+    from train.training import TrainConfig, train
+
+    run = tmp_path_factory.mktemp("own") / "run"
+    train(TrainConfig(model="mlp", epochs=1, limit=300, seed=1), run, data=fashion)
+    events = []
+    report = convert_run(
+        run,
+        calibration_samples=CALIBRATION,
+        verify_samples=VERIFY,
+        progress=lambda mode, stage, result: events.append((mode, stage)),
+    )
+    return run, report, events
+
+
+@pytest.fixture(scope="session")
+def keras_reference(own_run, fashion):
+    """The Keras model's probabilities on the samples convert checks with."""
+    import keras
+
+    run, _, _ = own_run
+    model = keras.saving.load_model(run / "model.keras")
+    idx = seeded_subset(len(fashion.x_test), VERIFY, VERIFY_SEED)
+    x = fashion.x_test[idx].astype(np.float32) / 255.0
+    return x, model.predict(x, verbose=0), fashion.y_test[idx]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", MODES)
+def test_every_mode_runs_and_carries_its_check(own_run, keras_reference, mode):
+    run, report, _ = own_run
+    x, keras_probs, labels = keras_reference
+    path = run / f"model_{mode}.tflite"
+    assert path.is_file()
+
+    probs = litert_predict(path, x)  # dynamic batch: all samples in one invoke
+    assert probs.shape == keras_probs.shape
+    agreement = float(np.mean(probs.argmax(1) == keras_probs.argmax(1)))
+
+    meta = read_metadata(path)
+    run_meta = json.loads((run / "model.json").read_text())
+    assert {k: meta[k] for k in run_meta} == run_meta
+    q = meta["quantization"]
+    assert q["mode"] == mode and q["int8_io"] is False
+    assert q["calibration_samples"] == (CALIBRATION if mode in ("int8", "int16x8") else 0)
+    assert q["check"]["samples"] == VERIFY
+    # EdgeClassifier and this raw interpreter may round a borderline input differently.
+    assert abs(q["check"]["agreement"] - agreement) <= 2 / VERIFY
+    assert q["check"]["max_abs_diff"] == pytest.approx(
+        float(np.abs(probs - keras_probs).max()), abs=0.02
+    )
+    assert abs(q["check"]["accuracy"] - float(np.mean(probs.argmax(1) == labels))) <= 2 / VERIFY
+    if mode == "float32":
+        assert agreement == 1.0 and q["check"]["max_abs_diff"] < 1e-4
+    else:
+        assert agreement >= 0.9
+    result = next(r for r in report.results if r.mode == mode)
+    assert result.ok and result.size_bytes == path.stat().st_size
+    assert result.agreement == pytest.approx(q["check"]["agreement"], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_sizes_tensors_and_progress(own_run):
+    run, report, events = own_run
+    sizes = {r.mode: r.size_bytes for r in report.results}
+    assert sizes["int8"] < 0.35 * sizes["float32"]
+    assert sizes["dynamic"] < 0.35 * sizes["float32"]
+    assert sizes["float16"] < 0.6 * sizes["float32"]
+    assert report.keras_accuracy is not None and not report.failed
+    assert [e for e in events if e[1] == "done"] == [(m, "done") for m in MODES]
+    int8 = read_metadata(run / "model_int8.tflite")["quantization"]
+    assert int8["input"]["dtype"] == "float32" and int8["output"]["dtype"] == "float32"
+    int16 = read_metadata(run / "model_int16x8.tflite")["quantization"]
+    assert int16["calibration_source"].startswith("fashion-mnist training set")
+
+
+def test_calibration_sample_is_class_balanced():
+    labels = np.repeat(np.arange(10), [500] * 9 + [3])
+    idx = balanced_indices(labels, 100, seed=5)
+    counts = np.bincount(labels[idx], minlength=10)
+    assert len(idx) == 100 and len(set(idx.tolist())) == 100
+    assert counts[9] == 3 and counts[:9].min() >= 10
+    assert np.array_equal(idx, balanced_indices(labels, 100, seed=5))
+
+
+@pytest.mark.slow
+def test_int8_io_through_the_cli(own_run, tmp_path, keras_reference):
+    run, _, _ = own_run
+    out = tmp_path / "io"
+    result = invoke(
+        run / "model.keras",
+        "--quantize",
+        "int8",
+        "--int8-io",
+        "--calibration-samples",
+        50,
+        "--verify-samples",
+        100,
+        "--out",
+        out,
+    )
+    assert result.exit_code == 0, result.output
+    assert "int8" in result.stdout and "agree" in result.stdout
+    assert sorted(p.name for p in out.iterdir()) == ["model_int8.tflite"]
+    q = read_metadata(out / "model_int8.tflite")["quantization"]
+    assert q["int8_io"] is True and q["calibration_samples"] == 50
+    assert q["input"]["dtype"] == "int8" and q["output"]["dtype"] == "int8"
+    assert q["input"]["scale"] > 0 and q["output"]["scale"] > 0
+
+    from ai_edge_litert.interpreter import Interpreter
+
+    details = Interpreter(model_path=str(out / "model_int8.tflite")).get_input_details()[0]
+    assert details["dtype"] == np.int8 and list(details["shape_signature"]) == [-1, 28, 28, 1]
+    x, keras_probs, _ = keras_reference
+    probs = litert_predict(out / "model_int8.tflite", x[:100], batch=100)
+    assert np.mean(probs.argmax(1) == keras_probs[:100].argmax(1)) >= 0.9
+
+
+# --- a model edgeship did not train -------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def foreign(tmp_path_factory):
+    """A 32x32x3 model (Rescaling, Conv2D, DepthwiseConv2D, BatchNorm, GAP) and image data."""
+    import keras
+
+    root = tmp_path_factory.mktemp("foreign")
+    rng = np.random.default_rng(0)
+    n, classes = 240, 3
+    y = np.arange(n) % classes
+    x = rng.integers(0, 80, size=(n, 32, 32, 3))
+    for c in range(classes):  # class c: a bright channel c
+        x[y == c, :, :, c] += 150
+    x = x.clip(0, 255).astype(np.uint8)
+
+    keras.utils.set_random_seed(0)
+    layers = keras.layers
+    model = keras.Sequential(
+        [
+            keras.Input((32, 32, 3)),
+            layers.Rescaling(1 / 127.5, offset=-1),
+            layers.Conv2D(8, 3, strides=2, padding="same"),
+            layers.BatchNormalization(),
+            layers.ReLU(),
+            layers.DepthwiseConv2D(3, padding="same", activation="relu"),
+            layers.GlobalAveragePooling2D(),
+            layers.Dense(classes, activation="softmax"),
+        ]
+    )
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model.fit(x.astype(np.float32), y, epochs=1, batch_size=32, verbose=0)
+    model_dir = root / "model"
+    model_dir.mkdir()
+    model.save(model_dir / "classifier.keras")
+    model.save(model_dir / "classifier.h5")
+
+    folder = root / "images"
+    names = ["apple", "banana", "cherry"]
+    for i in range(60):
+        (folder / names[y[i]]).mkdir(parents=True, exist_ok=True)
+        # another size than the model's input: convert resizes with Pillow
+        Image.fromarray(x[i]).resize((40, 30)).save(folder / names[y[i]] / f"{i}.png")
+    np.save(root / "calib.npy", x[:64].astype(np.float32))
+    np.save(root / "wrong.npy", np.zeros((8, 28, 28, 1), np.float32))
+    return {"root": root, "model_dir": model_dir, "folder": folder, "x": x, "names": names}
+
+
+@pytest.mark.slow
+def test_foreign_rgb_model_converts_with_an_image_folder(foreign, tmp_path):
+    out = tmp_path / "out"
+    result = invoke(
+        foreign["model_dir"] / "classifier.keras",
+        "--calibration-data",
+        foreign["folder"],
+        "--out",
+        out,
+    )
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"model_{m}.tflite" for m in MODES)
+    for mode in MODES:
+        meta = read_metadata(out / f"model_{mode}.tflite")
+        assert meta["model"] == "custom" and meta["class_names"] == foreign["names"]
+        assert meta["input"]["shape"] == [32, 32, 3] and meta["input"]["color_mode"] == "rgb"
+        assert meta["input"]["scale"] == 1.0 and meta["input"]["offset"] == 0.0
+        q = meta["quantization"]
+        assert q["check"]["source"] == "calibration data" and q["check"]["samples"] == 60
+        assert q["check"]["agreement"] >= (1.0 if mode == "float32" else 0.8)
+        probs = litert_predict(out / f"model_{mode}.tflite", foreign["x"][:7].astype(np.float32))
+        assert probs.shape == (7, 3)
+
+
+@pytest.mark.slow
+def test_foreign_h5_model_converts_with_a_npy(foreign, tmp_path):
+    out = tmp_path / "out"
+    report = convert_model(
+        foreign["model_dir"] / "classifier.h5",
+        out,
+        modes="int8,float16",
+        calibration_data=foreign["root"] / "calib.npy",
+    )
+    assert [r.mode for r in report.results] == ["float16", "int8"] and not report.failed
+    assert report.calibration_samples == 64 and report.verify_samples == 64
+    q = read_metadata(out / "model_int8.tflite")["quantization"]
+    assert q["calibration_source"].endswith("calib.npy") and q["check"]["agreement"] >= 0.8
+    # float32 was not asked for: it is converted in memory, only to size the others against
+    assert report.results[1].size_vs_float32 > 0  # (a model this tiny grows as int8)
+
+
+@pytest.mark.slow
+def test_a_mode_that_cannot_convert_fails_alone(tmp_path):
+    """int16x8 has no kernel for SELU's GREATER: that mode fails, float32 still lands."""
+    import keras
+
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Flatten(),
+            keras.layers.Dense(6, "selu"),
+            keras.layers.Dense(3, "softmax"),
+        ]
+    )
+    model.save(tmp_path / "selu.keras")
+    np.save(tmp_path / "calib.npy", np.random.default_rng(0).random((16, 8, 8, 1), np.float32))
+    out = tmp_path / "out"
+    (out).mkdir()
+    (out / "model_int16x8.tflite").write_bytes(b"stale file of an earlier model")
+    result = invoke(
+        tmp_path / "selu.keras",
+        "--quantize",
+        "float32,int16x8",
+        "--calibration-data",
+        tmp_path / "calib.npy",
+        "--out",
+        out,
+    )
+    assert result.exit_code == 1, result.output
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: mode int16x8 failed") and "what to try" in line
+    assert "GREATER" in line
+    assert sorted(p.name for p in out.iterdir()) == ["model_float32.tflite"]
+
+
+@pytest.mark.slow
+def test_min_agreement_fails_the_mode_with_exit_1(tmp_path):
+    """Near-uniform outputs: int8 rounds them to ties, so its top-1 cannot match Keras's."""
+    import keras
+
+    tiny = keras.initializers.RandomNormal(stddev=1e-4, seed=0)
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Flatten(),
+            keras.layers.Dense(10, "softmax", kernel_initializer=tiny),
+        ]
+    )
+    model.save(tmp_path / "flat.keras")
+    np.save(tmp_path / "calib.npy", np.random.default_rng(1).random((100, 8, 8, 1), np.float32))
+    out = tmp_path / "out"
+    result = invoke(
+        tmp_path / "flat.keras",
+        "--quantize",
+        "float32,int8",
+        "--min-agreement",
+        1.0,
+        "--calibration-data",
+        tmp_path / "calib.npy",
+        "--out",
+        out,
+    )
+    assert result.exit_code == 1, result.output
+    line = result.stderr.strip().splitlines()[-1]
+    assert "mode int8 failed" in line and "below --min-agreement" in line
+    assert sorted(p.name for p in out.iterdir()) == ["model_float32.tflite"]
+
+
+# --- bad input: one line, exit 2, nothing written ----------------------------------------
+
+
+def assert_clean_failure(result, out: Path, fragment: str) -> None:
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert fragment in lines[0], lines[0]
+    assert "Traceback" not in result.output
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_missing_model(tmp_path):
+    out = tmp_path / "out"
+    assert_clean_failure(invoke(tmp_path / "nope.keras", "--out", out), out, "not found")
+
+
+def test_not_a_model(tmp_path):
+    (tmp_path / "notes.keras").write_text("hello")
+    (tmp_path / "notes.txt").write_text("hello")
+    out = tmp_path / "out"
+    assert_clean_failure(invoke(tmp_path / "notes.keras", "--out", out), out, "Not a valid .keras")
+    assert_clean_failure(invoke(tmp_path / "notes.txt", "--out", out), out, "Not a Keras model")
+
+
+def test_tflite_given_as_input(tmp_path, edge_models):
+    out = tmp_path / "out"
+    copy = shutil.copy(edge_models["mlp_float32"], tmp_path / "model.keras")  # name lies
+    for path in (edge_models["mlp_float32"], copy):
+        assert_clean_failure(invoke(path, "--out", out), out, "already a TensorFlow Lite model")
+
+
+def test_unknown_mode(tmp_path):
+    out = tmp_path / "out"
+    result = invoke(tmp_path / "any.keras", "--quantize", "int8,int4", "--out", out)
+    assert_clean_failure(result, out, "Unknown quantization mode int4")
+
+
+@pytest.mark.slow
+def test_truncated_keras(foreign, tmp_path):
+    data = (foreign["model_dir"] / "classifier.keras").read_bytes()
+    (tmp_path / "cut.keras").write_bytes(data[: len(data) // 2])
+    out = tmp_path / "out"
+    assert_clean_failure(invoke(tmp_path / "cut.keras", "--out", out), out, "Not a valid .keras")
+
+
+@pytest.mark.slow
+def test_calibration_array_of_the_wrong_shape(foreign, tmp_path):
+    out = tmp_path / "out"
+    result = invoke(
+        foreign["model_dir"] / "classifier.keras",
+        "--calibration-data",
+        foreign["root"] / "wrong.npy",
+        "--out",
+        out,
+    )
+    assert_clean_failure(result, out, "does not fit the model: expected (N, 32, 32, 3)")
+
+
+@pytest.mark.slow
+def test_foreign_int8_without_calibration_data(foreign, tmp_path):
+    out = tmp_path / "out"
+    result = invoke(foreign["model_dir"] / "classifier.keras", "--quantize", "int8", "--out", out)
+    assert_clean_failure(result, out, "--calibration-data")
