@@ -69,13 +69,11 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return (e / e.sum(axis=1, keepdims=True)).astype(np.float32, copy=False)
 
 
-def _as_probabilities(scores: np.ndarray) -> np.ndarray:
-    """The scores if each row is already a distribution (softmax head), else their softmax."""
-    if scores.size == 0:
-        return scores
-    if scores.min() >= -1e-6 and np.abs(scores.sum(axis=1) - 1.0).max() <= _PROB_TOLERANCE:
-        return scores
-    return _softmax(scores)
+def _looks_like_probabilities(scores: np.ndarray) -> bool:
+    """True if every row is a distribution (the model ends in softmax)."""
+    return bool(
+        scores.min() >= -1e-6 and np.abs(scores.sum(axis=1) - 1.0).max() <= _PROB_TOLERANCE
+    )
 
 
 def _quantize(values: np.ndarray, spec: TensorSpec) -> np.ndarray:
@@ -209,6 +207,14 @@ class EdgeClassifier:
         self.input_scale, self.input_offset = scale, offset
         pixels = np.arange(256, dtype=np.float64) * scale + offset
         self._lut = _quantize(pixels, self.input_spec)
+        # Fast path: when the table is "add k modulo 256" on the bytes (e.g. int8 with scale
+        # 1/255 and zero point -128 is p - 128), one wrapping uint8 add replaces the gather.
+        self._shift: np.uint8 | None = None
+        if self._lut.itemsize == 1:
+            bits = self._lut.view(np.uint8)
+            k = int(bits[0])
+            if np.array_equal(bits, (np.arange(256) + k) % 256):
+                self._shift = np.uint8(k)
         self._in_index = self.input_spec.index
         self._out_index = self.output_spec.index
         self._out_quant = (
@@ -216,6 +222,14 @@ class EdgeClassifier:
             if self.output_spec.quantized
             else None
         )
+        # 1-byte quantized outputs dequantize through a 256-entry table indexed by the bytes.
+        self._out_lut: np.ndarray | None = None
+        if self._out_quant is not None and self.output_spec.dtype.itemsize == 1:
+            codes = np.arange(256, dtype=np.uint8).view(self.output_spec.dtype)
+            scale, zero_point = self._out_quant
+            self._out_lut = ((codes.astype(np.float32) - zero_point) * scale).astype(np.float32)
+        # Whether outputs are already probabilities (softmax head): learned on the first call.
+        self._probabilities: bool | None = None
         self._allocated_batch = int(tensor_shape[0]) if tensor_shape else 1
         self._can_batch: bool | None = True if self.input_spec.batch_resizable else None
         self.batch_size = batch_size
@@ -256,8 +270,11 @@ class EdgeClassifier:
         n = x.shape[0]
         with self._lock:
             if n == 1:
-                self._resize(1)
-                out = self._invoke_chunk(x)
+                if self._allocated_batch != 1:
+                    self._resize(1)
+                self._interp.set_tensor(self._in_index, x)
+                self._interp.invoke()
+                out = self._interp.get_tensor(self._out_index)
             else:
                 chunk = min(self.batch_size, n)
                 if chunk > 1 and self._resize(chunk):
@@ -273,12 +290,16 @@ class EdgeClassifier:
                     self._resize(1)
                     out = np.concatenate([self._invoke_chunk(x[i : i + 1]) for i in range(n)])
         out = out.reshape(n, -1)
-        if self._out_quant is not None:
+        if self._out_lut is not None:
+            out = self._out_lut[out.view(np.uint8)]
+        elif self._out_quant is not None:
             scale, zero_point = self._out_quant
             out = (out.astype(np.float32) - zero_point) * scale
         else:
             out = out.astype(np.float32, copy=False)
-        return _as_probabilities(out)
+        if self._probabilities is None and out.size:
+            self._probabilities = _looks_like_probabilities(out)
+        return out if self._probabilities is not False else _softmax(out)
 
     # ---------------------------------------------------------------------------- inputs
     def _shape_error(self, x: np.ndarray) -> InputShapeError:
@@ -359,7 +380,12 @@ class EdgeClassifier:
                 f"path, or a list of those. Received: {type(x).__name__}"
             )
         if batch.dtype == np.uint8:
-            tensor = self._lut[batch]
+            if self._shift is None:
+                tensor = self._lut[batch]
+            elif self._shift:
+                tensor = (batch + self._shift).view(self.input_spec.dtype)
+            else:
+                tensor = batch.view(self.input_spec.dtype)
         else:
             tensor = _quantize(batch.astype(np.float32, copy=False), self.input_spec)
         return tensor.reshape(batch.shape[0], *self._feed_shape)
@@ -382,8 +408,12 @@ class EdgeClassifier:
     def predict(self, x: Any, *, invert: str | None = None) -> list[Prediction]:
         """One `Prediction` per image, for one image (array, PIL image, path) or a batch."""
         probs = self._run(self._to_tensor(x, invert))
-        best = probs.argmax(axis=1)
         names = self.class_names
+        if len(probs) == 1:
+            row = probs[0]
+            i = int(row.argmax())
+            return [Prediction(i, names[i], float(row[i]), row, names)]
+        best = probs.argmax(axis=1)
         return [
             Prediction(int(i), names[i], float(row[i]), row, names)
             for i, row in zip(best, probs, strict=True)
