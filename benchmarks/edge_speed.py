@@ -31,7 +31,7 @@ DATA_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 
 def _idx(path: Path) -> np.ndarray:
-    raw = gzip.open(path).read() if path.suffix == ".gz" else path.read_bytes()
+    raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
     ndim = raw[3]
     dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(dims)
@@ -106,7 +106,7 @@ def bench_single(model: Path, image: np.ndarray, calls: int, repeats: int) -> di
 
     clf = EdgeClassifier.load(model)
     interp, inp, out = _raw_interpreter(model)
-    q = clf._lut[image][None, ..., None]  # the exact tensor predict() feeds; quantized once, outside
+    q = clf._lut[image][None, ..., None]  # the tensor predict() feeds, quantized outside
     set_tensor, invoke, get_tensor = interp.set_tensor, interp.invoke, interp.get_tensor
     i_in, i_out = inp["index"], out["index"]
 
