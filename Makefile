@@ -6,9 +6,9 @@ STAMP  := $(VENV)/.installed-stamp
 RUN    ?= runs/demo
 MODEL  ?= mlp
 # System packages: the dataset (Debian/Ubuntu), a real sshd for the deploy tests, and
-# qemu-user for the emulated Raspberry Pi (arm64) tests.
+# qemu-user and the Debian archive keyring for the emulated Raspberry Pi (arm64) tests.
 DATA_PKG  := dataset-fashion-mnist
-TEST_PKGS := $(DATA_PKG) openssh-server qemu-user-static
+TEST_PKGS := $(DATA_PKG) openssh-server qemu-user-static debian-archive-keyring
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 
 .PHONY: demo test install data system-test-deps lint clean
