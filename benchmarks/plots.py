@@ -1,0 +1,197 @@
+"""The report's figures (matplotlib, Agg backend): each function writes one PNG atomically."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_runtime.files import atomic_path
+
+DPI = 110
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> Path:
+    plt = _pyplot()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=DPI, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def accuracy_vs_latency(models: list[dict], path: Path) -> Path:
+    """Accuracy against batch-1 p50 latency; marker area grows with the file size."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    sizes = np.array([m["size_bytes"] for m in models], dtype=float)
+    area = 80 + 900 * sizes / sizes.max()
+    for m, a in zip(models, area, strict=True):
+        color = "tab:orange" if m["format"] == "keras" else "tab:blue"
+        ax.scatter(m["latency_us"]["p50"], m["accuracy"] * 100, s=a, alpha=0.55, color=color,
+                   edgecolors="black")
+        ax.annotate(f"{m['name']}\n{m['size_bytes'] / 1024:.0f} KiB",
+                    (m["latency_us"]["p50"], m["accuracy"] * 100),
+                    textcoords="offset points", xytext=(8, 6), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("batch-1 latency p50 (µs, log scale)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("Accuracy vs latency (marker size = model size on disk)")
+    ax.grid(True, which="both", alpha=0.3)
+    lo = min(m["accuracy"] for m in models) * 100
+    hi = max(m["accuracy"] for m in models) * 100
+    pad = max(0.5, (hi - lo) * 0.4)
+    ax.set_ylim(lo - pad, hi + pad)
+    xs = [m["latency_us"]["p50"] for m in models]
+    ax.set_xlim(min(xs) / 2, max(xs) * 3)
+    return _save(fig, path)
+
+
+def latency_distributions(models: list[dict], path: Path) -> Path:
+    """Box plots of every batch-1 latency sample per model (log scale)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 0.55 * len(models) + 1.8))
+    data = [m["latency_samples_us"] for m in models]
+    labels = [
+        f"{m['name']}\n(tf.function)" if m["format"] == "keras" else m["name"] for m in models
+    ]
+    ax.boxplot(data, vert=False, whis=(1, 99), showfliers=True, flierprops={"markersize": 2})
+    ax.set_yticks(range(1, len(models) + 1), labels)
+    ax.set_xscale("log")
+    ax.invert_yaxis()
+    ax.set_xlabel("batch-1 latency (µs, log scale); whiskers p1–p99")
+    ax.set_title(f"Latency distribution ({len(data[0])} calls each)")
+    ax.grid(True, axis="x", which="both", alpha=0.3)
+    return _save(fig, path)
+
+
+def sizes(models: list[dict], path: Path) -> Path:
+    """Horizontal bars: size on disk per model, in KiB."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(models) + 1.5))
+    kib = [m["size_bytes"] / 1024 for m in models]
+    colors = ["tab:orange" if m["format"] == "keras" else "tab:blue" for m in models]
+    bars = ax.barh([m["name"] for m in models], kib, color=colors)
+    ax.bar_label(bars, labels=[f"{k:,.0f} KiB" for k in kib], padding=3, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("size on disk (KiB)")
+    ax.set_title("Model size")
+    ax.set_xlim(0, max(kib) * 1.2)
+    return _save(fig, path)
+
+
+def confusion(model: dict, class_names: list[str], path: Path) -> Path:
+    """The confusion matrix (rows: true class, columns: predicted), counts in the cells."""
+    plt = _pyplot()
+    cm = np.asarray(model["confusion_matrix"])
+    fig, ax = plt.subplots(figsize=(7, 6))
+    ax.imshow(cm, cmap="Blues")
+    n = len(class_names)
+    ax.set_xticks(range(n), class_names, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(n), class_names, fontsize=8)
+    threshold = cm.max() / 2 if cm.size else 0
+    for i in range(n):
+        for j in range(n):
+            ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7,
+                    color="white" if cm[i, j] > threshold else "black")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"Confusion matrix: {model['name']} (accuracy {model['accuracy']:.2%})")
+    return _save(fig, path)
+
+
+def _show_image(ax, image: np.ndarray) -> None:
+    if image.shape[-1] == 1:
+        ax.imshow(image[..., 0], cmap="binary")  # the tutorial's colour map
+    else:
+        ax.imshow(image)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.grid(False)
+
+
+def prediction_grid(
+    name: str, x: np.ndarray, y: np.ndarray, probs: np.ndarray, class_names: list[str], path: Path
+) -> Path:
+    """The tutorial's 5x5 grid: test images, predicted (true) label; blue right, red wrong."""
+    plt = _pyplot()
+    fig = plt.figure(figsize=(10, 11))
+    for i in range(min(25, len(x))):
+        ax = fig.add_subplot(5, 5, i + 1)
+        _show_image(ax, x[i])
+        pred = int(probs[i].argmax())
+        color = "blue" if pred == int(y[i]) else "red"
+        ax.set_xlabel(f"{class_names[pred]}\n(true: {class_names[int(y[i])]})", color=color,
+                      fontsize=9)
+    fig.suptitle(f"{name}: predicted label (true label); blue = right, red = wrong")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def probability_grid(
+    name: str, x: np.ndarray, y: np.ndarray, probs: np.ndarray, class_names: list[str], path: Path
+) -> Path:
+    """The tutorial's 5x3 grid of (image, probability bars) pairs: predicted red, true blue."""
+    plt = _pyplot()
+    rows, cols = 5, 3
+    fig = plt.figure(figsize=(2 * 2 * cols, 2 * rows + 0.6))
+    n = len(class_names)
+    for i in range(min(rows * cols, len(x))):
+        pred, true = int(probs[i].argmax()), int(y[i])
+        ax = fig.add_subplot(rows, 2 * cols, 2 * i + 1)
+        _show_image(ax, x[i])
+        color = "blue" if pred == true else "red"
+        ax.set_xlabel(
+            f"{class_names[pred]} {100 * probs[i][pred]:2.0f}% ({class_names[true]})",
+            color=color, fontsize=8,
+        )
+        ax = fig.add_subplot(rows, 2 * cols, 2 * i + 2)
+        bars = ax.bar(range(n), probs[i], color="#777777")
+        ax.set_ylim(0, 1)
+        ax.set_xticks(range(n))
+        ax.set_xticklabels([str(k) for k in range(n)], fontsize=6)
+        ax.set_yticks([])
+        bars[pred].set_color("red")
+        bars[true].set_color("blue")
+    fig.suptitle(f"{name}: class probabilities (bar red = predicted, blue = true)")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def write_plots(
+    report: dict[str, Any], out: Path, x: np.ndarray, y: np.ndarray
+) -> list[str]:
+    """Every figure for `report` into `out`; returns the file names written."""
+    models = report["models"]
+    if not models:
+        return []
+    names = report["dataset"]["class_names"]
+    written = [
+        accuracy_vs_latency(models, out / "accuracy_vs_latency.png"),
+        latency_distributions(models, out / "latency_distributions.png"),
+        sizes(models, out / "sizes.png"),
+    ]
+    by_name = {m["name"]: m for m in models}
+    tflite = [m for m in models if m["format"] == "tflite"]
+    focus = by_name.get("int8") or (tflite[-1] if tflite else models[0])
+    for m in dict.fromkeys(k for k in ("keras", focus["name"]) if k in by_name):
+        written.append(confusion(by_name[m], names, out / f"confusion_{m}.png"))
+    probs = focus["_probs"]
+    written.append(
+        prediction_grid(focus["name"], x, y, probs, names, out / f"predictions_{focus['name']}.png")
+    )
+    written.append(
+        probability_grid(
+            focus["name"], x, y, probs, names, out / f"probabilities_{focus['name']}.png"
+        )
+    )
+    return [p.name for p in written]

@@ -1,0 +1,245 @@
+"""Report writers: `report.json`, `report.csv`, `report.md`, the plots, and the Rich table."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_runtime.files import atomic_write_text
+
+CSV_FIELDS = (
+    "name", "format", "quantization", "size_bytes", "accuracy", "agreement", "prob_diff_mean",
+    "prob_diff_max", "latency_p50_us", "latency_p90_us", "latency_p99_us", "latency_mean_us",
+    "latency_min_us", "latency_max_us", "latency_method", "throughput_ips", "load_ms",
+    "peak_rss_mb", "baseline_rss_mb", "model_rss_mb", "device_latency_p50_us",
+    "device_latency_p99_us", "device_throughput_ips", "device_peak_rss_mb",
+)
+
+
+def clean(report: dict[str, Any]) -> dict[str, Any]:
+    """The JSON-safe report: private keys (`_probs`) and raw latency samples dropped."""
+    out = {k: v for k, v in report.items() if not k.startswith("_")}
+    out["models"] = [
+        {k: v for k, v in m.items() if not k.startswith("_") and k != "latency_samples_us"}
+        for m in report["models"]
+    ]
+    return json.loads(json.dumps(out, default=_json_default))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _fmt(value: Any, spec: str = ".1f", none: str = "-") -> str:
+    return none if value is None else format(value, spec)
+
+
+def _kib(n: int) -> str:
+    return f"{n / 1024:,.1f} KiB"
+
+
+def csv_text(report: dict[str, Any]) -> str:
+    """One row per model, flat columns (`CSV_FIELDS`)."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for m in report["models"]:
+        row = {k: m.get(k) for k in CSV_FIELDS}
+        for k in ("p50", "p90", "p99", "mean", "min", "max"):
+            row[f"latency_{k}_us"] = m["latency_us"][k]
+        dev = m.get("device") or {}
+        row["device_latency_p50_us"] = (dev.get("latency_us") or {}).get("p50")
+        row["device_latency_p99_us"] = (dev.get("latency_us") or {}).get("p99")
+        row["device_throughput_ips"] = dev.get("throughput_ips")
+        row["device_peak_rss_mb"] = dev.get("peak_rss_mb")
+        writer.writerow(row)
+    return buf.getvalue()
+
+
+def table_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the summary table (shared by the terminal and Markdown)."""
+    with_device = report.get("device") is not None
+    header = ["model", "quantization", "size", "accuracy", "agreement", "max Δp",
+              "p50 µs", "p90 µs", "p99 µs", "mean µs", "img/s", "load ms", "RSS MB (+model)"]
+    if with_device:
+        header += ["device p50 µs", "device img/s"]
+    rows = []
+    for m in report["models"]:
+        lat = m["latency_us"]
+        rss = (
+            "-" if m.get("peak_rss_mb") is None
+            else f"{m['peak_rss_mb']:.1f} (+{m['model_rss_mb']:.1f})"
+        )
+        name = f"{m['name']} (tf.function)" if m["format"] == "keras" else m["name"]
+        row = [
+            name, str(m["quantization"]), _kib(m["size_bytes"]), f"{m['accuracy']:.2%}",
+            "-" if m["agreement"] is None else f"{m['agreement']:.2%}",
+            _fmt(m.get("prob_diff_max"), ".4f"),
+            f"{lat['p50']:.1f}", f"{lat['p90']:.1f}", f"{lat['p99']:.1f}", f"{lat['mean']:.1f}",
+            f"{m['throughput_ips']:,.0f}", f"{m['load_ms']:.1f}", rss,
+        ]
+        if with_device:
+            dev = m.get("device") or {}
+            row += [_fmt((dev.get("latency_us") or {}).get("p50")),
+                    _fmt(dev.get("throughput_ips"), ",.0f")]
+        rows.append(row)
+        if m.get("latency_model_predict_us"):
+            lp = m["latency_model_predict_us"]
+            extra = [f"{m['name']} (model.predict)", "", "", "", "", "",
+                     f"{lp['p50']:.1f}", f"{lp['p90']:.1f}", f"{lp['p99']:.1f}",
+                     f"{lp['mean']:.1f}", "", "", ""]
+            rows.append(extra + (["", ""] if with_device else []))
+    return header, rows
+
+
+def _short_count(n: float) -> str:
+    return f"{n / 1000:,.0f}k" if n >= 10000 else f"{n:,.0f}"
+
+
+def rich_table(report: dict[str, Any]):
+    """A compact summary as a Rich table (all columns are in report.md and report.csv)."""
+    from rich import box
+    from rich.table import Table
+
+    ds = report["dataset"]
+    with_device = report.get("device") is not None
+    table = Table(
+        title=f"edgeship bench: {ds['images']} {ds['name']} test images, "
+        f"{report['settings']['runs']} batch-1 calls per model",
+        caption="latency: batch 1, after warm-up; RSS: peak of a subprocess with only that model",
+        box=box.SIMPLE_HEAD,
+    )
+    header = ["model", "KiB", "acc %", "agree %", "p50 µs", "p99 µs", "img/s", "load ms", "RSS MB"]
+    header += ["dev p50 µs"] if with_device else []
+    for i, h in enumerate(header):
+        table.add_column(h, justify="left" if i == 0 else "right", no_wrap=i == 0)
+    for m in report["models"]:
+        lat = m["latency_us"]
+        name = "keras tf.fn" if m["format"] == "keras" else m["name"]
+        row = [
+            name, f"{m['size_bytes'] / 1024:,.0f}", f"{m['accuracy'] * 100:.2f}",
+            "-" if m["agreement"] is None else f"{m['agreement'] * 100:.2f}",
+            f"{lat['p50']:,.1f}", f"{lat['p99']:,.1f}", _short_count(m["throughput_ips"]),
+            f"{m['load_ms']:.1f}", _fmt(m.get("peak_rss_mb")),
+        ]
+        if with_device:
+            row.append(_fmt(((m.get("device") or {}).get("latency_us") or {}).get("p50")))
+        table.add_row(*row)
+        if m.get("latency_model_predict_us"):
+            lp = m["latency_model_predict_us"]
+            extra = ["keras predict", "", "", "", f"{lp['p50']:,.0f}", f"{lp['p99']:,.0f}"]
+            table.add_row(*extra, "", "", "", *([""] if with_device else []), style="dim")
+    return table
+
+
+def markdown(report: dict[str, Any], plots: list[str]) -> str:
+    """`report.md`: the table, the settings, the host, budgets, failures, and the plots."""
+    header, rows = table_rows(report)
+    host, ds, st, timer = report["host"], report["dataset"], report["settings"], report["timer"]
+    lines = [
+        f"# edgeship benchmark: `{report['run']}`",
+        "",
+        f"{ds['images']} test images of **{ds['name']}** (`{ds['source']}`), "
+        f"created {report['created']}, {report['wall_seconds']} s wall.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join(["---"] * 2 + ["---:"] * (len(header) - 2)) + "|",
+    ]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    keras = next((m for m in report["models"] if m["format"] == "keras"), None)
+    lines += [
+        "",
+        "How to read it:",
+        "",
+        "- **accuracy**: top-1 on the test images above; **agreement**: share of images where "
+        "the model's top-1 class equals the Keras model's; **max Δp**: largest absolute "
+        "difference of any class probability against Keras.",
+        f"- **latency**: batch-1 calls after {st['warmup']} warm-up calls, {st['runs']} timed "
+        f"calls cycling over {st['latency_images']} test images, threads="
+        f"{st['threads'] or 'default'}. TFLite: `EdgeClassifier.predict_proba` on raw uint8 "
+        "pixels (preprocessing, invoke, dequantization: the code that ships). Keras: a compiled "
+        "`tf.function` call (float32 input, `.numpy()` output); `model.predict` is shown "
+        f"separately ({st['predict_runs']} calls) because its per-call overhead dominates.",
+        f"- **timer overhead** ({timer['clock']}): median {timer['median_ns']:.0f} ns, "
+        f"p99 {timer['p99_ns']:.0f} ns per measurement (not subtracted).",
+        f"- **img/s**: throughput of one call on a batch of {st['batch']} images.",
+        "- **RSS MB (+model)**: peak resident memory (`ru_maxrss`) of a fresh subprocess that "
+        "loads only that model and runs a batch-1 and a batch call; in brackets the part above "
+        "the same process's baseline after importing its runtime (TensorFlow+Keras for Keras, "
+        "edge_runtime+LiteRT for TFLite).",
+    ]
+    if keras:
+        base = ", ".join(
+            f"{m['name']} {m['baseline_rss_mb']:.1f}" for m in report["models"]
+            if m.get("baseline_rss_mb") is not None
+        )
+        if base:
+            lines.append(f"- baselines (MB): {base}.")
+    lines += ["", "## Per-class accuracy", ""]
+    names = ds["class_names"]
+    models = report["models"]
+    lines.append("| class | " + " | ".join(m["name"] for m in models) + " |")
+    lines.append("|---|" + "---:|" * len(models))
+    for i, cname in enumerate(names):
+        cells = [_fmt(m["per_class_accuracy"][i], ".1%") for m in models]
+        lines.append(f"| {cname} | " + " | ".join(cells) + " |")
+    budgets = report["budgets"]
+    lines += ["", "## Budgets", ""]
+    if not budgets["checks"]:
+        lines.append("No budget set.")
+    else:
+        lines.append(f"**{'PASSED' if budgets['passed'] else 'FAILED'}**")
+        lines.append("")
+        for c in budgets["checks"]:
+            mark = "ok" if c["ok"] else "**MISSED**"
+            lines.append(f"- {c['model']}: {c['budget']} = {c['value']} (limit {c['op']} "
+                         f"{c['limit']}): {mark}")
+    if report["failed"]:
+        lines += ["", "## Models that could not be measured", ""]
+        lines += [f"- `{f['path']}`: {f['error']}" for f in report["failed"]]
+    if report.get("notes"):
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in report["notes"]]
+    versions = ", ".join(f"{k} {v}" for k, v in host["versions"].items())
+    lines += [
+        "", "## Host", "",
+        f"- machine: {host['machine']}, CPU: {host['cpu']} ({host['cpu_count']} logical cores)",
+        f"- system: {host['system']}, Python {host['python']}",
+        f"- TFLite backend: {host['tflite_backend']}",
+        f"- versions: {versions}",
+    ]
+    if plots:
+        lines += ["", "## Plots", ""]
+        lines += [f"![{p.removesuffix('.png')}]({p})\n" for p in plots]
+    return "\n".join(lines) + "\n"
+
+
+def write_reports(
+    report: dict[str, Any], out: Path, x: np.ndarray, y: np.ndarray, plots: bool = True
+) -> dict[str, Any]:
+    """Write plots, `report.csv`, `report.md`, then `report.json` (last) into `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[str] = []
+    if plots:
+        from benchmarks.plots import write_plots
+
+        written = write_plots(report, out, x, y)
+    report["plots"] = written
+    if "_started" in report:
+        report["wall_seconds"] = round(time.perf_counter() - report.pop("_started"), 2)
+    data = clean(report)
+    atomic_write_text(out / "report.csv", csv_text(data))
+    atomic_write_text(out / "report.md", markdown(data, written))
+    atomic_write_text(out / "report.json", json.dumps(data, indent=2) + "\n")
+    return data
