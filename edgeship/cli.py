@@ -65,12 +65,14 @@ def _predict_command(
 def _mount() -> None:
     """Attach each stage's commands to `app`."""
     from convert.cli import convert_command
+    from deploy.cli import deploy_app
     from edgeship.pipeline import pipeline_command
     from train.cli import train_command
 
     app.command("train")(train_command)
     app.command("convert")(convert_command)
     app.command("pipeline")(pipeline_command)
+    app.add_typer(deploy_app, name="deploy")
     app.command("predict")(_predict_command)
 
 

@@ -1,0 +1,357 @@
+"""Build the device bundle: one folder in a deterministic .tar.gz, every file in its manifest.
+
+<name>/edge_runtime/      the runtime package source (no __pycache__)
+<name>/models/            model_<mode>.tflite
+<name>/samples/           one PNG per input shape, the smoke test's image
+<name>/requirements.txt   exact pins (deploy.requirements)
+<name>/install.sh         verify, make or reuse a venv, install
+<name>/verify.py          every file against manifest.json (standard library only)
+<name>/README.md
+<name>/wheels/            with --with-wheels: aarch64 / CPython 3.11 wheels
+<name>/manifest.json      sha256 of every other file, models, samples and expected answers
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import tarfile
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import edge_runtime
+from deploy.errors import BundleError
+from deploy.requirements import DEVICE_MACHINE, DEVICE_PYTHON, PINS, requirements_text
+from edge_runtime.files import atomic_path
+
+BUNDLE_FORMAT = "edgeship-bundle"
+BUNDLE_SCHEMA_VERSION = 1
+DEFAULT_MODELS = ("int8", "float32")
+# Fixed tar metadata: the same inputs give the same bytes.
+TAR_MTIME = 1700000000
+REMOTE_FILES = Path(__file__).parent / "remote"
+EXECUTABLE = {"install.sh"}
+
+# progress(message): one line per stage of the build.
+ProgressCallback = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class BundleInfo:
+    """A built bundle: where it is, its size and sha256, and what it holds."""
+
+    path: Path
+    size_bytes: int
+    sha256: str
+    top: str
+    models: tuple[str, ...]
+    wheels: tuple[str, ...]
+    files: int
+
+    def __post_init__(self) -> None:
+        if self.size_bytes <= 0 or len(self.sha256) != 64 or not self.models:
+            raise ValueError(f"Inconsistent BundleInfo. Received: {self}")
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """One file of the bundle: its path inside the top folder and its content or source."""
+
+    name: str
+    data: bytes | None = None
+    source: Path | None = None
+    mode: int = 0o644
+
+    def read(self) -> bytes:
+        return self.data if self.data is not None else self.source.read_bytes()
+
+
+def parse_modes(text: str | Sequence[str]) -> tuple[str, ...]:
+    """`"int8,float32"` -> ("int8", "float32"), without duplicates."""
+    items = text.split(",") if isinstance(text, str) else list(text)
+    modes = tuple(dict.fromkeys(m.strip() for m in items if m.strip()))
+    if not modes:
+        raise BundleError(
+            f"--models needs at least one mode, e.g. int8,float32. Received: {text!r}"
+        )
+    return modes
+
+
+def _top_name(out: Path) -> str:
+    name = out.name
+    for suffix in (".tar.gz", ".tgz", ".tar"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return name or "edgeship-bundle"
+
+
+def _model_entries(run_dir: Path, modes: Sequence[str]) -> list[_Entry]:
+    if not run_dir.is_dir():
+        raise BundleError(
+            f"The run folder does not exist. Train and convert first "
+            f"(edgeship pipeline --out RUN). Received: run={run_dir}"
+        )
+    entries = []
+    for mode in modes:
+        path = run_dir / f"model_{mode}.tflite"
+        if not path.is_file():
+            have = sorted(p.name for p in run_dir.glob("model_*.tflite")) or ["none"]
+            raise BundleError(
+                f"The run has no model_{mode}.tflite; convert it first (edgeship convert "
+                f"{run_dir}/model.keras --quantize {mode} --out {run_dir}) or pick other "
+                f"--models. Received: path={path}, available={', '.join(have)}"
+            )
+        head = path.read_bytes()[:8]
+        if len(head) < 8 or head[4:8] != b"TFL3":
+            raise BundleError(
+                f"Not a TensorFlow Lite model (no TFL3 identifier); re-run edgeship convert. "
+                f"Received: path={path}"
+            )
+        entries.append(_Entry(f"models/{path.name}", source=path))
+    return entries
+
+
+def _runtime_entries() -> list[_Entry]:
+    """The edge_runtime package source, as installed here (no caches)."""
+    root = Path(edge_runtime.__file__).resolve().parent
+    entries = []
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root)
+        if (
+            path.is_file()
+            and "__pycache__" not in rel.parts
+            and path.suffix not in {".pyc", ".pyo"}
+        ):
+            entries.append(_Entry(f"edge_runtime/{rel.as_posix()}", source=path))
+    return entries
+
+
+def _fashion_mnist_image(source: str | None) -> np.ndarray | None:
+    """The first Fashion-MNIST test image (28, 28, 1) uint8 from the dataset folder, if there."""
+    if not source:
+        return None
+    for name in ("t10k-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte"):
+        path = Path(source) / name
+        if path.is_file():
+            try:
+                opener = gzip.open if name.endswith(".gz") else open
+                with opener(path, "rb") as handle:
+                    head = handle.read(16 + 28 * 28)
+            except OSError:
+                return None
+            if len(head) == 16 + 28 * 28 and head[:4] == b"\x00\x00\x08\x03":
+                return np.frombuffer(head[16:], dtype=np.uint8).reshape(28, 28, 1).copy()
+    return None
+
+
+def _synthetic_image(shape: tuple[int, int, int]) -> np.ndarray:
+    """A deterministic light blob on a dark background of `shape` (H, W, C)."""
+    h, w, c = shape
+    yy, xx = np.mgrid[0:h, 0:w]
+    r = np.hypot((yy - h / 2) / (h / 3), (xx - w / 2) / (w / 4))
+    img = np.clip(230 * (1 - r), 0, 255).astype(np.uint8)
+    return np.repeat(img[:, :, None], c, axis=2)
+
+
+def _png(arr: np.ndarray) -> bytes:
+    from PIL import Image
+
+    img = Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _sample_for(model: Path) -> tuple[str, bytes]:
+    """A sample image (file name, PNG bytes) that fits `model`'s input."""
+    from edge_runtime.classifier import EdgeClassifier
+    from edge_runtime.metadata import read_metadata
+
+    meta = read_metadata(model) or {}
+    shape = tuple((meta.get("input") or {}).get("shape") or ())
+    if len(shape) != 3:
+        desc = EdgeClassifier.load(model).describe()
+        shape = tuple(desc.get("image_shape") or ())
+    if len(shape) != 3 or shape[2] not in (1, 3):
+        raise BundleError(
+            f"Cannot make a sample image for the model: its input is not an image (H, W, 1|3). "
+            f"Received: path={model}, shape={shape}"
+        )
+    shape = tuple(int(s) for s in shape)
+    dataset = meta.get("dataset") or {}
+    arr = None
+    if dataset.get("name") == "fashion-mnist" and shape == (28, 28, 1):
+        arr = _fashion_mnist_image(dataset.get("source"))
+    kind = "fashion-mnist" if arr is not None else "synthetic"
+    if arr is None:
+        arr = _synthetic_image(shape)
+    h, w, c = shape
+    return f"samples/{kind}_{h}x{w}x{c}.png", _png(arr)
+
+
+def _expected_answers(models: list[_Entry], samples: dict[str, bytes]) -> dict[str, Any]:
+    """Run each model on its sample here, through edge_runtime: what the device must answer."""
+    from edge_runtime.cli import predict_lines
+
+    expected = {}
+    with tempfile.TemporaryDirectory(prefix="edgeship-bundle-") as tmp:
+        for entry in models:
+            sample_name = next(name for name, m in samples.items() if entry.name in m)
+            sample_path = Path(tmp) / Path(sample_name).name
+            sample_path.write_bytes(samples[sample_name][entry.name])
+            record = json.loads(predict_lines(entry.source, [sample_path], as_json=True)[0])
+            expected[entry.name] = {
+                "sample": sample_name,
+                "index": record["index"],
+                "label": record["label"],
+                "confidence": record["confidence"],
+            }
+    return expected
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _write_tar(out: Path, top: str, entries: list[_Entry]) -> None:
+    """A gzip'd tar with sorted entries, fixed mtimes and owners, no gzip timestamp."""
+    dirs = sorted({str(Path(e.name).parent) for e in entries} - {"."})
+    all_dirs = sorted({p for d in dirs for p in [d, *map(str, Path(d).parents)]} - {"."})
+
+    def info(name: str, kind: bytes, mode: int, size: int = 0) -> tarfile.TarInfo:
+        ti = tarfile.TarInfo(f"{top}/{name}" if name else top)
+        ti.type, ti.mode, ti.size, ti.mtime = kind, mode, size, TAR_MTIME
+        ti.uid = ti.gid = 0
+        ti.uname = ti.gname = ""
+        return ti
+
+    with (
+        atomic_path(out) as tmp,
+        open(tmp, "wb") as raw,
+        gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=9) as gz,
+        tarfile.open(fileobj=gz, mode="w", format=tarfile.GNU_FORMAT) as tar,
+    ):
+        tar.addfile(info("", tarfile.DIRTYPE, 0o755))
+        for d in all_dirs:
+            tar.addfile(info(d, tarfile.DIRTYPE, 0o755))
+        for entry in sorted(entries, key=lambda e: e.name):
+            data = entry.read()
+            tar.addfile(info(entry.name, tarfile.REGTYPE, entry.mode, len(data)), io.BytesIO(data))
+
+
+def build_bundle(
+    run_dir: str | os.PathLike,
+    out: str | os.PathLike,
+    models: Sequence[str] = DEFAULT_MODELS,
+    with_wheels: bool = False,
+    progress: ProgressCallback | None = None,
+) -> BundleInfo:
+    """Build the device bundle of `run_dir`'s models into the .tar.gz `out`."""
+    say = progress or (lambda _msg: None)
+    run_dir, out = Path(run_dir), Path(out)
+    modes = parse_modes(models)
+    model_entries = _model_entries(run_dir, modes)
+    entries: list[_Entry] = [*model_entries, *_runtime_entries()]
+
+    say("making sample images and the desktop's answers")
+    samples: dict[str, dict[str, bytes]] = {}  # sample name -> {model entry: png}
+    for entry in model_entries:
+        name, png = _sample_for(entry.source)
+        samples.setdefault(name, {})[entry.name] = png
+    expected = _expected_answers(model_entries, samples)
+    for name, by_model in sorted(samples.items()):
+        entries.append(_Entry(name, data=next(iter(by_model.values()))))
+
+    requirements = requirements_text().encode()
+    entries.append(_Entry("requirements.txt", data=requirements))
+    for name in ("install.sh", "verify.py", "README.md"):
+        mode = 0o755 if name in EXECUTABLE else 0o644
+        entries.append(_Entry(name, source=REMOTE_FILES / name, mode=mode))
+
+    wheels: list[Path] = []
+    if with_wheels:
+        from deploy.wheels import download_wheels
+
+        say(f"getting the {DEVICE_MACHINE} / CPython {DEVICE_PYTHON} wheels (cached)")
+        wheels = download_wheels(DEVICE_MACHINE, DEVICE_PYTHON)
+        entries.extend(_Entry(f"wheels/{w.name}", source=w) for w in wheels)
+
+    say("hashing files")
+    files = {e.name: _sha256(e.read()) for e in sorted(entries, key=lambda e: e.name)}
+    run_meta = {}
+    json_path = run_dir / "model.json"
+    if json_path.is_file():
+        try:
+            run_meta = json.loads(json_path.read_text())
+        except (OSError, ValueError):
+            run_meta = {}
+    manifest = {
+        "format": BUNDLE_FORMAT,
+        "schema_version": BUNDLE_SCHEMA_VERSION,
+        "name": _top_name(out),
+        "run": run_dir.resolve().name,
+        "model": run_meta.get("model"),
+        "class_names": run_meta.get("class_names"),
+        "device": {"python": DEVICE_PYTHON, "machine": DEVICE_MACHINE},
+        "requirements": dict(PINS),
+        "requirements_sha256": _sha256(requirements),
+        "models": [
+            {"file": e.name, "mode": mode, "size_bytes": len(e.read()), **expected[e.name]}
+            for mode, e in zip(modes, model_entries, strict=True)
+        ],
+        "wheels": [w.name for w in wheels],
+        "files": files,
+    }
+    entries.append(_Entry("manifest.json", data=(json.dumps(manifest, indent=2) + "\n").encode()))
+
+    top = _top_name(out)
+    say(f"writing {out}")
+    _write_tar(out, top, entries)
+    data = out.read_bytes()
+    return BundleInfo(
+        path=out,
+        size_bytes=len(data),
+        sha256=_sha256(data),
+        top=top,
+        models=tuple(e.name for e in model_entries),
+        wheels=tuple(w.name for w in wheels),
+        files=len(entries),
+    )
+
+
+def read_manifest(bundle: str | os.PathLike) -> tuple[str, dict[str, Any]]:
+    """The top folder name and the manifest of a bundle .tar.gz; `BundleError` if it is not one."""
+    path = Path(bundle)
+    if not path.is_file():
+        raise BundleError(
+            f"The bundle file does not exist; build it with `edgeship deploy bundle RUN --out "
+            f"{path.name}`. Received: path={path}"
+        )
+    try:
+        with tarfile.open(path, "r:gz") as tar:
+            for member in tar:
+                parts = member.name.split("/")
+                if len(parts) == 2 and parts[1] == "manifest.json" and member.isfile():
+                    manifest = json.loads(tar.extractfile(member).read())
+                    break
+            else:
+                raise BundleError(
+                    f"Not an edgeship bundle: no TOP/manifest.json inside; build it with "
+                    f"`edgeship deploy bundle`. Received: path={path}"
+                )
+    except (tarfile.TarError, OSError, EOFError, ValueError) as err:
+        raise BundleError(
+            f"The bundle is not a readable .tar.gz ({err}); rebuild it. Received: path={path}"
+        ) from None
+    if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
+        raise BundleError(f"Not an edgeship bundle manifest. Received: path={path}")
+    return parts[0], manifest

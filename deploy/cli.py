@@ -1,0 +1,138 @@
+"""`edgeship deploy bundle|push`: the Typer layer (Rich output on stderr, results on stdout)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+deploy_app = typer.Typer(
+    name="deploy",
+    help="Bundle a run's models for a Raspberry Pi and push them over SSH.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+@deploy_app.command("bundle")
+def bundle_command(
+    run: Annotated[Path, typer.Argument(help="the run folder holding model_<mode>.tflite")],
+    out: Annotated[Path, typer.Option("--out", help="the bundle file to write (.tar.gz)")],
+    models: Annotated[
+        str, typer.Option("--models", help="comma-separated modes to ship")
+    ] = "int8,float32",
+    with_wheels: Annotated[
+        bool,
+        typer.Option("--with-wheels", help="add the aarch64 / CPython 3.11 wheels (offline Pi)"),
+    ] = False,
+) -> None:
+    """Build FILE.tar.gz: edge_runtime, models, sample images, install.sh, manifest."""
+    from deploy.bundle import build_bundle
+
+    console = _console()
+    info = build_bundle(
+        run,
+        out,
+        models=models.split(","),
+        with_wheels=with_wheels,
+        progress=lambda msg: console.print(f"[dim]bundle:[/] {msg}"),
+    )
+    wheels = f", {len(info.wheels)} wheels" if info.wheels else ""
+    typer.echo(
+        f"{info.path}: {info.size_bytes / 1e6:.2f} MB, {info.files} files, "
+        f"{len(info.models)} models{wheels}, sha256 {info.sha256[:16]}"
+    )
+
+
+_STYLE = {"failed": "bold red", "done": "bold green"}
+
+
+@deploy_app.command("push")
+def push_command(
+    bundle: Annotated[Path, typer.Argument(help="the bundle from `edgeship deploy bundle`")],
+    host: Annotated[
+        list[str], typer.Option("--host", help="USER@HOST[:PORT]; repeat for several devices")
+    ],
+    port: Annotated[int | None, typer.Option("--port", help="SSH port (default 22)")] = None,
+    identity: Annotated[
+        Path | None, typer.Option("--identity", help="private key file (ssh -i)")
+    ] = None,
+    known_hosts: Annotated[
+        Path | None,
+        typer.Option("--known-hosts", help="known_hosts file (default ~/.ssh/known_hosts)"),
+    ] = None,
+    ssh_config: Annotated[
+        Path | None, typer.Option("--ssh-config", help="ssh config file (ssh -F)")
+    ] = None,
+    remote_dir: Annotated[
+        str, typer.Option("--remote-dir", help="folder on the device (relative to home)")
+    ] = "edgeship",
+    bench: Annotated[
+        bool, typer.Option("--bench", help="run `python -m edge_runtime bench --json` there")
+    ] = False,
+    results: Annotated[
+        Path | None,
+        typer.Option(
+            "--results",
+            help="bench results file (default device-bench.json beside "
+            "the bundle; one file per host when several)",
+        ),
+    ] = None,
+    keep: Annotated[int, typer.Option("--keep", help="releases to keep on the device")] = 3,
+    connect_timeout: Annotated[
+        int, typer.Option("--connect-timeout", help="seconds to wait for the TCP connection")
+    ] = 10,
+) -> None:
+    """Upload, verify, install, smoke-test, switch `current` (and bench) on each host."""
+    from deploy.errors import DeployError
+    from deploy.push import push_bundle
+    from deploy.ssh import SshOptions, parse_targets
+
+    targets = parse_targets(host, port)
+    options = SshOptions(
+        identity=identity,
+        known_hosts=known_hosts,
+        config=ssh_config,
+        connect_timeout=connect_timeout,
+    )
+    console = _console()
+
+    def progress(target: str, step: str, detail: str) -> None:
+        if step == "failed":
+            return  # reported once, below
+        style = _STYLE.get(step, "cyan")
+        console.print(f"[bold]{target}[/] [{style}]{step:>7}[/] {detail}")
+
+    found = push_bundle(
+        bundle,
+        targets,
+        options,
+        remote_dir=remote_dir,
+        bench=bench,
+        results=results,
+        keep=keep,
+        progress=progress,
+    )
+    for r in found:
+        if r.ok:
+            venv = "venv reused" if r.reused_venv else "venv installed"
+            extra = f", bench -> {r.bench_path}" if r.bench_path else ""
+            typer.echo(f"ok {r.target}: release {r.release}, {venv}, {r.seconds:.1f} s{extra}")
+    failed = [r for r in found if not r.ok]
+    if len(failed) == 1 and len(found) == 1:
+        raise DeployError(f"deploy failed: {failed[0].error}")
+    if failed:
+        for r in failed:
+            console.print(f"[bold red]failed[/] {r.error}")
+        raise DeployError(
+            f"deploy failed on {len(failed)} of {len(found)} hosts: "
+            + ", ".join(r.target for r in failed)
+            + " (see above); the other hosts were deployed"
+        )

@@ -1,0 +1,377 @@
+"""Push a bundle to devices over SSH: upload, verify, install, smoke-test, switch, bench.
+
+On the device, under the remote dir (default `edgeship`, relative to the login's home):
+
+    releases/<id>/        one folder per push (the unpacked bundle); `venv` links to venvs/
+    venvs/<hash>/         one venv per requirements.txt: an unchanged one is reused
+    current -> releases/<id>    switched atomically (`ln -s` + `mv -T`) only after the
+                                install and the smoke test passed
+
+A failure at any step removes the new release folder and leaves `current` as it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import shlex
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from deploy.bundle import read_manifest
+from deploy.errors import (
+    DeployError,
+    ManifestMismatchError,
+    RemoteDiskFullError,
+    RemoteStepError,
+    TransferError,
+)
+from deploy.ssh import SshOptions, SshSession, SshTarget, remote_path
+from edge_runtime.files import atomic_write_text
+
+DEFAULT_REMOTE_DIR = "edgeship"
+DEFAULT_KEEP = 3
+DEFAULT_RESULTS_NAME = "device-bench.json"
+INSTALL_TIMEOUT = 1800.0  # a Pi 3 installing NumPy from the index can take minutes
+STEP_TIMEOUT = 600.0
+
+# progress(target, step, detail): step in connect, upload, verify, install, smoke, switch,
+# bench, done, failed.
+ProgressCallback = Callable[[str, str, str], None]
+
+
+@dataclass(frozen=True)
+class PushResult:
+    """What happened on one host."""
+
+    target: str
+    ok: bool
+    release: str | None = None
+    error: str | None = None
+    exit_code: int = 0
+    seconds: float = 0.0
+    reused_venv: bool | None = None
+    bench_path: Path | None = None
+    steps: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.ok == bool(self.error):
+            raise ValueError(f"A PushResult is ok xor has an error. Received: {self}")
+
+
+@dataclass(frozen=True)
+class _Bundle:
+    path: Path
+    sha256: str
+    size_bytes: int
+    top: str
+    manifest: dict[str, Any]
+
+    @property
+    def venv_key(self) -> str:
+        return self.manifest["requirements_sha256"][:16]
+
+
+def _load_bundle(path: str | os.PathLike) -> _Bundle:
+    path = Path(path)
+    top, manifest = read_manifest(path)
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    for key in ("requirements_sha256", "models", "files"):
+        if key not in manifest:
+            raise DeployError(f"The bundle's manifest lacks `{key}`; rebuild it. Received: {path}")
+    return _Bundle(path, digest.hexdigest(), path.stat().st_size, top, manifest)
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("error:")]
+    line = (errors or lines or ["(no output)"])[-1]
+    return line.removeprefix("error: ")[:limit]
+
+
+def _check(proc, target: SshTarget, step: str) -> str:
+    """Raise the error a failed remote step deserves; return its stdout when it succeeded."""
+    if proc.returncode == 0:
+        return proc.stdout
+    out = proc.stderr + "\n" + proc.stdout
+    if "No space left on device" in out or "Disk quota exceeded" in out:
+        raise RemoteDiskFullError(
+            f"{target}: the device ran out of disk space during {step}; free some space "
+            f"(df -h) and push again; the previous release is untouched. "
+            f"Received: {_one_line(out)}"
+        )
+    if "edgeship-transfer-mismatch" in out:
+        raise TransferError(
+            f"{target}: the uploaded bundle's sha256 differs from the local one (transfer cut "
+            f"off or corrupted); push again. Received: {_one_line(out)}"
+        )
+    if "manifest mismatch" in out:
+        raise ManifestMismatchError(f"{target}: the device refused the bundle: {_one_line(out)}")
+    raise RemoteStepError(
+        f"{target}: {step} failed on the device (exit {proc.returncode}); the previous release "
+        f"is untouched. Received: {_one_line(out)}"
+    )
+
+
+def release_id(bundle_sha256: str) -> str:
+    """A sortable, unique release folder name: UTC time with milliseconds + bundle hash."""
+    now = time.time()
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f"{int(now % 1 * 1000):03d}Z"
+    return f"{stamp}-{bundle_sha256[:8]}"
+
+
+def _results_path(results: Path | None, bundle: Path, target: SshTarget, many: bool) -> Path:
+    base = Path(results) if results else bundle.parent / DEFAULT_RESULTS_NAME
+    if not many:
+        return base
+    tag = re.sub(r"[^A-Za-z0-9.-]+", "_", str(target)).strip("_")
+    return base.with_name(f"{base.stem}-{tag}{base.suffix or '.json'}")
+
+
+def _parse_json_line(text: str, what: str, target: SshTarget) -> dict[str, Any]:
+    for line in reversed(text.strip().splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                return json.loads(line)
+            except ValueError:
+                break
+    raise RemoteStepError(f"{target}: {what} printed no JSON object. Received: {_one_line(text)}")
+
+
+class _Deployer:
+    """The steps of one push to one host."""
+
+    def __init__(
+        self,
+        bundle: _Bundle,
+        target: SshTarget,
+        options: SshOptions,
+        remote_dir: str,
+        keep: int,
+        progress: ProgressCallback,
+    ) -> None:
+        self.bundle, self.target, self.options = bundle, target, options
+        self.dir = remote_path(remote_dir.rstrip("/") or "/")
+        self.keep = keep
+        self.progress = progress
+        self.release = release_id(bundle.sha256)
+        self.steps: dict[str, float] = {}
+        self.reused_venv: bool | None = None
+
+    def _say(self, step: str, detail: str = "") -> None:
+        self.progress(str(self.target), step, detail)
+
+    def _step(
+        self,
+        sess: SshSession,
+        step: str,
+        script: str,
+        *,
+        stdin_path: Path | None = None,
+        timeout: float = STEP_TIMEOUT,
+    ) -> str:
+        started = time.perf_counter()
+        proc = sess.run(script, step=step, stdin_path=stdin_path, timeout=timeout)
+        out = _check(proc, self.target, step)
+        self.steps[step] = round(self.steps.get(step, 0.0) + time.perf_counter() - started, 3)
+        return out
+
+    def _cleanup(self, sess: SshSession) -> None:
+        rel = shlex.quote(self.release)
+        script = (
+            f"cd {self.dir}/releases 2>/dev/null || exit 0; "
+            f"rm -rf .{rel}.tar.gz.part .{rel}.partial {rel}"
+        )
+        with contextlib.suppress(DeployError):  # best effort: the connection may be gone
+            sess.run(script, step="cleanup", timeout=120)
+
+    def deploy(self, bench: bool, results: Path | None) -> tuple[Path | None, bool]:
+        """Run every step; return (bench results path, venv reused)."""
+        b, rel = self.bundle, shlex.quote(self.release)
+        self._say("connect", f"ssh {self.target}")
+        started = time.perf_counter()
+        with SshSession(self.target, self.options) as sess:
+            sess.connect()
+            self.steps["connect"] = round(time.perf_counter() - started, 3)
+            try:
+                self._say("upload", f"{b.size_bytes / 1e6:.1f} MB -> releases/{self.release}")
+                self._step(
+                    sess,
+                    "upload",
+                    (
+                        f"set -e; mkdir -p {self.dir}/releases {self.dir}/venvs; "
+                        f"cd {self.dir}/releases; test ! -e {rel}; cat > .{rel}.tar.gz.part"
+                    ),
+                    stdin_path=b.path,
+                )
+                self._say("verify", "sha256 of the upload and of every file")
+                self._step(
+                    sess,
+                    "verify",
+                    (
+                        f"set -e; cd {self.dir}/releases; "
+                        f"got=$(sha256sum .{rel}.tar.gz.part | cut -d' ' -f1); "
+                        f'if [ "$got" != {b.sha256} ]; then '
+                        f'echo "error: edgeship-transfer-mismatch: sha256 $got" >&2; exit 3; fi; '
+                        f"mkdir .{rel}.partial; "
+                        f"tar -xzf .{rel}.tar.gz.part -C .{rel}.partial --strip-components=1 "
+                        f"--no-same-owner; rm -f .{rel}.tar.gz.part; "
+                        f"python3 .{rel}.partial/verify.py; mv .{rel}.partial {rel}"
+                    ),
+                )
+                self._say("install", f"venvs/{b.venv_key}")
+                out = self._step(
+                    sess,
+                    "install",
+                    (
+                        f"set -e; cd {self.dir}; venvs=$(cd venvs && pwd); cd releases/{rel}; "
+                        f'./install.sh --venv "$venvs"/{b.venv_key}'
+                    ),
+                    timeout=INSTALL_TIMEOUT,
+                )
+                self.reused_venv = "reusing venv" in out
+                self._say("install", "venv reused" if self.reused_venv else "venv installed")
+                self._smoke(sess)
+                self._say("switch", f"current -> releases/{self.release}")
+                self._step(
+                    sess,
+                    "switch",
+                    (
+                        f"set -e; cd {self.dir}; ln -sfn releases/{rel} .current.{rel}; "
+                        f"mv -T .current.{rel} current"
+                    ),
+                )
+            except BaseException:
+                self._cleanup(sess)
+                raise
+            self._prune(sess)
+            bench_path = self._bench(sess, results) if bench else None
+        return bench_path, bool(self.reused_venv)
+
+    def _smoke(self, sess: SshSession) -> None:
+        for model in self.bundle.manifest["models"]:
+            self._say("smoke", f"predict {model['file']} {model['sample']}")
+            out = self._step(
+                sess,
+                "smoke",
+                (
+                    f"cd {self.dir}/releases/{shlex.quote(self.release)} && "
+                    f"venv/bin/python -m edge_runtime predict --json "
+                    f"{shlex.quote(model['file'])} {shlex.quote(model['sample'])}"
+                ),
+            )
+            got = _parse_json_line(out, "the smoke test (predict --json)", self.target)
+            if got.get("index") != model["index"]:
+                raise RemoteStepError(
+                    f"{self.target}: smoke test failed: {model['file']} on {model['sample']} "
+                    f"answered {got.get('label')!r} (class {got.get('index')}) on the device but "
+                    f"{model['label']!r} (class {model['index']}) on the desktop. Received: {got}"
+                )
+
+    def _prune(self, sess: SshSession) -> None:
+        """Remove all but the newest `keep` releases (never `current`)."""
+        if self.keep <= 0:
+            return
+        script = (
+            f"cd {self.dir}/releases || exit 0; cur=$(readlink ../current | sed 's|.*/||'); "
+            f"ls -1 | grep -E '^[0-9]{{8}}T[0-9]{{9}}Z-[0-9a-f]{{8}}$' | sort -r | "
+            f"tail -n +{self.keep + 1} | while read -r r; do "
+            f'[ "$r" = "$cur" ] || rm -rf "$r"; done'
+        )
+        with contextlib.suppress(DeployError):  # old releases left are not a failed deploy
+            sess.run(script, step="prune", timeout=300)
+
+    def _bench(self, sess: SshSession, results: Path) -> Path:
+        runs = []
+        for model in self.bundle.manifest["models"]:
+            self._say("bench", model["file"])
+            out = self._step(
+                sess,
+                "bench",
+                (
+                    f"cd {self.dir}/current && venv/bin/python -m edge_runtime bench "
+                    f"{shlex.quote(model['file'])} --json"
+                ),
+            )
+            runs.append(
+                {
+                    "file": model["file"],
+                    "mode": model.get("mode"),
+                    **_parse_json_line(out, "bench --json", self.target),
+                }
+            )
+        data = {
+            "schema_version": 1,
+            "host": str(self.target),
+            "release": self.release,
+            "bundle": self.bundle.path.name,
+            "bundle_sha256": self.bundle.sha256,
+            "models": runs,
+        }
+        atomic_write_text(results, json.dumps(data, indent=2) + "\n")
+        return results
+
+
+def push_bundle(
+    bundle: str | os.PathLike,
+    targets: Sequence[SshTarget],
+    options: SshOptions,
+    *,
+    remote_dir: str = DEFAULT_REMOTE_DIR,
+    bench: bool = False,
+    results: str | os.PathLike | None = None,
+    keep: int = DEFAULT_KEEP,
+    progress: ProgressCallback | None = None,
+) -> list[PushResult]:
+    """Deploy `bundle` to every target in parallel; one `PushResult` per target, in order."""
+    if not targets:
+        raise DeployError("Pass at least one --host USER@HOST. Received: none")
+    b = _load_bundle(bundle)
+    say = progress or (lambda _t, _s, _d: None)
+    many = len(targets) > 1
+
+    def one(target: SshTarget) -> PushResult:
+        started = time.perf_counter()
+        deployer = _Deployer(b, target, options, remote_dir, keep, say)
+        out = _results_path(Path(results) if results else None, b.path, target, many)
+        try:
+            bench_path, reused = deployer.deploy(bench, out)
+        except DeployError as err:
+            say(str(target), "failed", str(err))
+            return PushResult(
+                target=str(target),
+                ok=False,
+                error=str(err),
+                exit_code=err.exit_code,
+                release=None,
+                seconds=round(time.perf_counter() - started, 3),
+                reused_venv=deployer.reused_venv,
+                steps=deployer.steps,
+            )
+        seconds = round(time.perf_counter() - started, 3)
+        say(str(target), "done", f"releases/{deployer.release} in {seconds:.1f} s")
+        return PushResult(
+            target=str(target),
+            ok=True,
+            release=deployer.release,
+            seconds=seconds,
+            reused_venv=reused,
+            bench_path=bench_path,
+            steps=deployer.steps,
+        )
+
+    if not many:
+        return [one(targets[0])]
+    with ThreadPoolExecutor(max_workers=min(len(targets), 16)) as pool:
+        return list(pool.map(one, targets))

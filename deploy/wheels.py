@@ -1,0 +1,93 @@
+"""Download the pinned wheels for the device (or another Linux machine) once, into the cache."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from deploy.errors import BundleError
+from deploy.requirements import DEVICE_MACHINE, DEVICE_PYTHON, PINS, platform_tags
+
+CACHE_ENV = "EDGESHIP_CACHE"
+
+
+def cache_root() -> Path:
+    """`$EDGESHIP_CACHE`, else `~/.cache/edgeship`."""
+    value = os.environ.get(CACHE_ENV)
+    return Path(value).expanduser() if value else Path.home() / ".cache" / "edgeship"
+
+
+def wheel_dir(machine: str = DEVICE_MACHINE, python: str = DEVICE_PYTHON) -> Path:
+    """The cache folder of the pinned wheels for `machine` and CPython `python`."""
+    spec = json.dumps({"pins": PINS, "machine": machine, "python": python}, sort_keys=True)
+    key = hashlib.sha256(spec.encode()).hexdigest()[:12]
+    tag = f"cp{python.replace('.', '')}-{machine}"
+    return cache_root() / "wheels" / f"{tag}-{key}"
+
+
+def _expected(folder: Path) -> list[Path] | None:
+    """The wheel of each pin in `folder`, or None when one is missing."""
+    found = []
+    for name, version in PINS.items():
+        prefix = f"{name.replace('-', '_')}-{version}-".lower()
+        matches = sorted(p for p in folder.glob("*.whl") if p.name.lower().startswith(prefix))
+        if not matches:
+            return None
+        found.append(matches[0])
+    return found
+
+
+def download_wheels(machine: str = DEVICE_MACHINE, python: str = DEVICE_PYTHON) -> list[Path]:
+    """Return the pinned wheels for Linux `machine` / CPython `python`, downloading them once.
+
+    `pip download --only-binary=:all: --no-deps --platform manylinux..._<machine>` into a temp
+    folder beside the cache folder, moved into place when complete.
+    """
+    final = wheel_dir(machine, python)
+    if final.is_dir() and (found := _expected(final)):
+        return found
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    try:
+        platforms = [arg for tag in platform_tags(machine) for arg in ("--platform", tag)]
+        requirements = [f"{name}=={version}" for name, version in PINS.items()]
+        argv = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--disable-pip-version-check",
+            "--no-input",
+            "-q",
+            "--only-binary=:all:",
+            "--no-deps",
+            "--python-version",
+            python,
+            "--implementation",
+            "cp",
+            *platforms,
+            "--dest",
+            str(tmp),
+            *requirements,
+        ]
+        proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+        found = _expected(tmp)
+        if proc.returncode != 0 or found is None:
+            tail = " ".join((proc.stderr or proc.stdout).strip().splitlines()[-2:])
+            raise BundleError(
+                f"pip download of the {machine} / CPython {python} wheels failed: check the "
+                f"network (PyPI) or build the bundle without --with-wheels. "
+                f"Received: exit={proc.returncode} {tail[:400]}"
+            )
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return _expected(final) or []
