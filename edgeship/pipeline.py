@@ -1,4 +1,4 @@
-"""`edgeship pipeline`: train -> convert (every mode) -> bench, each stage reading the last one's files."""
+"""`edgeship pipeline`: train -> convert (every mode) -> bench, stage by stage through files."""
 
 from __future__ import annotations
 
@@ -24,8 +24,9 @@ def pipeline_command(
     ] = None,
 ) -> None:
     """Train a model on Fashion-MNIST, then convert and benchmark it, into one run directory."""
+    from convert.cli import report_table, run_convert
     from train.cli import run_training
-    from train.training import TrainConfig
+    from train.training import MODEL_FILE, TrainConfig
 
     console = Console(stderr=True)
     config = TrainConfig(
@@ -37,4 +38,8 @@ def pipeline_command(
     )
     console.rule("[bold]1. train")
     run_training(config, out, console)
+    console.rule("[bold]2. convert")
+    conversion = run_convert(out / MODEL_FILE, out, console)
+    console.print(report_table(conversion))
     console.print(f"Run directory: {out}")
+    conversion.raise_for_failures()
