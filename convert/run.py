@@ -167,6 +167,19 @@ class _Rejected(Exception):
         self.reason, self.hint = reason, hint
 
 
+def as_probabilities(scores: np.ndarray) -> np.ndarray:
+    """Rows that already are distributions (a softmax head) as they are, else their softmax.
+
+    The same rule `EdgeClassifier.predict_proba` applies, so a model that outputs logits is
+    compared probability to probability.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.min() >= -1e-6 and np.abs(scores.sum(axis=1) - 1.0).max() <= 0.05:
+        return scores
+    z = np.exp(scores - scores.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)
+
+
 def _check_options(
     calibration_samples: int, verify_samples: int, min_agreement: float | None
 ) -> None:
@@ -448,7 +461,7 @@ def convert_model(
     from convert.converter import ModeConversionError, saved_model, to_tflite
 
     keras_x = inputs.model_input(inputs.verify_x)
-    keras_probs = np.asarray(model.predict(keras_x, batch_size=256, verbose=0), dtype=np.float64)
+    keras_probs = as_probabilities(model.predict(keras_x, batch_size=256, verbose=0))
     keras_accuracy = (
         float(np.mean(keras_probs.argmax(1) == inputs.verify_y))
         if inputs.verify_y is not None

@@ -272,6 +272,20 @@ def test_foreign_h5_model_converts_with_a_npy(foreign, tmp_path):
 
 
 @pytest.mark.slow
+def test_a_logits_model_is_compared_as_probabilities(tmp_path):
+    import keras
+
+    keras.utils.set_random_seed(2)
+    model = keras.Sequential(
+        [keras.Input((6, 6, 3)), keras.layers.Flatten(), keras.layers.Dense(4)]  # no softmax
+    )
+    model.save(tmp_path / "logits.keras")
+    report = convert_model(tmp_path / "logits.keras", tmp_path / "out", modes="float32")
+    assert report.verify_source.startswith("random pixels")  # no data given at all
+    assert report.results[0].agreement == 1.0 and report.results[0].max_abs_diff < 1e-4
+
+
+@pytest.mark.slow
 def test_a_mode_that_cannot_convert_fails_alone(tmp_path):
     """int16x8 has no kernel for SELU's GREATER: that mode fails, float32 still lands."""
     import keras
