@@ -64,7 +64,14 @@ def latency_distributions(models: list[dict], path: Path) -> Path:
     labels = [
         f"{m['name']}\n(tf.function)" if m["format"] == "keras" else m["name"] for m in models
     ]
-    ax.boxplot(data, vert=False, whis=(1, 99), showfliers=True, flierprops={"markersize": 2})
+    import matplotlib
+
+    horizontal = (
+        {"orientation": "horizontal"}
+        if tuple(int(p) for p in matplotlib.__version__.split(".")[:2]) >= (3, 10)
+        else {"vert": False}
+    )
+    ax.boxplot(data, whis=(1, 99), showfliers=True, flierprops={"markersize": 2}, **horizontal)
     ax.set_yticks(range(1, len(models) + 1), labels)
     ax.set_xscale("log")
     ax.invert_yaxis()

@@ -118,13 +118,13 @@ def rich_table(report: dict[str, Any]):
     table = Table(
         title=f"edgeship bench: {ds['images']} {ds['name']} test images, "
         f"{report['settings']['runs']} batch-1 calls per model",
-        caption="latency: batch 1, after warm-up; RSS: peak of a subprocess with only that model",
+        caption="batch-1 latency after warm-up; RSS: peak of a process with only that model",
         box=box.SIMPLE_HEAD,
+        pad_edge=False,
     )
-    header = ["model", "KiB", "acc %", "agree %", "p50 µs", "p99 µs", "img/s", "load ms", "RSS MB"]
+    header = ["model", "KiB", "acc %", "agree %", "p50 µs", "p99 µs", "img/s", "RSS MB"]
     header += ["dev p50 µs"] if with_device else []
-    for i, h in enumerate(header):
-        table.add_column(h, justify="left" if i == 0 else "right", no_wrap=i == 0)
+    rows: list[tuple[list[str], str | None]] = []
     for m in report["models"]:
         lat = m["latency_us"]
         name = "keras tf.fn" if m["format"] == "keras" else m["name"]
@@ -132,15 +132,22 @@ def rich_table(report: dict[str, Any]):
             name, f"{m['size_bytes'] / 1024:,.0f}", f"{m['accuracy'] * 100:.2f}",
             "-" if m["agreement"] is None else f"{m['agreement'] * 100:.2f}",
             f"{lat['p50']:,.1f}", f"{lat['p99']:,.1f}", _short_count(m["throughput_ips"]),
-            f"{m['load_ms']:.1f}", _fmt(m.get("peak_rss_mb")),
+            _fmt(m.get("peak_rss_mb")),
         ]
         if with_device:
             row.append(_fmt(((m.get("device") or {}).get("latency_us") or {}).get("p50")))
-        table.add_row(*row)
+        rows.append((row, None))
         if m.get("latency_model_predict_us"):
             lp = m["latency_model_predict_us"]
             extra = ["keras predict", "", "", "", f"{lp['p50']:,.0f}", f"{lp['p99']:,.0f}"]
-            table.add_row(*extra, "", "", "", *([""] if with_device else []), style="dim")
+            rows.append((extra + [""] * (len(header) - len(extra)), "dim"))
+    for i, h in enumerate(header):
+        width = max([len(r[i]) for r, _ in rows] + [1])
+        table.add_column(
+            h, justify="left" if i == 0 else "right", no_wrap=i == 0, min_width=width
+        )
+    for row, style in rows:
+        table.add_row(*row, style=style)
     return table
 
 
@@ -175,10 +182,10 @@ def markdown(report: dict[str, Any], plots: list[str]) -> str:
         f"- **timer overhead** ({timer['clock']}): median {timer['median_ns']:.0f} ns, "
         f"p99 {timer['p99_ns']:.0f} ns per measurement (not subtracted).",
         f"- **img/s**: throughput of one call on a batch of {st['batch']} images.",
-        "- **RSS MB (+model)**: peak resident memory (`ru_maxrss`) of a fresh subprocess that "
-        "loads only that model and runs a batch-1 and a batch call; in brackets the part above "
-        "the same process's baseline after importing its runtime (TensorFlow+Keras for Keras, "
-        "edge_runtime+LiteRT for TFLite).",
+        "- **RSS MB (+model)**: peak resident memory (`VmHWM`, else `ru_maxrss`) of a fresh "
+        "subprocess that loads only that model and runs a batch-1 and a batch call; in "
+        "brackets the part above the same process's baseline after importing its runtime "
+        "(TensorFlow+Keras for Keras, edge_runtime+LiteRT for TFLite).",
     ]
     if keras:
         base = ", ".join(

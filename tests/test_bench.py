@@ -1,0 +1,221 @@
+"""`edgeship bench` end to end: a tiny run trained and converted here, real interpreters."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from edgeship.cli import app
+
+runner = CliRunner()
+LIMIT = 300
+MODES = ("float32", "dynamic", "int8")
+MODEL_KEYS = {
+    "name", "format", "quantization", "size_bytes", "accuracy", "agreement", "latency_us",
+    "throughput_ips", "load_ms", "peak_rss_mb", "per_class_accuracy", "confusion_matrix",
+    "prob_diff_mean", "prob_diff_max", "latency_method", "baseline_rss_mb", "model_rss_mb",
+}
+FAST = ["--runs", "5", "--warmup", "1", "--batch", "16", "--predict-runs", "2"]
+
+pytestmark = pytest.mark.slow
+
+
+def cli(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def assert_one_line_error(result, code, *fragments):
+    assert result.exit_code == code, result.output
+    lines = result.stderr.strip().splitlines()
+    assert lines and lines[-1].startswith("error: "), result.stderr
+    assert sum(line.startswith("error: ") for line in lines) == 1
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in lines[-1], lines[-1]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """`edgeship train --limit 500 --epochs 1`, then `edgeship convert` in three modes."""
+    run = tmp_path_factory.mktemp("bench") / "run"
+    result = cli("train", "--limit", 500, "--epochs", 1, "--out", run)
+    assert result.exit_code == 0, result.output
+    result = cli("convert", run / "model.keras", "--quantize", ",".join(MODES), "--out", run)
+    assert result.exit_code == 0, result.output
+    return run
+
+
+@pytest.fixture(scope="module")
+def bench(tiny_run):
+    """One full bench (memory probes and plots included) of the tiny run."""
+    out = tiny_run / "bench"
+    result = cli("bench", tiny_run, "--limit", LIMIT, "--runs", 30, "--warmup", 3,
+                 "--batch", 32, "--predict-runs", 3, "--out", out)
+    assert result.exit_code == 0, result.output
+    return out, json.loads((out / "report.json").read_text()), result
+
+
+@pytest.fixture(scope="module")
+def test_set():
+    from train.datasets import load_dataset
+
+    data = load_dataset("fashion-mnist")
+    return data.x_test[:LIMIT], data.y_test[:LIMIT]
+
+
+def test_every_file_and_key(bench):
+    out, report, result = bench
+    for name in ("report.json", "report.md", "report.csv"):
+        assert (out / name).stat().st_size > 0
+    assert [m["name"] for m in report["models"]] == ["keras", *MODES]
+    for m in report["models"]:
+        assert set(m) >= MODEL_KEYS, MODEL_KEYS - set(m)
+        assert set(m["latency_us"]) >= {"p50", "p90", "p99", "mean"}
+        assert 0 < m["latency_us"]["p50"] <= m["latency_us"]["p99"]
+        assert m["size_bytes"] > 0 and m["throughput_ips"] > 0 and m["load_ms"] > 0
+        assert m["peak_rss_mb"] > m["baseline_rss_mb"] > 0
+        assert np.asarray(m["confusion_matrix"]).sum() == LIMIT
+    keras, int8 = report["models"][0], report["models"][-1]
+    assert keras["format"] == "keras" and int8["format"] == "tflite"
+    assert keras["latency_model_predict_us"]["p50"] > 0
+    assert "tf.function" in keras["latency_method"]
+    assert int8["quantization"] == "int8"
+    # TensorFlow's footprint stays in the Keras probe, not in the TFLite ones.
+    assert int8["peak_rss_mb"] < keras["peak_rss_mb"]
+    assert {"machine", "cpu", "python", "versions"} <= set(report["host"])
+    assert report["dataset"]["name"] == "fashion-mnist" and report["dataset"]["images"] == LIMIT
+    assert report["timer"]["median_ns"] > 0
+    assert report["failed"] == [] and report["budgets"]["passed"] is True
+    assert "int8" in result.stderr and "report:" in result.stderr
+    md = (out / "report.md").read_text()
+    for plot in report["plots"]:
+        assert f"]({plot})" in md
+    assert "## Host" in md and "timer overhead" in md
+    rows = list(csv.DictReader((out / "report.csv").open()))
+    assert [r["name"] for r in rows] == ["keras", *MODES]
+    assert float(rows[-1]["accuracy"]) == pytest.approx(int8["accuracy"])
+
+
+def test_accuracy_and_agreement_match_real_predictions(bench, tiny_run, test_set):
+    import keras
+
+    from edge_runtime.classifier import EdgeClassifier
+
+    _, report, _ = bench
+    x, y = test_set
+    by_name = {m["name"]: m for m in report["models"]}
+    model = keras.models.load_model(tiny_run / "model.keras")
+    keras_pred = model.predict(x.astype(np.float32) / 255.0, verbose=0).argmax(axis=1)
+    assert by_name["keras"]["accuracy"] == pytest.approx((keras_pred == y).mean(), abs=1e-6)
+    for mode in MODES:
+        clf = EdgeClassifier.load(tiny_run / f"model_{mode}.tflite")
+        pred = clf.predict_proba(x).argmax(axis=1)
+        assert by_name[mode]["accuracy"] == pytest.approx((pred == y).mean(), abs=1e-6)
+        assert by_name[mode]["agreement"] == pytest.approx((pred == keras_pred).mean(), abs=1e-6)
+        per_class = [(pred[y == c] == c).mean() for c in range(10)]
+        assert by_name[mode]["per_class_accuracy"] == pytest.approx(per_class, abs=1e-6)
+
+
+def test_plots_are_valid_pngs(bench):
+    out, report, _ = bench
+    expected = {
+        "accuracy_vs_latency.png", "latency_distributions.png", "sizes.png",
+        "confusion_keras.png", "confusion_int8.png", "predictions_int8.png",
+        "probabilities_int8.png",
+    }
+    assert set(report["plots"]) == expected
+    for name in expected:
+        with Image.open(out / name) as img:
+            img.verify()
+        with Image.open(out / name) as img:
+            assert img.format == "PNG" and img.width >= 400 and img.height >= 200
+
+
+def test_budgets_met_exit_0_and_missed_exit_1(tiny_run, tmp_path):
+    common = ["bench", tiny_run, "--limit", 100, "--only", "int8", "--no-memory", "--no-plots",
+              *FAST]
+    met = cli(*common, "--min-accuracy", 0.0, "--max-accuracy-drop", 1.0,
+              "--max-latency-us", 1e9, "--out", tmp_path / "met")
+    assert met.exit_code == 0, met.output
+    report = json.loads((tmp_path / "met" / "report.json").read_text())
+    assert [m["name"] for m in report["models"]] == ["keras", "int8"]
+    assert len(report["budgets"]["checks"]) == 3 and report["budgets"]["passed"]
+
+    missed = cli(*common, "--min-accuracy", 0.999, "--max-latency-us", 0.001,
+                 "--out", tmp_path / "missed")
+    assert_one_line_error(missed, 1, "budget not met", "int8", "min_accuracy", "max_latency_us")
+    report = json.loads((tmp_path / "missed" / "report.json").read_text())
+    assert report["budgets"]["passed"] is False  # the report is still written
+
+    # A drop budget of 0: int8 must be at least as accurate as Keras on these 100 images.
+    drop = cli(*common, "--max-accuracy-drop", "0", "--out", tmp_path / "drop")
+    keras, int8 = json.loads((tmp_path / "drop" / "report.json").read_text())["models"]
+    assert drop.exit_code == (1 if int8["accuracy"] < keras["accuracy"] else 0), drop.output
+
+
+def test_device_results_sit_beside_the_desktop(tiny_run, tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "edge_runtime", "bench", str(tiny_run / "model_int8.tflite"),
+         "--json", "--runs", "5", "--warmup", "1"],
+        capture_output=True, text=True, check=True,
+    )
+    device = tmp_path / "device.json"
+    device.write_text(proc.stdout)
+    result = cli("bench", tiny_run, "--limit", 50, "--only", "int8", "--no-memory", "--no-plots",
+                 *FAST, "--device", device, "--out", tmp_path / "b")
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "b" / "report.json").read_text())
+    int8 = report["models"][1]
+    assert int8["device"]["latency_us"]["p50"] == json.loads(proc.stdout)["latency_us"]["p50"]
+    assert "device p50 µs" in (tmp_path / "b" / "report.md").read_text()
+
+
+def test_corrupt_model_among_good_ones(tiny_run, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(tiny_run / "model.json", run)
+    shutil.copy(tiny_run / "model_int8.tflite", run)
+    good = (tiny_run / "model_float32.tflite").read_bytes()
+    (run / "model_float16.tflite").write_bytes(good[: len(good) // 3])  # truncated
+    result = cli("bench", run, "--limit", 50, *FAST, "--no-memory", "--out", run / "bench")
+    assert_one_line_error(result, 2, "model_float16.tflite", "could not be measured")
+    report = json.loads((run / "bench" / "report.json").read_text())
+    assert [m["name"] for m in report["models"]] == ["int8"]
+    assert report["models"][0]["agreement"] is None  # no model.keras in this run
+    assert [f["name"] for f in report["failed"]] == ["float16"]
+    assert (run / "bench" / "predictions_int8.png").is_file()
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "fragment"),
+    [
+        (["--limit", "0"], 2, "--limit must be at least 1"),
+        (["--min-accuracy", "abc"], 2, "--min-accuracy must be a number"),
+        (["--max-latency-us", "fast"], 2, "--max-latency-us must be a number"),
+        (["--runs", "1.5"], 2, "--runs must be an integer"),
+        (["--min-accuracy", "87"], 2, "fraction in [0, 1]"),
+        (["--only", "int4"], 2, "--only names models that are not in the run"),
+    ],
+)
+def test_bad_options_one_line_exit_2(tiny_run, tmp_path, args, code, fragment):
+    out = tmp_path / "out"
+    result = cli("bench", tiny_run, *args, "--out", out)
+    assert_one_line_error(result, code, fragment)
+    assert not out.exists()
+
+
+def test_run_dir_without_models(tmp_path):
+    (tmp_path / "notes.txt").write_text("nothing here")
+    result = cli("bench", tmp_path, "--out", tmp_path / "bench")
+    assert_one_line_error(result, 2, "No models to benchmark", str(tmp_path))
+    result = cli("bench", tmp_path / "missing", "--out", tmp_path / "bench")
+    assert_one_line_error(result, 2, "does not exist")
+    assert not (tmp_path / "bench").exists()
