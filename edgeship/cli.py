@@ -64,6 +64,7 @@ def _predict_command(
 
 def _mount() -> None:
     """Attach each stage's commands to `app`."""
+    from benchmarks.cli import bench_command
     from convert.cli import convert_command
     from deploy.cli import deploy_app
     from edgeship.pipeline import pipeline_command
@@ -71,6 +72,7 @@ def _mount() -> None:
 
     app.command("train")(train_command)
     app.command("convert")(convert_command)
+    app.command("bench")(bench_command)
     app.command("pipeline")(pipeline_command)
     app.add_typer(deploy_app, name="deploy")
     app.command("predict")(_predict_command)
