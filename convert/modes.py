@@ -17,12 +17,12 @@ CALIBRATED_MODES: frozenset[str] = frozenset({"int8", "int16x8"})
 
 # What to try when a mode fails to convert.
 FALLBACKS: dict[str, str] = {
-    "float32": "check that every layer is a standard Keras layer TFLite supports",
-    "dynamic": "try float16 or float32",
-    "float16": "try float32 or dynamic",
-    "int8": "try int16x8, dynamic or float16 (no int8 kernel for some op), "
-    "or more/other calibration data",
-    "int16x8": "try int8, dynamic or float16 (int16x8 kernels exist for fewer ops)",
+    "float32": "Check that every layer is a standard Keras layer that TFLite supports.",
+    "dynamic": "Try float16 or float32.",
+    "float16": "Try float32 or dynamic.",
+    "int8": "Try int16x8, dynamic or float16 (some op may lack an int8 kernel), "
+    "or other calibration data.",
+    "int16x8": "Try int8, dynamic or float16 (int16x8 kernels exist for fewer ops).",
 }
 
 

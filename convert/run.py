@@ -109,7 +109,8 @@ class ConvertReport:
         if self.failed:
             raise ModeFailedError(
                 "; ".join(
-                    f"mode {r.mode} failed: {r.error} (what to try: {r.hint})" for r in self.failed
+                    f"mode {r.mode} failed: {r.error.rstrip('.')}. {r.hint.rstrip('.')}"
+                    for r in self.failed
                 )
             )
 
@@ -379,10 +380,10 @@ def _convert_one(
                 raise _Rejected(
                     f"top-1 agreement with Keras {agreement:.2%} is below --min-agreement "
                     f"{min_agreement:.2%}",
-                    "more or more representative calibration data (--calibration-samples), "
-                    "or a gentler mode (int16x8, dynamic, float16)"
+                    "Try more or more representative calibration data (--calibration-samples, "
+                    "--calibration-data) or a gentler mode (int16x8, dynamic, float16)."
                     if calibrated
-                    else "a gentler mode (float16 or float32)",
+                    else "Try a gentler mode (float16 or float32).",
                 )
             tmp.write_bytes(final)
     except _Rejected as err:

@@ -314,7 +314,7 @@ def test_a_mode_that_cannot_convert_fails_alone(tmp_path):
     )
     assert result.exit_code == 1, result.output
     line = result.stderr.strip().splitlines()[-1]
-    assert line.startswith("error: mode int16x8 failed") and "what to try" in line
+    assert line.startswith("error: mode int16x8 failed") and "Try int8, dynamic or float16" in line
     assert "GREATER" in line
     assert sorted(p.name for p in out.iterdir()) == ["model_float32.tflite"]
 
