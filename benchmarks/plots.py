@@ -35,13 +35,20 @@ def accuracy_vs_latency(models: list[dict], path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     sizes = np.array([m["size_bytes"] for m in models], dtype=float)
     area = 80 + 900 * sizes / sizes.max()
-    for m, a in zip(models, area, strict=True):
-        color = "tab:orange" if m["format"] == "keras" else "tab:blue"
-        ax.scatter(m["latency_us"]["p50"], m["accuracy"] * 100, s=a, alpha=0.55, color=color,
-                   edgecolors="black")
-        ax.annotate(f"{m['name']}\n{m['size_bytes'] / 1024:.0f} KiB",
-                    (m["latency_us"]["p50"], m["accuracy"] * 100),
-                    textcoords="offset points", xytext=(8, 6), fontsize=8)
+    from matplotlib.lines import Line2D
+
+    handles = []
+    for i, (m, a) in enumerate(zip(models, area, strict=True)):
+        color = f"C{i % 10}"
+        marker = "s" if m["format"] == "keras" else "o"
+        ax.scatter(m["latency_us"]["p50"], m["accuracy"] * 100, s=a, alpha=0.5, color=color,
+                   marker=marker, edgecolors="black")
+        label = (f"{m['name']}: {m['accuracy']:.2%}, {m['size_bytes'] / 1024:,.0f} KiB, "
+                 f"{m['latency_us']['p50']:,.1f} µs")
+        handles.append(Line2D([], [], marker=marker, color=color, linestyle="", markersize=8,
+                              markeredgecolor="black", alpha=0.7, label=label))
+    ax.legend(handles=handles, fontsize=8, loc="best", title="model: accuracy, size, p50",
+              title_fontsize=8)
     ax.set_xscale("log")
     ax.set_xlabel("batch-1 latency p50 (µs, log scale)")
     ax.set_ylabel("test accuracy (%)")
