@@ -181,7 +181,8 @@ def markdown(report: dict[str, Any], plots: list[str]) -> str:
         f"separately ({st['predict_runs']} calls) because its per-call overhead dominates.",
         f"- **timer overhead** ({timer['clock']}): median {timer['median_ns']:.0f} ns, "
         f"p99 {timer['p99_ns']:.0f} ns per measurement (not subtracted).",
-        f"- **img/s**: throughput of one call on a batch of {st['batch']} images.",
+        f"- **img/s**: throughput of calls on a batch of {st['batch']} images (Keras: the "
+        "compiled call).",
         "- **RSS MB (+model)**: peak resident memory (`VmHWM`, else `ru_maxrss`) of a fresh "
         "subprocess that loads only that model and runs a batch-1 and a batch call; in "
         "brackets the part above the same process's baseline after importing its runtime "

@@ -219,3 +219,27 @@ def test_run_dir_without_models(tmp_path):
     result = cli("bench", tmp_path / "missing", "--out", tmp_path / "bench")
     assert_one_line_error(result, 2, "does not exist")
     assert not (tmp_path / "bench").exists()
+
+
+def test_bad_device_file_one_line_exit_2(tiny_run, tmp_path):
+    device = tmp_path / "device.json"
+    device.write_text("{not json")
+    result = cli("bench", tiny_run, "--device", device, "--out", tmp_path / "b")
+    assert_one_line_error(result, 2, "--device file", str(device))
+    assert not (tmp_path / "b").exists()
+
+
+def test_library_call_reports_progress_and_returns_the_report(tiny_run, tmp_path):
+    import benchmarks
+
+    seen = []
+    options = benchmarks.BenchOptions(limit=50, runs=3, warmup=1, batch=8, predict_runs=1,
+                                      only=("float32",), memory=False, plots=False)
+    report = benchmarks.run_bench(tiny_run, tmp_path / "b", options,
+                                  progress=lambda text, done, total: seen.append((done, total)))
+    assert report == json.loads((tmp_path / "b" / "report.json").read_text())
+    assert [m["name"] for m in report["models"]] == ["keras", "float32"]
+    assert seen[0][0] == 0 and seen[-1][0] == seen[-1][1] - 1 and len(seen) == seen[-1][1]
+    benchmarks.raise_for_outcome(report)  # nothing failed, no budget: no error
+    with pytest.raises(benchmarks.BenchError):
+        benchmarks.BenchOptions(limit=0)
