@@ -124,10 +124,10 @@ def _check(proc, target: SshTarget, step: str) -> str:
 
 
 def release_id(bundle_sha256: str) -> str:
-    """A sortable, unique release folder name: UTC time with milliseconds + bundle hash."""
+    """A sortable, unique release folder name: UTC time (ms), bundle hash, 4 random hex digits."""
     now = time.time()
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f"{int(now % 1 * 1000):03d}Z"
-    return f"{stamp}-{bundle_sha256[:8]}"
+    return f"{stamp}-{bundle_sha256[:8]}-{os.urandom(2).hex()}"
 
 
 def _results_path(results: Path | None, bundle: Path, target: SshTarget, many: bool) -> Path:
@@ -285,7 +285,7 @@ class _Deployer:
             return
         script = (
             f"cd {self.dir}/releases || exit 0; cur=$(readlink ../current | sed 's|.*/||'); "
-            f"ls -1 | grep -E '^[0-9]{{8}}T[0-9]{{9}}Z-[0-9a-f]{{8}}$' | sort -r | "
+            f"ls -1 | grep -E '^[0-9]{{8}}T[0-9]{{9}}Z-[0-9a-f]{{8}}-[0-9a-f]{{4}}$' | sort -r | "
             f"tail -n +{self.keep + 1} | while read -r r; do "
             f'[ "$r" = "$cur" ] || rm -rf "$r"; done'
         )

@@ -112,11 +112,12 @@ def classify(stderr: str, target: SshTarget, options: SshOptions, step: str) -> 
     last = " ".join(line.strip() for line in text.splitlines()[-2:] if line.strip())[:300]
     port = target.port or 22
     known = _known_hosts(options)
+    entry = target.host if port == 22 else f"[{target.host}]:{port}"
     if "REMOTE HOST IDENTIFICATION HAS CHANGED" in text:
         return HostKeyError(
             f"{target}: the host key differs from the one in {known} (a reinstalled Pi, or "
             f"someone in between): check the new key's fingerprint on the device, then "
-            f"`ssh-keygen -R '[{target.host}]:{port}' -f {known}` and add it again. "
+            f"`ssh-keygen -R '{entry}' -f {known}` and add it again. "
             f"Received: {last}"
         )
     if "Host key verification failed" in text or "host key is known" in text:

@@ -129,3 +129,25 @@ def tflite_env():
         return ensure_tflite_env()
     except EnvironmentUnavailable as exc:
         pytest.skip(f"tflite-runtime venv unavailable: {exc}")
+
+
+# --- deploy: a run folder with the tiny MLP as model_int8 / model_float32, and its bundle ---
+
+
+@pytest.fixture(scope="session")
+def deploy_run(edge_models, tmp_path_factory) -> Path:
+    """A run folder holding `model_int8.tflite` and `model_float32.tflite` (the tiny MLP)."""
+    import shutil
+
+    run = tmp_path_factory.mktemp("deploy_run")
+    for mode in ("int8", "float32"):
+        shutil.copyfile(edge_models[f"mlp_{mode}"], run / f"model_{mode}.tflite")
+    return run
+
+
+@pytest.fixture(scope="session")
+def deploy_bundle(deploy_run, tmp_path_factory) -> Path:
+    """`edgeship deploy bundle` of `deploy_run` (no wheels): tiny-bundle.tar.gz."""
+    from deploy.bundle import build_bundle
+
+    return build_bundle(deploy_run, tmp_path_factory.mktemp("bundle") / "tiny-bundle.tar.gz").path

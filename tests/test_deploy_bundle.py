@@ -1,0 +1,153 @@
+"""edgeship deploy bundle: contents, determinism, manifest verification, bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from deploy.requirements import PINS
+from edgeship.cli import app
+
+runner = CliRunner()
+
+
+def _one_error_line(result) -> str:
+    lines = [ln for ln in result.stderr.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    return lines[0]
+
+
+def _extract(bundle: Path, dest: Path) -> Path:
+    with tarfile.open(bundle, "r:gz") as tar:
+        tar.extractall(dest, filter="data")
+    (top,) = list(dest.iterdir())
+    return top
+
+
+def test_bundle_contents(deploy_run, tmp_path):
+    out = tmp_path / "pi.tar.gz"
+    result = runner.invoke(app, ["deploy", "bundle", str(deploy_run), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "pi.tar.gz" in result.stdout and "2 models" in result.stdout
+
+    with tarfile.open(out, "r:gz") as tar:
+        members = tar.getmembers()
+    names = [m.name for m in members]
+    assert {n.split("/")[0] for n in names} == {"pi"}, "one top folder"
+    assert all(m.mtime == members[0].mtime and m.uid == 0 for m in members)
+    assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
+    for want in (
+        "pi/edge_runtime/__init__.py",
+        "pi/edge_runtime/__main__.py",
+        "pi/models/model_int8.tflite",
+        "pi/models/model_float32.tflite",
+        "pi/requirements.txt",
+        "pi/install.sh",
+        "pi/verify.py",
+        "pi/README.md",
+        "pi/manifest.json",
+    ):
+        assert want in names, want
+    assert next(m for m in members if m.name == "pi/install.sh").mode & 0o111
+
+    top = _extract(out, tmp_path / "x")
+    manifest = json.loads((top / "manifest.json").read_text())
+    files = {p.relative_to(top).as_posix() for p in top.rglob("*") if p.is_file()}
+    assert set(manifest["files"]) == files - {"manifest.json"}
+    for rel, digest in manifest["files"].items():
+        assert hashlib.sha256((top / rel).read_bytes()).hexdigest() == digest, rel
+    reqs = (top / "requirements.txt").read_text()
+    for name, version in PINS.items():
+        assert f"{name}=={version}\n" in reqs
+    assert {"ai-edge-litert", "numpy", "pillow", "flatbuffers"} <= set(PINS)
+    # The desktop's answer on the bundled sample, for the device's smoke test.
+    assert [m["mode"] for m in manifest["models"]] == ["int8", "float32"]
+    for model in manifest["models"]:
+        assert (top / model["sample"]).is_file() and model["label"] == f"class_{model['index']}"
+
+    ok = subprocess.run([sys.executable, str(top / "verify.py")], capture_output=True, text=True)
+    assert ok.returncode == 0 and "manifest ok" in ok.stdout, ok.stderr
+
+
+def test_bundle_is_deterministic(deploy_run, tmp_path):
+    from deploy.bundle import build_bundle
+
+    a = build_bundle(deploy_run, tmp_path / "a" / "b.tar.gz")
+    b = build_bundle(deploy_run, tmp_path / "c" / "b.tar.gz")
+    assert a.sha256 == b.sha256 and a.size_bytes == b.size_bytes
+
+
+def test_tampered_bundle_is_refused_before_install(deploy_bundle, tmp_path):
+    top = _extract(deploy_bundle, tmp_path)
+    model = top / "models" / "model_int8.tflite"
+    data = bytearray(model.read_bytes())
+    data[-1] ^= 0xFF
+    model.write_bytes(bytes(data))
+    (top / "extra.sh").write_text("echo hi\n")
+
+    proc = subprocess.run([sys.executable, str(top / "verify.py")], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "manifest mismatch" in proc.stderr and "models/model_int8.tflite" in proc.stderr
+    assert "extra.sh not in the manifest" in proc.stderr
+
+    venv = tmp_path / "venv"
+    proc = subprocess.run(
+        ["sh", str(top / "install.sh"), "--venv", str(venv)], capture_output=True, text=True
+    )
+    assert proc.returncode == 2 and "manifest mismatch" in proc.stderr
+    assert not venv.exists(), "nothing installed from a bundle that does not match"
+
+
+def test_bundle_missing_model_is_one_line_exit_2(deploy_run, tmp_path):
+    out = tmp_path / "b.tar.gz"
+    result = runner.invoke(
+        app, ["deploy", "bundle", str(deploy_run), "--out", str(out), "--models", "int16x8"]
+    )
+    assert result.exit_code == 2
+    line = _one_error_line(result)
+    assert "model_int16x8.tflite" in line and "edgeship convert" in line
+    assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_bundle_missing_run_folder(tmp_path):
+    result = runner.invoke(
+        app, ["deploy", "bundle", str(tmp_path / "nope"), "--out", str(tmp_path / "b.tar.gz")]
+    )
+    assert result.exit_code == 2
+    assert "run folder does not exist" in _one_error_line(result)
+
+
+def test_not_a_tflite_model(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model_int8.tflite").write_bytes(b"not a model at all")
+    result = runner.invoke(
+        app, ["deploy", "bundle", str(run), "--out", str(tmp_path / "b.tar.gz"), "--models", "int8"]
+    )
+    assert result.exit_code == 2 and "TFL3" in _one_error_line(result)
+
+
+@pytest.mark.slow
+def test_bundle_with_wheels_has_aarch64_cp311_wheels(deploy_run, tmp_path):
+    """--with-wheels: the pinned aarch64 / CPython 3.11 wheels (downloaded once, cached)."""
+    out = tmp_path / "offline.tar.gz"
+    result = runner.invoke(
+        app, ["deploy", "bundle", str(deploy_run), "--out", str(out), "--with-wheels"]
+    )
+    assert result.exit_code == 0, result.output
+    with tarfile.open(out, "r:gz") as tar:
+        wheels = [n.split("/")[-1] for n in tar.getnames() if n.endswith(".whl")]
+        manifest = json.load(io.BytesIO(tar.extractfile("offline/manifest.json").read()))
+    assert sorted(wheels) == sorted(manifest["wheels"]) and len(wheels) == len(PINS)
+    for wheel in wheels:
+        tags = wheel[:-4].split("-")[-3:]  # python, abi, platform
+        assert tags[2] == "any" or "aarch64" in tags[2], wheel
+        assert tags[0] in {"cp311", "py3", "py2.py3"}, wheel
