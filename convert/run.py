@@ -351,8 +351,9 @@ def _convert_one(
                 probs = np.asarray(probs, dtype=np.float64)
                 io_in, io_out = _io_block(classifier)
             except (EdgeshipError, RuntimeError, ValueError) as err:
+                reason = str(err).replace(str(tmp), str(path))  # name the file it would be
                 raise _Rejected(
-                    f"the converted model does not run in edge_runtime ({err})", FALLBACKS[mode]
+                    f"the converted model does not run in edge_runtime ({reason})", FALLBACKS[mode]
                 ) from None
             if probs.shape != keras_probs.shape:
                 raise _Rejected(
