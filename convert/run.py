@@ -424,10 +424,10 @@ def convert_model(
     """
     mode_list = parse_modes(modes)
     _check_options(calibration_samples, verify_samples, min_agreement)
-    model_path = check_model_file(model_path)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ConvertError(f"--out must be a directory. Received: out={out}")
+    model_path = check_model_file(model_path)
     if calibration_data is not None and not Path(calibration_data).expanduser().exists():
         raise ConvertError(
             f"Calibration data not found. Received: calibration_data={calibration_data}"

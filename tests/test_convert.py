@@ -416,3 +416,24 @@ def test_foreign_int8_without_calibration_data(foreign, tmp_path):
     out = tmp_path / "out"
     result = invoke(foreign["model_dir"] / "classifier.keras", "--quantize", "int8", "--out", out)
     assert_clean_failure(result, out, "--calibration-data")
+
+
+def test_bad_numbers_and_out(tmp_path):
+    (tmp_path / "m.keras").write_bytes(b"")  # never reached: options are checked first
+    out = tmp_path / "out"
+    for args, fragment in (
+        (["--calibration-samples", 0], "--calibration-samples must be at least 1"),
+        (["--verify-samples", 0], "--verify-samples must be at least 1"),
+        (["--min-agreement", 99], "--min-agreement is a fraction between 0 and 1"),
+    ):
+        assert_clean_failure(invoke(tmp_path / "m.keras", *args, "--out", out), out, fragment)
+    (tmp_path / "file").write_text("x")
+    result = invoke(tmp_path / "m.keras", "--out", tmp_path / "file")
+    assert result.exit_code == 2 and "--out must be a directory" in result.stderr
+
+
+def test_modes_are_parsed_in_canonical_order():
+    from convert import parse_modes
+
+    assert parse_modes("int8, float32,int8") == ("float32", "int8")
+    assert parse_modes(None) == MODES
