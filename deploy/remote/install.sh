@@ -55,10 +55,14 @@ else
         echo "error: '$PYTHON -m venv' failed; install python3-venv (sudo apt install python3-venv) and rerun. Received: venv=$VENV" >&2
         exit 2
     fi
-    if ls "$HERE"/wheels/*.whl >/dev/null 2>&1; then
+    MACHINE=$(uname -m)
+    if ls "$HERE"/wheels/*_"$MACHINE".whl >/dev/null 2>&1; then
         echo "installing requirements.txt from the bundled wheels (offline)"
         set -- --no-index --find-links "$HERE/wheels"
     else
+        if ls "$HERE"/wheels/*.whl >/dev/null 2>&1; then
+            echo "the bundled wheels are not for this machine ($MACHINE)"
+        fi
         echo "installing requirements.txt from the package index"
         set --
     fi
