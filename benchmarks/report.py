@@ -165,7 +165,6 @@ def markdown(report: dict[str, Any], plots: list[str]) -> str:
         "|" + "|".join(["---"] * 2 + ["---:"] * (len(header) - 2)) + "|",
     ]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
-    keras = next((m for m in report["models"] if m["format"] == "keras"), None)
     lines += [
         "",
         "How to read it:",
@@ -188,13 +187,15 @@ def markdown(report: dict[str, Any], plots: list[str]) -> str:
         "brackets the part above the same process's baseline after importing its runtime "
         "(TensorFlow+Keras for Keras, edge_runtime+LiteRT for TFLite).",
     ]
-    if keras:
+    if report["models"]:
         base = ", ".join(
             f"{m['name']} {m['baseline_rss_mb']:.1f}" for m in report["models"]
             if m.get("baseline_rss_mb") is not None
         )
+        bare = [m["bare_python_rss_mb"] for m in report["models"] if m.get("bare_python_rss_mb")]
         if base:
-            lines.append(f"- baselines (MB): {base}.")
+            lines.append(f"- baselines after the runtime's imports (MB): {base}; the bare "
+                         f"interpreter before any import: {min(bare):.1f}-{max(bare):.1f} MB.")
     lines += ["", "## Per-class accuracy", ""]
     names = ds["class_names"]
     models = report["models"]

@@ -401,6 +401,7 @@ def run_bench(
     for m in models:
         probe = memory.get(m["name"], {})
         m["peak_rss_mb"] = probe.get("peak_rss_mb")
+        m["bare_python_rss_mb"] = probe.get("start_rss_mb")
         m["baseline_rss_mb"] = probe.get("baseline_rss_mb")
         m["model_rss_mb"] = probe.get("model_rss_mb")
         if "error" in probe:
