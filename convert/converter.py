@@ -21,7 +21,7 @@ import numpy as np
 
 from convert.errors import ConvertError
 from convert.modes import CALIBRATED_MODES, MODES
-from convert.quiet import captured_stderr
+from train.quiet import captured_stderr
 
 # Samples per representative-dataset step: the calibrator resizes the (dynamic) batch
 # dimension and only tracks each tensor's min/max, so batching changes speed, not ranges.

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from convert.errors import ConvertError
-from convert.quiet import import_keras
+from train.quiet import import_keras
 
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"

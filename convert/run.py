@@ -31,9 +31,9 @@ from convert.loading import (
     read_run_metadata,
 )
 from convert.modes import CALIBRATED_MODES, FALLBACKS, MODES, parse_modes
-from convert.quiet import captured_stderr
 from edge_runtime.errors import EdgeshipError
 from edge_runtime.files import atomic_path
+from train.quiet import captured_stderr
 
 DEFAULT_VERIFY_SAMPLES = 1000
 VERIFY_SEED = 7

@@ -21,7 +21,9 @@ def make_progress(console=None) -> Progress:
 
 def rich_training_callback(progress: Progress, epochs: int, steps_per_epoch: int):
     """A Keras callback advancing one bar per epoch, with the running loss and accuracy."""
-    import keras
+    from train.quiet import import_keras
+
+    keras = import_keras()
 
     class _RichCallback(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):

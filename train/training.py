@@ -17,6 +17,7 @@ from edge_runtime.files import atomic_path
 from train.datasets import FASHION_MNIST, Dataset, load_dataset
 from train.errors import TrainError
 from train.models import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, MODELS, build_model
+from train.quiet import import_keras
 
 SCHEMA_VERSION = 1
 MODEL_FILE = "model.keras"
@@ -144,7 +145,7 @@ def train(
     `model.keras` and `model.json` are written to temporary files and moved into place
     together at the end, so an interrupted run leaves neither half-written.
     """
-    import keras
+    keras = import_keras()
     import tensorflow as tf
 
     out = Path(out_dir)
