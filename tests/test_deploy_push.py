@@ -36,11 +36,12 @@ def _remote_python_version() -> str:
     if exe is None:
         pytest.skip("no python3 on sshd's PATH")
     out = subprocess.run(
-        [exe, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+        [exe, "-c", "import ensurepip, sys, venv; print('%d.%d' % sys.version_info[:2])"],
         capture_output=True,
         text=True,
-        check=True,
     )
+    if out.returncode != 0:
+        pytest.skip(f"{exe} cannot make venvs: apt-get install python3-venv ({out.stderr[-200:]})")
     return out.stdout.strip()
 
 
