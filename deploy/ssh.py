@@ -210,7 +210,7 @@ class SshSession:
             "-o",
             "ControlMaster=yes",
             "-o",
-            "ControlPersist=yes",
+            "ControlPersist=120",
             "-f",
             "-N",
             "--",

@@ -151,3 +151,20 @@ def test_bundle_with_wheels_has_aarch64_cp311_wheels(deploy_run, tmp_path):
         tags = wheel[:-4].split("-")[-3:]  # python, abi, platform
         assert tags[2] == "any" or "aarch64" in tags[2], wheel
         assert tags[0] in {"cp311", "py3", "py2.py3"}, wheel
+
+
+def test_bundle_of_a_model_without_metadata(edge_models, tmp_path):
+    """Anyone's .tflite (no edgeship metadata, RGB 32x32, uint8 I/O) still bundles."""
+    import shutil
+
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copyfile(edge_models["cnn_uint8"], run / "model_int8.tflite")
+    result = runner.invoke(
+        app, ["deploy", "bundle", str(run), "--out", str(tmp_path / "c.tar.gz"), "--models", "int8"]
+    )
+    assert result.exit_code == 0, result.output
+    top = _extract(tmp_path / "c.tar.gz", tmp_path / "x")
+    (model,) = json.loads((top / "manifest.json").read_text())["models"]
+    assert model["sample"] == "samples/synthetic_32x32x3.png"
+    assert (top / model["sample"]).is_file()
