@@ -14,31 +14,12 @@ import json
 import os
 import sys
 
-
-def _rss_mb() -> float:
-    """This process's peak RSS in MiB: `VmHWM` where /proc has it, else `ru_maxrss`.
-
-    `ru_maxrss` survives `exec`: a child forked from a big parent (the bench, with TensorFlow
-    loaded) would report the parent's peak. `VmHWM` belongs to the new address space.
-    """
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return round(int(line.split()[1]) / 1024.0, 3)
-    except (OSError, ValueError):
-        pass
-    try:
-        import resource
-    except ImportError:
-        return 0.0
-    scale = 1.0 if sys.platform == "darwin" else 1024.0
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 1048576.0, 3)
+from edge_runtime.memory import peak_rss_mb
 
 
 def probe(path: str, threads: int | None, batch: int) -> dict:
     """Load `path`, run it, and return the RSS figures (see the module docstring)."""
-    start = _rss_mb()
+    start = peak_rss_mb()
     if path.endswith(".keras") or path.endswith(".h5"):
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         import keras
@@ -47,7 +28,7 @@ def probe(path: str, threads: int | None, batch: int) -> dict:
 
         if threads:
             tf.config.threading.set_intra_op_parallelism_threads(threads)
-        baseline = _rss_mb()
+        baseline = peak_rss_mb()
         model = keras.models.load_model(path, compile=False)
         shape = tuple(int(d) for d in model.inputs[0].shape[1:])
         model.predict(np.zeros((1, *shape), np.float32), verbose=0)
@@ -60,12 +41,12 @@ def probe(path: str, threads: int | None, batch: int) -> dict:
         from edge_runtime.classifier import EdgeClassifier
 
         load_backend(None)  # the interpreter module is part of the baseline
-        baseline = _rss_mb()
+        baseline = peak_rss_mb()
         clf = EdgeClassifier.load(path, num_threads=threads, batch_size=batch)
         clf.predict_proba(np.zeros((1, *clf.input_shape), np.uint8))
         clf.predict_proba(np.zeros((batch, *clf.input_shape), np.uint8))
         fmt = "tflite"
-    peak = _rss_mb()
+    peak = peak_rss_mb()
     return {
         "model": path,
         "format": fmt,

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import platform
-import sys
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from edge_runtime.classifier import EdgeClassifier
+from edge_runtime.memory import peak_rss_mb
 
 
 @dataclass(frozen=True)
@@ -45,17 +45,6 @@ class Latency:
             min=round(float(us.min()), 3),
             max=round(float(us.max()), 3),
         )
-
-
-def peak_rss_mb() -> float:
-    """Peak resident set size of this process in MiB (0.0 where unavailable)."""
-    try:
-        import resource
-    except ImportError:  # Windows
-        return 0.0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    scale = 1.0 if sys.platform == "darwin" else 1024.0  # bytes on macOS, KiB on Linux
-    return round(peak * scale / (1024.0 * 1024.0), 3)
 
 
 @dataclass(frozen=True)
