@@ -360,7 +360,8 @@ def push_bundle(
                 steps=deployer.steps,
             )
         seconds = round(time.perf_counter() - started, 3)
-        say(str(target), "done", f"releases/{deployer.release} in {seconds:.1f} s")
+        steps = ", ".join(f"{k} {v:.1f} s" for k, v in deployer.steps.items())
+        say(str(target), "done", f"releases/{deployer.release} in {seconds:.1f} s ({steps})")
         return PushResult(
             target=str(target),
             ok=True,
