@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.progress import Progress
 
 from benchmarks.options import (
     DEFAULT_BATCH,
@@ -99,12 +101,13 @@ def bench_command(
     raise_for_outcome(report)
 
 
-def bench_with_progress(run: Path, out: Path, options: BenchOptions, console: Console) -> dict:
-    """`run_bench` with a Rich progress bar on `console`."""
+def bench_with_progress(
+    run: Path, out: Path, options: BenchOptions, console: Console, progress: Progress | None = None
+) -> dict:
+    """`run_bench` with a Rich progress bar (on `progress`, else a new one on `console`)."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
-        Progress,
         SpinnerColumn,
         TextColumn,
         TimeElapsedColumn,
@@ -112,7 +115,7 @@ def bench_with_progress(run: Path, out: Path, options: BenchOptions, console: Co
 
     from benchmarks.run import run_bench
 
-    with Progress(
+    own = Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
         BarColumn(),
@@ -120,13 +123,16 @@ def bench_with_progress(run: Path, out: Path, options: BenchOptions, console: Co
         TimeElapsedColumn(),
         console=console,
         transient=True,
-    ) as progress:
+    )
+    with contextlib.nullcontext(progress) if progress else own as progress:
         task = progress.add_task("bench", total=None)
 
         def update(text: str, completed: int, total: int) -> None:
             progress.update(task, description=text, completed=completed, total=total)
 
-        return run_bench(run, out, options, progress=update)
+        report = run_bench(run, out, options, progress=update)
+        progress.update(task, description="bench", completed=1, total=1)
+        return report
 
 
 def print_summary(report: dict, console: Console, out: Path) -> None:

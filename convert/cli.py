@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.progress import Progress
 from rich.table import Table
 
 from convert.calibration import DEFAULT_CALIBRATION_SAMPLES
@@ -59,15 +61,18 @@ def report_table(report: ConvertReport) -> Table:
     return table
 
 
-def run_convert(model: Path, out: Path, console: Console, **options) -> ConvertReport:
-    """Convert with a progress bar on `console`; return the report (failures not raised)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
+def run_convert(
+    model: Path, out: Path, console: Console, progress: Progress | None = None, **options
+) -> ConvertReport:
+    """Convert with a progress bar (on `progress`, else a new one on `console`); return the
+    report (failures not raised)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, SpinnerColumn, TextColumn
 
     from convert.modes import parse_modes
     from convert.run import convert_model
 
     modes = parse_modes(options.pop("modes", None))
-    with Progress(
+    own = Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
         BarColumn(),
@@ -75,7 +80,8 @@ def run_convert(model: Path, out: Path, console: Console, **options) -> ConvertR
         console=console,
         transient=True,
         disable=not console.is_terminal,
-    ) as progress:
+    )
+    with contextlib.nullcontext(progress) if progress else own as progress:
         task = progress.add_task("loading model and data", total=len(modes))
 
         def on_progress(mode: str, stage: str, result) -> None:

@@ -22,10 +22,20 @@ def pipeline_command(
     limit: Annotated[
         int | None, typer.Option(help="Train on this many images only (quick runs).")
     ] = None,
+    bench_limit: Annotated[
+        int | None, typer.Option(help="Benchmark on the first N test images (default: all).")
+    ] = None,
 ) -> None:
-    """Train a model on Fashion-MNIST, then convert and benchmark it, into one run directory."""
+    """Train a model on Fashion-MNIST, convert it to every TFLite mode, benchmark it all.
+
+    Writes RUN/model.keras, model.json, model_<mode>.tflite and RUN/bench/report.md.
+    """
+    from benchmarks.cli import bench_with_progress, print_summary
+    from benchmarks.options import BenchOptions
+    from benchmarks.run import raise_for_outcome
     from convert.cli import report_table, run_convert
     from train.cli import run_training
+    from train.progress import make_progress
     from train.training import MODEL_FILE, TrainConfig
 
     console = Console(stderr=True)
@@ -36,10 +46,18 @@ def pipeline_command(
         data_dir=str(data_dir) if data_dir else None,
         limit=limit,
     )
-    console.rule("[bold]1. train")
-    run_training(config, out, console)
-    console.rule("[bold]2. convert")
-    conversion = run_convert(out / MODEL_FILE, out, console)
+    options = BenchOptions(limit=bench_limit)  # checked before hours of training, not after
+    bench_dir = out / "bench"
+    with make_progress(console) as progress:
+        stages = progress.add_task("pipeline", total=3, info="train")
+        run_training(config, out, console, progress=progress)
+        progress.update(stages, advance=1, info="convert")
+        conversion = run_convert(out / MODEL_FILE, out, console, progress=progress)
+        progress.update(stages, advance=1, info="bench")
+        report = bench_with_progress(out, bench_dir, options, console, progress=progress)
+        progress.update(stages, advance=1, info="done")
     console.print(report_table(conversion))
-    console.print(f"Run directory: {out}")
+    print_summary(report, console, bench_dir)
     conversion.raise_for_failures()
+    raise_for_outcome(report)
+    typer.echo(f"Report: {bench_dir / 'report.md'}")

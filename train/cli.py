@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.progress import Progress
 
 from train.datasets import FASHION_MNIST, load_dataset
 from train.models import MODELS
@@ -50,8 +52,10 @@ def train_command(
     run_training(config, out, Console(stderr=True))
 
 
-def run_training(config: TrainConfig, out: Path, console: Console) -> dict:
-    """Train with a progress display and print a one-line summary; return the metadata."""
+def run_training(
+    config: TrainConfig, out: Path, console: Console, progress: Progress | None = None
+) -> dict:
+    """Train with a progress display (`progress`, else a new one) and print a summary line."""
     from train.progress import make_progress, rich_training_callback
 
     with console.status("Loading dataset..."):
@@ -62,8 +66,8 @@ def run_training(config: TrainConfig, out: Path, console: Console) -> dict:
         f"Training [bold]{config.model}[/] on {data.name}: {n_train} train / "
         f"{len(data.x_test)} test images, {config.resolved_epochs} epochs"
     )
-    with make_progress(console) as progress:
-        callback = rich_training_callback(progress, config.resolved_epochs, steps)
+    with contextlib.nullcontext(progress) if progress else make_progress(console) as shown:
+        callback = rich_training_callback(shown, config.resolved_epochs, steps)
         result = train(config, out, callbacks=[callback], data=data)
     meta = result.metadata
     console.print(

@@ -2,18 +2,34 @@
 
 from __future__ import annotations
 
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.text import Text
+
+
+class _InfoColumn(ProgressColumn):
+    """The task's optional `info` field (stages that add tasks without one show nothing)."""
+
+    def render(self, task) -> Text:
+        return Text(str(task.fields.get("info", "")))
 
 
 def make_progress(console=None) -> Progress:
     """A Rich progress display for training and other long stages."""
     return Progress(
+        SpinnerColumn(),
         TextColumn("[bold]{task.description}"),
         BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TextColumn("{task.fields[info]}"),
+        MofNCompleteColumn(),
+        _InfoColumn(),
         TimeElapsedColumn(),
-        TimeRemainingColumn(),
         console=console,
         transient=False,
     )
