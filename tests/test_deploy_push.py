@@ -233,7 +233,8 @@ def test_parallel_push_to_two_hosts(deploy_bundle, sshd, sshd2, remote, tmp_path
     )
     assert result.exit_code == 0, result.output
     oks = [ln for ln in result.stdout.splitlines() if ln.startswith("ok ")]
-    assert len(oks) == 2 and {f":{sshd.port}:" in oks[0], f":{sshd2.port}:" in oks[1]} == {True}
+    assert len(oks) == 2 and f":{sshd.port}:" in oks[0] and f":{sshd2.port}:" in oks[1]
+    assert len(_releases(remote)) <= 3, "--keep 3: older releases pruned"
     for server in (sshd, sshd2):
         out = tmp_path / f"device-{sshd.user}_127.0.0.1_{server.port}.json"
         assert json.loads(out.read_text())["host"] == f"{server.target}:{server.port}"
@@ -418,3 +419,21 @@ def test_remote_disk_full(first_push, deploy_bundle, sshd, remote, tmp_path):
         _assert_untouched(small, current, [*releases])
     finally:
         subprocess.run(["umount", "-l", str(small / "releases")], check=False)
+
+
+def test_install_sh_by_hand_reuses_its_venv(deploy_bundle, wheel_env, tmp_path):
+    """On the Pi without edgeship: `tar -xzf` + `./install.sh` (./venv), twice."""
+    with tarfile.open(deploy_bundle, "r:gz") as tar:
+        tar.extractall(tmp_path, filter="data")
+    (top,) = list(tmp_path.iterdir())
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(tmp_path), **wheel_env}
+    first = subprocess.run(["./install.sh"], cwd=top, env=env, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+    assert "creating venv" in first.stdout and (top / "venv" / "bin" / "python").exists()
+    second = subprocess.run(["./install.sh"], cwd=top, env=env, capture_output=True, text=True)
+    assert second.returncode == 0 and "reusing venv" in second.stdout, second.stderr
+    # verify.py ignores what install.sh made (venv/, __pycache__/)
+    check = subprocess.run(
+        ["python3", "verify.py"], cwd=top, env=env, capture_output=True, text=True
+    )
+    assert check.returncode == 0, check.stderr
