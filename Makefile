@@ -5,10 +5,11 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 RUN    ?= runs/demo
 MODEL  ?= mlp
-# System packages: the dataset (Debian/Ubuntu), a real sshd for the deploy tests, and
+# System packages: the dataset (Debian/Ubuntu), a real sshd and a venv-capable system
+# Python (the "Pi" on loopback) for the deploy tests, and
 # qemu-user and the Debian archive keyring for the emulated Raspberry Pi (arm64) tests.
 DATA_PKG  := dataset-fashion-mnist
-TEST_PKGS := $(DATA_PKG) openssh-server qemu-user-static debian-archive-keyring
+TEST_PKGS := $(DATA_PKG) openssh-server python3-venv qemu-user-static debian-archive-keyring
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 
 .PHONY: demo test install data system-test-deps lint clean
