@@ -9,13 +9,18 @@ Raw pixels go through a 256-entry lookup table built once at load (pixel -> the 
 the input tensor wants), so the per-call cost is one indexing op, whatever the quantization.
 One interpreter serves all threads behind a lock; batches are fed in chunks of `batch_size`
 by resizing the input tensor when the model allows a dynamic batch.
+
+Speed: `predict`/`predict_proba` on ONE uint8 image take a fast path that costs a few numpy
+calls over the bare `set_tensor` + `invoke` + `get_tensor` round trip (see
+`benchmarks/edge_speed.py`). Everything that does not depend on the pixels is decided once at
+load: the input table, the output dequantization table, whether a softmax is needed.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,21 +37,41 @@ DEFAULT_BATCH_SIZE = 256
 _PROB_TOLERANCE = 0.05
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, slots=True)
 class Prediction:
-    """One image's answer: the top class `index`, its `label`, `confidence` and all scores."""
+    """One image's answer: the top class `index`, its `label`, `confidence` and all scores.
+
+    `probabilities` (float32, one per class) may be filled in on first access: the one-image
+    fast path of `EdgeClassifier.predict` keeps the raw output codes and dequantizes them only
+    when asked (most callers read just `label`/`confidence`).
+    """
 
     index: int
     label: str
     confidence: float
     probabilities: np.ndarray
     class_names: tuple[str, ...] = field(default=(), repr=False)
+    # (dequantization table, raw output codes) while `probabilities` is not yet computed.
+    _pending: tuple[np.ndarray, np.ndarray] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         if not 0 <= self.index < len(self.probabilities):
             raise ValueError(
                 f"index must be in [0, {len(self.probabilities)}). Received: index={self.index}"
             )
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for an unset slot, i.e. `probabilities` left pending by the fast path.
+        pending = Prediction._pending.__get__(self)
+        if name != "probabilities" or pending is None:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        table, codes = pending
+        # int8 codes index the byte-ordered table with wraparound: -56 -> entry 200.
+        probabilities = table.take(codes.reshape(-1), mode="wrap")
+        _SET_PROBABILITIES(self, probabilities)
+        return probabilities
 
     def top_k(self, k: int = 3) -> list[dict[str, Any]]:
         """The `k` best classes as `{"index", "label", "confidence"}`, best first."""
@@ -61,6 +86,41 @@ class Prediction:
             }
             for i in order
         ]
+
+
+# `Prediction` without `__init__`/`__post_init__`, for values the classifier made itself (its
+# index is an argmax, so in range). A frozen dataclass's `__init__` sets each field through
+# `object.__setattr__` by name and then validates: a large share of predict()'s own overhead
+# on one image. The slot descriptors' setters write the fields directly.
+_SET_INDEX, _SET_LABEL, _SET_CONFIDENCE, _SET_PROBABILITIES, _SET_NAMES, _SET_PENDING = (
+    Prediction.__dict__[name].__set__
+    for name in ("index", "label", "confidence", "probabilities", "class_names", "_pending")
+)
+
+
+def _trusted_prediction(
+    index: int,
+    label: str,
+    confidence: float,
+    probabilities: np.ndarray | None,
+    names: tuple[str, ...],
+    pending: tuple[np.ndarray, np.ndarray] | None = None,
+) -> Prediction:
+    """`probabilities=None` leaves them to be dequantized from `pending` on first access."""
+    pred = object.__new__(Prediction)
+    _SET_INDEX(pred, index)
+    _SET_LABEL(pred, label)
+    _SET_CONFIDENCE(pred, confidence)
+    if probabilities is None:
+        _SET_PENDING(pred, pending)
+    else:
+        _SET_PROBABILITIES(pred, probabilities)
+        _SET_PENDING(pred, None)
+    _SET_NAMES(pred, names)
+    return pred
+
+
+_UINT8 = np.dtype(np.uint8)
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:
@@ -222,17 +282,51 @@ class EdgeClassifier:
             if self.output_spec.quantized
             else None
         )
-        # 1-byte quantized outputs dequantize through a 256-entry table indexed by the bytes.
+        # 1-byte quantized outputs dequantize through a 256-entry table indexed by the bytes
+        # (`take(..., mode="wrap")` also accepts the int8 codes as they are: -56 -> entry 200).
         self._out_lut: np.ndarray | None = None
         if self._out_quant is not None and self.output_spec.dtype.itemsize == 1:
             codes = np.arange(256, dtype=np.uint8).view(self.output_spec.dtype)
             scale, zero_point = self._out_quant
             self._out_lut = ((codes.astype(np.float32) - zero_point) * scale).astype(np.float32)
-        # Whether outputs are already probabilities (softmax head): learned on the first call.
-        self._probabilities: bool | None = None
         self._allocated_batch = int(tensor_shape[0]) if tensor_shape else 1
         self._can_batch: bool | None = True if self.input_spec.batch_resizable else None
         self.batch_size = batch_size
+        # One-image fast path (uint8 pixels of one of these shapes): the pixels are quantized
+        # into a batch-1 staging array in the tensor's dtype (no allocation per call), which
+        # `set_tensor` then copies in. For 1-byte input tensors the quantization is
+        # `bytes.translate` through the 256-byte table: a plain C loop, cheaper here than any
+        # numpy call (whose fixed cost is ~0.5-1 us, a third of the whole interpreter call).
+        shapes = {self.input_shape}
+        if self.input_shape[-1] == 1:
+            shapes.add(self.input_shape[:-1])
+        self._single_shapes = frozenset(shapes)
+        self._invoke_single = self._make_invoke_single(np.zeros((1, *feed), self.input_spec.dtype))
+        # Whether the outputs are already probabilities (softmax head) or need a softmax:
+        # decided here, once, from two probe images, not per call.
+        self._needs_softmax = False
+        try:
+            self._needs_softmax = not self._probe_probabilities()
+        except (ValueError, RuntimeError) as err:
+            first_line = str(err).strip().splitlines()[0] if str(err).strip() else repr(err)
+            raise ModelFileError(
+                f"The interpreter cannot run the model ({first_line}). The file may be "
+                f"truncated or use unsupported ops. Received: {where}"
+            ) from None
+        # The fast path's output step when it is one table lookup (1-byte output, softmax head).
+        self._row_table = self._out_lut if not self._needs_softmax else None
+        # ... and the same table as Python floats, for `predict`'s confidence without a numpy
+        # call: a negative int8 code indexes the list from its end, the wraparound of the table.
+        self._row_values = self._row_table.tolist() if self._row_table is not None else None
+
+    def _probe_probabilities(self) -> bool:
+        """True if the model's outputs are probabilities: a black and a noise image, at load."""
+        noise = np.random.default_rng(0).integers(0, 256, self.input_shape, dtype=np.uint8)
+        rows = [
+            self._dequantize(self._invoke_single(image))
+            for image in (np.zeros(self.input_shape, np.uint8), noise)
+        ]
+        return _looks_like_probabilities(np.concatenate(rows))
 
     # ------------------------------------------------------------------------ interpreter
     def _resize(self, n: int) -> bool:
@@ -265,6 +359,65 @@ class EdgeClassifier:
         self._interp.invoke()
         return self._interp.get_tensor(self._out_index)
 
+    def _make_invoke_single(self, stage: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+        """`invoke_single(x)`: one uint8 image (a `_single_shapes` shape) -> raw output (a copy).
+
+        A closure over everything fixed at load (bound methods, indices, tables, `stage`),
+        because each `self.` lookup or bound-method creation costs ~30-50 ns and the whole
+        Python-side budget of `predict` on a small model is ~1 us. The interpreter's bound
+        methods hold no tensor views, so `invoke()`'s check for live views still passes.
+        """
+        lock, resize = self._lock, self._resize
+        interp = self._interp
+        set_tensor, invoke, get_tensor = interp.set_tensor, interp.invoke, interp.get_tensor
+        in_index, out_index = self._in_index, self._out_index
+        lut, shape = self._lut, stage.shape
+        stage_bytes = memoryview(stage).cast("B")
+        # 1-byte input tensor: quantize with `bytes.translate` through the 256-byte table, a
+        # plain C loop, cheaper here than any numpy call (whose fixed cost, ~0.5-1 us on this
+        # class of machine, is a quarter of the whole interpreter round trip). tobytes() is in
+        # C order whatever x's strides: the tensor's layout.
+        table = lut.view(np.uint8).tobytes() if lut.itemsize == 1 else None
+
+        def invoke_single(x: np.ndarray) -> np.ndarray:
+            with lock:  # the interpreter and the staging array are shared
+                if self._allocated_batch != 1:
+                    resize(1)
+                if table is not None:
+                    stage_bytes[:] = x.tobytes().translate(table)
+                else:
+                    # mode="clip" (uint8 never indexes past 256 entries) lets `take` write
+                    # into `out` directly; the default mode="raise" goes through a buffer.
+                    lut.take(x.reshape(shape), out=stage, mode="clip")
+                set_tensor(in_index, stage)
+                invoke()
+                return get_tensor(out_index)
+
+        return invoke_single
+
+    def _single_row(self, x: np.ndarray) -> np.ndarray:
+        """One uint8 image -> its float32 probabilities, shape (num_classes,)."""
+        out = self._invoke_single(x)
+        table = self._row_table
+        if table is not None:
+            return table.take(out.reshape(-1), mode="wrap")
+        return self._scores(out.reshape(1, -1))[0]
+
+    def _dequantize(self, out: np.ndarray) -> np.ndarray:
+        """Raw output tensor -> float32 scores (n, num_classes), before any softmax."""
+        out = out.reshape(len(out), -1)
+        if self._out_lut is not None:
+            return self._out_lut[out.view(np.uint8)]
+        if self._out_quant is not None:
+            scale, zero_point = self._out_quant
+            return (out.astype(np.float32) - zero_point) * scale
+        return out.astype(np.float32, copy=False)
+
+    def _scores(self, out: np.ndarray) -> np.ndarray:
+        """Raw output tensor -> float32 probabilities (n, num_classes)."""
+        scores = self._dequantize(out)
+        return _softmax(scores) if self._needs_softmax else scores
+
     def _run(self, x: np.ndarray) -> np.ndarray:
         """Tensor-ready input (n, *feed) -> float32 scores (n, num_classes)."""
         n = x.shape[0]
@@ -289,17 +442,7 @@ class EdgeClassifier:
                 else:
                     self._resize(1)
                     out = np.concatenate([self._invoke_chunk(x[i : i + 1]) for i in range(n)])
-        out = out.reshape(n, -1)
-        if self._out_lut is not None:
-            out = self._out_lut[out.view(np.uint8)]
-        elif self._out_quant is not None:
-            scale, zero_point = self._out_quant
-            out = (out.astype(np.float32) - zero_point) * scale
-        else:
-            out = out.astype(np.float32, copy=False)
-        if self._probabilities is None and out.size:
-            self._probabilities = _looks_like_probabilities(out)
-        return out if self._probabilities is not False else _softmax(out)
+        return self._scores(out.reshape(n, -1))
 
     # ---------------------------------------------------------------------------- inputs
     def _shape_error(self, x: np.ndarray) -> InputShapeError:
@@ -401,21 +544,37 @@ class EdgeClassifier:
         )
 
     # ------------------------------------------------------------------------------- API
+    # Fast path test, in both methods: exactly an ndarray of uint8 (`is`: numpy's uint8 dtype
+    # is a singleton; an equal-but-distinct dtype object just takes the general path) of a
+    # single-image shape. Everything else goes through `_to_tensor`.
     def predict_proba(self, x: Any, *, invert: str | None = None) -> np.ndarray:
         """Class probabilities, float32 (N, num_classes), for one image or a batch."""
+        if type(x) is np.ndarray and x.dtype is _UINT8 and x.shape in self._single_shapes:
+            return self._single_row(x)[None]
         return self._run(self._to_tensor(x, invert))
 
     def predict(self, x: Any, *, invert: str | None = None) -> list[Prediction]:
         """One `Prediction` per image, for one image (array, PIL image, path) or a batch."""
-        probs = self._run(self._to_tensor(x, invert))
         names = self.class_names
-        if len(probs) == 1:
-            row = probs[0]
+        if type(x) is np.ndarray and x.dtype is _UINT8 and x.shape in self._single_shapes:
+            values = self._row_values
+            if values is not None:
+                # 1-byte output, softmax head: dequantization is increasing, so the argmax
+                # of the raw codes is the answer; `probabilities` are dequantized on demand.
+                codes = self._invoke_single(x)
+                i = int(codes.argmax())
+                return [
+                    _trusted_prediction(
+                        i, names[i], values[codes.item(i)], None, names, (self._row_table, codes)
+                    )
+                ]
+            row = self._single_row(x)
             i = int(row.argmax())
-            return [Prediction(i, names[i], float(row[i]), row, names)]
-        best = probs.argmax(axis=1)
+            return [_trusted_prediction(i, names[i], row.item(i), row, names)]
+        probs = self._run(self._to_tensor(x, invert))
+        best = probs.argmax(axis=1).tolist()
         return [
-            Prediction(int(i), names[i], float(row[i]), row, names)
+            _trusted_prediction(i, names[i], row.item(i), row, names)
             for i, row in zip(best, probs, strict=True)
         ]
 
