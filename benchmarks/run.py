@@ -88,17 +88,11 @@ def find_models(run_dir: Path, options: BenchOptions) -> tuple[Path | None, list
 
 
 def _read_run_metadata(run_dir: Path, tflites: list[Path]) -> dict[str, Any]:
-    meta_path = run_dir / "model.json"
-    if meta_path.is_file():
-        try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise BenchError(
-                f"model.json is not valid JSON ({type(err).__name__}). Re-run `edgeship train`. "
-                f"Received: path={meta_path}"
-            ) from None
-        if isinstance(meta, dict):
-            return meta
+    from train.training import read_run_metadata
+
+    meta = read_run_metadata(run_dir)
+    if meta is not None:
+        return meta
     from edge_runtime.metadata import read_metadata
 
     for path in tflites:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from convert.errors import ConvertError
 from train.quiet import import_keras
@@ -122,21 +120,3 @@ def model_signature(model) -> ModelSignature:
         )
     return ModelSignature(tuple(int(d) for d in in_shape[1:]), int(out_shape[1]))
 
-
-def read_run_metadata(model_path: str | os.PathLike) -> dict[str, Any] | None:
-    """The `model.json` that edgeship's train wrote beside the model, or None."""
-    meta_path = Path(model_path).with_name("model.json")
-    if not meta_path.is_file():
-        return None
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ConvertError(
-            f"Cannot read model.json beside the model ({err}). Fix or remove it. "
-            f"Received: path={meta_path}"
-        ) from None
-    if not isinstance(meta, dict) or not isinstance(meta.get("input"), dict):
-        raise ConvertError(
-            f"model.json has no 'input' block; it is not edgeship's. Received: path={meta_path}"
-        )
-    return meta

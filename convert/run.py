@@ -28,12 +28,12 @@ from convert.loading import (
     check_model_file,
     load_keras_model,
     model_signature,
-    read_run_metadata,
 )
 from convert.modes import CALIBRATED_MODES, FALLBACKS, MODES, parse_modes
 from edge_runtime.errors import EdgeshipError
 from edge_runtime.files import atomic_path
 from train.quiet import captured_stderr
+from train.training import read_run_metadata
 
 DEFAULT_VERIFY_SAMPLES = 1000
 VERIFY_SEED = 7

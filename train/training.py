@@ -185,3 +185,27 @@ def train(
         model.save(tmp_model)
         tmp_meta.write_text(json.dumps(metadata, indent=2) + "\n")
     return TrainResult(model_path=model_path, metadata_path=metadata_path, metadata=metadata)
+
+
+def read_run_metadata(path: str | os.PathLike) -> dict | None:
+    """The `model.json` train wrote in a run directory (or beside a model file), or None."""
+    p = Path(path)
+    if p.is_dir():
+        meta_path = p / METADATA_FILE
+    else:
+        meta_path = p if p.name == METADATA_FILE else p.with_name(METADATA_FILE)
+    if not meta_path.is_file():
+        return None
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise TrainError(
+            f"{METADATA_FILE} cannot be read or is not valid JSON ({err}). Re-run `edgeship "
+            f"train`, or fix or remove the file. Received: path={meta_path}"
+        ) from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("input"), dict):
+        raise TrainError(
+            f"{METADATA_FILE} has no 'input' block; it was not written by `edgeship train`. "
+            f"Re-run `edgeship train`, or remove the file. Received: path={meta_path}"
+        )
+    return meta
