@@ -7,6 +7,7 @@ stderr and an exit code. Stage modules import TensorFlow lazily, so `--help` sta
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -17,7 +18,11 @@ from edge_runtime.errors import EdgeshipError
 
 
 class _ErrorHandlingGroup(TyperGroup):
-    """A click group that reports `EdgeshipError` as one line and its exit code."""
+    """A click group that reports errors as one `error: ...` line on stderr and an exit code.
+
+    `EdgeshipError` (what the library raises) exits with its `exit_code`; a usage error (a
+    missing option, `--epochs abc`) exits 2, one line too instead of a framed usage box.
+    """
 
     def invoke(self, ctx):  # noqa: D102 - click API
         try:
@@ -25,6 +30,27 @@ class _ErrorHandlingGroup(TyperGroup):
         except EdgeshipError as err:
             typer.echo(f"error: {err}", err=True)
             raise typer.Exit(err.exit_code) from None
+
+    def main(self, *args, standalone_mode: bool = True, **kwargs):  # noqa: D102 - click API
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except typer.Abort:
+            typer.echo("Aborted.", err=True)
+            sys.exit(1)
+        except Exception as err:
+            # Click's usage errors (vendored by Typer): `format_message()` and `exit_code`.
+            if not (hasattr(err, "format_message") and hasattr(err, "exit_code")):
+                raise
+            if type(err).__name__ == "NoArgsIsHelpError":
+                err.show()
+            else:
+                command = getattr(getattr(err, "ctx", None), "command_path", self.name)
+                message = err.format_message().rstrip(".")
+                typer.echo(f"error: {message}. See '{command} --help'.", err=True)
+            sys.exit(err.exit_code)
+        sys.exit(code if isinstance(code, int) else 0)
 
 
 app = typer.Typer(

@@ -182,3 +182,18 @@ def test_interrupted_training_leaves_nothing(tmp_path, fashion_dir):
     with pytest.raises(KeyboardInterrupt):
         train(TrainConfig(limit=64, epochs=1), out, callbacks=[Interrupt()])
     assert not out.exists() or not any(out.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--epochs", "abc", "--out", "x"], "Invalid value for '--epochs'"),
+        ([], "Missing option '--out'"),
+    ],
+)
+def test_usage_errors_are_one_line(tmp_path, args, fragment):
+    result = run(*args)
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0]
+    assert lines[0].endswith("See 'edgeship train --help'.")
