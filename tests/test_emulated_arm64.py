@@ -11,7 +11,7 @@ import json
 import numpy as np
 import pytest
 
-from tests.support.arm64 import WHEELS
+from deploy.requirements import PINS
 from tests.support.predictions import (
     RAW_INVOKE,
     REPO,
@@ -41,7 +41,7 @@ def test_emulated_python_is_bookworm_arm64_with_the_runtime(arm64_python):
     probe = json.loads(proc.stdout)
     assert probe["machine"] == "aarch64"
     assert probe["python"].startswith("3.11.")
-    assert probe["litert"] == WHEELS["ai-edge-litert"]
+    assert probe["litert"] == PINS["ai-edge-litert"]
     assert probe["executable"].startswith(str(arm64_python.sysroot))
 
 

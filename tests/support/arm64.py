@@ -2,11 +2,12 @@
 
 The sysroot is Debian bookworm's own arm64 packages (what Raspberry Pi OS Bookworm 64-bit is
 built from), unpacked with `dpkg-deb -x`; the site folder holds the aarch64 / cp311 wheels of
-ai-edge-litert, NumPy, Pillow and flatbuffers, unzipped. Nothing is installed on the host: the
-apt state is private (its own sources, lists and archives under the cache), so neither root
-nor `dpkg --add-architecture` is needed. Everything lives under
-`${EDGESHIP_CACHE:-~/.cache/edgeship}/arm64/<key>`, the key a hash of the pins below, so a
-second build is a file check.
+ai-edge-litert, NumPy, Pillow, flatbuffers and litert's dependencies, unzipped. Nothing is
+installed on the host: the apt state is private (its own sources, lists and archives under the
+cache), so neither root nor `dpkg --add-architecture` is needed. Everything lives under
+`${EDGESHIP_CACHE:-~/.cache/edgeship}/arm64/<key>`, the key a hash of the packages and pins, so
+a second build is a file check. The wheels are deploy's: the pins of `deploy.requirements.PINS`
+fetched by `deploy.wheels.download_wheels`, so the emulated tests run exactly what a bundle ships.
 
     python -m tests.support.arm64 build        # prepare (or reuse) the environment
     python -m tests.support.arm64 info         # where it is and what it holds
@@ -28,6 +29,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from deploy.errors import BundleError
+from deploy.requirements import DEVICE_MACHINE, DEVICE_PYTHON, PINS, platform_tags
+from deploy.wheels import download_wheels
 from tests.support._cache import (
     EnvironmentBuildError,
     EnvironmentUnavailable,
@@ -39,20 +43,8 @@ from tests.support._cache import (
     write_json,
 )
 
-# ai-edge-litert 2.x (2.3.0 checked) dies with SIGSEGV in Interpreter() under qemu-user;
-# 1.4.0 runs models there. NumPy 2.4 works with litert 1.4.0's extension modules.
-WHEELS: dict[str, str] = {
-    "ai-edge-litert": "1.4.0",
-    "numpy": "2.4.6",
-    "pillow": "13.0.0",
-    "flatbuffers": "25.12.19",
-}
-PYTHON_VERSION = "3.11"
-# Raspberry Pi OS Bookworm's glibc is 2.36: any manylinux tag up to it installs there.
-GLIBC_MAX_MINOR = 36
-PLATFORM_TAGS = ("manylinux2014_aarch64",) + tuple(
-    f"manylinux_2_{minor}_aarch64" for minor in range(17, GLIBC_MAX_MINOR + 1)
-)
+# The device's CPython (Raspberry Pi OS Bookworm); wheels and pins come from deploy.
+PYTHON_VERSION = DEVICE_PYTHON
 # What the interpreter and the native modules of litert, NumPy and Pillow load
 # (the wheels bundle their other libraries).
 DEBIAN_PACKAGES = (
@@ -89,9 +81,9 @@ def _spec() -> dict:
         "format": FORMAT,
         "suite": DEBIAN_SUITE,
         "debs": list(DEBIAN_PACKAGES),
-        "wheels": WHEELS,
+        "wheels": PINS,
         "python": PYTHON_VERSION,
-        "platforms": list(PLATFORM_TAGS),
+        "platforms": platform_tags(DEVICE_MACHINE),
     }
 
 
@@ -277,41 +269,13 @@ def _download_debs(downloads: Path, dest: Path, log: Log) -> dict[str, str]:
     return versions
 
 
-def _download_wheels(dest: Path, log: Log) -> list[str]:
-    """pip download the pinned aarch64 cp311 wheels into `dest`; return their file names."""
-    dest.mkdir(parents=True, exist_ok=True)
-    requirements = [f"{name}=={version}" for name, version in WHEELS.items()]
-    log(f"pip download {' '.join(requirements)} (aarch64, cp311)")
-    platforms = [arg for tag in PLATFORM_TAGS for arg in ("--platform", tag)]
-    run_step(
-        "pip download (aarch64 cp311 wheels)",
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "--disable-pip-version-check",
-            "--no-input",
-            *platforms,
-            "--python-version",
-            PYTHON_VERSION,
-            "--only-binary=:all:",
-            "--no-deps",
-            "--dest",
-            dest,
-            *requirements,
-        ],
-    )
-    wanted = []
-    for name, version in WHEELS.items():
-        prefix = f"{name.replace('-', '_')}-{version}-"
-        matches = sorted(w.name for w in dest.glob("*.whl") if w.name.lower().startswith(prefix))
-        if not matches:
-            raise EnvironmentBuildError(
-                f"pip download left no wheel for {name}=={version}. Received: dir={dest}"
-            )
-        wanted.append(matches[0])
-    return wanted
+def _download_wheels(log: Log) -> list[Path]:
+    """deploy's pinned aarch64 cp311 wheels (downloaded once into deploy's wheel cache)."""
+    log(f"deploy's wheels: {' '.join(f'{n}=={v}' for n, v in PINS.items())} (aarch64, cp311)")
+    try:
+        return download_wheels(DEVICE_MACHINE, DEVICE_PYTHON)
+    except BundleError as err:
+        raise EnvironmentBuildError(str(err)) from err
 
 
 def _unpack_wheel(wheel: Path, site: Path) -> None:
@@ -387,11 +351,11 @@ def ensure_arm64_python(rebuild: bool = False, log: Log | None = None) -> Arm64P
             for deb in sorted(debs_dir.glob("*.deb")):
                 run_step(f"dpkg-deb -x {deb.name}", ["dpkg-deb", "-x", deb, sysroot])
             shutil.rmtree(debs_dir)
-            wheels = _download_wheels(downloads / "wheels", log)
+            wheels = _download_wheels(log)
             site = root / "site"
             site.mkdir()
-            for name in wheels:
-                _unpack_wheel(downloads / "wheels" / name, site)
+            for wheel in wheels:
+                _unpack_wheel(wheel, site)
             py = Arm64Python(root, qemu)
             _compile(py, log)
             log("smoke test under qemu")
@@ -401,7 +365,7 @@ def ensure_arm64_python(rebuild: bool = False, log: Log | None = None) -> Arm64P
                 {
                     "spec": _spec(),
                     "debs": debs,
-                    "wheels": wheels,
+                    "wheels": [w.name for w in wheels],
                     "smoke": versions,
                     "build_seconds": round(time.perf_counter() - started, 1),
                     "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
