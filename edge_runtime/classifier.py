@@ -42,7 +42,7 @@ class Prediction:
     """One image's answer: the top class `index`, its `label`, `confidence` and all scores.
 
     `probabilities` (float32, one per class) may be filled in on first access: the one-image
-    fast path of `EdgeClassifier.predict` keeps the raw output codes and dequantizes them only
+    fast path of `EdgeClassifier.predict` keeps the raw output bytes and dequantizes them only
     when asked (most callers read just `label`/`confidence`).
     """
 
@@ -51,8 +51,8 @@ class Prediction:
     confidence: float
     probabilities: np.ndarray
     class_names: tuple[str, ...] = field(default=(), repr=False)
-    # (dequantization table, raw output codes) while `probabilities` is not yet computed.
-    _pending: tuple[np.ndarray, np.ndarray] | None = field(
+    # (256-entry float32 table, one byte per class) while `probabilities` is not computed.
+    _pending: tuple[np.ndarray, bytes] | None = field(
         default=None, init=False, repr=False, compare=False
     )
 
@@ -67,9 +67,8 @@ class Prediction:
         pending = Prediction._pending.__get__(self)
         if name != "probabilities" or pending is None:
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-        table, codes = pending
-        # int8 codes index the byte-ordered table with wraparound: -56 -> entry 200.
-        probabilities = table.take(codes.reshape(-1), mode="wrap")
+        table, keys = pending
+        probabilities = table[np.frombuffer(keys, np.uint8)]
         _SET_PROBABILITIES(self, probabilities)
         return probabilities
 
@@ -99,24 +98,15 @@ _SET_INDEX, _SET_LABEL, _SET_CONFIDENCE, _SET_PROBABILITIES, _SET_NAMES, _SET_PE
 
 
 def _trusted_prediction(
-    index: int,
-    label: str,
-    confidence: float,
-    probabilities: np.ndarray | None,
-    names: tuple[str, ...],
-    pending: tuple[np.ndarray, np.ndarray] | None = None,
+    index: int, label: str, confidence: float, probabilities: np.ndarray, names: tuple[str, ...]
 ) -> Prediction:
-    """`probabilities=None` leaves them to be dequantized from `pending` on first access."""
     pred = object.__new__(Prediction)
     _SET_INDEX(pred, index)
     _SET_LABEL(pred, label)
     _SET_CONFIDENCE(pred, confidence)
-    if probabilities is None:
-        _SET_PENDING(pred, pending)
-    else:
-        _SET_PROBABILITIES(pred, probabilities)
-        _SET_PENDING(pred, None)
+    _SET_PROBABILITIES(pred, probabilities)
     _SET_NAMES(pred, names)
+    _SET_PENDING(pred, None)
     return pred
 
 
@@ -301,7 +291,13 @@ class EdgeClassifier:
         if self.input_shape[-1] == 1:
             shapes.add(self.input_shape[:-1])
         self._single_shapes = frozenset(shapes)
-        self._invoke_single = self._make_invoke_single(np.zeros((1, *feed), self.input_spec.dtype))
+        self._stage = np.zeros((1, *feed), self.input_spec.dtype)
+        # 1-byte input tensor: quantize with `bytes.translate` through the 256-byte table, a
+        # plain C loop, cheaper here than any numpy call (whose fixed cost, ~0.5-1 us on this
+        # class of machine, is a quarter of the whole interpreter round trip). tobytes() is in
+        # C order whatever x's strides: the tensor's layout.
+        self._in_table = self._lut.view(np.uint8).tobytes() if self._lut.itemsize == 1 else None
+        self._invoke_single = self._make_invoke_single()
         # Whether the outputs are already probabilities (softmax head) or need a softmax:
         # decided here, once, from two probe images, not per call.
         self._needs_softmax = False
@@ -315,13 +311,17 @@ class EdgeClassifier:
             ) from None
         # The fast path's output step when it is one table lookup (1-byte output, softmax head).
         self._row_table = self._out_lut if not self._needs_softmax else None
-        # ... and the same table as Python floats, for `predict`'s confidence without a numpy
-        # call: a negative int8 code indexes the list from its end, the wraparound of the table.
-        self._row_values = self._row_table.tolist() if self._row_table is not None else None
+        self._predict_one = (
+            self._make_predict_one()
+            if self._row_table is not None and self._in_table is not None
+            else None
+        )
 
     def _probe_probabilities(self) -> bool:
         """True if the model's outputs are probabilities: a black and a noise image, at load."""
-        noise = np.random.default_rng(0).integers(0, 256, self.input_shape, dtype=np.uint8)
+        # Fixed pseudo-noise without `np.random` (its import alone costs ~10 ms of cold load).
+        size = int(np.prod(self.input_shape))
+        noise = (np.arange(size) * 7919 % 251).astype(np.uint8).reshape(self.input_shape)
         rows = [
             self._dequantize(self._invoke_single(image))
             for image in (np.zeros(self.input_shape, np.uint8), noise)
@@ -359,7 +359,7 @@ class EdgeClassifier:
         self._interp.invoke()
         return self._interp.get_tensor(self._out_index)
 
-    def _make_invoke_single(self, stage: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    def _make_invoke_single(self) -> Callable[[np.ndarray], np.ndarray]:
         """`invoke_single(x)`: one uint8 image (a `_single_shapes` shape) -> raw output (a copy).
 
         A closure over everything fixed at load (bound methods, indices, tables, `stage`),
@@ -371,13 +371,8 @@ class EdgeClassifier:
         interp = self._interp
         set_tensor, invoke, get_tensor = interp.set_tensor, interp.invoke, interp.get_tensor
         in_index, out_index = self._in_index, self._out_index
-        lut, shape = self._lut, stage.shape
-        stage_bytes = memoryview(stage).cast("B")
-        # 1-byte input tensor: quantize with `bytes.translate` through the 256-byte table, a
-        # plain C loop, cheaper here than any numpy call (whose fixed cost, ~0.5-1 us on this
-        # class of machine, is a quarter of the whole interpreter round trip). tobytes() is in
-        # C order whatever x's strides: the tensor's layout.
-        table = lut.view(np.uint8).tobytes() if lut.itemsize == 1 else None
+        lut, stage, table = self._lut, self._stage, self._in_table
+        shape, stage_bytes = stage.shape, memoryview(stage).cast("B")
 
         def invoke_single(x: np.ndarray) -> np.ndarray:
             with lock:  # the interpreter and the staging array are shared
@@ -394,6 +389,47 @@ class EdgeClassifier:
                 return get_tensor(out_index)
 
         return invoke_single
+
+    def _make_predict_one(self) -> Callable[[np.ndarray], list[Prediction]]:
+        """`predict` of one uint8 image for a 1-byte output with a softmax head, all in one
+        closure (see `_make_invoke_single` for why), without numpy after `invoke`.
+
+        The output bytes are translated to "rank keys" whose byte order is the order of the
+        dequantized values (int8: flip the sign bit; uint8: as is), so `max()` and `.index()`
+        on the bytes give the argmax, and a 256-entry table indexed by key dequantizes.
+        """
+        lock, resize = self._lock, self._resize
+        interp = self._interp
+        set_tensor, invoke, get_tensor = interp.set_tensor, interp.invoke, interp.get_tensor
+        in_index, out_index = self._in_index, self._out_index
+        stage = self._stage
+        stage_bytes, in_table = memoryview(stage).cast("B"), self._in_table
+        flip = 0x80 if self.output_spec.dtype == np.int8 else 0
+        to_key = bytes(b ^ flip for b in range(256))
+        by_key = self._out_lut[np.arange(256) ^ flip]  # by_key[key]: the dequantized value
+        confidences = by_key.tolist()
+        names = self.class_names
+        new = object.__new__
+
+        def predict_one(x: np.ndarray) -> list[Prediction]:
+            with lock:  # the same locked steps as `_make_invoke_single`'s, byte path
+                if self._allocated_batch != 1:
+                    resize(1)
+                stage_bytes[:] = x.tobytes().translate(in_table)
+                set_tensor(in_index, stage)
+                invoke()
+                keys = get_tensor(out_index).tobytes().translate(to_key)
+            best = max(keys)
+            i = keys.index(best)  # the first maximum, like argmax
+            pred = new(Prediction)  # `_trusted_prediction`, inlined
+            _SET_INDEX(pred, i)
+            _SET_LABEL(pred, names[i])
+            _SET_CONFIDENCE(pred, confidences[best])
+            _SET_PENDING(pred, (by_key, keys))
+            _SET_NAMES(pred, names)
+            return [pred]
+
+        return predict_one
 
     def _single_row(self, x: np.ndarray) -> np.ndarray:
         """One uint8 image -> its float32 probabilities, shape (num_classes,)."""
@@ -555,22 +591,14 @@ class EdgeClassifier:
 
     def predict(self, x: Any, *, invert: str | None = None) -> list[Prediction]:
         """One `Prediction` per image, for one image (array, PIL image, path) or a batch."""
-        names = self.class_names
         if type(x) is np.ndarray and x.dtype is _UINT8 and x.shape in self._single_shapes:
-            values = self._row_values
-            if values is not None:
-                # 1-byte output, softmax head: dequantization is increasing, so the argmax
-                # of the raw codes is the answer; `probabilities` are dequantized on demand.
-                codes = self._invoke_single(x)
-                i = int(codes.argmax())
-                return [
-                    _trusted_prediction(
-                        i, names[i], values[codes.item(i)], None, names, (self._row_table, codes)
-                    )
-                ]
+            predict_one = self._predict_one
+            if predict_one is not None:
+                return predict_one(x)
             row = self._single_row(x)
             i = int(row.argmax())
-            return [_trusted_prediction(i, names[i], row.item(i), row, names)]
+            return [_trusted_prediction(i, self.class_names[i], row.item(i), row, self.class_names)]
+        names = self.class_names
         probs = self._run(self._to_tensor(x, invert))
         best = probs.argmax(axis=1).tolist()
         return [
