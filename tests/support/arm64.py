@@ -16,7 +16,6 @@ fetched by `deploy.wheels.download_wheels`, so the emulated tests run exactly wh
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -42,6 +41,7 @@ from tests.support._cache import (
     run_step,
     write_json,
 )
+from tests.support._cli import env_main
 
 # The device's CPython (Raspberry Pi OS Bookworm); wheels and pins come from deploy.
 PYTHON_VERSION = DEVICE_PYTHON
@@ -376,42 +376,17 @@ def ensure_arm64_python(rebuild: bool = False, log: Log | None = None) -> Arm64P
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`build`, `info` or `run -- ARGS` for the emulated arm64 Python."""
-    parser = argparse.ArgumentParser(
+    return env_main(
+        argv,
         prog="python -m tests.support.arm64",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        doc=__doc__,
+        tag="arm64",
+        noun="environment",
+        python="the emulated python3.11",
+        ensure=ensure_arm64_python,
+        smoke=smoke,
+        info=lambda py: {"qemu": str(py.qemu)},
     )
-    sub = parser.add_subparsers(dest="command", required=True)
-    build = sub.add_parser("build", help="build the environment, or reuse the cached one")
-    build.add_argument("--rebuild", action="store_true", help="discard the cached build first")
-    sub.add_parser("info", help="print the build's folder and manifest as JSON")
-    run = sub.add_parser("run", help="run the emulated python3.11 with ARGS (cwd on PYTHONPATH)")
-    run.add_argument("args", nargs=argparse.REMAINDER)
-    ns = parser.parse_args(argv)
-
-    def log(msg: str) -> None:
-        print(f"[arm64] {msg}", file=sys.stderr, flush=True)
-
-    started = time.perf_counter()
-    try:
-        py = ensure_arm64_python(
-            rebuild=getattr(ns, "rebuild", False), log=log if ns.command == "build" else None
-        )
-    except (EnvironmentUnavailable, EnvironmentBuildError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if ns.command == "build":
-        log(f"ready in {time.perf_counter() - started:.1f}s: {py.root}")
-        log(smoke(py))
-    elif ns.command == "info":
-        print(json.dumps({"root": str(py.root), "qemu": str(py.qemu), **py.manifest}, indent=2))
-    else:
-        args = ns.args[1:] if ns.args[:1] == ["--"] else ns.args
-        proc = subprocess.run(
-            py.command(args), env=py.environ(extra_paths=[os.getcwd()]), check=False
-        )
-        return proc.returncode
-    return 0
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ put the repository root on PYTHONPATH (`extra_paths=[repo]`). Cached under
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -34,6 +33,7 @@ from tests.support._cache import (
     run_step,
     write_json,
 )
+from tests.support._cli import env_main
 
 REQUIREMENTS: dict[str, str] = {
     "tflite-runtime": "2.14.0",
@@ -91,6 +91,10 @@ class TfliteEnv:
         """The pins and the versions installed."""
         return json.loads((self.root / "manifest.json").read_text())
 
+    def command(self, args: Sequence[str | os.PathLike]) -> list[str]:
+        """The argv that runs the venv's interpreter with `args`."""
+        return [str(self.python), *map(str, args)]
+
     def environ(
         self, env: Mapping[str, str] | None = None, extra_paths: Sequence[str | os.PathLike] = ()
     ) -> dict[str, str]:
@@ -122,7 +126,7 @@ class TfliteEnv:
     ) -> subprocess.CompletedProcess:
         """Run the venv's `python ARGS...`; stdout and stderr captured as text."""
         return subprocess.run(
-            [str(self.python), *map(str, args)],
+            self.command(args),
             cwd=cwd,
             env=self.environ(env, extra_paths),
             capture_output=True,
@@ -212,44 +216,17 @@ def ensure_tflite_env(rebuild: bool = False, log: Log | None = None) -> TfliteEn
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`build`, `info` or `run -- ARGS` for the tflite-runtime venv."""
-    parser = argparse.ArgumentParser(
+    return env_main(
+        argv,
         prog="python -m tests.support.tflite_env",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        doc=__doc__,
+        tag="tflite",
+        noun="venv",
+        python="the venv's python",
+        ensure=ensure_tflite_env,
+        smoke=smoke,
+        info=lambda env: {"python": str(env.python)},
     )
-    sub = parser.add_subparsers(dest="command", required=True)
-    build = sub.add_parser("build", help="build the venv, or reuse the cached one")
-    build.add_argument("--rebuild", action="store_true", help="discard the cached venv first")
-    sub.add_parser("info", help="print the venv's folder and manifest as JSON")
-    run = sub.add_parser("run", help="run the venv's python with ARGS (cwd on PYTHONPATH)")
-    run.add_argument("args", nargs=argparse.REMAINDER)
-    ns = parser.parse_args(argv)
-
-    def log(msg: str) -> None:
-        print(f"[tflite] {msg}", file=sys.stderr, flush=True)
-
-    started = time.perf_counter()
-    try:
-        env = ensure_tflite_env(
-            rebuild=getattr(ns, "rebuild", False), log=log if ns.command == "build" else None
-        )
-    except (EnvironmentUnavailable, EnvironmentBuildError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if ns.command == "build":
-        log(f"ready in {time.perf_counter() - started:.1f}s: {env.root}")
-        log(smoke(env))
-    elif ns.command == "info":
-        print(
-            json.dumps({"root": str(env.root), "python": str(env.python), **env.manifest}, indent=2)
-        )
-    else:
-        args = ns.args[1:] if ns.args[:1] == ["--"] else ns.args
-        proc = subprocess.run(
-            [str(env.python), *args], env=env.environ(extra_paths=[os.getcwd()]), check=False
-        )
-        return proc.returncode
-    return 0
 
 
 if __name__ == "__main__":
