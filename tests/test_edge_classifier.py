@@ -121,6 +121,27 @@ def test_prediction_fields(edge_models, images):
     assert len(p.top_k(50)) == 10
 
 
+@pytest.mark.parametrize("name", ["mlp_float32", "mlp_int8", "cnn_float32", "cnn_uint8"])
+def test_one_image_fast_path_equals_general_path(edge_models, name):
+    """predict/predict_proba of ONE uint8 array (fast path) == the same image as a list."""
+    clf = EdgeClassifier.load(edge_models[name])
+    rng = np.random.default_rng(11)
+    imgs = rng.integers(0, 256, size=(3, *clf.input_shape), dtype=np.uint8)
+    variants = [imgs[0], np.asfortranarray(imgs[1]), imgs[2, ::-1][::-1]]  # odd strides too
+    if clf.input_shape[-1] == 1:
+        variants.append(imgs[0][..., 0])
+    for img in variants:
+        (fast,) = clf.predict(img)
+        (general,) = clf.predict([np.ascontiguousarray(img)])
+        assert (fast.index, fast.label, fast.confidence) == (
+            general.index, general.label, general.confidence
+        )
+        np.testing.assert_array_equal(fast.probabilities, general.probabilities)
+        assert fast.probabilities.dtype == np.float32 and fast.probabilities.shape == (10,)
+        assert fast.top_k(2) == general.top_k(2) and "probabilities=array" in repr(fast)
+        np.testing.assert_array_equal(clf.predict_proba(img), clf.predict_proba(img[None]))
+
+
 def test_batched_equals_single_and_chunking(edge_models):
     rng = np.random.default_rng(3)
     x = rng.integers(0, 256, size=(37, 28, 28, 1), dtype=np.uint8)
