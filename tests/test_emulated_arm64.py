@@ -8,20 +8,12 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 
 from deploy.requirements import PINS
 from tests.support.predictions import (
-    RAW_INVOKE,
-    REPO,
-    assert_same_predictions,
-    desktop_predict,
-    desktop_raw,
-    model_inputs,
-    predict_lines,
-    raw_outputs,
-    write_images,
+    assert_predict_matches_desktop,
+    assert_raw_outputs_match_desktop,
 )
 
 pytestmark = [pytest.mark.emulated, pytest.mark.slow]
@@ -47,16 +39,9 @@ def test_emulated_python_is_bookworm_arm64_with_the_runtime(arm64_python):
 
 @pytest.mark.parametrize("name", ["mlp_float32", "mlp_int8"])
 def test_bare_interpreter_under_emulation_equals_desktop(arm64_python, edge_models, tmp_path, name):
-    model = edge_models[name]
-    inputs = tmp_path / "inputs.npy"
-    np.save(inputs, model_inputs(model))
-    emulated = raw_outputs(arm64_python.run([RAW_INVOKE, "ai_edge_litert", model, inputs]))
-    desktop = desktop_raw(model, inputs)
-    assert emulated.shape == desktop.shape == (4, 10)
-    if name.endswith("int8"):
-        np.testing.assert_array_equal(emulated, desktop)
-    else:
-        np.testing.assert_allclose(emulated, desktop, rtol=0, atol=1e-6)
+    assert_raw_outputs_match_desktop(
+        arm64_python, edge_models[name], "ai_edge_litert", tmp_path, exact=name.endswith("int8")
+    )
 
 
 @pytest.mark.parametrize(
@@ -64,10 +49,4 @@ def test_bare_interpreter_under_emulation_equals_desktop(arm64_python, edge_mode
     [("mlp_float32", (28, 28, 1)), ("mlp_int8", (28, 28, 1)), ("cnn_uint8", (32, 32, 3))],
 )
 def test_predict_under_emulation_equals_desktop(arm64_python, edge_models, tmp_path, name, shape):
-    images = write_images(tmp_path / "images", shape, count=4)
-    args = ["predict", "--json", "--top-k", "3", str(edge_models[name]), *map(str, images)]
-    emulated = arm64_python.run(["-m", "edge_runtime", *args], cwd=tmp_path, extra_paths=[REPO])
-    got = predict_lines(emulated)
-    want = desktop_predict(args, cwd=tmp_path)
-    assert len(got) == len(images)
-    assert_same_predictions(got, want)
+    assert_predict_matches_desktop(arm64_python, edge_models[name], shape, tmp_path)

@@ -8,19 +8,12 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 
 from tests.support.predictions import (
-    RAW_INVOKE,
     REPO,
-    assert_same_predictions,
-    desktop_predict,
-    desktop_raw,
-    model_inputs,
-    predict_lines,
-    raw_outputs,
-    write_images,
+    assert_predict_matches_desktop,
+    assert_raw_outputs_match_desktop,
 )
 
 pytestmark = pytest.mark.slow
@@ -40,16 +33,9 @@ def test_tflite_env_has_tflite_runtime_and_numpy_1(tflite_env):
 
 @pytest.mark.parametrize("name", ["mlp_float32", "mlp_int8", "cnn_uint8"])
 def test_bare_tflite_runtime_equals_ai_edge_litert(tflite_env, edge_models, tmp_path, name):
+    exact = not name.endswith("float32")
     model = edge_models[name]
-    inputs = tmp_path / "inputs.npy"
-    np.save(inputs, model_inputs(model))
-    legacy = raw_outputs(tflite_env.run([RAW_INVOKE, "tflite_runtime", model, inputs]))
-    desktop = desktop_raw(model, inputs)
-    assert legacy.shape == desktop.shape == (4, 10)
-    if name.endswith("float32"):
-        np.testing.assert_allclose(legacy, desktop, rtol=0, atol=1e-6)
-    else:
-        np.testing.assert_array_equal(legacy, desktop)
+    assert_raw_outputs_match_desktop(tflite_env, model, "tflite_runtime", tmp_path, exact=exact)
 
 
 @pytest.mark.parametrize(
@@ -59,18 +45,14 @@ def test_bare_tflite_runtime_equals_ai_edge_litert(tflite_env, edge_models, tmp_
 def test_predict_with_tflite_runtime_equals_ai_edge_litert(
     tflite_env, edge_models, tmp_path, name, shape
 ):
-    images = write_images(tmp_path / "images", shape, count=4)
-    model = str(edge_models[name])
-    args = ["predict", "--json", "--top-k", "3", model, *map(str, images)]
-    legacy = tflite_env.run(
-        ["-m", "edge_runtime", *args, "--backend", "tflite_runtime"],
-        cwd=tmp_path,
-        extra_paths=[REPO],
+    assert_predict_matches_desktop(
+        tflite_env,
+        edge_models[name],
+        shape,
+        tmp_path,
+        env_args=("--backend", "tflite_runtime"),
+        desktop_args=("--backend", "ai_edge_litert"),
     )
-    got = predict_lines(legacy)
-    want = desktop_predict([*args, "--backend", "ai_edge_litert"], cwd=tmp_path)
-    assert len(got) == len(images)
-    assert_same_predictions(got, want)
 
 
 def test_info_reports_the_tflite_runtime_backend(tflite_env, edge_models, tmp_path):

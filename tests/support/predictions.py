@@ -85,3 +85,39 @@ def assert_same_predictions(got: list[dict], want: list[dict], atol: float = 1e-
         assert [k["index"] for k in g["top_k"]] == [k["index"] for k in w["top_k"]], where
         for gk, wk in zip(g["top_k"], w["top_k"], strict=True):
             assert abs(gk["confidence"] - wk["confidence"]) <= atol, where
+
+
+def assert_raw_outputs_match_desktop(
+    env, model: Path, backend: str, tmp_path: Path, exact: bool
+) -> None:
+    """`raw_invoke.py BACKEND` in `env` (arm64 / tflite venv) gives the desktop's raw outputs.
+
+    Four seeded inputs, ten classes; `exact` for integer models, else within 1e-6.
+    """
+    inputs = tmp_path / "inputs.npy"
+    np.save(inputs, model_inputs(model))
+    got = raw_outputs(env.run([RAW_INVOKE, backend, model, inputs]))
+    desktop = desktop_raw(model, inputs)
+    assert got.shape == desktop.shape == (4, 10)
+    if exact:
+        np.testing.assert_array_equal(got, desktop)
+    else:
+        np.testing.assert_allclose(got, desktop, rtol=0, atol=1e-6)
+
+
+def assert_predict_matches_desktop(
+    env,
+    model: Path,
+    shape: tuple[int, int, int],
+    tmp_path: Path,
+    env_args: tuple[str, ...] = (),
+    desktop_args: tuple[str, ...] = (),
+) -> None:
+    """`python -m edge_runtime predict --json` in `env` answers as the desktop does (4 images)."""
+    images = write_images(tmp_path / "images", shape, count=4)
+    args = ["predict", "--json", "--top-k", "3", str(model), *map(str, images)]
+    proc = env.run(["-m", "edge_runtime", *args, *env_args], cwd=tmp_path, extra_paths=[REPO])
+    got = predict_lines(proc)
+    want = desktop_predict([*args, *desktop_args], cwd=tmp_path)
+    assert len(got) == len(images)
+    assert_same_predictions(got, want)
