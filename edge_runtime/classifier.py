@@ -10,10 +10,11 @@ the input tensor wants), so the per-call cost is one indexing op, whatever the q
 One interpreter serves all threads behind a lock; batches are fed in chunks of `batch_size`
 by resizing the input tensor when the model allows a dynamic batch.
 
-Speed: `predict`/`predict_proba` on ONE uint8 image take a fast path that costs a few numpy
-calls over the bare `set_tensor` + `invoke` + `get_tensor` round trip (see
-`benchmarks/edge_speed.py`). Everything that does not depend on the pixels is decided once at
-load: the input table, the output dequantization table, whether a softmax is needed.
+Speed: `predict`/`predict_proba` on ONE uint8 image take a fast path (closures built at
+load, `bytes.translate` instead of numpy calls, lazily dequantized `probabilities`) whose cost
+is measured against the bare `set_tensor` + `invoke` + `get_tensor` round trip by
+`benchmarks/edge_speed.py`. Everything that does not depend on the pixels is decided once at
+load: the input and output tables, whether a softmax is needed.
 """
 
 from __future__ import annotations
@@ -284,9 +285,7 @@ class EdgeClassifier:
         self.batch_size = batch_size
         # One-image fast path (uint8 pixels of one of these shapes): the pixels are quantized
         # into a batch-1 staging array in the tensor's dtype (no allocation per call), which
-        # `set_tensor` then copies in. For 1-byte input tensors the quantization is
-        # `bytes.translate` through the 256-byte table: a plain C loop, cheaper here than any
-        # numpy call (whose fixed cost is ~0.5-1 us, a third of the whole interpreter call).
+        # `set_tensor` then copies in.
         shapes = {self.input_shape}
         if self.input_shape[-1] == 1:
             shapes.add(self.input_shape[:-1])
@@ -363,9 +362,9 @@ class EdgeClassifier:
         """`invoke_single(x)`: one uint8 image (a `_single_shapes` shape) -> raw output (a copy).
 
         A closure over everything fixed at load (bound methods, indices, tables, `stage`),
-        because each `self.` lookup or bound-method creation costs ~30-50 ns and the whole
-        Python-side budget of `predict` on a small model is ~1 us. The interpreter's bound
-        methods hold no tensor views, so `invoke()`'s check for live views still passes.
+        because each `self.` lookup or bound-method creation costs ~30-50 ns and the issue's
+        budget for all of predict()'s own work on a small model is ~1.5 us. The interpreter's
+        bound methods hold no tensor views, so `invoke()`'s check for live views still passes.
         """
         lock, resize = self._lock, self._resize
         interp = self._interp
