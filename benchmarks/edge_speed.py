@@ -10,7 +10,8 @@ Three figures (medians over repeats, each against its target from issue 4):
 
 The model: an int8 (int8 input and output) tutorial MLP. Pass `--model X.tflite` (a run's
 `model_int8.tflite`), or let the script train one epoch of Flatten -> Dense(128) -> Dense(10)
-on Fashion-MNIST and convert it with `tf.lite` (needs TensorFlow; ~30 s).
+on Fashion-MNIST and convert it with `tf.lite` (needs TensorFlow; ~30 s; `--save-model X.tflite`
+keeps it for later runs).
 """
 
 from __future__ import annotations
@@ -203,11 +204,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--save-model", type=Path,
+                        help="keep the built model here (reuse it later with --model)")
     args = parser.parse_args(argv)
 
     x_train, y_train, x_test, y_test = load_fashion_mnist(args.data_dir)
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model or build_int8_mlp(Path(tmp), x_train, y_train)
+        if args.save_model and not args.model:
+            from edge_runtime.files import atomic_write_bytes
+
+            atomic_write_bytes(args.save_model, model.read_bytes())
         results = {
             "model": str(args.model) if args.model else "built: 1-epoch tutorial MLP, int8 I/O",
             "single": bench_single(model, x_test[0, :, :, 0], args.calls, args.repeats),
