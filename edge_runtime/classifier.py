@@ -65,13 +65,14 @@ class Prediction:
 
     def __getattr__(self, name: str) -> Any:
         # Only reached for an unset slot, i.e. `probabilities` left pending by the fast path.
-        pending = Prediction._pending.__get__(self)
-        if name != "probabilities" or pending is None:
+        if name != "probabilities":
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-        table, keys = pending
-        probabilities = table[np.frombuffer(keys, np.uint8)]
-        _SET_PROBABILITIES(self, probabilities)
-        return probabilities
+        pending = _GET_PENDING(self)
+        if pending is not None:  # None: another thread filled them in meanwhile
+            table, keys = pending
+            _SET_PROBABILITIES(self, table[np.frombuffer(keys, np.uint8)])
+            _SET_PENDING(self, None)  # done: asdict()/pickle then see a plain Prediction
+        return _GET_PROBABILITIES(self)
 
     def top_k(self, k: int = 3) -> list[dict[str, Any]]:
         """The `k` best classes as `{"index", "label", "confidence"}`, best first."""
@@ -96,6 +97,8 @@ _SET_INDEX, _SET_LABEL, _SET_CONFIDENCE, _SET_PROBABILITIES, _SET_NAMES, _SET_PE
     Prediction.__dict__[name].__set__
     for name in ("index", "label", "confidence", "probabilities", "class_names", "_pending")
 )
+_GET_PROBABILITIES = Prediction.__dict__["probabilities"].__get__
+_GET_PENDING = Prediction.__dict__["_pending"].__get__
 
 
 def _trusted_prediction(
