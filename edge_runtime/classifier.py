@@ -52,8 +52,9 @@ class Prediction:
     confidence: float
     probabilities: np.ndarray
     class_names: tuple[str, ...] = field(default=(), repr=False)
-    # (256-entry float32 table, one byte per class) while `probabilities` is not computed.
-    _pending: tuple[np.ndarray, bytes] | None = field(
+    # While `probabilities` is not computed: (256-entry float32 table, one byte per class),
+    # or (None, the float32 output tensor) whose flattened view is the probabilities.
+    _pending: tuple[np.ndarray | None, bytes | np.ndarray] | None = field(
         default=None, init=False, repr=False, compare=False
     )
 
@@ -69,8 +70,11 @@ class Prediction:
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
         pending = _GET_PENDING(self)
         if pending is not None:  # None: another thread filled them in meanwhile
-            table, keys = pending
-            _SET_PROBABILITIES(self, table[np.frombuffer(keys, np.uint8)])
+            table, raw = pending
+            _SET_PROBABILITIES(
+                self,
+                raw.reshape(-1) if table is None else table[np.frombuffer(raw, np.uint8)],
+            )
             _SET_PENDING(self, None)  # done: asdict()/pickle then see a plain Prediction
         return _GET_PROBABILITIES(self)
 
@@ -128,6 +132,27 @@ def _looks_like_probabilities(scores: np.ndarray) -> bool:
     return bool(
         scores.min() >= -1e-6 and np.abs(scores.sum(axis=1) - 1.0).max() <= _PROB_TOLERANCE
     )
+
+
+def _exact_affine(lut: np.ndarray, scale: float, offset: float) -> tuple | None:
+    """`(ufunc, constant, offset)` whose float32 steps on `float32(p)` (then `+ offset` unless
+    it is None) give `lut[p]` bit for bit for every pixel p, or None (then the table is used).
+
+    A float32 cast plus one or two in-place ufuncs over an image is several times cheaper than
+    numpy's gather through the 256-entry table (`take` converts the indices to intp first).
+    The check covers all 256 pixel values, so the result is the table's, exactly.
+    """
+    if lut.dtype != np.float32 or not np.isfinite(lut).all() or scale == 0:
+        return None
+    pixels = np.arange(256, dtype=np.float32)
+    add = np.float32(offset) if offset else None
+    for ufunc, constant in ((np.multiply, np.float32(scale)), (np.divide, np.float32(1 / scale))):
+        values = ufunc(pixels, constant)
+        if add is not None:
+            values = values + add
+        if np.array_equal(values.view(np.uint32), lut.view(np.uint32)):
+            return ufunc, constant, add
+    return None
 
 
 def _quantize(values: np.ndarray, spec: TensorSpec) -> np.ndarray:
@@ -269,6 +294,9 @@ class EdgeClassifier:
             k = int(bits[0])
             if np.array_equal(bits, (np.arange(256) + k) % 256):
                 self._shift = np.uint8(k)
+        # Float input tensor: raw pixels -> model input as a float32 cast plus in-place ufuncs
+        # when those give the table's values exactly (checked here on all 256), else `take`.
+        self._affine = _exact_affine(self._lut, self.input_scale, self.input_offset)
         self._in_index = self.input_spec.index
         self._out_index = self.output_spec.index
         self._out_quant = (
@@ -313,9 +341,15 @@ class EdgeClassifier:
             ) from None
         # The fast path's output step when it is one table lookup (1-byte output, softmax head).
         self._row_table = self._out_lut if not self._needs_softmax else None
+        # (float32 output with a softmax head: the row from `get_tensor` as it is.)
+        float_out = (
+            self.output_spec.dtype == np.float32
+            and self._out_quant is None
+            and len(self.output_spec.shape) in (1, 2)
+        )
         self._predict_one = (
             self._make_predict_one()
-            if self._row_table is not None and self._in_table is not None
+            if self._row_table is not None or (float_out and not self._needs_softmax)
             else None
         )
 
@@ -355,11 +389,9 @@ class EdgeClassifier:
             self._can_batch = True
         return True
 
-    def _invoke_chunk(self, x: np.ndarray) -> np.ndarray:
-        """x: (n, *feed) in the tensor's dtype, n == allocated batch (lock held)."""
-        self._interp.set_tensor(self._in_index, x)
-        self._interp.invoke()
-        return self._interp.get_tensor(self._out_index)
+    def _single_views(self) -> dict[tuple[int, ...], np.ndarray]:
+        """The batch-1 staging array reshaped to each `_single_shapes` shape (views)."""
+        return {shape: self._stage.reshape(shape) for shape in self._single_shapes}
 
     def _make_invoke_single(self) -> Callable[[np.ndarray], np.ndarray]:
         """`invoke_single(x)`: one uint8 image (a `_single_shapes` shape) -> raw output (a copy).
@@ -368,13 +400,18 @@ class EdgeClassifier:
         because each `self.` lookup or bound-method creation costs ~30-50 ns and the issue's
         budget for all of predict()'s own work on a small model is ~1.5 us. The interpreter's
         bound methods hold no tensor views, so `invoke()`'s check for live views still passes.
+        The input step (same in `_make_predict_one`): `bytes.translate` for a 1-byte tensor;
+        for a float tensor a cast into the staging array plus the in-place ufuncs of
+        `_exact_affine`; else `take` through the table.
         """
         lock, resize = self._lock, self._resize
         interp = self._interp
         set_tensor, invoke, get_tensor = interp.set_tensor, interp.invoke, interp.get_tensor
         in_index, out_index = self._in_index, self._out_index
         lut, stage, table = self._lut, self._stage, self._in_table
-        shape, stage_bytes = stage.shape, memoryview(stage).cast("B")
+        stage_bytes, views = memoryview(stage).cast("B"), self._single_views()
+        ufunc, constant, add = self._affine or (None, None, None)
+        add_ = np.add
 
         def invoke_single(x: np.ndarray) -> np.ndarray:
             with lock:  # the interpreter and the staging array are shared
@@ -382,10 +419,16 @@ class EdgeClassifier:
                     resize(1)
                 if table is not None:
                     stage_bytes[:] = x.tobytes().translate(table)
+                elif ufunc is not None:
+                    view = views[x.shape]
+                    view[...] = x  # uint8 -> float32, exact
+                    ufunc(view, constant, out=view)
+                    if add is not None:
+                        add_(view, add, out=view)
                 else:
                     # mode="clip" (uint8 never indexes past 256 entries) lets `take` write
                     # into `out` directly; the default mode="raise" goes through a buffer.
-                    lut.take(x.reshape(shape), out=stage, mode="clip")
+                    lut.take(x, out=views[x.shape], mode="clip")
                 set_tensor(in_index, stage)
                 invoke()
                 return get_tensor(out_index)
@@ -393,41 +436,64 @@ class EdgeClassifier:
         return invoke_single
 
     def _make_predict_one(self) -> Callable[[np.ndarray], list[Prediction]]:
-        """`predict` of one uint8 image for a 1-byte output with a softmax head, all in one
-        closure (see `_make_invoke_single` for why), without numpy after `invoke`.
+        """`predict` of one uint8 image for a softmax head, all in one closure (see
+        `_make_invoke_single` for why and for the input step).
 
-        The output bytes are translated to "rank keys" whose byte order is the order of the
-        dequantized values (int8: flip the sign bit; uint8: as is), so `max()` and `.index()`
-        on the bytes give the argmax, and a 256-entry table indexed by key dequantizes.
+        1-byte output: no numpy after `invoke`. The output bytes are translated to "rank keys"
+        whose byte order is the order of the dequantized values (int8: flip the sign bit;
+        uint8: as is), so `max()` and `.index()` on the bytes give the argmax, and a 256-entry
+        table indexed by key dequantizes (lazily). Float32 output: the row `get_tensor`
+        returned (already a copy) is the probabilities, as is.
         """
         lock, resize = self._lock, self._resize
         interp = self._interp
         set_tensor, invoke, get_tensor = interp.set_tensor, interp.invoke, interp.get_tensor
         in_index, out_index = self._in_index, self._out_index
-        stage = self._stage
-        stage_bytes, in_table = memoryview(stage).cast("B"), self._in_table
+        lut, stage, in_table = self._lut, self._stage, self._in_table
+        stage_bytes, views = memoryview(stage).cast("B"), self._single_views()
+        ufunc, constant, add = self._affine or (None, None, None)
+        add_ = np.add
+        byte_out = self._row_table is not None
+        nested = len(self.output_spec.shape) == 2
         flip = 0x80 if self.output_spec.dtype == np.int8 else 0
         to_key = bytes(b ^ flip for b in range(256))
-        by_key = self._out_lut[np.arange(256) ^ flip]  # by_key[key]: the dequantized value
-        confidences = by_key.tolist()
+        by_key = self._out_lut[np.arange(256) ^ flip] if byte_out else None
+        confidences = by_key.tolist() if byte_out else None
         names = self.class_names
         new = object.__new__
 
         def predict_one(x: np.ndarray) -> list[Prediction]:
-            with lock:  # the same locked steps as `_make_invoke_single`'s, byte path
+            with lock:  # the same locked steps as `_make_invoke_single`'s
                 if self._allocated_batch != 1:
                     resize(1)
-                stage_bytes[:] = x.tobytes().translate(in_table)
+                if in_table is not None:
+                    stage_bytes[:] = x.tobytes().translate(in_table)
+                elif ufunc is not None:
+                    view = views[x.shape]
+                    view[...] = x
+                    ufunc(view, constant, out=view)
+                    if add is not None:
+                        add_(view, add, out=view)
+                else:
+                    lut.take(x, out=views[x.shape], mode="clip")
                 set_tensor(in_index, stage)
                 invoke()
-                keys = get_tensor(out_index).tobytes().translate(to_key)
-            best = max(keys)
-            i = keys.index(best)  # the first maximum, like argmax
+                out = get_tensor(out_index)
             pred = new(Prediction)  # `_trusted_prediction`, inlined
+            if byte_out:
+                keys = out.tobytes().translate(to_key)
+                best = max(keys)
+                i = keys.index(best)  # the first maximum, like argmax
+                _SET_CONFIDENCE(pred, confidences[best])
+                _SET_PENDING(pred, (by_key, keys))
+            else:  # one numpy call (each costs ~0.3-0.5 us right after `invoke`)
+                row = out.tolist()[0] if nested else out.tolist()
+                best = max(row)  # the first maximum, like argmax (finite scores)
+                i = row.index(best)
+                _SET_CONFIDENCE(pred, best)
+                _SET_PENDING(pred, (None, out))  # probabilities: out.reshape(-1), on access
             _SET_INDEX(pred, i)
             _SET_LABEL(pred, names[i])
-            _SET_CONFIDENCE(pred, confidences[best])
-            _SET_PENDING(pred, (by_key, keys))
             _SET_NAMES(pred, names)
             return [pred]
 
@@ -456,30 +522,59 @@ class EdgeClassifier:
         scores = self._dequantize(out)
         return _softmax(scores) if self._needs_softmax else scores
 
-    def _run(self, x: np.ndarray) -> np.ndarray:
-        """Tensor-ready input (n, *feed) -> float32 scores (n, num_classes)."""
+    def _fill(self, dst: np.ndarray, src: np.ndarray) -> None:
+        """Raw uint8 images (k, H, W, C) -> `dst` (k, *feed): the input tensor's values."""
+        src = src.reshape(dst.shape)
+        if self._affine is not None:
+            ufunc, constant, add = self._affine
+            dst[...] = src  # uint8 -> float32, exact; then in place, no temporaries
+            ufunc(dst, constant, out=dst)
+            if add is not None:
+                np.add(dst, add, out=dst)
+        elif self._shift is not None:
+            np.add(src, self._shift, out=dst.view(np.uint8))  # wraps modulo 256
+        else:
+            self._lut.take(src, out=dst, mode="clip")
+
+    def _run(self, x: np.ndarray, raw: bool = False) -> np.ndarray:
+        """(n, *feed) tensor-ready input, or (n, H, W, C) uint8 pixels when `raw` ->
+        float32 scores (n, num_classes).
+
+        Fed in chunks of `batch_size`. Raw pixels are converted chunk by chunk into one
+        staging array (cache-sized, reused), not as a whole-batch temporary; the outputs go
+        straight into the result array.
+        """
         n = x.shape[0]
+        interp, in_index, out_index = self._interp, self._in_index, self._out_index
         with self._lock:
-            if n == 1:
-                if self._allocated_batch != 1:
-                    self._resize(1)
-                self._interp.set_tensor(self._in_index, x)
-                self._interp.invoke()
-                out = self._interp.get_tensor(self._out_index)
-            else:
-                chunk = min(self.batch_size, n)
-                if chunk > 1 and self._resize(chunk):
-                    parts = []
-                    for start in range(0, n, chunk):
-                        part = x[start : start + chunk]
-                        if part.shape[0] < chunk:  # pad the last chunk: no second resize
-                            pad = np.zeros((chunk - part.shape[0], *part.shape[1:]), x.dtype)
-                            part = np.concatenate([part, pad])
-                        parts.append(self._invoke_chunk(part))
-                    out = np.concatenate(parts)[:n]
-                else:
-                    self._resize(1)
-                    out = np.concatenate([self._invoke_chunk(x[i : i + 1]) for i in range(n)])
+            chunk = min(self.batch_size, n)
+            if chunk == 1 or not self._resize(chunk):
+                chunk = 1
+                self._resize(1)
+            stage = out = None
+            for start in range(0, n, chunk):
+                part = x[start : start + chunk]
+                k = part.shape[0]
+                if raw or k < chunk:
+                    if stage is None:
+                        stage = (
+                            self._stage
+                            if chunk == 1
+                            else np.empty((chunk, *self._feed_shape), self.input_spec.dtype)
+                        )
+                    if raw:
+                        self._fill(stage[:k], part)
+                    else:
+                        stage[:k] = part
+                    if k < chunk:  # pad the last chunk: no second resize
+                        stage[k:] = 0
+                    part = stage
+                interp.set_tensor(in_index, part)
+                interp.invoke()
+                result = interp.get_tensor(out_index)
+                if out is None:
+                    out = np.empty((n, *result.shape[1:]), result.dtype)
+                out[start : start + k] = result[:k]
         return self._scores(out.reshape(n, -1))
 
     # ---------------------------------------------------------------------------- inputs
@@ -530,8 +625,9 @@ class EdgeClassifier:
             max_pixels=self.max_pixels,
         )
 
-    def _to_tensor(self, x: Any, invert: str | None = None) -> np.ndarray:
-        """Any accepted input -> (N, *feed) array in the input tensor's dtype."""
+    def _to_tensor(self, x: Any, invert: str | None = None) -> tuple[np.ndarray, bool]:
+        """Any accepted input -> ((N, *feed) array in the input tensor's dtype, False), or
+        ((N, H, W, C) uint8 raw pixels, True) for `_run` to convert."""
         if isinstance(x, np.ndarray):
             batch = self._array_batch(self._check_dtype(x))
         elif isinstance(x, (str, os.PathLike)) or _is_pil(x):
@@ -561,15 +657,12 @@ class EdgeClassifier:
                 f"path, or a list of those. Received: {type(x).__name__}"
             )
         if batch.dtype == np.uint8:
-            if self._shift is None:
-                tensor = self._lut[batch]
-            elif self._shift:
-                tensor = (batch + self._shift).view(self.input_spec.dtype)
-            else:
-                tensor = batch.view(self.input_spec.dtype)
+            if self._shift is None or self._shift:
+                return batch, True  # converted chunk by chunk in `_run`
+            tensor = batch.view(self.input_spec.dtype)  # uint8 tensor taking raw pixels
         else:
             tensor = _quantize(batch.astype(np.float32, copy=False), self.input_spec)
-        return tensor.reshape(batch.shape[0], *self._feed_shape)
+        return tensor.reshape(batch.shape[0], *self._feed_shape), False
 
     def _check_dtype(self, x: np.ndarray) -> np.ndarray:
         if x.dtype == np.uint8 or x.dtype.kind == "f":
@@ -589,7 +682,7 @@ class EdgeClassifier:
         """Class probabilities, float32 (N, num_classes), for one image or a batch."""
         if type(x) is np.ndarray and x.dtype is _UINT8 and x.shape in self._single_shapes:
             return self._single_row(x)[None]
-        return self._run(self._to_tensor(x, invert))
+        return self._run(*self._to_tensor(x, invert))
 
     def predict(self, x: Any, *, invert: str | None = None) -> list[Prediction]:
         """One `Prediction` per image, for one image (array, PIL image, path) or a batch."""
@@ -601,7 +694,7 @@ class EdgeClassifier:
             i = int(row.argmax())
             return [_trusted_prediction(i, self.class_names[i], row.item(i), row, self.class_names)]
         names = self.class_names
-        probs = self._run(self._to_tensor(x, invert))
+        probs = self._run(*self._to_tensor(x, invert))
         best = probs.argmax(axis=1).tolist()
         return [
             _trusted_prediction(i, names[i], row.item(i), row, names)
