@@ -11,7 +11,11 @@ Three figures (medians over repeats, each against its target from issue 4):
 The model: an int8 (int8 input and output) tutorial MLP. Pass `--model X.tflite` (a run's
 `model_int8.tflite`), or let the script train one epoch of Flatten -> Dense(128) -> Dense(10)
 on Fashion-MNIST and convert it with `tf.lite` (needs TensorFlow; ~30 s; `--save-model X.tflite`
-keeps it for later runs).
+keeps it for later runs). Repeat `--model` to measure several in one go: both kinds of int8
+model are worth measuring, edgeship's default `--quantize int8` (float32 input and output
+tensors, quantize/dequantize inside: the wrapper converts pixels to float32) and
+`--quantize int8 --int8-io` (int8 tensors: the wrapper's byte paths), e.g.
+`python -m benchmarks.edge_speed --model runs/mlp/model_int8.tflite --model io/model_int8.tflite`.
 """
 
 from __future__ import annotations
@@ -195,11 +199,26 @@ def bench_cold(model: Path, repeats: int) -> dict:
             "repeats": repeats}
 
 
+def _report(results: dict, header: bool) -> None:
+    s, b, c = results["single"], results["batch"], results["cold"]
+    if header:
+        print(f"== {results['model']}")
+    print(f"predict(1 image):   {s['predict_us']:.1f} us vs raw round trip {s['raw_us']:.1f} us"
+          f" -> {s['ratio']:.2f}x (target <= 1.5x)")
+    print(f"predict_proba(10k): {b['predict_proba_s'] * 1e3:.1f} ms vs raw batched "
+          f"{b['raw_s'] * 1e3:.1f} ms -> {b['ratio']:.2f}x (target <= 2x); "
+          f"accuracy {b['accuracy']:.4f}")
+    print(f"cold import+load:   {c['import_and_load_s']:.3f} s in process "
+          f"({c['process_wall_s']:.3f} s whole process) (target <= 0.3 s)")
+    print(json.dumps(results), flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the three measurements and print them (and a JSON line)."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.edge_speed", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, help="an int8 .tflite MLP (else one is built)")
+    parser.add_argument("--model", type=Path, action="append",
+                        help="an int8 .tflite MLP; repeat for several (else one is built)")
     parser.add_argument("--data-dir", type=Path, default=DATA_DIR)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--calls", type=int, default=2000)
@@ -209,29 +228,25 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     x_train, y_train, x_test, y_test = load_fashion_mnist(args.data_dir)
+    all_results = []
     with tempfile.TemporaryDirectory() as tmp:
-        model = args.model or build_int8_mlp(Path(tmp), x_train, y_train)
+        models = args.model or [build_int8_mlp(Path(tmp), x_train, y_train)]
         if args.save_model and not args.model:
             from edge_runtime.files import atomic_write_bytes
 
-            atomic_write_bytes(args.save_model, model.read_bytes())
-        results = {
-            "model": str(args.model) if args.model else "built: 1-epoch tutorial MLP, int8 I/O",
-            "single": bench_single(model, x_test[0, :, :, 0], args.calls, args.repeats),
-            "batch": bench_batch(model, x_test, y_test, max(3, args.repeats // 2)),
-            "cold": bench_cold(model, max(3, args.repeats // 2)),
-        }
-    s, b, c = results["single"], results["batch"], results["cold"]
-    print(f"predict(1 image):   {s['predict_us']:.1f} us vs raw round trip {s['raw_us']:.1f} us"
-          f" -> {s['ratio']:.2f}x (target <= 1.5x)")
-    print(f"predict_proba(10k): {b['predict_proba_s'] * 1e3:.1f} ms vs raw batched "
-          f"{b['raw_s'] * 1e3:.1f} ms -> {b['ratio']:.2f}x (target <= 2x); "
-          f"accuracy {b['accuracy']:.4f}")
-    print(f"cold import+load:   {c['import_and_load_s']:.3f} s in process "
-          f"({c['process_wall_s']:.3f} s whole process) (target <= 0.3 s)")
-    print(json.dumps(results))
+            atomic_write_bytes(args.save_model, models[0].read_bytes())
+        for model in models:
+            results = {
+                "model": str(model) if args.model else "built: 1-epoch tutorial MLP, int8 I/O",
+                "single": bench_single(model, x_test[0, :, :, 0], args.calls, args.repeats),
+                "batch": bench_batch(model, x_test, y_test, max(3, args.repeats // 2)),
+                "cold": bench_cold(model, max(3, args.repeats // 2)),
+            }
+            all_results.append(results)
+            _report(results, header=len(models) > 1)
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+        args.json.write_text(json.dumps(all_results[0] if len(all_results) == 1 else all_results,
+                                        indent=2))
     return 0
 
 
