@@ -35,6 +35,7 @@ from benchmarks.measure import (
 )
 from benchmarks.options import BenchOptions
 from edge_runtime.errors import EdgeshipError
+from edge_runtime.native_log import filtered_native_stderr
 
 SCHEMA_VERSION = 1
 MODE_ORDER = ("float32", "dynamic", "float16", "int8", "int16x8")
@@ -145,7 +146,8 @@ def _measure_tflite(path: Path, x: np.ndarray, y: np.ndarray, options: BenchOpti
     from edge_runtime.classifier import EdgeClassifier
 
     t0 = time.perf_counter()
-    clf = EdgeClassifier.load(path, num_threads=options.threads)
+    with filtered_native_stderr():  # the runtime's one-off "Created ... XNNPACK" line
+        clf = EdgeClassifier.load(path, num_threads=options.threads)
     load_ms = (time.perf_counter() - t0) * 1e3
     meta = clf.metadata or {}
     if clf.input_shape != tuple(x.shape[1:]):
@@ -179,8 +181,10 @@ def _measure_tflite(path: Path, x: np.ndarray, y: np.ndarray, options: BenchOpti
 
 
 def _measure_keras(path: Path, x: np.ndarray, meta: dict, options: BenchOptions) -> dict:
+    from train.quiet import import_keras
+
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    import keras
+    keras = import_keras()  # without TensorFlow's native start-up lines on the terminal
     import tensorflow as tf
 
     if options.threads:

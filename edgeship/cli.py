@@ -78,7 +78,8 @@ def _predict_command(
     invert: Annotated[str, typer.Option(help="Invert images: auto, yes or no.")] = "auto",
 ) -> None:
     """Classify images with a .tflite model (the same code as `python -m edge_runtime predict`)."""
-    from edge_runtime.cli import filtered_native_stderr, predict_lines
+    from edge_runtime.cli import predict_lines
+    from edge_runtime.native_log import filtered_native_stderr
 
     with filtered_native_stderr():
         lines = predict_lines(
