@@ -8,6 +8,7 @@ from edge_runtime.errors import (
     InputShapeError,
     ModelFileError,
 )
+from edge_runtime.options import OptionError
 
 __all__ = [
     "BackendError",
@@ -17,6 +18,7 @@ __all__ = [
     "ImageError",
     "InputShapeError",
     "ModelFileError",
+    "OptionError",
     "Prediction",
     "embed_metadata",
     "read_metadata",

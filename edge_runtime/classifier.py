@@ -31,7 +31,8 @@ import numpy as np
 from edge_runtime.backends import Backend, load_backend
 from edge_runtime.errors import InputShapeError, ModelFileError
 from edge_runtime.metadata import read_embedded_metadata, read_model_bytes, read_sidecar
-from edge_runtime.preprocess import MAX_PIXELS, _normalize_invert, load_and_preprocess
+from edge_runtime.options import normalize_invert, positive_int
+from edge_runtime.preprocess import MAX_PIXELS, load_and_preprocess
 from edge_runtime.tensors import TensorSpec
 
 DEFAULT_BATCH_SIZE = 256
@@ -186,13 +187,12 @@ class EdgeClassifier:
         self.metadata = metadata
         self.path = path
         self.size_bytes = size_bytes
-        self.num_threads = num_threads
-        self.invert = _normalize_invert(invert)
-        self.max_pixels = int(max_pixels)
-        if int(batch_size) < 1:
-            raise ValueError(f"batch_size must be >= 1. Received: batch_size={batch_size}")
+        self.num_threads = positive_int(num_threads, "num_threads", optional=True)
+        self.invert = normalize_invert(invert)
+        self.max_pixels = positive_int(max_pixels, "max_pixels")
+        batch_size = positive_int(batch_size, "batch_size")
         self._lock = threading.Lock()
-        self._setup(int(batch_size))
+        self._setup(batch_size)
 
     # ----------------------------------------------------------------------------- load
     @classmethod
@@ -207,8 +207,11 @@ class EdgeClassifier:
         max_pixels: int = MAX_PIXELS,
     ) -> EdgeClassifier:
         """Read a .tflite file (and its `edgeship` metadata or sidecar) into a classifier."""
-        if num_threads is not None and int(num_threads) < 1:
-            raise ValueError(f"num_threads must be >= 1. Received: num_threads={num_threads}")
+        # Options first (OptionError, exit 2 in the CLIs), before any file or interpreter work.
+        num_threads = positive_int(num_threads, "num_threads", optional=True)
+        invert = normalize_invert(invert)
+        batch_size = positive_int(batch_size, "batch_size")
+        max_pixels = positive_int(max_pixels, "max_pixels")
         path = Path(path)
         data = read_model_bytes(path)
         metadata = read_embedded_metadata(data, f"path={path}")

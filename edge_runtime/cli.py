@@ -219,9 +219,6 @@ def _run(args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `python -m edge_runtime`; returns the exit code."""
     args = build_parser().parse_args(argv)
-    if getattr(args, "threads", None) is not None and args.threads < 1:
-        print(f"error: --threads must be >= 1. Received: {args.threads}", file=sys.stderr)
-        return 2
     try:
         with filtered_native_stderr():
             _run(args)

@@ -22,21 +22,18 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from edge_runtime.errors import ImageError
+from edge_runtime.options import INVERT_CHOICES, normalize_invert
+
+__all__ = [
+    "INVERT_CHOICES",
+    "MAX_PIXELS",
+    "border_mean",
+    "load_and_preprocess",
+    "load_image",
+    "preprocess_image",
+]
 
 MAX_PIXELS = 40_000_000  # 40 megapixels: any real photo; beyond it, a bomb or a mistake
-INVERT_CHOICES = ("auto", "yes", "no")
-
-
-def _normalize_invert(invert: str | bool | None) -> str:
-    if invert is None:
-        return "auto"
-    if isinstance(invert, bool):
-        return "yes" if invert else "no"
-    value = str(invert).strip().lower()
-    value = {"true": "yes", "false": "no", "1": "yes", "0": "no"}.get(value, value)
-    if value not in INVERT_CHOICES:
-        raise ValueError(f"invert must be one of {INVERT_CHOICES}. Received: invert={invert!r}")
-    return value
 
 
 def _check_size(size: tuple[int, int], max_pixels: int, source: str) -> None:
@@ -135,7 +132,7 @@ def preprocess_image(
     max_pixels: int = MAX_PIXELS,
 ) -> np.ndarray:
     """A PIL image -> uint8 array of `shape` (H, W, C), C in {1, 3}, ready as raw pixels."""
-    invert_mode = _normalize_invert(invert)
+    invert_mode = normalize_invert(invert)
     if not isinstance(img, Image.Image):
         raise ImageError(f"Expected a PIL image. Received: {type(img).__name__}")
     height, width, channels = (int(d) for d in shape)

@@ -209,3 +209,41 @@ def test_edgeship_predict_same_output(edge_models, pictures):
     bad = runner.invoke(app, ["predict", str(model), str(REPO / "nope.png")])
     assert bad.exit_code == 2
     assert "error: Image file not found" in bad.stderr
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        (["--threads", "0"], "num_threads must be an integer >= 1"),
+        (["--threads", "-3"], "num_threads must be an integer >= 1"),
+        (["--invert", "maybe"], "invert must be one of auto, yes, no"),
+    ],
+)
+def test_bad_threads_and_invert_one_line_exit_2(edge_models, pictures, option, message):
+    from edgeship.cli import app
+
+    model = edge_models["mlp_int8"]
+    result = CliRunner().invoke(app, ["predict", str(model), str(pictures[0]), *option])
+    assert result.exit_code == 2, result.output
+    assert result.stdout == ""
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert result.stderr.startswith(f"error: {message}") and "Received:" in result.stderr
+    if option[0] == "--threads":  # argparse's choices already guard --invert here
+        proc = _run(["predict", model, pictures[0], *option])
+        assert proc.returncode == 2 and proc.stdout == ""
+        assert proc.stderr.startswith(f"error: {message}") and proc.stderr.count("\n") == 1
+
+
+def test_bad_options_raise_edgeship_errors_from_the_library(edge_models):
+    from edge_runtime import EdgeRuntimeError, OptionError
+    from edge_runtime.classifier import EdgeClassifier
+
+    model = edge_models["mlp_int8"]
+    for kwargs in ({"num_threads": 0}, {"num_threads": "2"}, {"invert": "maybe"},
+                   {"batch_size": 0}, {"max_pixels": -1}):
+        with pytest.raises(OptionError, match="Received: "):
+            EdgeClassifier.load(model, **kwargs)
+    clf = EdgeClassifier.load(model, num_threads=1, invert=True)
+    assert clf.invert == "yes" and clf.num_threads == 1
+    with pytest.raises(EdgeRuntimeError, match="invert must be one of"):
+        clf.predict(Image.new("L", (28, 28)), invert="sideways")
