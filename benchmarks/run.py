@@ -142,6 +142,22 @@ def _first_line(err: BaseException) -> str:
     return text.splitlines()[0] if text else type(err).__name__
 
 
+def check_same_source(path: Path, run_meta: dict[str, Any] | None) -> None:
+    """Raise `BenchError` if `path` was converted from another model.keras than the run's."""
+    from edge_runtime.metadata import read_metadata, same_source
+
+    if run_meta is None:
+        return
+    meta = read_metadata(path, sidecar=False)
+    if meta is not None and not same_source(run_meta, meta):
+        raise BenchError(
+            f"stale: converted from another model.keras (its metadata differs from "
+            f"model.json); re-run `edgeship convert {path.parent}/model.keras --out "
+            f"{path.parent}`. Received: path={path}, model={meta.get('model')}, "
+            f"run model={run_meta.get('model')}"
+        )
+
+
 def _measure_tflite(path: Path, x: np.ndarray, y: np.ndarray, options: BenchOptions) -> dict:
     from edge_runtime.classifier import EdgeClassifier
 
@@ -351,6 +367,7 @@ def run_bench(
     if out.exists() and not out.is_dir():
         raise BenchError(f"--out must be a directory. Received: out={out}")
     meta = _read_run_metadata(run, tflites)
+    run_json = meta if (run / "model.json").is_file() else None  # else meta is a .tflite's
     total = 4 + len(tflites) + (keras_path is not None)
     done = 0
 
@@ -368,6 +385,7 @@ def run_bench(
     for path in tflites:
         step(f"measuring {path.name}")
         try:
+            check_same_source(path, run_json)
             measured.append(_measure_tflite(path, x, y, options))
         except (EdgeshipError, ValueError, RuntimeError) as err:
             failed.append({"name": _mode_of(path), "path": str(path), "error": _first_line(err)})

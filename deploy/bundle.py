@@ -120,6 +120,32 @@ def _model_entries(run_dir: Path, modes: Sequence[str]) -> list[_Entry]:
     return entries
 
 
+def _run_metadata(run_dir: Path) -> dict[str, Any]:
+    """The run's model.json, or {} when there is none (a folder of foreign .tflite files)."""
+    json_path = run_dir / "model.json"
+    if json_path.is_file():
+        try:
+            meta = json.loads(json_path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return meta if isinstance(meta, dict) else {}
+    return {}
+
+
+def _check_same_source(model: Path, run_meta: dict[str, Any]) -> None:
+    """Refuse a .tflite converted from another model.keras than the run's model.json."""
+    from edge_runtime.metadata import read_metadata, same_source
+
+    meta = read_metadata(model, sidecar=False)
+    if meta is not None and not same_source(run_meta, meta):
+        run = model.parent
+        raise BundleError(
+            f"{model.name} is stale: converted from another model.keras (its metadata differs "
+            f"from model.json); re-run `edgeship convert {run}/model.keras --out {run}`. "
+            f"Received: path={model}, model={meta.get('model')}, run model={run_meta.get('model')}"
+        )
+
+
 def _runtime_entries() -> list[_Entry]:
     """The edge_runtime package source, as installed here (no caches)."""
     root = Path(edge_runtime.__file__).resolve().parent
@@ -260,6 +286,10 @@ def build_bundle(
     run_dir, out = Path(run_dir), Path(out)
     modes = parse_modes(models)
     model_entries = _model_entries(run_dir, modes)
+    run_meta = _run_metadata(run_dir)
+    if run_meta:
+        for entry in model_entries:
+            _check_same_source(entry.source, run_meta)
     entries: list[_Entry] = [*model_entries, *_runtime_entries()]
 
     say("making sample images and the desktop's answers")
@@ -287,13 +317,6 @@ def build_bundle(
 
     say("hashing files")
     files = {e.name: _sha256(e.read()) for e in sorted(entries, key=lambda e: e.name)}
-    run_meta = {}
-    json_path = run_dir / "model.json"
-    if json_path.is_file():
-        try:
-            run_meta = json.loads(json_path.read_text())
-        except (OSError, ValueError):
-            run_meta = {}
     manifest = {
         "format": BUNDLE_FORMAT,
         "schema_version": BUNDLE_SCHEMA_VERSION,

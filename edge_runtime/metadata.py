@@ -292,3 +292,17 @@ def embed_metadata(
     builder = flatbuffers.Builder(len(model_bytes) + len(payload) + 1024)
     builder.Finish(model.Pack(builder), file_identifier=FILE_IDENTIFIER)
     return bytes(builder.Output())
+
+
+# What identifies one trained model: a .tflite converted from another model.keras differs here.
+SOURCE_KEYS = ("model", "training", "metrics", "class_names", "input")
+
+
+def same_source(run_meta: dict[str, Any], tflite_meta: dict[str, Any]) -> bool:
+    """Whether `tflite_meta` (a .tflite's edgeship entry) describes the model of `run_meta`."""
+
+    def identity(meta: dict[str, Any]) -> tuple:
+        dataset = meta.get("dataset") or {}
+        return tuple(meta.get(k) for k in SOURCE_KEYS) + (dataset.get("sha256"),)
+
+    return identity(run_meta) == identity(tflite_meta)

@@ -243,3 +243,24 @@ def test_library_call_reports_progress_and_returns_the_report(tiny_run, tmp_path
     benchmarks.raise_for_outcome(report)  # nothing failed, no budget: no error
     with pytest.raises(benchmarks.BenchError):
         benchmarks.BenchOptions(limit=0)
+
+
+def test_stale_tflite_is_a_failed_model(tiny_run, tmp_path):
+    """A .tflite converted from an earlier model.keras: named, not measured, exit 2."""
+    from edge_runtime.metadata import embed_metadata, read_metadata
+
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("model.json", "model.keras", "model_int8.tflite"):
+        shutil.copy(tiny_run / name, run)
+    old = read_metadata(tiny_run / "model_float32.tflite")
+    old.update(model="cnn", metrics={"test_accuracy": 0.5, "test_loss": 1.5})  # another training
+    stale = embed_metadata((tiny_run / "model_float32.tflite").read_bytes(), old)
+    (run / "model_float32.tflite").write_bytes(stale)
+    result = cli("bench", run, "--limit", 50, *FAST, "--no-memory", "--no-plots",
+                 "--out", run / "bench")
+    assert_one_line_error(result, 2, "model_float32.tflite", "another model.keras",
+                          f"edgeship convert {run}/model.keras --out {run}")
+    report = json.loads((run / "bench" / "report.json").read_text())
+    assert [m["name"] for m in report["models"]] == ["keras", "int8"]
+    assert [f["name"] for f in report["failed"]] == ["float32"]

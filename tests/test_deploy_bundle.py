@@ -168,3 +168,68 @@ def test_bundle_of_a_model_without_metadata(edge_models, tmp_path):
     (model,) = json.loads((top / "manifest.json").read_text())["models"]
     assert model["sample"] == "samples/synthetic_32x32x3.png"
     assert (top / model["sample"]).is_file()
+
+
+def _run_with_model_json(deploy_run: Path, dest: Path, **changes) -> Path:
+    """deploy_run's models plus the model.json they were converted from, with `changes`."""
+    import shutil
+
+    from edge_runtime.metadata import read_metadata
+
+    dest.mkdir()
+    for model in deploy_run.glob("model_*.tflite"):
+        shutil.copyfile(model, dest / model.name)
+    meta = read_metadata(dest / "model_int8.tflite")
+    meta.pop("quantization")
+    meta.update(changes)
+    (dest / "model.json").write_text(json.dumps(meta))
+    return dest
+
+
+def test_stale_tflite_is_refused(deploy_run, tmp_path):
+    """model.json from a newer training than the .tflite files: one line, exit 2, no bundle."""
+    fresh = _run_with_model_json(deploy_run, tmp_path / "fresh")
+    result = runner.invoke(app, ["deploy", "bundle", str(fresh), "--out", str(tmp_path / "a.tgz")])
+    assert result.exit_code == 0, result.output
+    with tarfile.open(tmp_path / "a.tgz") as tar:
+        assert json.load(tar.extractfile("a/manifest.json"))["model"] == "custom"
+
+    stale = _run_with_model_json(
+        deploy_run, tmp_path / "stale", model="cnn", metrics={"test_accuracy": 0.45}
+    )
+    out = tmp_path / "b.tar.gz"
+    result = runner.invoke(app, ["deploy", "bundle", str(stale), "--out", str(out)])
+    assert result.exit_code == 2
+    line = _one_error_line(result)
+    assert "model_int8.tflite is stale" in line and "another model.keras" in line
+    assert f"edgeship convert {stale}/model.keras --out {stale}" in line
+    assert not out.exists()
+
+
+def test_same_source_compares_the_training_identity():
+    from edge_runtime.metadata import same_source
+
+    run = {"model": "mlp", "training": {"seed": 0}, "metrics": {"test_accuracy": 0.8},
+           "class_names": ["a", "b"], "input": {"shape": [28, 28, 1]},
+           "dataset": {"sha256": "x", "source": "/here"}, "versions": {"python": "3.11"}}
+    tflite = {**run, "quantization": {"mode": "int8"}, "dataset": {"sha256": "x"},
+              "versions": {"python": "3.12"}}
+    assert same_source(run, tflite)
+    for key, value in [("model", "cnn"), ("training", {"seed": 1}), ("class_names", ["a"]),
+                       ("metrics", {"test_accuracy": 0.7}), ("dataset", {"sha256": "y"}),
+                       ("input", {"shape": [32, 32, 3]})]:
+        assert not same_source(run, {**tflite, key: value}), key
+
+
+def test_foreign_tflite_beside_a_model_json_is_not_stale(edge_models, tmp_path):
+    """A .tflite without edgeship metadata cannot be told stale: it bundles."""
+    import shutil
+
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copyfile(edge_models["cnn_uint8"], run / "model_int8.tflite")
+    (run / "model.json").write_text(json.dumps({"model": "cnn", "input": {"shape": [32, 32, 3]}}))
+    result = runner.invoke(
+        app, ["deploy", "bundle", str(run), "--out", str(tmp_path / "c.tar.gz"), "--models", "int8"]
+    )
+    assert result.exit_code == 0, result.output
