@@ -284,6 +284,11 @@ def build_bundle(
     """Build the device bundle of `run_dir`'s models into the .tar.gz `out`."""
     say = progress or (lambda _msg: None)
     run_dir, out = Path(run_dir), Path(out)
+    if out.is_dir():
+        raise BundleError(
+            f"--out is a folder; name the bundle file to write, e.g. --out "
+            f"{out / 'edgeship-bundle.tar.gz'}. Received: out={out}"
+        )
     modes = parse_modes(models)
     model_entries = _model_entries(run_dir, modes)
     run_meta = _run_metadata(run_dir)

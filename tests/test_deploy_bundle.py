@@ -233,3 +233,12 @@ def test_foreign_tflite_beside_a_model_json_is_not_stale(edge_models, tmp_path):
         app, ["deploy", "bundle", str(run), "--out", str(tmp_path / "c.tar.gz"), "--models", "int8"]
     )
     assert result.exit_code == 0, result.output
+
+
+def test_out_is_a_folder_is_one_line_exit_2(deploy_run, tmp_path):
+    before = sorted(p.name for p in deploy_run.iterdir())
+    result = runner.invoke(app, ["deploy", "bundle", str(deploy_run), "--out", str(deploy_run)])
+    assert result.exit_code == 2
+    line = _one_error_line(result)
+    assert "--out is a folder" in line and f"out={deploy_run}" in line
+    assert sorted(p.name for p in deploy_run.iterdir()) == before, "nothing written"
