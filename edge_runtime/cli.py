@@ -222,7 +222,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with filtered_native_stderr():
             _run(args)
+            sys.stdout.flush()  # a closed pipe shows here, inside the handler below
     except EdgeshipError as err:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code
+    except BrokenPipeError:
+        # The reader went away (`... | head -1`): stop quietly, the standard way
+        # (https://docs.python.org/3/library/signal.html#note-on-sigpipe).
+        _stdout_to_devnull()
+        return 1
     return 0
+
+
+def _stdout_to_devnull() -> None:
+    """Point stdout's file descriptor at /dev/null so the exit-time flush cannot fail again."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # replaced stdout (tests): nothing to do
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)

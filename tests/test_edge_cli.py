@@ -247,3 +247,22 @@ def test_bad_options_raise_edgeship_errors_from_the_library(edge_models):
     assert clf.invert == "yes" and clf.num_threads == 1
     with pytest.raises(EdgeRuntimeError, match="invert must be one of"):
         clf.predict(Image.new("L", (28, 28)), invert="sideways")
+
+
+@pytest.mark.parametrize("command", ["predict", "info", "edgeship-predict"])
+def test_closed_stdout_pipe_exits_quietly(edge_models, pictures, command):
+    """`... | head -1`: the reader is gone before we write; no BrokenPipeError traceback."""
+    model = str(edge_models["mlp_int8"])
+    images = [str(p) for p in pictures] * 50
+    if command == "edgeship-predict":
+        argv = [sys.executable, "-c", "from edgeship.cli import main; main()", "predict",
+                model, *images]
+    elif command == "predict":
+        argv = [sys.executable, "-m", "edge_runtime", "predict", model, *images, "--json"]
+    else:
+        argv = [sys.executable, "-m", "edge_runtime", "info", model, "--json"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
+    proc.stdout.close()  # like `head` exiting before the first line arrives
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 1
+    assert stderr == ""
