@@ -31,6 +31,7 @@ import edge_runtime
 from deploy.errors import BundleError
 from deploy.requirements import DEVICE_MACHINE, DEVICE_PYTHON, PINS, requirements_text
 from edge_runtime.files import atomic_path
+from edge_runtime.native_log import filtered_native_stderr
 
 BUNDLE_FORMAT = "edgeship-bundle"
 BUNDLE_SCHEMA_VERSION = 1
@@ -299,10 +300,11 @@ def build_bundle(
 
     say("making sample images and the desktop's answers")
     samples: dict[str, dict[str, bytes]] = {}  # sample name -> {model entry: png}
-    for entry in model_entries:
-        name, png = _sample_for(entry.source)
-        samples.setdefault(name, {})[entry.name] = png
-    expected = _expected_answers(model_entries, samples)
+    with filtered_native_stderr():  # the interpreter's "Created ... XNNPACK delegate" line
+        for entry in model_entries:
+            name, png = _sample_for(entry.source)
+            samples.setdefault(name, {})[entry.name] = png
+        expected = _expected_answers(model_entries, samples)
     for name, by_model in sorted(samples.items()):
         entries.append(_Entry(name, data=next(iter(by_model.values()))))
 

@@ -242,3 +242,17 @@ def test_out_is_a_folder_is_one_line_exit_2(deploy_run, tmp_path):
     line = _one_error_line(result)
     assert "--out is a folder" in line and f"out={deploy_run}" in line
     assert sorted(p.name for p in deploy_run.iterdir()) == before, "nothing written"
+
+
+def test_bundle_stderr_is_only_the_progress_lines(deploy_run, tmp_path):
+    """The interpreter's native `INFO: Created ... XNNPACK delegate` line stays off stderr."""
+    out = tmp_path / "q.tar.gz"
+    proc = subprocess.run(
+        [sys.executable, "-c", "from edgeship.cli import main; main()", "deploy", "bundle",
+         str(deploy_run), "--out", str(out)],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert out.is_file() and "XNNPACK" not in proc.stderr, proc.stderr
+    assert all(ln.startswith("bundle: ") for ln in proc.stderr.splitlines()), proc.stderr
