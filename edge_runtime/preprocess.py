@@ -16,6 +16,8 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +51,19 @@ def _check_size(size: tuple[int, int], max_pixels: int, source: str) -> None:
         )
 
 
+# `warnings.catch_warnings` swaps the process-wide filter list: one opener at a time, or two
+# threads could restore each other's lists. Opening reads only the header, so this is brief.
+_OPEN_LOCK = threading.Lock()
+
+
+def _open_quietly(fp: io.BytesIO | Path) -> Image.Image:
+    """`Image.open` without Pillow's DecompressionBombWarning (past ~89 MP): our own, lower
+    `max_pixels` check on the header's size follows it and raises ImageError instead."""
+    with _OPEN_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return Image.open(fp)
+
+
 def load_image(
     source: str | os.PathLike | bytes, *, max_pixels: int = MAX_PIXELS
 ) -> Image.Image:
@@ -67,23 +82,30 @@ def load_image(
             raise ImageError(f"The image file is empty (0 bytes). Received: {label}")
         fp = path
     try:
-        img = Image.open(fp)
+        img = _open_quietly(fp)
     except UnidentifiedImageError:
         raise ImageError(
             "The file is not an image Pillow can read (PNG, JPEG, BMP, ...). "
             f"Pass an image file. Received: {label}"
         ) from None
-    except Image.DecompressionBombError as err:
-        raise ImageError(f"The image is too large ({err}). Received: {label}") from None
+    except Image.DecompressionBombError as err:  # past 2x Pillow's limit: size unknown here
+        raise ImageError(
+            f"The image is too large ({str(err).rstrip('.')}; our limit is {max_pixels} "
+            f"pixels): possibly a decompression bomb. Downscale it first. Received: {label}"
+        ) from None
     except OSError as err:
         raise ImageError(f"Cannot open the image ({err}). Received: {label}") from None
-    _check_size(img.size, max_pixels, label)
     try:
-        img.load()
-    except (OSError, SyntaxError, ValueError) as err:
-        raise ImageError(
-            f"The image is truncated or corrupt ({err}). Re-copy it. Received: {label}"
-        ) from None
+        _check_size(img.size, max_pixels, label)  # from the header, before any decoding
+        try:
+            img.load()
+        except (OSError, SyntaxError, ValueError) as err:
+            raise ImageError(
+                f"The image is truncated or corrupt ({err}). Re-copy it. Received: {label}"
+            ) from None
+    except ImageError:
+        img.close()  # no file left open behind the error
+        raise
     return img
 
 

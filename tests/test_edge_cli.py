@@ -266,3 +266,41 @@ def test_closed_stdout_pipe_exits_quietly(edge_models, pictures, command):
     stderr = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 1
     assert stderr == ""
+
+
+@pytest.mark.parametrize(
+    "size, pillow_says", [((10_000, 10_000), None), ((100_000, 100_000), "178956970")]
+)
+def test_huge_image_one_error_line_no_pillow_warning(edge_models, tmp_path, size, pillow_says):
+    """100 MP is past Pillow's warning (~89 MP) and our 40 MP limit; 10 GP past its error.
+    Both: one `error:` line, no DecompressionBombWarning, nothing decoded (header-only PNGs)."""
+    image = tmp_path / "huge.png"
+    _huge_png(image, *size)
+    proc = _run(["predict", edge_models["mlp_int8"], image])
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert "DecompressionBombWarning" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: The image is too large") and "40000000" in lines[0]
+    assert f"{size[0]}x{size[1]}" in lines[0] if pillow_says is None else pillow_says in lines[0]
+
+
+def test_load_image_rejects_a_bomb_from_its_header_without_warning(tmp_path):
+    import warnings
+
+    from edge_runtime.errors import ImageError
+    from edge_runtime.preprocess import load_image
+
+    image = tmp_path / "huge.png"
+    _huge_png(image, 10_000, 10_000)
+    filters = list(warnings.filters)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning (bomb, unclosed file) fails the test
+        with pytest.raises(ImageError, match="too large"):
+            load_image(image)
+        with pytest.raises(ImageError, match="too large"):
+            load_image(image.read_bytes())
+        small = tmp_path / "small.png"
+        Image.new("L", (30, 20)).save(small)
+        assert load_image(small).size == (30, 20)
+    assert warnings.filters == filters
