@@ -19,6 +19,7 @@ from benchmarks.options import (
     parse_number,
     parse_only,
 )
+from edge_runtime.files import check_output_dir
 
 # Numbers arrive as text and are parsed here so a bad one is one line and exit 2 (no usage box).
 _N = {"metavar": "N"}
@@ -94,6 +95,9 @@ def bench_command(
         plots=not no_plots,
     )
     console = Console(stderr=True)
+    if run.is_dir() and not (out is not None and out.exists() and not out.is_dir()):
+        # A read-only or full report folder fails now, not after the measurements.
+        check_output_dir(out or run / "bench", keep=False)
     report = bench_with_progress(run, out or run / "bench", options, console)
     print_summary(report, console, out or run / "bench")
     from benchmarks.run import raise_for_outcome

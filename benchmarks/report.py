@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_runtime.files import atomic_write_text
+from edge_runtime.files import atomic_write_text, make_output_dir
 
 CSV_FIELDS = (
     "name", "format", "quantization", "size_bytes", "accuracy", "agreement", "prob_diff_mean",
@@ -238,7 +238,7 @@ def write_reports(
     report: dict[str, Any], out: Path, x: np.ndarray, y: np.ndarray, plots: bool = True
 ) -> dict[str, Any]:
     """Write plots, `report.csv`, `report.md`, then `report.json` (last) into `out`."""
-    out.mkdir(parents=True, exist_ok=True)
+    make_output_dir(out)
     written: list[str] = []
     if plots:
         from benchmarks.plots import write_plots

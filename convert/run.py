@@ -31,7 +31,7 @@ from convert.loading import (
 )
 from convert.modes import CALIBRATED_MODES, FALLBACKS, MODES, parse_modes
 from edge_runtime.errors import EdgeshipError
-from edge_runtime.files import atomic_path
+from edge_runtime.files import atomic_path, check_output_dir
 from train.quiet import captured_stderr
 from train.training import read_run_metadata
 
@@ -469,7 +469,7 @@ def convert_model(
         if inputs.verify_y is not None
         else None
     )
-    out.mkdir(parents=True, exist_ok=True)
+    check_output_dir(out)  # a read-only or full --out fails before the conversions
     results: list[ModeResult] = []
     with saved_model(model, signature.input_shape) as export_dir:
         float32_size: int | None = None

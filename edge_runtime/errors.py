@@ -32,3 +32,16 @@ class InputShapeError(EdgeRuntimeError):
 
 class BackendError(EdgeRuntimeError):
     """No usable TFLite interpreter backend, or the requested one cannot run."""
+
+
+class OutputError(EdgeshipError):
+    """An output file or folder that cannot be written (read-only, disk full, not a folder).
+
+    `path` is the place and `reason` the system's words (`No space left on device`), so a
+    caller can word the error for its own option (`--results`, not `--out`).
+    """
+
+    def __init__(self, message: str, *, path: str = "", reason: str = "") -> None:
+        super().__init__(message)
+        self.path = path
+        self.reason = reason

@@ -13,7 +13,7 @@ from rich.progress import Progress
 
 from train.datasets import FASHION_MNIST, load_dataset
 from train.models import MODELS
-from train.training import TrainConfig, subsample, train
+from train.training import TrainConfig, prepare_out_dir, subsample, train
 
 _MODEL_HELP = f"Architecture: {' or '.join(MODELS)} (mlp is the tutorial's network)."
 
@@ -58,6 +58,7 @@ def run_training(
     """Train with a progress display (`progress`, else a new one) and print a summary line."""
     from train.progress import make_progress, rich_training_callback
 
+    prepare_out_dir(out)  # a read-only or full --out fails now, not after the training
     with console.status("Loading dataset..."):
         data = load_dataset(config.dataset, config.data_dir)
     n_train = len(subsample(data.x_train, data.y_train, config.limit, config.seed)[0])

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_runtime.files import atomic_path
+from edge_runtime.files import atomic_path, check_output_dir
 from train.datasets import FASHION_MNIST, Dataset, load_dataset
 from train.errors import TrainError
 from train.models import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, MODELS, build_model
@@ -133,6 +133,14 @@ def build_metadata(
     }
 
 
+def prepare_out_dir(out_dir: str | os.PathLike) -> Path:
+    """Check `--out` before any work: a folder (created if missing) that takes a file."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise TrainError(f"--out must be a directory. Received: out={out}")
+    return check_output_dir(out)
+
+
 def train(
     config: TrainConfig,
     out_dir: str | os.PathLike,
@@ -148,9 +156,7 @@ def train(
     keras = import_keras()
     import tensorflow as tf
 
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise TrainError(f"--out must be a directory. Received: out={out}")
+    out = prepare_out_dir(out_dir)  # before the data and the training, not after
     data = data if data is not None else load_dataset(config.dataset, config.data_dir)
     x_train, y_train = subsample(data.x_train, data.y_train, config.limit, config.seed)
 
