@@ -1,13 +1,15 @@
-"""Push a bundle to devices over SSH: upload, verify, install, smoke-test, switch, bench.
+"""Push a bundle to devices over SSH: upload, verify, install, smoke-test, bench, switch.
 
 On the device, under the remote dir (default `edgeship`, relative to the login's home):
 
     releases/<id>/        one folder per push (the unpacked bundle); `venv` links to venvs/
     venvs/<hash>/         one venv per requirements.txt: an unchanged one is reused
     current -> releases/<id>    switched atomically (`ln -s` + `mv -T`) only after the
-                                install and the smoke test passed
+                                install, the smoke test and (with --bench) the bench passed
 
-A failure at any step removes the new release folder and leaves `current` as it was.
+A failure at any step removes the new release folder and leaves `current` as it was. The bench
+runs in the new release before the switch, so a failed bench is a failed deploy, never a
+"failed" report about a release that is already current.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from deploy.errors import (
     TransferError,
 )
 from deploy.ssh import SshOptions, SshSession, SshTarget, remote_path
+from edge_runtime.errors import OutputError
 from edge_runtime.files import atomic_write_text
 
 DEFAULT_REMOTE_DIR = "edgeship"
@@ -42,8 +45,8 @@ DEFAULT_RESULTS_NAME = "device-bench.json"
 INSTALL_TIMEOUT = 1800.0  # a Pi 3 installing NumPy from the index can take minutes
 STEP_TIMEOUT = 600.0
 
-# progress(target, step, detail): step in connect, upload, verify, install, smoke, switch,
-# bench, done, failed.
+# progress(target, step, detail): step in connect, upload, verify, install, smoke, bench,
+# switch, done, failed.
 ProgressCallback = Callable[[str, str, str], None]
 
 
@@ -243,6 +246,7 @@ class _Deployer:
                 self.reused_venv = "reusing venv" in out
                 self._say("install", "venv reused" if self.reused_venv else "venv installed")
                 self._smoke(sess)
+                bench_path = self._bench(sess, results) if bench else None
                 self._say("switch", f"current -> releases/{self.release}")
                 self._step(
                     sess,
@@ -256,7 +260,6 @@ class _Deployer:
                 self._cleanup(sess)
                 raise
             self._prune(sess)
-            bench_path = self._bench(sess, results) if bench else None
         return bench_path, bool(self.reused_venv)
 
     def _smoke(self, sess: SshSession) -> None:
@@ -300,7 +303,8 @@ class _Deployer:
                 sess,
                 "bench",
                 (
-                    f"cd {self.dir}/current && venv/bin/python -m edge_runtime bench "
+                    f"cd {self.dir}/releases/{shlex.quote(self.release)} && "
+                    f"venv/bin/python -m edge_runtime bench "
                     f"{shlex.quote(model['file'])} --json"
                 ),
             )
@@ -319,7 +323,13 @@ class _Deployer:
             "bundle_sha256": self.bundle.sha256,
             "models": runs,
         }
-        atomic_write_text(results, json.dumps(data, indent=2) + "\n")
+        try:
+            atomic_write_text(results, json.dumps(data, indent=2) + "\n")
+        except OutputError as err:
+            raise DeployError(
+                f"{self.target}: cannot write the bench results ({err.reason}); pass a "
+                f"writable --results file; `current` was not switched. Received: path={results}"
+            ) from None
         return results
 
 

@@ -437,3 +437,22 @@ def test_install_sh_by_hand_reuses_its_venv(deploy_bundle, wheel_env, tmp_path):
         ["python3", "verify.py"], cwd=top, env=env, capture_output=True, text=True
     )
     assert check.returncode == 0, check.stderr
+
+
+def test_failed_bench_is_a_failed_deploy_before_the_switch(
+    first_push, deploy_bundle, sshd, remote, tmp_path
+):
+    """--bench runs in the new release before `current` moves: a failure leaves it as it was."""
+    assert first_push.exit_code == 0, first_push.output
+    current, releases = _current(remote), _releases(remote)
+    results = tmp_path / "results-is-a-folder"
+    results.mkdir()
+    result = push(deploy_bundle, sshd, remote, "--bench", "--results", str(results))
+    assert result.exit_code == 2
+    line = _one_error_line(result)
+    assert "cannot write the bench results" in line and f"path={results}" in line
+    assert "`current` was not switched" in line
+    assert not [ln for ln in result.stdout.splitlines() if ln.startswith("ok ")]
+    stderr = result.stderr
+    assert stderr.index(" bench ") < stderr.index("error:") and " switch " not in stderr
+    _assert_untouched(remote, current, releases)
