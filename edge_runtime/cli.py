@@ -12,7 +12,7 @@ import os
 import platform
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from edge_runtime.errors import EdgeshipError
 from edge_runtime.native_log import filtered_native_stderr
@@ -130,9 +130,18 @@ def _info_text(info: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+class _OneLineErrorParser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line on stderr and exit 2, like the
+    `edgeship` command's: `error: <message>. See '<prog> --help'.` (`--help` is unchanged).
+    Subcommand parsers are of this class too (argparse makes them with the parent's)."""
+
+    def error(self, message: str) -> NoReturn:  # noqa: D102 - argparse API
+        self.exit(2, f"error: {message.rstrip('.')}. See '{self.prog} --help'.\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of `python -m edge_runtime`."""
-    parser = argparse.ArgumentParser(
+    parser = _OneLineErrorParser(
         prog="python -m edge_runtime",
         description="Run a .tflite image classifier without TensorFlow.",
     )

@@ -304,3 +304,33 @@ def test_load_image_rejects_a_bomb_from_its_header_without_warning(tmp_path):
         Image.new("L", (30, 20)).save(small)
         assert load_image(small).size == (30, 20)
     assert warnings.filters == filters
+
+
+@pytest.mark.parametrize(
+    "args, command, message",
+    [
+        (["bench", "{model}", "--runs", "abc"], "bench", "argument --runs: invalid int value"),
+        (["predict", "{model}"], "predict", "the following arguments are required: images"),
+        (
+            ["predict", "{model}", "x.png", "--invert", "maybe"],
+            "predict",
+            "argument --invert: invalid choice",
+        ),
+        ([], "", "the following arguments are required: command"),
+    ],
+)
+def test_usage_errors_one_line_exit_2(edge_models, args, command, message):
+    proc = _run([a.format(model=edge_models["mlp_int8"]) for a in args])
+    assert proc.returncode == 2 and proc.stdout == ""
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, proc.stderr
+    prog = " ".join(["python -m edge_runtime", command]).strip()
+    assert lines[0].startswith(f"error: {message}")
+    assert lines[0].endswith(f". See '{prog} --help'.")
+
+
+def test_help_still_prints_full_usage():
+    proc = _run(["predict", "--help"])
+    assert proc.returncode == 0 and proc.stderr == ""
+    assert proc.stdout.startswith("usage: python -m edge_runtime predict")
+    assert "--invert" in proc.stdout and "--top-k" in proc.stdout
