@@ -212,6 +212,16 @@ def _open_image(path: Path) -> Image.Image:
         raise DatasetError(f"Cannot use an image of the dataset: {err}") from None
 
 
+def _peek_image(path: Path) -> tuple[tuple[int, int], str]:
+    """Size and mode of an image from its header, without decoding the pixels."""
+    try:
+        with Image.open(path) as image:
+            return image.size, image.mode
+    except Exception:  # noqa: BLE001 - let the full loader word the error
+        _open_image(path)
+        raise
+
+
 def _fit_size(size: tuple[int, int], max_side: int) -> tuple[int, int]:
     width, height = size
     factor = min(1.0, max_side / max(width, height))
@@ -239,19 +249,28 @@ def load_image_folder(
             "An image-folder dataset needs at least two class subfolders holding images "
             f"(one subfolder per class). Received: path={root}, classes={sorted(classes)}"
         )
-    images, labels = [], []
+    # Pass 1: sizes and modes from the headers only (Image.open does not decode), so a
+    # folder of large photos never sits decoded in memory all at once.
+    paths, labels, sizes, modes = [], [], [], []
     digest = hashlib.sha256()
     for label, files in enumerate(classes.values()):
         for path in files:
             digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
-            images.append(_open_image(path))
+            size, mode = _peek_image(path)
+            paths.append(path)
             labels.append(label)
-    color_mode = "grayscale" if all(im.mode in _GRAY_MODES for im in images) else "rgb"
-    common = collections.Counter(im.size for im in images).most_common(1)[0][0]
+            sizes.append(size)
+            modes.append(mode)
+    color_mode = "grayscale" if all(mode in _GRAY_MODES for mode in modes) else "rgb"
+    common = collections.Counter(sizes).most_common(1)[0][0]
     size = _fit_size(common, max_side)
-    # The device's own preprocessing (edge_runtime), so training sees what inference will.
+    # Pass 2: decode, preprocess and drop one image at a time. The device's own
+    # preprocessing (edge_runtime), so training sees what inference will.
     shape = (size[1], size[0], 1 if color_mode == "grayscale" else 3)
-    x = np.stack([preprocess_image(im, shape, invert="no") for im in images])
+    x = np.empty((len(paths), *shape), dtype=np.uint8)
+    for i, path in enumerate(paths):
+        with _open_image(path) as image:
+            x[i] = preprocess_image(image, shape, invert="no")
     y = np.asarray(labels, dtype=np.int64)
 
     rng = np.random.default_rng(SPLIT_SEED)
