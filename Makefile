@@ -5,11 +5,11 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 RUN    ?= runs/demo
 MODEL  ?= mlp
-# System packages: the dataset (Debian/Ubuntu), a real sshd and a venv-capable system
-# Python (the "Pi" on loopback) for the deploy tests, and
+# System packages: the dataset (Debian/Ubuntu, only when Fashion-MNIST is on disk nowhere),
+# and for the tests a real sshd and a venv-capable system Python (the "Pi" on loopback),
 # qemu-user and the Debian archive keyring for the emulated Raspberry Pi (arm64) tests.
 DATA_PKG  := dataset-fashion-mnist
-TEST_PKGS := $(DATA_PKG) openssh-server python3-venv qemu-user-static debian-archive-keyring
+TEST_PKGS := openssh-server python3-venv qemu-user-static debian-archive-keyring
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 
 .PHONY: demo test install data system-test-deps lint clean
@@ -17,7 +17,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 3
 demo: install data
 	$(VENV)/bin/edgeship pipeline --model $(MODEL) --out $(RUN)
 
-test: install system-test-deps
+test: install data system-test-deps
 	$(PY) -m pytest -q
 
 install: $(STAMP)
@@ -39,10 +39,18 @@ data: install
 		echo "Fashion-MNIST not on disk: Keras will download it"; \
 	fi
 
-# Installs what is missing of $(TEST_PKGS) (needs root and apt-get; says what to do otherwise).
+# Installs what is missing of $(TEST_PKGS) as root with apt-get. Elsewhere (no root, no
+# dpkg) it says what is missing and goes on: the tests that need it skip, and say why
+# (CI sets EDGESHIP_REQUIRE_ALL=1, which turns every skip into a failure).
 system-test-deps:
-	@missing=""; for p in $(TEST_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	if [ -n "$$missing" ]; then $(MAKE) --no-print-directory apt-install PKGS="$$missing"; fi
+	@if ! command -v dpkg >/dev/null; then echo "No dpkg: the sshd/qemu tests may skip"; exit 0; fi; \
+	missing=""; for p in $(TEST_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		$(MAKE) --no-print-directory apt-install PKGS="$$missing"; \
+	else \
+		echo "Missing:$$missing (sudo apt-get install$$missing); the tests that need them skip"; \
+	fi
 
 apt-install:
 	@if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \

@@ -4,7 +4,6 @@ and bad input giving exit 2 with one line."""
 from __future__ import annotations
 
 import json
-import os
 import struct
 import subprocess
 import sys
@@ -19,31 +18,6 @@ from typer.testing import CliRunner
 from edge_runtime.cli import main as edge_main
 
 REPO = Path(__file__).resolve().parents[1]
-
-_BLOCKER = '''
-import sys
-
-class _NoTensorFlow:
-    """Make `import tensorflow` / `import keras` fail, as on the device."""
-
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("tensorflow", "keras", "tf_keras", "tensorflow_core"):
-            raise ImportError(f"blocked for the test: {name}")
-        return None
-
-sys.meta_path.insert(0, _NoTensorFlow())
-'''
-
-
-@pytest.fixture(scope="module")
-def no_tf_env(tmp_path_factory):
-    """Environment for a subprocess in which importing tensorflow or keras raises."""
-    site = tmp_path_factory.mktemp("no_tf_site")
-    (site / "sitecustomize.py").write_text(_BLOCKER)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(site), str(REPO)])
-    return env
-
 
 @pytest.fixture(scope="module")
 def pictures(tmp_path_factory):
