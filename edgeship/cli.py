@@ -16,12 +16,17 @@ from typer.core import TyperGroup
 
 from edge_runtime.errors import EdgeshipError
 
+# Top-level modules of the `desktop` extra: a command that needs one on a machine with only
+# `edgeship[edge]` gets one line that names the extra, not an ImportError traceback.
+DESKTOP_MODULES = frozenset({"tensorflow", "keras", "matplotlib", "psutil"})
+
 
 class _ErrorHandlingGroup(TyperGroup):
     """A click group that reports errors as one `error: ...` line on stderr and an exit code.
 
     `EdgeshipError` (what the library raises) exits with its `exit_code`; a usage error (a
-    missing option, `--epochs abc`) exits 2, one line too instead of a framed usage box.
+    missing option, `--epochs abc`) exits 2, one line too instead of a framed usage box; a
+    missing module of the `desktop` extra exits 2 with the install command.
     """
 
     def invoke(self, ctx):  # noqa: D102 - click API
@@ -30,6 +35,17 @@ class _ErrorHandlingGroup(TyperGroup):
         except EdgeshipError as err:
             typer.echo(f"error: {err}", err=True)
             raise typer.Exit(err.exit_code) from None
+        except ImportError as err:
+            missing = (err.name or "").split(".")[0]
+            if missing not in DESKTOP_MODULES:
+                raise
+            command = " ".join(filter(None, [ctx.command_path, ctx.invoked_subcommand]))
+            typer.echo(
+                f"error: `{command}` needs {missing}, part of the desktop extra: "
+                f"pip install 'edgeship[desktop]'. Received: {type(err).__name__}: {err}",
+                err=True,
+            )
+            raise typer.Exit(2) from None
 
     def main(self, *args, standalone_mode: bool = True, **kwargs):  # noqa: D102 - click API
         if not standalone_mode:
@@ -74,7 +90,10 @@ def _predict_command(
     top_k: Annotated[int, typer.Option("--top-k", help="Classes to report per image.")] = 3,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per image.")] = False,
     threads: Annotated[int | None, typer.Option(help="Interpreter threads.")] = None,
-    backend: Annotated[str | None, typer.Option(help="ai_edge_litert or tflite_runtime.")] = None,
+    backend: Annotated[
+        str | None,
+        typer.Option(help="ai_edge_litert, tflite_runtime or tensorflow (default: first found)."),
+    ] = None,
     invert: Annotated[str, typer.Option(help="Invert images: auto, yes or no.")] = "auto",
 ) -> None:
     """Classify images with a .tflite model (the same code as `python -m edge_runtime predict`)."""

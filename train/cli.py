@@ -57,8 +57,11 @@ def run_training(
 ) -> dict:
     """Train with a progress display (`progress`, else a new one) and print a summary line."""
     from train.progress import make_progress, rich_training_callback
+    from train.quiet import import_keras
 
     prepare_out_dir(out)  # a read-only or full --out fails now, not after the training
+    with console.status("Loading TensorFlow..."):
+        import_keras()  # a machine without the desktop extra fails here, before any output
     with console.status("Loading dataset..."):
         data = load_dataset(config.dataset, config.data_dir)
     n_train = len(subsample(data.x_train, data.y_train, config.limit, config.seed)[0])

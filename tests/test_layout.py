@@ -1,0 +1,76 @@
+"""The package layout's promises: imports point one way, and a machine with only the `edge`
+extra gets one clear line (not a traceback) from a command that needs the `desktop` extra."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+STAGES = ("train", "convert", "benchmarks", "deploy")
+# What each package may import of the project's own (DESIGN.md: edgeship -> stages -> runtime).
+ALLOWED = {
+    "edge_runtime": {"edge_runtime"},
+    **{stage: {stage, "edge_runtime", *STAGES} for stage in STAGES},
+}
+FORBIDDEN_IN_RUNTIME = {"tensorflow", "keras", "tf_keras"}
+
+
+def _imported_top_levels(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+@pytest.mark.parametrize("package", sorted(ALLOWED))
+def test_imports_point_one_way(package):
+    own = {"edgeship", "edge_runtime", *STAGES}
+    files = sorted((REPO / package).rglob("*.py"))
+    assert files
+    wrong = {}
+    for path in files:
+        imported = _imported_top_levels(path)
+        bad = (imported & own) - ALLOWED[package]
+        if package == "edge_runtime":
+            bad |= imported & FORBIDDEN_IN_RUNTIME
+        if bad:
+            wrong[str(path.relative_to(REPO))] = sorted(bad)
+    assert wrong == {}
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["train", "--limit", "10", "--out", "{tmp}/run"],
+        ["convert", "{tmp}/m.keras", "--out", "{tmp}/run"],
+    ],
+)
+def test_desktop_command_without_tensorflow_is_one_line(no_tf_env, tmp_path, args):
+    if args[0] == "convert":  # a real model file: convert checks it before importing Keras
+        import keras
+
+        model = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Flatten()])
+        model.save(tmp_path / "m.keras")
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgeship", *(a.format(tmp=tmp_path) for a in args)],
+        capture_output=True,
+        text=True,
+        env=no_tf_env,
+        cwd=REPO,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: `") and f"edgeship {args[0]}` needs " in lines[0]
+    assert "pip install 'edgeship[desktop]'" in lines[0] and "blocked for the test" in lines[0]
+    assert not (tmp_path / "run").exists()
