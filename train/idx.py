@@ -69,8 +69,10 @@ def parse_idx(data: bytes, *, source: str = "<bytes>") -> np.ndarray:
 
 
 def read_idx(path: str | os.PathLike, expected_sha256: str | None = None) -> np.ndarray:
-    """Read an IDX file (gzipped or raw), checking the sha256 of the decompressed bytes."""
+    """Read an IDX file (gzipped or raw), checking its format, then the sha256 of the
+    decompressed bytes (so a wrong magic number or a cut-off file is named as such)."""
     data = read_idx_bytes(path)
+    array = parse_idx(data, source=str(path))
     if expected_sha256 is not None:
         digest = hashlib.sha256(data).hexdigest()
         if digest != expected_sha256:
@@ -79,4 +81,4 @@ def read_idx(path: str | os.PathLike, expected_sha256: str | None = None) -> np.
                 f"{expected_sha256}. The file is corrupt or not the official one; reinstall it. "
                 f"Received: path={path}"
             )
-    return parse_idx(data, source=str(path))
+    return array

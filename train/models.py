@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 from train.errors import TrainError
 
-# Default epochs per architecture: the tutorial's 5 for the MLP; the CNN's count is the
-# smallest that clears 0.91 test accuracy on Fashion-MNIST within the 5-minute budget.
-DEFAULT_EPOCHS = {"mlp": 5, "cnn": 10}
+# The training recipe per architecture. The MLP is the tutorial's, unchanged: 5 epochs of
+# adam at its default rate, batch 32. The CNN: 15 epochs of adam with the learning rate
+# decayed from 1e-3 to ~0 along a half cosine, batch 64. With 10 epochs and a constant rate it
+# landed on either side of 0.91 depending on the seed (0.9036-0.9117 for seeds 0-2); the
+# decay and 15 epochs give 0.918-0.920 on every seed tried, in ~2.5 minutes on 2 cores.
+DEFAULT_EPOCHS = {"mlp": 5, "cnn": 15}
 DEFAULT_BATCH_SIZE = {"mlp": 32, "cnn": 64}
+LEARNING_RATE = 1e-3  # adam's default
+LR_SCHEDULES = {"mlp": "constant", "cnn": "cosine"}
 
 
 def build_mlp(input_shape: tuple[int, int, int], num_classes: int):
@@ -28,24 +34,36 @@ def build_mlp(input_shape: tuple[int, int, int], num_classes: int):
 
 
 def build_cnn(input_shape: tuple[int, int, int], num_classes: int):
-    """A small CNN: two conv blocks and a narrow head, ~55k parameters (~60 KiB as int8)."""
+    """A small CNN: two conv blocks (32, 64 filters) and a linear head on the pooled features,
+    ~50k parameters on 28x28 (~55 KiB as int8): every kernel has an int8 implementation."""
     import keras
 
     layers = keras.layers
     return keras.Sequential(
         [
             keras.Input(shape=input_shape, name="image"),
-            layers.Conv2D(16, 3, padding="same", activation="relu"),
-            layers.MaxPooling2D(),
             layers.Conv2D(32, 3, padding="same", activation="relu"),
             layers.MaxPooling2D(),
+            layers.Conv2D(64, 3, padding="same", activation="relu"),
+            layers.MaxPooling2D(),
             layers.Flatten(),
-            layers.Dropout(0.3),
-            layers.Dense(32, activation="relu"),
+            layers.Dropout(0.4),
             layers.Dense(num_classes, activation="softmax"),
         ],
         name="cnn",
     )
+
+
+def learning_rate_callback(name: str, epochs: int):
+    """The Keras callback that applies `name`'s learning-rate schedule, or None (constant)."""
+    if LR_SCHEDULES.get(name, "constant") == "constant":
+        return None
+    import keras
+
+    def cosine(epoch: int, _rate: float) -> float:
+        return LEARNING_RATE * 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
+
+    return keras.callbacks.LearningRateScheduler(cosine)
 
 
 MODELS: dict[str, Callable] = {"mlp": build_mlp, "cnn": build_cnn}

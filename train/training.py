@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import json
 import os
 import platform
@@ -16,7 +17,15 @@ import numpy as np
 from edge_runtime.files import atomic_path, check_output_dir
 from train.datasets import FASHION_MNIST, Dataset, load_dataset
 from train.errors import TrainError
-from train.models import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, MODELS, build_model
+from train.models import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_EPOCHS,
+    LEARNING_RATE,
+    LR_SCHEDULES,
+    MODELS,
+    build_model,
+    learning_rate_callback,
+)
 from train.quiet import import_keras
 
 SCHEMA_VERSION = 1
@@ -81,10 +90,12 @@ def library_versions() -> dict[str, str]:
     import keras
     import tensorflow as tf
 
-    from edgeship import __version__
-
+    try:  # the distribution's version: train must not import the `edgeship` CLI package
+        edgeship_version = importlib.metadata.version("edgeship")
+    except importlib.metadata.PackageNotFoundError:
+        edgeship_version = "unknown (not installed)"
     return {
-        "edgeship": __version__,
+        "edgeship": edgeship_version,
         "python": platform.python_version(),
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
@@ -123,6 +134,9 @@ def build_metadata(
         "training": {
             "epochs": config.resolved_epochs,
             "batch_size": config.resolved_batch_size,
+            "optimizer": "adam",
+            "learning_rate": LEARNING_RATE,
+            "learning_rate_schedule": LR_SCHEDULES[config.model],
             "seed": config.seed,
             "seconds": round(seconds, 3),
             "limit": config.limit,
@@ -134,11 +148,12 @@ def build_metadata(
 
 
 def prepare_out_dir(out_dir: str | os.PathLike) -> Path:
-    """Check `--out` before any work: a folder (created if missing) that takes a file."""
+    """Check `--out` before any work: a folder that takes a file (probed, and left as it was
+    found: a missing folder is created only when the model is written)."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise TrainError(f"--out must be a directory. Received: out={out}")
-    return check_output_dir(out)
+    return check_output_dir(out, keep=False)
 
 
 def train(
@@ -163,6 +178,8 @@ def train(
     keras.utils.set_random_seed(config.seed)
     tf.config.experimental.enable_op_determinism()
     model = build_model(config.model, data.image_shape, len(data.class_names))
+    schedule = learning_rate_callback(config.model, config.resolved_epochs)
+    callbacks = [*callbacks, schedule] if schedule is not None else list(callbacks)
     start = time.perf_counter()
     model.fit(
         x_train.astype(np.float32) * PIXEL_SCALE,
@@ -170,7 +187,7 @@ def train(
         epochs=config.resolved_epochs,
         batch_size=config.resolved_batch_size,
         verbose=0,
-        callbacks=list(callbacks),
+        callbacks=callbacks,
     )
     seconds = time.perf_counter() - start
     loss, accuracy = model.evaluate(
