@@ -95,9 +95,12 @@ def bench_command(
         plots=not no_plots,
     )
     console = Console(stderr=True)
+    from benchmarks.run import find_models
+
     if run.is_dir() and not (out is not None and out.exists() and not out.is_dir()):
         # A read-only or full report folder fails now, not after the measurements.
         check_output_dir(out or run / "bench", keep=False)
+    find_models(run, options)  # no run or no models: one error line before any progress
     report = bench_with_progress(run, out or run / "bench", options, console)
     print_summary(report, console, out or run / "bench")
     from benchmarks.run import raise_for_outcome

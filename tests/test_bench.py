@@ -216,8 +216,10 @@ def test_run_dir_without_models(tmp_path):
     (tmp_path / "notes.txt").write_text("nothing here")
     result = cli("bench", tmp_path, "--out", tmp_path / "bench")
     assert_one_line_error(result, 2, "No models to benchmark", str(tmp_path))
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1  # nothing else
     result = cli("bench", tmp_path / "missing", "--out", tmp_path / "bench")
     assert_one_line_error(result, 2, "does not exist")
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
     assert not (tmp_path / "bench").exists()
 
 
