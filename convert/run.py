@@ -424,6 +424,11 @@ def convert_model(
     """
     mode_list = parse_modes(modes)
     _check_options(calibration_samples, verify_samples, min_agreement)
+    if int8_io and "int8" not in mode_list:
+        raise ConvertError(
+            "--int8-io makes the int8 model's input and output int8; it needs the int8 mode. "
+            f"Add int8 to --quantize. Received: quantize={','.join(mode_list)}"
+        )
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ConvertError(f"--out must be a directory. Received: out={out}")

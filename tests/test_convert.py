@@ -390,6 +390,13 @@ def test_unknown_mode(tmp_path):
     assert_clean_failure(result, out, "Unknown quantization mode int4")
 
 
+def test_int8_io_needs_the_int8_mode(tmp_path):
+    out = tmp_path / "out"
+    result = invoke(tmp_path / "any.keras", "--quantize", "float16", "--int8-io", "--out", out)
+    assert_clean_failure(result, out, "--int8-io makes the int8 model's input and output int8")
+    assert "Received: quantize=float16" in result.stderr
+
+
 @pytest.mark.slow
 def test_truncated_keras(foreign, tmp_path):
     data = (foreign["model_dir"] / "classifier.keras").read_bytes()
