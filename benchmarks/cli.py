@@ -97,12 +97,14 @@ def bench_command(
     console = Console(stderr=True)
     from benchmarks.run import find_models
 
-    if run.is_dir() and not (out is not None and out.exists() and not out.is_dir()):
-        # A read-only or full report folder fails now, not after the measurements.
-        check_output_dir(out or run / "bench", keep=False)
+    out = out or run / "bench"
+    if run.is_dir() and (out.is_dir() or not out.exists()):
+        # A read-only or full report folder fails now, not after the measurements (an --out
+        # that is a file is run_bench's error to report).
+        check_output_dir(out, keep=False)
     find_models(run, options)  # no run or no models: one error line before any progress
-    report = bench_with_progress(run, out or run / "bench", options, console)
-    print_summary(report, console, out or run / "bench")
+    report = bench_with_progress(run, out, options, console)
+    print_summary(report, console, out)
     from benchmarks.run import raise_for_outcome
 
     raise_for_outcome(report)

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.support.procs import REPO
+
 # CI (`.ci/run`) sets this: a test that would skip (no sshd, no qemu-user, no dataset, no
 # tmpfs) fails instead, so a green run means every test ran.
 REQUIRE_ALL = os.environ.get("EDGESHIP_REQUIRE_ALL") == "1"
@@ -22,9 +24,8 @@ def pytest_runtest_makereport(item, call):
         report.outcome = "failed"
         report.longrepr = f"skipped, but EDGESHIP_REQUIRE_ALL=1 requires every test: {reason}"
 
-# --- a machine with only `edgeship[edge]`: importing tensorflow or keras fails -------------
 
-REPO = Path(__file__).resolve().parents[1]
+# --- a machine with only `edgeship[edge]`: importing tensorflow or keras fails -------------
 
 _BLOCKER = '''
 import sys

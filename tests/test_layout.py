@@ -4,13 +4,12 @@ extra gets one clear line (not a traceback) from a command that needs the `deskt
 from __future__ import annotations
 
 import ast
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.support.procs import REPO, one_error_line
+
 STAGES = ("train", "convert", "benchmarks", "deploy")
 # What each package may import of the project's own (DESIGN.md: edgeship -> stages -> runtime).
 ALLOWED = {
@@ -60,17 +59,7 @@ def test_desktop_command_without_tensorflow_is_one_line(no_tf_env, tmp_path, arg
 
         model = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Flatten()])
         model.save(tmp_path / "m.keras")
-    proc = subprocess.run(
-        [sys.executable, "-m", "edgeship", *(a.format(tmp=tmp_path) for a in args)],
-        capture_output=True,
-        text=True,
-        env=no_tf_env,
-        cwd=REPO,
-        timeout=120,
-    )
-    assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith("error: `") and f"edgeship {args[0]}` needs " in lines[0]
-    assert "pip install 'edgeship[desktop]'" in lines[0] and "blocked for the test" in lines[0]
+    line = one_error_line("edgeship", [a.format(tmp=tmp_path) for a in args], env=no_tf_env)
+    assert line.startswith("error: `") and f"edgeship {args[0]}` needs " in line
+    assert "pip install 'edgeship[desktop]'" in line and "blocked for the test" in line
     assert not (tmp_path / "run").exists()

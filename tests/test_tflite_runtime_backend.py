@@ -70,10 +70,10 @@ def test_tflite_runtime_with_numpy_2_is_one_clear_line(tflite_env, edge_models, 
     """tflite-runtime 2.14 beside NumPy 2 (this venv's): the error names the fix, not a
     SystemError from the interpreter. The env's own package is linked in, numpy stays 2.x."""
     import os
-    import subprocess
-    import sys
 
     import numpy as np
+
+    from tests.support.procs import one_error_line
 
     assert int(np.__version__.split(".")[0]) >= 2
     site = next((tflite_env.root / "venv" / "lib").glob("python3*/site-packages"))
@@ -82,25 +82,12 @@ def test_tflite_runtime_with_numpy_2_is_one_clear_line(tflite_env, edge_models, 
     for entry in ("tflite_runtime", "tflite_runtime-2.14.0.dist-info"):
         (mixed / entry).symlink_to(site / entry)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(mixed), str(REPO)]))
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "edge_runtime",
-            "info",
-            str(edge_models["mlp_int8"]),
-            "--backend",
-            "tflite_runtime",
-        ],
-        capture_output=True,
-        text=True,
+    line = one_error_line(
+        "edge_runtime",
+        ["info", edge_models["mlp_int8"], "--backend", "tflite_runtime"],
         env=env,
         cwd=tmp_path,
-        timeout=120,
     )
-    assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    assert "tflite-runtime 2.14.0 is built against NumPy 1.x" in lines[0]
-    assert "pip install 'numpy<2'" in lines[0] and f"numpy={np.__version__}" in lines[0]
-    assert "SystemError" not in proc.stderr and "Traceback" not in proc.stderr
+    assert "tflite-runtime 2.14.0 is built against NumPy 1.x" in line
+    assert "pip install 'numpy<2'" in line and f"numpy={np.__version__}" in line
+    assert "SystemError" not in line

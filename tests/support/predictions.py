@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.procs import REPO
+
 RAW_INVOKE = Path(__file__).with_name("raw_invoke.py")
 
 
