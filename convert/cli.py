@@ -12,6 +12,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from convert.calibration import DEFAULT_CALIBRATION_SAMPLES
+from convert.fallback import DEFAULT_MAX_FLOAT_LAYERS
 from convert.modes import MODES
 from convert.run import DEFAULT_VERIFY_SAMPLES, ConvertReport
 
@@ -49,7 +50,7 @@ def report_table(report: ConvertReport) -> Table:
             table.add_row(*row, "-", "-")
             continue
         row = [
-            r.mode,
+            r.label,
             _size(r.size_bytes),
             _pct(r.size_vs_float32, 1),
             _pct(r.agreement),
@@ -59,6 +60,39 @@ def report_table(report: ConvertReport) -> Table:
         row += [f"{r.convert_seconds:.2f}", f"{r.verify_seconds:.2f}"]
         table.add_row(*row)
     return table
+
+
+def summary_lines(report: ConvertReport, top: int = 3) -> list[str]:
+    """What the layer reports and the fallback found, a few lines per mode."""
+    lines = []
+    for lr in report.layer_reports:
+        rows = ", ".join(
+            f"{r.layer} ({r.op}"
+            + (f", agree if float {r.agreement_if_float:.2%}" if r.agreement_if_float else "")
+            + (f", RMSE/scale {r.rmse_over_scale:.2f}" if r.rmse_over_scale else "")
+            + f", cosine {r.cosine:.3f})"
+            for r in lr.rows[:top]
+        )
+        where = lr.files[1] if len(lr.files) > 1 else "-"
+        lines.append(f"{lr.mode} layers, worst first: {rows or 'none'}. Table: {where}")
+    for r in report.results:
+        if not r.ok or not r.fallback:
+            continue
+        fb = r.fallback
+        held = fb.get("held_out")
+        line = (
+            f"{r.mode} --fallback kept in float: {', '.join(r.float_layers)}; agreement "
+            f"{fb['plain']['agreement']:.2%} -> {fb['search']['agreement']:.2%} on "
+            f"{fb['search']['samples']} search samples"
+        )
+        if held:
+            line += f", {held['agreement']:.2%} on {held['samples']} held-out samples"
+            if held.get("accuracy") is not None:
+                line += f" (accuracy {held['accuracy']:.2%})"
+            if not fb.get("held_out_meets_budget"):
+                line += " [held-out misses the budget]"
+        lines.append(line)
+    return lines
 
 
 def run_convert(
@@ -117,6 +151,32 @@ def convert_command(
         float | None,
         typer.Option(help="Fail (exit 1) a mode whose top-1 agreement with Keras is below this."),
     ] = None,
+    max_accuracy_drop: Annotated[
+        float | None,
+        typer.Option(
+            help="Fail (exit 1) a mode whose accuracy is more than this below Keras's "
+            "(a fraction: 0.01 = one point; needs labels: an edgeship run)."
+        ),
+    ] = None,
+    layer_report: Annotated[
+        bool,
+        typer.Option(
+            "--layer-report",
+            help="int8/int16x8: write OUT/quantization/<mode>_layers.{csv,md,png}, each "
+            "layer's error against float, worst first.",
+        ),
+    ] = False,
+    fallback: Annotated[
+        bool,
+        typer.Option(
+            "--fallback",
+            help="int8 missing the budget (--min-agreement/--max-accuracy-drop): keep its "
+            "costliest layers in float until the budget holds.",
+        ),
+    ] = False,
+    fallback_max_layers: Annotated[
+        int, typer.Option(help="--fallback: at most this many Keras layers in float.")
+    ] = DEFAULT_MAX_FLOAT_LAYERS,
     verify_samples: Annotated[
         int, typer.Option(help="Held-out samples to check each mode against Keras.")
     ] = DEFAULT_VERIFY_SAMPLES,
@@ -132,6 +192,13 @@ def convert_command(
         int8_io=int8_io,
         min_agreement=min_agreement,
         verify_samples=verify_samples,
+        max_accuracy_drop=max_accuracy_drop,
+        layer_report=layer_report,
+        fallback=fallback,
+        fallback_max_layers=fallback_max_layers,
     )
-    Console().print(report_table(report))
+    console = Console()
+    console.print(report_table(report))
+    for line in summary_lines(report):
+        console.print(line, highlight=False, markup=False)
     report.raise_for_failures()

@@ -67,17 +67,13 @@ def saved_model(model, input_shape: tuple[int, int, int]) -> Iterator[str]:
         yield export_dir
 
 
-def to_tflite(
+def make_converter(
     export_dir: str,
     mode: str,
     calibration: np.ndarray | None = None,
     int8_io: bool = False,
-) -> bytes:
-    """Convert an exported SavedModel (see `saved_model`) to a `.tflite` flatbuffer in `mode`.
-
-    `calibration` (float32, the model's input space) is required by int8 and int16x8.
-    `int8_io` makes an int8 model's input and output tensors int8 too.
-    """
+):
+    """A `TFLiteConverter` over an exported SavedModel, set up for `mode` (not yet run)."""
     import tensorflow as tf
 
     if mode not in MODES:
@@ -107,7 +103,21 @@ def to_tflite(
         converter.target_spec.supported_ops = [
             tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
         ]
+    return converter
 
+
+def to_tflite(
+    export_dir: str,
+    mode: str,
+    calibration: np.ndarray | None = None,
+    int8_io: bool = False,
+) -> bytes:
+    """Convert an exported SavedModel (see `saved_model`) to a `.tflite` flatbuffer in `mode`.
+
+    `calibration` (float32, the model's input space) is required by int8 and int16x8.
+    `int8_io` makes an int8 model's input and output tensors int8 too.
+    """
+    converter = make_converter(export_dir, mode, calibration, int8_io)
     log: list[str] = []
     try:
         with warnings.catch_warnings(), captured_stderr() as log:

@@ -23,6 +23,8 @@ from convert.calibration import (
     seeded_subset,
 )
 from convert.errors import ConvertError, ModeFailedError
+from convert.fallback import DEFAULT_MAX_FLOAT_LAYERS, RANKING_SAMPLES, Budget
+from convert.layers import LayerReport
 from convert.loading import (
     ModelSignature,
     check_model_file,
@@ -31,7 +33,7 @@ from convert.loading import (
 )
 from convert.modes import CALIBRATED_MODES, FALLBACKS, MODES, parse_modes
 from edge_runtime.errors import EdgeshipError
-from edge_runtime.files import atomic_path, check_output_dir
+from edge_runtime.files import atomic_path, atomic_write_text, check_output_dir
 from train.quiet import captured_stderr
 from train.training import read_run_metadata
 
@@ -65,6 +67,11 @@ class ModeResult:
     verify_seconds: float | None = None
     error: str | None = None
     hint: str | None = None
+    # The layers `--fallback` kept in float (empty: the plain model), and how it got there.
+    float_layers: tuple[str, ...] = ()
+    fallback: dict[str, Any] | None = None
+    # True when the model converted and ran but missed the budget (what --fallback can fix).
+    missed_budget: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -78,6 +85,14 @@ class ModeResult:
     def ok(self) -> bool:
         """True if the mode's file was written."""
         return self.error is None
+
+    @property
+    def label(self) -> str:
+        """The mode as the table shows it: 'int8', or 'int8, 1 layer float'."""
+        n = len(self.float_layers)
+        if not n:
+            return self.mode
+        return f"{self.mode}, {n} layer{'s' if n > 1 else ''} float"
 
 
 @dataclass(frozen=True)
@@ -94,6 +109,8 @@ class ConvertReport:
     keras_accuracy: float | None = None
     min_agreement: float | None = None
     notes: tuple[str, ...] = field(default=())
+    max_accuracy_drop: float | None = None
+    layer_reports: tuple[LayerReport, ...] = field(default=())
 
     def __post_init__(self) -> None:
         if not self.results:
@@ -123,6 +140,10 @@ class ConvertReport:
             "verify": {"samples": self.verify_samples, "source": self.verify_source},
             "calibration": {"samples": self.calibration_samples, "source": self.calibration_source},
             "min_agreement": self.min_agreement,
+            "max_accuracy_drop": self.max_accuracy_drop,
+            "layer_reports": {
+                lr.mode: [str(p) for p in lr.files] for lr in self.layer_reports
+            },
             "modes": [
                 {
                     "mode": r.mode,
@@ -136,6 +157,8 @@ class ConvertReport:
                     "verify_seconds": r.verify_seconds,
                     "error": r.error,
                     "hint": r.hint,
+                    "float_layers": list(r.float_layers),
+                    "fallback": r.fallback,
                 }
                 for r in self.results
             ],
@@ -163,9 +186,9 @@ class _Inputs:
 class _Rejected(Exception):
     """A converted mode that runs but fails its check; carries the reason and hint."""
 
-    def __init__(self, reason: str, hint: str) -> None:
+    def __init__(self, reason: str, hint: str, missed_budget: bool = False) -> None:
         super().__init__(reason)
-        self.reason, self.hint = reason, hint
+        self.reason, self.hint, self.missed_budget = reason, hint, missed_budget
 
 
 def as_probabilities(scores: np.ndarray) -> np.ndarray:
@@ -313,9 +336,11 @@ def _convert_one(
     inputs: _Inputs,
     keras_probs: np.ndarray,
     int8_io: bool,
-    min_agreement: float | None,
+    budget: Budget,
     float32_size: int | None,
     progress: ProgressCallback | None,
+    model_bytes: bytes | None = None,
+    fallback: dict[str, Any] | None = None,
 ) -> ModeResult:
     from convert.converter import ModeConversionError, to_tflite
     from edge_runtime.classifier import EdgeClassifier
@@ -325,8 +350,9 @@ def _convert_one(
     mode_int8_io = bool(int8_io and mode == "int8")
     start = time.perf_counter()
     try:
-        calib = inputs.model_input(inputs.calibration.x) if calibrated else None
-        model_bytes = to_tflite(export_dir, mode, calib, int8_io=mode_int8_io)
+        if model_bytes is None:
+            calib = inputs.model_input(inputs.calibration.x) if calibrated else None
+            model_bytes = to_tflite(export_dir, mode, calib, int8_io=mode_int8_io)
     except ModeConversionError as err:
         return ModeResult(mode, error=f"the TFLite converter failed: {err}", hint=FALLBACKS[mode])
     convert_seconds = time.perf_counter() - start
@@ -338,6 +364,9 @@ def _convert_one(
         "calibration_source": inputs.calibration.source if calibrated else None,
         "int8_io": mode_int8_io,
     }
+    if fallback is not None:
+        meta["quantization"]["float_layers"] = list(fallback["float_layers"])
+        meta["quantization"]["fallback"] = fallback
     if progress:
         progress(mode, "verify", None)
     start = time.perf_counter()
@@ -377,18 +406,36 @@ def _convert_one(
                 "accuracy": round(accuracy, 6) if accuracy is not None else None,
             }
             final = embed_metadata(model_bytes, meta)
-            if min_agreement is not None and agreement < min_agreement:
-                raise _Rejected(
+            keras_accuracy = (
+                float(np.mean(keras_probs.argmax(1) == inputs.verify_y))
+                if inputs.verify_y is not None
+                else None
+            )
+            drop = None if accuracy is None else keras_accuracy - accuracy
+            missed = (budget.min_agreement is not None and agreement < budget.min_agreement) or (
+                budget.max_accuracy_drop is not None
+                and drop is not None
+                and drop > budget.max_accuracy_drop + 1e-12
+            )
+            if missed and fallback is None:  # a fallback model met the budget on its search data
+                what = (
                     f"top-1 agreement with Keras {agreement:.2%} is below --min-agreement "
-                    f"{min_agreement:.2%}",
+                    f"{budget.min_agreement:.2%}"
+                    if budget.min_agreement is not None and agreement < budget.min_agreement
+                    else f"accuracy {accuracy:.2%} is {drop:.2%} below Keras's, more than "
+                    f"--max-accuracy-drop {budget.max_accuracy_drop:.2%}"
+                )
+                raise _Rejected(
+                    what,
                     "Try more or more representative calibration data (--calibration-samples, "
                     "--calibration-data) or a gentler mode (int16x8, dynamic, float16)."
                     if calibrated
                     else "Try a gentler mode (float16 or float32).",
+                    missed_budget=True,
                 )
             tmp.write_bytes(final)
     except _Rejected as err:
-        return ModeResult(mode, error=err.reason, hint=err.hint)
+        return ModeResult(mode, error=err.reason, hint=err.hint, missed_budget=err.missed_budget)
     verify_seconds = time.perf_counter() - start
     return ModeResult(
         mode,
@@ -400,7 +447,236 @@ def _convert_one(
         accuracy=accuracy,
         convert_seconds=convert_seconds,
         verify_seconds=verify_seconds,
+        float_layers=tuple(fallback["float_layers"]) if fallback else (),
+        fallback=fallback,
     )
+
+
+def _check_fallback_options(
+    fallback: bool,
+    budget: Budget,
+    modes: tuple[str, ...],
+    int8_io: bool,
+    max_float_layers: int,
+) -> None:
+    if not fallback:
+        return
+    if not budget.given:
+        raise ConvertError(
+            "--fallback keeps layers in float until a budget holds; give one: "
+            "--min-agreement X (e.g. 0.98) or --max-accuracy-drop X (e.g. 0.01). "
+            "Received: no budget"
+        )
+    if "int8" not in modes:
+        raise ConvertError(
+            "--fallback works on the int8 mode; add int8 to --quantize. "
+            f"Received: quantize={','.join(modes)}"
+        )
+    if int8_io:
+        raise ConvertError(
+            "--fallback keeps float input and output (layers in float need them); drop "
+            "--int8-io. Received: --int8-io with --fallback"
+        )
+    if max_float_layers < 1:
+        raise ConvertError(
+            f"--fallback-max-layers must be at least 1. Received: {max_float_layers}"
+        )
+
+
+def _predictor(meta: dict[str, Any]):
+    """(model bytes, pixels) -> probabilities, through `edge_runtime.EdgeClassifier`."""
+    from edge_runtime.backends import load_backend
+    from edge_runtime.classifier import EdgeClassifier
+
+    backend = load_backend()
+
+    def predict(model_bytes: bytes, x: np.ndarray) -> np.ndarray:
+        with captured_stderr():
+            interpreter = backend.make_interpreter(model_bytes)
+            interpreter.allocate_tensors()
+            classifier = EdgeClassifier(
+                interpreter, backend, metadata=meta, size_bytes=len(model_bytes)
+            )
+            return np.asarray(classifier.predict_proba(x), dtype=np.float64)
+
+    return predict
+
+
+@dataclass(frozen=True, eq=False)
+class _Study:
+    """What the layer report and the fallback share for one mode."""
+
+    mode: str
+    layer_names: tuple[str, ...]
+    predict: Any
+    search_n: int
+    stats: tuple[Any, ...] = ()
+    quantizer: Any = None
+    ranking: tuple[Any, ...] | None = None
+    ranking_agreement: float | None = None
+    stats_samples: int = 0
+
+
+def _search_size(n: int) -> int:
+    """Verification samples the fallback search may use; the rest check its result."""
+    return (n + 1) // 2
+
+
+def _study(
+    export_dir: str,
+    mode: str,
+    plain: bytes,
+    float32_bytes: bytes | None,
+    layer_names: list[str],
+    base_meta: dict[str, Any],
+    inputs: _Inputs,
+    keras_probs: np.ndarray,
+    ranked: bool,
+    with_stats: bool,
+) -> _Study:
+    from convert.fallback import candidates, check, rank
+    from convert.layers import STATS_SAMPLES, layer_stats
+    from convert.selective import SelectiveQuantizer
+
+    predict = _predictor(base_meta)
+    search_n = _search_size(len(inputs.verify_x))
+    stats: tuple[Any, ...] = ()
+    if with_stats and float32_bytes is not None:
+        stats = tuple(
+            layer_stats(plain, float32_bytes, layer_names, inputs.model_input(inputs.verify_x))
+        )
+    quantizer = ranking = ranking_agreement = None
+    if ranked:
+        quantizer = SelectiveQuantizer(export_dir, inputs.model_input(inputs.calibration.x))
+        n = min(search_n, RANKING_SAMPLES)
+        x, ref = inputs.verify_x[:n], keras_probs[:n]
+        ranking = tuple(
+            rank(quantizer, candidates(quantizer.calibrated_graph, layer_names), predict, x, ref)
+        )
+        ranking_agreement = check(predict(plain, x), ref, None).agreement
+    return _Study(
+        mode=mode,
+        layer_names=tuple(layer_names),
+        predict=predict,
+        search_n=search_n,
+        stats=stats,
+        quantizer=quantizer,
+        ranking=ranking,
+        ranking_agreement=ranking_agreement,
+        stats_samples=min(len(inputs.verify_x), STATS_SAMPLES) if stats else 0,
+    )
+
+
+def _fallback_one(
+    study: _Study,
+    export_dir: str,
+    path: Path,
+    base_meta: dict[str, Any],
+    inputs: _Inputs,
+    keras_probs: np.ndarray,
+    budget: Budget,
+    max_float_layers: int,
+    float32_size: int | None,
+    progress: ProgressCallback | None,
+) -> ModeResult:
+    from convert.fallback import check, search
+
+    n = study.search_n
+    y = inputs.verify_y
+    result = search(
+        study.quantizer,
+        study.layer_names,
+        study.predict,
+        inputs.verify_x[:n],
+        keras_probs[:n],
+        None if y is None else y[:n],
+        budget,
+        max_float_layers,
+        ranking=study.ranking,
+    )
+    reached = f"agreement {result.after.agreement:.2%}"
+    if result.after.accuracy_drop is not None:
+        reached += f", accuracy drop {result.after.accuracy_drop:.2%}"
+    kept = ", ".join(result.float_layers) or "none"
+    if not result.met:
+        return ModeResult(
+            "int8",
+            error=f"--fallback reached {reached} on {n} search samples with "
+            f"{len(result.float_layers)} layer(s) in float ({kept}), short of "
+            f"{budget.describe()}; it stopped because {result.stopped}",
+            hint="Allow more float layers (--fallback-max-layers), loosen the budget, "
+            "or try int16x8 or float16.",
+        )
+    held_x = inputs.verify_x[n:]
+    held = None
+    if len(held_x):
+        held_y = None if y is None else y[n:]
+        held = check(study.predict(result.model_bytes, held_x), keras_probs[n:], held_y)
+    info = {
+        "float_layers": list(result.float_layers),
+        "float_ops": list(result.float_nodes),
+        "budget": {
+            "min_agreement": budget.min_agreement,
+            "max_accuracy_drop": budget.max_accuracy_drop,
+        },
+        "max_float_layers": max_float_layers,
+        "plain": result.before.to_dict(),
+        "search": result.after.to_dict(),
+        "held_out": held.to_dict() if held is not None else None,
+        "held_out_meets_budget": budget.met(held) if held is not None else None,
+        "steps": [
+            {"layer": s.layer, "agreement": round(s.check.agreement, 6), "kept": s.kept}
+            for s in result.steps
+        ],
+    }
+    return _convert_one(
+        export_dir,
+        "int8",
+        path,
+        base_meta,
+        inputs,
+        keras_probs,
+        False,
+        budget,
+        float32_size,
+        progress,
+        model_bytes=result.model_bytes,
+        fallback=info,
+    )
+
+
+def _write_layer_report(study: _Study, out: Path, kept: tuple[str, ...]) -> LayerReport:
+    """Write `out/quantization/<mode>_layers.{csv,md,png}`; return the report."""
+    from convert.layers import plot_layers, worst_first
+
+    by_layer = {r.candidate.layer: r.check for r in study.ranking or ()}
+    rows = [
+        dataclasses.replace(
+            row,
+            agreement_if_float=by_layer[row.layer].agreement if row.layer in by_layer else None,
+            output_error_if_float=(
+                by_layer[row.layer].output_error if row.layer in by_layer else None
+            ),
+            kept_float=row.layer in kept,
+        )
+        for row in study.stats
+    ]
+    report = LayerReport(
+        mode=study.mode,
+        rows=tuple(worst_first(rows)),
+        samples=study.stats_samples,
+        agreement=study.ranking_agreement,
+        ranking_samples=min(study.search_n, RANKING_SAMPLES) if study.ranking else 0,
+    )
+    folder = out / "quantization"
+    folder.mkdir(parents=True, exist_ok=True)
+    base = folder / f"{study.mode}_layers"
+    files = (base.with_suffix(".csv"), base.with_suffix(".md"), base.with_suffix(".png"))
+    atomic_write_text(files[0], report.to_csv())
+    atomic_write_text(files[1], report.to_markdown())
+    with atomic_path(files[2]) as tmp:
+        plot_layers(report, tmp)
+    return dataclasses.replace(report, files=files)
 
 
 def convert_model(
@@ -414,6 +690,10 @@ def convert_model(
     min_agreement: float | None = None,
     verify_samples: int = DEFAULT_VERIFY_SAMPLES,
     progress: ProgressCallback | None = None,
+    max_accuracy_drop: float | None = None,
+    layer_report: bool = False,
+    fallback: bool = False,
+    fallback_max_layers: int = DEFAULT_MAX_FLOAT_LAYERS,
 ) -> ConvertReport:
     """Convert a `.keras`/`.h5` model to `out_dir/model_<mode>.tflite` for each mode.
 
@@ -421,9 +701,15 @@ def convert_model(
     (through `edge_runtime.EdgeClassifier`). A mode that fails writes nothing (and removes a
     stale file of that mode); the others go on. Check `report.failed` or call
     `report.raise_for_failures()`. Bad input raises `ConvertError` before anything is written.
+
+    `layer_report` writes `out_dir/quantization/<mode>_layers.{csv,md,png}` for int8 and
+    int16x8 (`convert.layers`). `fallback` keeps int8's costliest layers in float until the
+    budget (`min_agreement`, `max_accuracy_drop`) holds (`convert.fallback`).
     """
     mode_list = parse_modes(modes)
     _check_options(calibration_samples, verify_samples, min_agreement)
+    budget = Budget(min_agreement=min_agreement, max_accuracy_drop=max_accuracy_drop)
+    _check_fallback_options(fallback, budget, mode_list, int8_io, fallback_max_layers)
     if int8_io and "int8" not in mode_list:
         raise ConvertError(
             "--int8-io makes the int8 model's input and output int8; it needs the int8 mode. "
@@ -464,6 +750,12 @@ def convert_model(
     else:
         names = inputs.calibration.class_names if inputs.calibration else None
         base_meta = _foreign_metadata(signature, names)
+    if max_accuracy_drop is not None and inputs.verify_y is None:
+        raise ConvertError(
+            "--max-accuracy-drop needs labelled data, and only an edgeship run (model.json) "
+            "has labels for the check. Use --min-agreement instead. Received: path="
+            f"{model_path}"
+        )
 
     from convert.converter import ModeConversionError, saved_model, to_tflite
 
@@ -476,15 +768,24 @@ def convert_model(
     )
     check_output_dir(out)  # a read-only or full --out fails before the conversions
     results: list[ModeResult] = []
+    layer_reports: list[LayerReport] = []
+    layer_names = [layer.name for layer in model.layers]
     with saved_model(model, signature.input_shape) as export_dir:
-        float32_size: int | None = None
-        if "float32" not in mode_list:
+        float32_bytes: bytes | None = None
+        if "float32" not in mode_list or layer_report:
             with contextlib.suppress(ModeConversionError):
-                float32_size = len(to_tflite(export_dir, "float32"))
+                float32_bytes = to_tflite(export_dir, "float32")
+        float32_size = len(float32_bytes) if float32_bytes is not None else None
         for mode in mode_list:
             if progress:
                 progress(mode, "convert", None)
             path = out / tflite_name(mode)
+            deep = mode in CALIBRATED_MODES and (layer_report or (fallback and mode == "int8"))
+            plain: bytes | None = None
+            if deep:
+                with contextlib.suppress(ModeConversionError):  # _convert_one reports it
+                    calib = inputs.model_input(inputs.calibration.x)
+                    plain = to_tflite(export_dir, mode, calib, int8_io=int8_io and mode == "int8")
             result = _convert_one(
                 export_dir,
                 mode,
@@ -493,10 +794,49 @@ def convert_model(
                 inputs,
                 keras_probs,
                 int8_io,
-                min_agreement,
+                budget,
                 float32_size,
                 progress,
+                model_bytes=plain,
             )
+            if plain is not None:
+                study = _study(
+                    export_dir,
+                    mode,
+                    plain,
+                    float32_bytes,
+                    layer_names,
+                    base_meta,
+                    inputs,
+                    keras_probs,
+                    ranked=mode == "int8" and (layer_report or result.missed_budget),
+                    with_stats=layer_report,
+                )
+                if fallback and mode == "int8" and result.missed_budget:
+                    if progress:
+                        progress(mode, "fallback", None)
+                    result = _fallback_one(
+                        study,
+                        export_dir,
+                        path,
+                        base_meta,
+                        inputs,
+                        keras_probs,
+                        budget,
+                        fallback_max_layers,
+                        float32_size,
+                        progress,
+                    )
+                if fallback and mode == "int16x8" and result.missed_budget:
+                    result = dataclasses.replace(
+                        result,
+                        hint="--fallback covers int8 only (the quantizer that keeps layers in "
+                        "float has no int16x8 path): try int8 with --fallback, or float16.",
+                    )
+                if layer_report:
+                    layer_reports.append(
+                        _write_layer_report(study, out, result.float_layers if result.ok else ())
+                    )
             if mode == "float32" and result.ok:
                 float32_size = result.size_bytes
                 result = dataclasses.replace(result, size_vs_float32=1.0)
@@ -517,6 +857,8 @@ def convert_model(
         calibration_source=calib.source if calib is not None else None,
         keras_accuracy=keras_accuracy,
         min_agreement=min_agreement,
+        max_accuracy_drop=max_accuracy_drop,
+        layer_reports=tuple(layer_reports),
     )
 
 
