@@ -1,0 +1,200 @@
+"""convert --layer-report and --fallback on a model whose int8 conversion collapses.
+
+The model is trained here on synthetic data (a few seconds), then one unit of its middle
+Dense layer is given a bias of 1000 while the next layer ignores it: Keras's answers do not
+change, but per-tensor int8 must cover 0..1000 with 256 levels, so every other unit of that
+tensor falls on one or two levels. Agreements are recomputed here with a raw ai-edge-litert
+interpreter, not taken from the code under test.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from convert.calibration import CALIBRATION_SEED, DEFAULT_CALIBRATION_SAMPLES, seeded_subset
+from edge_runtime.metadata import read_metadata
+from edgeship.cli import app
+from tests.test_convert import assert_clean_failure, litert_predict
+
+runner = CliRunner()
+SHAPE = (8, 8, 1)
+N = 600
+VERIFY = 400
+
+
+def invoke(*args):
+    return runner.invoke(app, ["convert", *map(str, args)])
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """(healthy.keras, collapsing.keras, calibration .npy, samples) built from one training."""
+    from train.quiet import import_keras
+
+    keras = import_keras()
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.random((N, *SHAPE)).astype("float32")
+    y = (x.reshape(N, -1) @ rng.normal(size=(int(np.prod(SHAPE)), 4))).argmax(1)
+    inp = keras.Input(SHAPE)
+    h = keras.layers.Flatten(name="flat")(inp)
+    h = keras.layers.Dense(32, activation="relu", name="features")(h)
+    h = keras.layers.Dense(16, activation="relu", name="outlier")(h)
+    out = keras.layers.Dense(4, activation="softmax", name="head")(h)
+    model = keras.Model(inp, out)
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=30, batch_size=32, verbose=0)
+    root = tmp_path_factory.mktemp("fallback")
+    model.save(root / "healthy.keras")
+
+    kernel, bias = model.get_layer("outlier").get_weights()
+    kernel[:, 0], bias[0] = 0.0, 1000.0  # unit 0 is always 1000 ...
+    model.get_layer("outlier").set_weights([kernel, bias])
+    head_kernel, head_bias = model.get_layer("head").get_weights()
+    head_kernel[0, :] = 0.0  # ... and the head ignores it
+    model.get_layer("head").set_weights([head_kernel, head_bias])
+    after = model.predict(x, verbose=0)
+    model.save(root / "collapsing.keras")
+    np.save(root / "calibration.npy", x)
+    # convert checks a foreign model on the first --verify-samples of its calibration sample.
+    picked = seeded_subset(N, DEFAULT_CALIBRATION_SAMPLES, CALIBRATION_SEED)[:VERIFY]
+    return (
+        root / "healthy.keras",
+        root / "collapsing.keras",
+        root / "calibration.npy",
+        x[picked],
+        after[picked],
+    )
+
+
+def agreement(path: Path, x: np.ndarray, keras_probs: np.ndarray) -> float:
+    return float(np.mean(litert_predict(path, x).argmax(1) == keras_probs.argmax(1)))
+
+
+def test_layer_report_ranks_the_outlier_layer_first(models, tmp_path):
+    _, collapsing, calib, x, keras_probs = models
+    out = tmp_path / "run"
+    result = invoke(
+        collapsing, "--quantize", "float32,int8", "--calibration-data", calib,
+        "--verify-samples", VERIFY, "--layer-report", "--out", out,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    # The plain int8 model does collapse (checked with a raw interpreter).
+    assert agreement(out / "model_int8.tflite", x, keras_probs) < 0.9
+    folder = out / "quantization"
+    assert {p.name for p in folder.iterdir()} == {
+        "int8_layers.csv", "int8_layers.md", "int8_layers.png",
+    }  # fmt: skip
+    rows = list(csv.DictReader((folder / "int8_layers.csv").open()))
+    assert rows[0]["layer"] == "outlier"
+    assert {r["layer"] for r in rows} >= {"features", "outlier", "head"}
+    top = rows[0]
+    # Its own rounding looks fine; its range does not: one step is bigger than most values,
+    # so a channel takes only a level or two; keeping it float restores the answers.
+    assert float(top["scale"]) > 1.0
+    assert float(top["levels"]) <= 2
+    assert float(top["agreement_if_float"]) >= 0.98
+    assert all(float(r["agreement_if_float"]) < 0.9 for r in rows[1:])
+    # An all-float-in-disguise row: RMSE / scale is RMSE divided by the scale.
+    for r in rows:
+        if r["scale"]:
+            assert float(r["rmse_over_scale"]) == pytest.approx(
+                float(r["rmse"]) / float(r["scale"]), rel=1e-3, abs=1e-5
+            )
+    md = (folder / "int8_layers.md").read_text()
+    assert "| outlier | FULLY_CONNECTED |" in md
+    assert (folder / "int8_layers.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "int8 layers, worst first: outlier" in " ".join(result.output.split())
+
+
+def test_fallback_reaches_the_budget_with_a_float_layer(models, tmp_path):
+    _, collapsing, calib, x, keras_probs = models
+    out = tmp_path / "run"
+    result = invoke(
+        collapsing, "--quantize", "float32,int8", "--calibration-data", calib,
+        "--verify-samples", VERIFY, "--fallback", "--min-agreement", "0.98", "--out", out,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    model = out / "model_int8.tflite"
+    meta = read_metadata(model)["quantization"]
+    assert meta["mode"] == "int8"
+    assert "outlier" in meta["float_layers"]
+    assert 1 <= len(meta["float_layers"]) < 4
+    fb = meta["fallback"]
+    assert fb["plain"]["agreement"] < 0.9 <= 0.98 <= fb["search"]["agreement"]
+    assert fb["search"]["samples"] + fb["held_out"]["samples"] == VERIFY
+    # Recomputed: the held-out half (which the search did not see) and the whole set.
+    n = fb["search"]["samples"]
+    held = agreement(model, x[n:], keras_probs[n:])
+    assert held == pytest.approx(fb["held_out"]["agreement"], abs=1e-6)
+    assert agreement(model, x, keras_probs) >= 0.97
+    assert model.stat().st_size < (out / "model_float32.tflite").stat().st_size
+    # It is an ordinary .tflite: float ops between QUANTIZE/DEQUANTIZE, int8 elsewhere.
+    from ai_edge_litert.interpreter import Interpreter
+
+    ops = Interpreter(model_path=str(model))._get_ops_details()
+    types = {str(t) for op in ops if op["op_name"] == "FULLY_CONNECTED" for t in op["result_types"]}
+    assert any("float32" in t for t in types) and any("int8" in t for t in types)
+    flat = " ".join(result.output.split())
+    assert f"int8, {len(meta['float_layers'])} layer" in flat  # "... float" may wrap
+    assert "--fallback kept in float: " in flat and "held-out" in flat
+
+
+def test_a_healthy_model_is_unchanged_by_fallback(models, tmp_path):
+    healthy, _, calib, _, _ = models
+    common = ["--quantize", "int8", "--calibration-data", calib, "--verify-samples", VERIFY]
+    plain = invoke(healthy, *common, "--out", tmp_path / "plain")
+    assert plain.exit_code == 0, plain.output
+    helped = invoke(
+        healthy, *common, "--fallback", "--min-agreement", "0.9", "--out", tmp_path / "fb"
+    )
+    assert helped.exit_code == 0, helped.output
+    a = (tmp_path / "plain" / "model_int8.tflite").read_bytes()
+    b = (tmp_path / "fb" / "model_int8.tflite").read_bytes()
+    assert a == b
+    assert "float_layers" not in read_metadata(tmp_path / "fb" / "model_int8.tflite")[
+        "quantization"
+    ]
+
+
+def test_an_unreachable_budget_fails_with_exit_1(models, tmp_path):
+    _, collapsing, calib, _, _ = models
+    out = tmp_path / "run"
+    result = invoke(
+        collapsing, "--quantize", "int8", "--calibration-data", calib,
+        "--verify-samples", VERIFY, "--fallback", "--min-agreement", "0.98",
+        "--fallback-max-layers", "1", "--out", out,
+    )  # fmt: skip
+    assert result.exit_code == 1, result.output
+    flat = result.stderr.strip().splitlines()[-1]
+    assert "mode int8 failed: --fallback reached agreement" in flat
+    assert "short of agreement >= 98.00%" in flat
+    assert not (out / "model_int8.tflite").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--quantize", "int8", "--fallback"], "--fallback keeps layers in float until a budget"),
+        (
+            ["--quantize", "float16", "--fallback", "--min-agreement", "0.9"],
+            "--fallback works on the int8 mode",
+        ),
+        (
+            ["--quantize", "int8", "--fallback", "--min-agreement", "0.9", "--int8-io"],
+            "drop --int8-io",
+        ),
+        (["--quantize", "int8", "--max-accuracy-drop", "0.01"], "--max-accuracy-drop needs"),
+        (["--quantize", "int8", "--max-accuracy-drop", "2"], "--max-accuracy-drop is a fraction"),
+    ],
+)
+def test_bad_fallback_options_exit_2(models, tmp_path, args, fragment):
+    _, collapsing, calib, _, _ = models
+    out = tmp_path / "run"
+    result = invoke(collapsing, *args, "--calibration-data", calib, "--out", out)
+    assert_clean_failure(result, out, fragment)
