@@ -40,12 +40,16 @@ def classification_stats(
         "per_class_accuracy": per_class,
         "confusion_matrix": confusion.tolist(),
         "agreement": None,
+        "flipped": None,
         "prob_diff_mean": None,
         "prob_diff_max": None,
     }
     if reference is not None:
         diff = np.abs(probs.astype(np.float64) - reference.astype(np.float64))
+        flipped = np.flatnonzero(pred != reference.argmax(axis=1))
         stats["agreement"] = round(float((pred == reference.argmax(axis=1)).mean()), 6)
+        # The images whose top-1 differs from Keras's: (1 - agreement) x images of them.
+        stats["flipped"] = {"count": int(len(flipped)), "indices": flipped.tolist()}
         stats["prob_diff_mean"] = round(float(diff.mean()), 8)
         stats["prob_diff_max"] = round(float(diff.max()), 8)
     return stats

@@ -181,6 +181,42 @@ def probability_grid(
     return _save(fig, path)
 
 
+def flipped_gallery(
+    name: str,
+    x: np.ndarray,
+    indices: list[int],
+    keras_probs: np.ndarray,
+    probs: np.ndarray,
+    class_names: list[str],
+    path: Path,
+    limit: int = 30,
+) -> Path:
+    """The images whose top-1 differs from Keras's, surest Keras answer first: each with
+    Keras's class and confidence and the variant's."""
+    plt = _pyplot()
+    order = sorted(indices, key=lambda i: -float(keras_probs[i].max()))[:limit]
+    cols = 6
+    rows = max(1, -(-len(order) // cols))
+    fig = plt.figure(figsize=(2.2 * cols, 2.5 * rows + 0.6))
+    for k, i in enumerate(order):
+        ax = fig.add_subplot(rows, cols, k + 1)
+        _show_image(ax, x[i])
+        kp, vp = int(keras_probs[i].argmax()), int(probs[i].argmax())
+        ax.set_title(f"#{i}", fontsize=8)
+        ax.set_xlabel(
+            f"Keras: {class_names[kp]} {keras_probs[i][kp]:.0%}\n"
+            f"{name}: {class_names[vp]} {probs[i][vp]:.0%}",
+            fontsize=8,
+            color="red",
+        )
+    shown = f"{len(order)} of {len(indices)}" if len(order) < len(indices) else f"{len(order)}"
+    fig.suptitle(
+        f"{name}: {shown} images whose top-1 differs from Keras's, surest Keras answer first"
+    )
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def write_plots(
     report: dict[str, Any], out: Path, x: np.ndarray, y: np.ndarray
 ) -> list[str]:
@@ -208,4 +244,14 @@ def write_plots(
             focus["name"], x, y, probs, names, out / f"probabilities_{focus['name']}.png"
         )
     )
+    if "keras" in by_name:
+        for m in tflite:
+            flipped = m.get("flipped") or {}
+            if flipped.get("indices"):
+                written.append(
+                    flipped_gallery(
+                        m["name"], x, flipped["indices"], by_name["keras"]["_probs"],
+                        m["_probs"], names, out / f"flipped_{m['name']}.png",
+                    )
+                )
     return [p.name for p in written]

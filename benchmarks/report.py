@@ -151,6 +151,34 @@ def rich_table(report: dict[str, Any]):
     return table
 
 
+def flipped_section(report: dict[str, Any], plots: list[str]) -> list[str]:
+    """report.md's 'Flipped images': per variant, the images whose top-1 differs from Keras's."""
+    variants = [m for m in report["models"] if m.get("flipped") and m["format"] == "tflite"]
+    if not variants:
+        return []
+    n = report["dataset"]["images"]
+    lines = [
+        "", "## Flipped images", "",
+        f"Test images (of {n}) whose top-1 class differs from the Keras model's: "
+        "(1 - agreement) x images. The gallery shows them, the surest Keras answer first, with "
+        "both answers and confidences; `report.json` lists their indices (`flipped.indices`, "
+        "into the images measured).",
+        "",
+        "| model | flipped | agreement | first indices | gallery |",
+        "|---|---:|---:|---|---|",
+    ]
+    for m in variants:
+        f = m["flipped"]
+        gallery = f"flipped_{m['name']}.png"
+        first = ", ".join(str(i) for i in f["indices"][:8]) + (" ..." if f["count"] > 8 else "")
+        lines.append(
+            f"| {m['name']} | {f['count']} | {_fmt(m['agreement'], '.2%')} | {first or '-'} | "
+            + (f"[{gallery}]({gallery})" if gallery in plots else "-")
+            + " |"
+        )
+    return lines
+
+
 def markdown(report: dict[str, Any], plots: list[str]) -> str:
     """`report.md`: the table, the settings, the host, budgets, failures, and the plots."""
     header, rows = table_rows(report)
@@ -204,6 +232,7 @@ def markdown(report: dict[str, Any], plots: list[str]) -> str:
     for i, cname in enumerate(names):
         cells = [_fmt(m["per_class_accuracy"][i], ".1%") for m in models]
         lines.append(f"| {cname} | " + " | ".join(cells) + " |")
+    lines += flipped_section(report, plots)
     budgets = report["budgets"]
     lines += ["", "## Budgets", ""]
     if not budgets["checks"]:

@@ -180,10 +180,15 @@ def _measure_tflite(path: Path, x: np.ndarray, y: np.ndarray, options: BenchOpti
     clf_b = EdgeClassifier.load(path, num_threads=options.threads, batch_size=options.batch)
     ips = throughput_ips(clf_b.predict_proba, batch, options.batch)
     quant = (meta.get("quantization") or {}).get("mode") or _mode_of(path)
+    float_layers = list((meta.get("quantization") or {}).get("float_layers") or [])
+    if float_layers:  # convert --fallback kept these in float
+        n = len(float_layers)
+        quant = f"{quant}, {n} layer{'s' if n > 1 else ''} float"
     return {
         "name": _mode_of(path),
         "format": "tflite",
         "quantization": quant,
+        "float_layers": float_layers,
         "path": str(path),
         "size_bytes": path.stat().st_size,
         "load_ms": round(load_ms, 3),

@@ -124,6 +124,33 @@ def test_accuracy_and_agreement_match_real_predictions(bench, tiny_run, test_set
         assert by_name[mode]["per_class_accuracy"] == pytest.approx(per_class, abs=1e-6)
 
 
+def test_flipped_images_counted_listed_and_shown(bench, tiny_run, test_set):
+    """Each variant's `flipped`: the images whose top-1 differs from Keras's, recomputed here."""
+    import keras
+
+    from edge_runtime.classifier import EdgeClassifier
+
+    out, report, _ = bench
+    x, _ = test_set
+    model = keras.models.load_model(tiny_run / "model.keras")
+    keras_pred = model.predict(x.astype(np.float32) / 255.0, verbose=0).argmax(axis=1)
+    by_name = {m["name"]: m for m in report["models"]}
+    assert by_name["keras"]["flipped"]["count"] == 0
+    md = (out / "report.md").read_text()
+    assert "## Flipped images" in md
+    for mode in MODES:
+        pred = EdgeClassifier.load(tiny_run / f"model_{mode}.tflite").predict_proba(x).argmax(1)
+        flipped = by_name[mode]["flipped"]
+        assert flipped["indices"] == np.flatnonzero(pred != keras_pred).tolist()
+        assert flipped["count"] == round((1 - by_name[mode]["agreement"]) * LIMIT)
+        gallery = out / f"flipped_{mode}.png"
+        assert gallery.exists() == (flipped["count"] > 0)
+        assert f"| {mode} | {flipped['count']} |" in md
+    assert by_name["int8"]["flipped"]["count"] > 0  # 1 epoch on 500 images: int8 flips some
+    with Image.open(out / "flipped_int8.png") as img:
+        assert img.format == "PNG" and img.width >= 400
+
+
 def test_plots_are_valid_pngs(bench):
     out, report, _ = bench
     expected = {
@@ -131,8 +158,10 @@ def test_plots_are_valid_pngs(bench):
         "confusion_keras.png", "confusion_int8.png", "predictions_int8.png",
         "probabilities_int8.png",
     }
-    assert set(report["plots"]) == expected
-    for name in expected:
+    flips = {f"flipped_{m['name']}.png" for m in report["models"] if m.get("flipped", {}) and
+             m["flipped"]["count"]}
+    assert set(report["plots"]) == expected | flips
+    for name in expected | flips:
         with Image.open(out / name) as img:
             img.verify()
         with Image.open(out / name) as img:
