@@ -68,6 +68,7 @@ def summary_lines(report: ConvertReport, top: int = 3) -> list[str]:
     for lr in report.layer_reports:
         rows = ", ".join(
             f"{r.layer} ({r.op}"
+            + (f", error removed if float {r.error_removed:.0%}" if r.error_removed else "")
             + (f", agree if float {r.agreement_if_float:.2%}" if r.agreement_if_float else "")
             + (f", RMSE/scale {r.rmse_over_scale:.2f}" if r.rmse_over_scale else "")
             + f", cosine {r.cosine:.3f})"

@@ -44,6 +44,7 @@ class LayerStats:
     output_error_if_float: float | None = None
     kept_float: bool = False
     levels: float | None = None
+    error_removed: float | None = None  # share of the output error gone when kept float
 
     def __post_init__(self) -> None:
         if not self.layer:
@@ -78,6 +79,7 @@ class LayerReport:
         "scale",
         "zero_point",
         "levels",
+        "error_removed_if_float",
         "agreement_if_float",
         "kept_float",
         "tensor",
@@ -98,6 +100,7 @@ class LayerReport:
                     "scale": _round(r.scale, 8),
                     "zero_point": r.zero_point,
                     "levels": _round(r.levels, 1),
+                    "error_removed_if_float": _round(r.error_removed),
                     "agreement_if_float": _round(r.agreement_if_float),
                     "kept_float": r.kept_float,
                     "tensor": r.tensor,
@@ -122,23 +125,26 @@ class LayerReport:
             f"{self.samples} verification samples (errors accumulate from the input on). "
             "RMSE / scale near 0.29 is rounding as good as the step allows; far above it, the "
             "layer's inputs are already off. Cosine near 1 keeps the tensor's direction. "
-            "'agree if float' is the model's top-1 agreement with Keras when only this "
-            f"layer's output stays float (on {self.ranking_samples} samples; "
-            f"all int8: {_pct(self.agreement)}): the higher, the more this layer costs. "
+            "'error removed' is the share of the model's output error (mean squared "
+            "difference of the probabilities from Keras's) that goes away when only this "
+            "layer's output stays float, and 'agree if float' the top-1 agreement with Keras "
+            f"then (on {self.ranking_samples} samples; all int8: {_pct(self.agreement)}): "
+            "the higher, the more this layer's quantization costs. "
             "'levels' is the median, over the tensor's channels, of the distinct integer "
             "values a channel takes: a handful means one range (often an outlier channel) "
             "crushes the rest. Worst first.",
             "",
             "| layer | op | RMSE/scale | RMSE | max abs err | cosine | scale | zero point "
-            "| levels | agree if float | kept float |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+            "| levels | error removed | agree if float | kept float |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
         ]
         for r in self.rows:
             lines.append(
                 f"| {r.layer} | {r.op} | {_num(r.rmse_over_scale, 3)} | {_num(r.rmse, 4)} | "
                 f"{_num(r.max_abs_error, 4)} | {_num(r.cosine, 4)} | {_num(r.scale, 6)} | "
                 f"{'-' if r.zero_point is None else r.zero_point} | {_num(r.levels, 0)} | "
-                f"{_pct(r.agreement_if_float)} | {'yes' if r.kept_float else ''} |"
+                f"{_pct(r.error_removed)} | {_pct(r.agreement_if_float)} | "
+                f"{'yes' if r.kept_float else ''} |"
             )
         return "\n".join(lines) + "\n"
 
@@ -238,12 +244,12 @@ def layer_stats(
 
 
 def worst_first(rows: Sequence[LayerStats]) -> list[LayerStats]:
-    """Rows ordered by cost: highest agreement-if-float first (lowest output error on ties),
-    then, for rows without it, lowest cosine similarity."""
+    """Rows ordered by cost: lowest output error when kept float first (the layer whose int8
+    costs the outputs most), then, for rows without it, lowest cosine similarity."""
 
     def key(r: LayerStats) -> tuple:
-        if r.agreement_if_float is not None:
-            return (0, -r.agreement_if_float, r.output_error_if_float or 0.0, r.cosine)
+        if r.output_error_if_float is not None:
+            return (0, r.output_error_if_float, -(r.agreement_if_float or 0.0), r.cosine)
         return (1, r.cosine, -(r.rmse_over_scale or 0.0))
 
     return sorted(rows, key=key)

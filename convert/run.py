@@ -175,6 +175,9 @@ class _Inputs:
     verify_source: str
     scale: float
     offset: float
+    # Samples beside the check's, for checking a --fallback model on data its search did not use.
+    holdout_x: np.ndarray | None = None
+    holdout_y: np.ndarray | None = None
 
     def model_input(self, x: np.ndarray) -> np.ndarray:
         """Raw uint8 pixels -> model input (scale/offset); float arrays pass unchanged."""
@@ -289,6 +292,8 @@ def _prepare_inputs(
                 x=data.x_train[idx], source=f"{data.name} training set (class-balanced)"
             )
         idx = seeded_subset(len(data.x_test), verify_samples, VERIFY_SEED)
+        rest = np.setdiff1d(np.arange(len(data.x_test)), idx)
+        held = rest[seeded_subset(len(rest), len(idx), VERIFY_SEED + 1)]
         return _Inputs(
             calibration=calibration,
             verify_x=data.x_test[idx],
@@ -296,6 +301,8 @@ def _prepare_inputs(
             verify_source=f"{data.name} test set",
             scale=scale,
             offset=offset,
+            holdout_x=data.x_test[held],
+            holdout_y=data.y_test[held],
         )
 
     if calibration is None and needs_calibration:
@@ -307,8 +314,9 @@ def _prepare_inputs(
             f"float32,dynamic,float16. Received: path={model_path}"
         )
     if calibration is not None:
-        x = calibration.x[:verify_samples]
-        return _Inputs(calibration, x, None, "calibration data", 1.0, 0.0)
+        x, rest = calibration.x[:verify_samples], calibration.x[verify_samples:]
+        held = rest if len(rest) else None
+        return _Inputs(calibration, x, None, "calibration data", 1.0, 0.0, holdout_x=held)
     rng = np.random.default_rng(VERIFY_SEED)
     n = min(verify_samples, RANDOM_VERIFY_SAMPLES)
     x = rng.integers(0, 256, size=(n, *signature.input_shape), dtype=np.uint8)
@@ -341,6 +349,7 @@ def _convert_one(
     progress: ProgressCallback | None,
     model_bytes: bytes | None = None,
     fallback: dict[str, Any] | None = None,
+    seconds: float = 0.0,
 ) -> ModeResult:
     from convert.converter import ModeConversionError, to_tflite
     from edge_runtime.classifier import EdgeClassifier
@@ -355,7 +364,7 @@ def _convert_one(
             model_bytes = to_tflite(export_dir, mode, calib, int8_io=mode_int8_io)
     except ModeConversionError as err:
         return ModeResult(mode, error=f"the TFLite converter failed: {err}", hint=FALLBACKS[mode])
-    convert_seconds = time.perf_counter() - start
+    convert_seconds = time.perf_counter() - start + seconds  # + the caller's conversion
 
     meta = copy.deepcopy(base_meta)
     meta["quantization"] = {
@@ -509,17 +518,14 @@ class _Study:
     mode: str
     layer_names: tuple[str, ...]
     predict: Any
-    search_n: int
     stats: tuple[Any, ...] = ()
     quantizer: Any = None
     ranking: tuple[Any, ...] | None = None
     ranking_agreement: float | None = None
+    ranking_error: float | None = None
+    ranking_samples: int = 0
+    keras_probs: Any = None  # model input -> Keras probabilities
     stats_samples: int = 0
-
-
-def _search_size(n: int) -> int:
-    """Verification samples the fallback search may use; the rest check its result."""
-    return (n + 1) // 2
 
 
 def _study(
@@ -533,41 +539,46 @@ def _study(
     keras_probs: np.ndarray,
     ranked: bool,
     with_stats: bool,
+    keras_fn: Any = None,
 ) -> _Study:
     from convert.fallback import candidates, check, rank
     from convert.layers import STATS_SAMPLES, layer_stats
     from convert.selective import SelectiveQuantizer
 
     predict = _predictor(base_meta)
-    search_n = _search_size(len(inputs.verify_x))
     stats: tuple[Any, ...] = ()
     if with_stats and float32_bytes is not None:
         stats = tuple(
             layer_stats(plain, float32_bytes, layer_names, inputs.model_input(inputs.verify_x))
         )
-    quantizer = ranking = ranking_agreement = None
+    quantizer = ranking = ranking_agreement = ranking_error = None
+    n = 0
     if ranked:
         quantizer = SelectiveQuantizer(export_dir, inputs.model_input(inputs.calibration.x))
-        n = min(search_n, RANKING_SAMPLES)
+        n = min(len(inputs.verify_x), RANKING_SAMPLES)
         x, ref = inputs.verify_x[:n], keras_probs[:n]
         ranking = tuple(
             rank(quantizer, candidates(quantizer.calibrated_graph, layer_names), predict, x, ref)
         )
-        ranking_agreement = check(predict(plain, x), ref, None).agreement
+        base = check(predict(plain, x), ref, None)
+        ranking_agreement, ranking_error = base.agreement, base.output_error
     return _Study(
         mode=mode,
         layer_names=tuple(layer_names),
         predict=predict,
-        search_n=search_n,
         stats=stats,
         quantizer=quantizer,
         ranking=ranking,
         ranking_agreement=ranking_agreement,
+        ranking_error=ranking_error,
+        ranking_samples=n,
+        keras_probs=keras_fn,
         stats_samples=min(len(inputs.verify_x), STATS_SAMPLES) if stats else 0,
     )
 
 
 def _fallback_one(
+    started: float,
     study: _Study,
     export_dir: str,
     path: Path,
@@ -581,15 +592,14 @@ def _fallback_one(
 ) -> ModeResult:
     from convert.fallback import check, search
 
-    n = study.search_n
-    y = inputs.verify_y
+    n = len(inputs.verify_x)
     result = search(
         study.quantizer,
         study.layer_names,
         study.predict,
-        inputs.verify_x[:n],
-        keras_probs[:n],
-        None if y is None else y[:n],
+        inputs.verify_x,
+        keras_probs,
+        inputs.verify_y,
         budget,
         max_float_layers,
         ranking=study.ranking,
@@ -607,11 +617,13 @@ def _fallback_one(
             hint="Allow more float layers (--fallback-max-layers), loosen the budget, "
             "or try int16x8 or float16.",
         )
-    held_x = inputs.verify_x[n:]
     held = None
-    if len(held_x):
-        held_y = None if y is None else y[n:]
-        held = check(study.predict(result.model_bytes, held_x), keras_probs[n:], held_y)
+    if inputs.holdout_x is not None:
+        held = check(
+            study.predict(result.model_bytes, inputs.holdout_x),
+            study.keras_probs(inputs.model_input(inputs.holdout_x)),
+            inputs.holdout_y,
+        )
     info = {
         "float_layers": list(result.float_layers),
         "float_ops": list(result.float_nodes),
@@ -642,6 +654,7 @@ def _fallback_one(
         progress,
         model_bytes=result.model_bytes,
         fallback=info,
+        seconds=time.perf_counter() - started,  # the plain conversion, the study, the search
     )
 
 
@@ -657,6 +670,11 @@ def _write_layer_report(study: _Study, out: Path, kept: tuple[str, ...]) -> Laye
             output_error_if_float=(
                 by_layer[row.layer].output_error if row.layer in by_layer else None
             ),
+            error_removed=(
+                1.0 - by_layer[row.layer].output_error / study.ranking_error
+                if row.layer in by_layer and study.ranking_error
+                else None
+            ),
             kept_float=row.layer in kept,
         )
         for row in study.stats
@@ -666,7 +684,7 @@ def _write_layer_report(study: _Study, out: Path, kept: tuple[str, ...]) -> Laye
         rows=tuple(worst_first(rows)),
         samples=study.stats_samples,
         agreement=study.ranking_agreement,
-        ranking_samples=min(study.search_n, RANKING_SAMPLES) if study.ranking else 0,
+        ranking_samples=study.ranking_samples,
     )
     folder = out / "quantization"
     folder.mkdir(parents=True, exist_ok=True)
@@ -770,6 +788,10 @@ def convert_model(
     results: list[ModeResult] = []
     layer_reports: list[LayerReport] = []
     layer_names = [layer.name for layer in model.layers]
+
+    def keras_fn(x: np.ndarray) -> np.ndarray:
+        return as_probabilities(model.predict(x, batch_size=256, verbose=0))
+
     with saved_model(model, signature.input_shape) as export_dir:
         float32_bytes: bytes | None = None
         if "float32" not in mode_list or layer_report:
@@ -782,6 +804,7 @@ def convert_model(
             path = out / tflite_name(mode)
             deep = mode in CALIBRATED_MODES and (layer_report or (fallback and mode == "int8"))
             plain: bytes | None = None
+            started = time.perf_counter()
             if deep:
                 with contextlib.suppress(ModeConversionError):  # _convert_one reports it
                     calib = inputs.model_input(inputs.calibration.x)
@@ -798,6 +821,7 @@ def convert_model(
                 float32_size,
                 progress,
                 model_bytes=plain,
+                seconds=time.perf_counter() - started,
             )
             if plain is not None:
                 study = _study(
@@ -811,11 +835,13 @@ def convert_model(
                     keras_probs,
                     ranked=mode == "int8" and (layer_report or result.missed_budget),
                     with_stats=layer_report,
+                    keras_fn=keras_fn,
                 )
                 if fallback and mode == "int8" and result.missed_budget:
                     if progress:
                         progress(mode, "fallback", None)
                     result = _fallback_one(
+                        started,
                         study,
                         export_dir,
                         path,
