@@ -1,9 +1,9 @@
 """convert --layer-report and --fallback on a model whose int8 conversion collapses.
 
-The model is trained here on synthetic data (a few seconds), then one unit of its middle
-Dense layer is given a bias of 1000 while the next layer ignores it: Keras's answers do not
-change, but per-tensor int8 must cover 0..1000 with 256 levels, so every other unit of that
-tensor falls on one or two levels. Agreements are recomputed here with a raw ai-edge-litert
+The model (`tests.support.collapsing`) is trained here on synthetic data in a few seconds,
+then one unit of its middle Dense layer gets a bias of 1000 that the next layer ignores:
+per-tensor int8 must cover 0..1000 with 256 levels, so every other unit of that tensor falls
+on one or two levels. Agreements are recomputed here with a raw ai-edge-litert
 interpreter, not taken from the code under test.
 """
 
@@ -19,11 +19,10 @@ from typer.testing import CliRunner
 from convert.calibration import CALIBRATION_SEED, DEFAULT_CALIBRATION_SAMPLES, seeded_subset
 from edge_runtime.metadata import read_metadata
 from edgeship.cli import app
+from tests.support.collapsing import SAMPLES, build
 from tests.test_convert import assert_clean_failure, litert_predict
 
 runner = CliRunner()
-SHAPE = (8, 8, 1)
-N = 600
 VERIFY = 400
 
 
@@ -33,43 +32,17 @@ def invoke(*args):
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    """(healthy.keras, collapsing.keras, calibration .npy, samples) built from one training."""
-    from train.quiet import import_keras
-
-    keras = import_keras()
-    keras.utils.set_random_seed(0)
-    rng = np.random.default_rng(0)
-    x = rng.random((N, *SHAPE)).astype("float32")
-    y = (x.reshape(N, -1) @ rng.normal(size=(int(np.prod(SHAPE)), 4))).argmax(1)
-    inp = keras.Input(SHAPE)
-    h = keras.layers.Flatten(name="flat")(inp)
-    h = keras.layers.Dense(32, activation="relu", name="features")(h)
-    h = keras.layers.Dense(16, activation="relu", name="outlier")(h)
-    out = keras.layers.Dense(4, activation="softmax", name="head")(h)
-    model = keras.Model(inp, out)
-    model.compile("adam", "sparse_categorical_crossentropy")
-    model.fit(x, y, epochs=30, batch_size=32, verbose=0)
-    root = tmp_path_factory.mktemp("fallback")
-    model.save(root / "healthy.keras")
-
-    kernel, bias = model.get_layer("outlier").get_weights()
-    kernel[:, 0], bias[0] = 0.0, 1000.0  # unit 0 is always 1000 ...
-    model.get_layer("outlier").set_weights([kernel, bias])
-    head_kernel, head_bias = model.get_layer("head").get_weights()
-    head_kernel[0, :] = 0.0  # ... and the head ignores it
-    model.get_layer("head").set_weights([head_kernel, head_bias])
-    after = model.predict(x, verbose=0)
-    model.save(root / "collapsing.keras")
-    np.save(root / "calibration.npy", x)
+    """(healthy.keras, collapsing.keras, calibration .npy, samples, Keras probabilities)."""
+    built = build(tmp_path_factory.mktemp("fallback"))
     # convert checks a foreign model on the first --verify-samples of its calibration sample,
     # and a --fallback model also on the rest of it (which its search does not use).
-    picked = seeded_subset(N, DEFAULT_CALIBRATION_SAMPLES, CALIBRATION_SEED)
+    picked = seeded_subset(SAMPLES, DEFAULT_CALIBRATION_SAMPLES, CALIBRATION_SEED)
     return (
-        root / "healthy.keras",
-        root / "collapsing.keras",
-        root / "calibration.npy",
-        x[picked],
-        after[picked],
+        built.healthy,
+        built.collapsing,
+        built.calibration,
+        built.x[picked],
+        built.keras_probs[picked],
     )
 
 
