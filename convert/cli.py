@@ -92,6 +92,8 @@ def summary_lines(report: ConvertReport, top: int = 3) -> list[str]:
                 line += f" (accuracy {held['accuracy']:.2%})"
             if not fb.get("held_out_meets_budget"):
                 line += " [held-out misses the budget]"
+        else:
+            line += "; no held-out samples (the check used them all: lower --verify-samples)"
         lines.append(line)
     return lines
 

@@ -230,7 +230,15 @@ def layer_stats(
         rows.append(
             LayerStats(
                 layer=layer,
-                op=producer.name if producer else "-",
+                op="+".join(
+                    dict.fromkeys(
+                        op.name
+                        for op in qg.ops
+                        if q_layers.get(op.index) == layer
+                        and qg.tensors[op.outputs[0]].dtype != "int32"  # shape arithmetic
+                    )
+                )
+                or (producer.name if producer else "-"),
                 tensor=tensor.name,
                 rmse=rmse,
                 max_abs_error=max_abs,
@@ -256,8 +264,8 @@ def worst_first(rows: Sequence[LayerStats]) -> list[LayerStats]:
 
 
 def plot_layers(report: LayerReport, path: Path) -> None:
-    """Bars per layer (worst at the top): RMSE/scale against the 0.29 line, and the
-    agreement with Keras when the layer stays float."""
+    """Bars per layer (worst at the top): RMSE/scale against the 0.29 line, and the share
+    of the output error that goes away when the layer stays float."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -265,7 +273,7 @@ def plot_layers(report: LayerReport, path: Path) -> None:
 
     rows = list(report.rows)[::-1]
     names = [r.layer for r in rows]
-    with_rank = any(r.agreement_if_float is not None for r in rows)
+    with_rank = any(r.error_removed is not None for r in rows)
     fig, axes = plt.subplots(
         1, 2 if with_rank else 1, figsize=(10 if with_rank else 6, 1.2 + 0.4 * len(rows))
     )
@@ -276,13 +284,10 @@ def plot_layers(report: LayerReport, path: Path) -> None:
     axes[0].set_xlabel("RMSE / scale")
     axes[0].legend(loc="lower right", fontsize=8)
     if with_rank:
-        agree = [r.agreement_if_float or 0.0 for r in rows]
-        axes[1].barh(names, agree, color="tab:blue")
-        if report.agreement is not None:
-            axes[1].axvline(report.agreement, color="gray", linestyle="--", label="all int8")
-            axes[1].legend(loc="lower right", fontsize=8)
-        axes[1].set_xlabel("top-1 agreement with Keras if kept float")
-        axes[1].set_xlim(0, 1)
+        removed = [r.error_removed or 0.0 for r in rows]
+        axes[1].barh(names, removed, color="tab:blue")
+        axes[1].set_xlabel("share of the output error removed if kept float")
+        axes[1].set_xlim(min(0.0, *removed), 1)
         axes[1].set_yticklabels([])
     fig.suptitle(f"{report.mode}: per-layer error, worst at the top")
     fig.tight_layout()
