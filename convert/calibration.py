@@ -29,12 +29,19 @@ class CalibrationData:
     x: np.ndarray
     source: str
     class_names: tuple[str, ...] | None = None
+    # Class indices (into class_names) when the samples came from one folder per class.
+    y: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.x.ndim != 4 or len(self.x) == 0:
             raise ConvertError(
                 "Calibration data must be a non-empty (N, H, W, C) array. "
                 f"Received: shape={self.x.shape}"
+            )
+        if self.y is not None and len(self.y) != len(self.x):
+            raise ConvertError(
+                f"Calibration labels and samples differ in number. Received: {len(self.y)} "
+                f"labels, {len(self.x)} samples"
             )
 
     @property
@@ -106,7 +113,12 @@ def _from_folder(root: Path, signature: ModelSignature, limit: int, seed: int) -
     x = np.stack([_load_image(p, signature) for p in chosen])
     subdirs = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     names = tuple(subdirs) if len(subdirs) == signature.num_classes else None
-    return CalibrationData(x=x, source=str(root.resolve()), class_names=names)
+    y = None
+    if names is not None:
+        tops = [p.relative_to(root).parts[0] for p in chosen]
+        if all(top in names for top in tops):  # every image sits in a class folder
+            y = np.asarray([names.index(top) for top in tops], dtype=np.int64)
+    return CalibrationData(x=x, source=str(root.resolve()), class_names=names, y=y)
 
 
 def _from_npy(path: Path, signature: ModelSignature, limit: int, seed: int) -> CalibrationData:

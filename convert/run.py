@@ -315,8 +315,19 @@ def _prepare_inputs(
         )
     if calibration is not None:
         x, rest = calibration.x[:verify_samples], calibration.x[verify_samples:]
-        held = rest if len(rest) else None
-        return _Inputs(calibration, x, None, "calibration data", 1.0, 0.0, holdout_x=held)
+        y = rest_y = None
+        if calibration.y is not None:  # one folder per class: labels for accuracy
+            y, rest_y = calibration.y[:verify_samples], calibration.y[verify_samples:]
+        return _Inputs(
+            calibration,
+            x,
+            y,
+            "calibration data",
+            1.0,
+            0.0,
+            holdout_x=rest if len(rest) else None,
+            holdout_y=rest_y if len(rest) else None,
+        )
     rng = np.random.default_rng(VERIFY_SEED)
     n = min(verify_samples, RANDOM_VERIFY_SAMPLES)
     x = rng.integers(0, 256, size=(n, *signature.input_shape), dtype=np.uint8)
@@ -770,8 +781,9 @@ def convert_model(
         base_meta = _foreign_metadata(signature, names)
     if max_accuracy_drop is not None and inputs.verify_y is None:
         raise ConvertError(
-            "--max-accuracy-drop needs labelled data, and only an edgeship run (model.json) "
-            "has labels for the check. Use --min-agreement instead. Received: path="
+            "--max-accuracy-drop needs labelled data: an edgeship run (model.json), or "
+            "--calibration-data DIR with one folder per class (as many as the model's "
+            "classes). Use --min-agreement otherwise. Received: path="
             f"{model_path}"
         )
 

@@ -14,12 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 from typer.testing import CliRunner
 
 from convert.calibration import CALIBRATION_SEED, DEFAULT_CALIBRATION_SAMPLES, seeded_subset
 from edge_runtime.metadata import read_metadata
 from edgeship.cli import app
-from tests.support.collapsing import SAMPLES, build
+from tests.support.collapsing import SAMPLES, as_pixel_model, build, write_class_folders
 from tests.test_convert import assert_clean_failure, litert_predict
 
 runner = CliRunner()
@@ -31,9 +32,13 @@ def invoke(*args):
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
+def built(tmp_path_factory):
+    return build(tmp_path_factory.mktemp("fallback"))
+
+
+@pytest.fixture(scope="module")
+def models(built):
     """(healthy.keras, collapsing.keras, calibration .npy, samples, Keras probabilities)."""
-    built = build(tmp_path_factory.mktemp("fallback"))
     # convert checks a foreign model on the first --verify-samples of its calibration sample,
     # and a --fallback model also on the rest of it (which its search does not use).
     picked = seeded_subset(SAMPLES, DEFAULT_CALIBRATION_SAMPLES, CALIBRATION_SEED)
@@ -173,3 +178,36 @@ def test_bad_fallback_options_exit_2(models, tmp_path, args, fragment):
     out = tmp_path / "run"
     result = invoke(collapsing, *args, "--calibration-data", calib, "--out", out)
     assert_clean_failure(result, out, fragment)
+
+
+def test_max_accuracy_drop_with_class_folders(built, tmp_path):
+    """Labels from one folder per class: the accuracy budget drives the search."""
+    model = as_pixel_model(built.collapsing, tmp_path / "pixels.keras")
+    folder = write_class_folders(
+        tmp_path / "images", built.x, built.y, built.keras_probs.shape[1]
+    )
+    out = tmp_path / "run"
+    result = invoke(
+        model, "--quantize", "int8", "--calibration-data", folder, "--calibration-samples",
+        SAMPLES, "--verify-samples", VERIFY, "--fallback", "--max-accuracy-drop", "0.02",
+        "--out", out,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    q = read_metadata(out / "model_int8.tflite")["quantization"]
+    fb = q["fallback"]
+    assert fb["budget"] == {"min_agreement": None, "max_accuracy_drop": 0.02}
+    plain, after = fb["plain"], fb["search"]
+    assert plain["keras_accuracy"] - plain["accuracy"] > 0.05  # int8 collapsed
+    assert after["keras_accuracy"] - after["accuracy"] <= 0.02
+    assert "outlier" in q["float_layers"]
+    assert fb["held_out"]["samples"] == SAMPLES - VERIFY
+    # Recomputed on every image (read back from the folders) against the labels.
+    from train.quiet import import_keras
+
+    names = sorted(p.name for p in folder.iterdir())
+    paths = sorted(folder.rglob("*.png"))
+    pixels = np.stack([np.asarray(Image.open(p))[..., None] for p in paths])
+    labels = np.array([names.index(p.parent.name) for p in paths])
+    keras_pred = import_keras().saving.load_model(model).predict(pixels, verbose=0).argmax(1)
+    pred = litert_predict(out / "model_int8.tflite", pixels.astype(np.float32)).argmax(1)
+    assert np.mean(keras_pred == labels) - np.mean(pred == labels) <= 0.03

@@ -29,6 +29,7 @@ class CollapsingModels:
     calibration: Path
     x: np.ndarray
     keras_probs: np.ndarray
+    y: np.ndarray
 
 
 def build(root: str | Path) -> CollapsingModels:
@@ -66,7 +67,40 @@ def build(root: str | Path) -> CollapsingModels:
         calibration=root / "calibration.npy",
         x=x,
         keras_probs=model.predict(x, verbose=0),
+        y=y,
     )
+
+
+def as_pixel_model(source: Path, dest: Path) -> Path:
+    """The same layers and weights behind a Rescaling(1/255): a model for raw 0-255 pixels."""
+    from train.quiet import import_keras
+
+    keras = import_keras()
+    src = keras.saving.load_model(source)
+    inp = keras.Input(SHAPE)
+    h = keras.layers.Rescaling(1 / 255, name="scale")(inp)
+    h = keras.layers.Flatten(name="flat")(h)
+    for name in ("features", "outlier", "head"):
+        layer = keras.layers.Dense.from_config(src.get_layer(name).get_config())
+        h = layer(h)
+        layer.set_weights(src.get_layer(name).get_weights())
+    keras.Model(inp, h, name="pixels").save(dest)
+    return dest
+
+
+def write_class_folders(root: Path, x: np.ndarray, y: np.ndarray, num_classes: int) -> Path:
+    """`root/class_<k>/<i>.png`: the samples as 8-bit grayscale images, one folder per class
+    (a class without samples still gets its folder)."""
+    from PIL import Image
+
+    for k in range(num_classes):
+        (root / f"class_{k}").mkdir(parents=True, exist_ok=True)
+    for i, (image, label) in enumerate(zip(x, y, strict=True)):
+        folder = root / f"class_{int(label)}"
+        folder.mkdir(parents=True, exist_ok=True)
+        pixels = np.round(image[..., 0] * 255).astype(np.uint8)
+        Image.fromarray(pixels, mode="L").save(folder / f"{i:04d}.png")
+    return root
 
 
 if __name__ == "__main__":
