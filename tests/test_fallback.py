@@ -20,7 +20,8 @@ from typer.testing import CliRunner
 from convert.calibration import CALIBRATION_SEED, DEFAULT_CALIBRATION_SAMPLES, seeded_subset
 from edge_runtime.metadata import read_metadata
 from edgeship.cli import app
-from tests.support.collapsing import SAMPLES, as_pixel_model, build, write_class_folders
+from tests.support.collapsing import SAMPLES, SHAPE, as_pixel_model, build, write_class_folders
+from tests.support.predictions import assert_predict_matches_desktop
 from tests.test_convert import assert_clean_failure, litert_predict
 
 runner = CliRunner()
@@ -180,20 +181,27 @@ def test_bad_fallback_options_exit_2(models, tmp_path, args, fragment):
     assert_clean_failure(result, out, fragment)
 
 
-def test_max_accuracy_drop_with_class_folders(built, tmp_path):
-    """Labels from one folder per class: the accuracy budget drives the search."""
-    model = as_pixel_model(built.collapsing, tmp_path / "pixels.keras")
-    folder = write_class_folders(
-        tmp_path / "images", built.x, built.y, built.keras_probs.shape[1]
-    )
-    out = tmp_path / "run"
+@pytest.fixture(scope="module")
+def pixel_run(built, tmp_path_factory):
+    """The collapsing model for raw pixels, class folders, and its --fallback conversion on
+    an accuracy budget: (model_int8.tflite, pixels.keras, image folder)."""
+    root = tmp_path_factory.mktemp("pixels")
+    model = as_pixel_model(built.collapsing, root / "pixels.keras")
+    folder = write_class_folders(root / "images", built.x, built.y, built.keras_probs.shape[1])
+    out = root / "run"
     result = invoke(
         model, "--quantize", "int8", "--calibration-data", folder, "--calibration-samples",
         SAMPLES, "--verify-samples", VERIFY, "--fallback", "--max-accuracy-drop", "0.02",
         "--out", out,
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    q = read_metadata(out / "model_int8.tflite")["quantization"]
+    return out / "model_int8.tflite", model, folder
+
+
+def test_max_accuracy_drop_with_class_folders(pixel_run):
+    """Labels from one folder per class: the accuracy budget drives the search."""
+    tflite, model, folder = pixel_run
+    q = read_metadata(tflite)["quantization"]
     fb = q["fallback"]
     assert fb["budget"] == {"min_agreement": None, "max_accuracy_drop": 0.02}
     plain, after = fb["plain"], fb["search"]
@@ -209,5 +217,28 @@ def test_max_accuracy_drop_with_class_folders(built, tmp_path):
     pixels = np.stack([np.asarray(Image.open(p))[..., None] for p in paths])
     labels = np.array([names.index(p.parent.name) for p in paths])
     keras_pred = import_keras().saving.load_model(model).predict(pixels, verbose=0).argmax(1)
-    pred = litert_predict(out / "model_int8.tflite", pixels.astype(np.float32)).argmax(1)
+    pred = litert_predict(tflite, pixels.astype(np.float32)).argmax(1)
     assert np.mean(keras_pred == labels) - np.mean(pred == labels) <= 0.03
+
+
+# --- the partly-float model on the deploy targets' runtimes ---------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.emulated
+def test_fallback_model_predicts_on_the_emulated_pi(arm64_python, pixel_run, tmp_path):
+    """Raspberry Pi OS arm64 (qemu) with ai-edge-litert: the same answers as the desktop."""
+    assert_predict_matches_desktop(arm64_python, pixel_run[0], SHAPE, tmp_path)
+
+
+@pytest.mark.slow
+def test_fallback_model_predicts_on_tflite_runtime(tflite_env, pixel_run, tmp_path):
+    """tflite-runtime 2.14 (the armhf target's runtime): the same answers as ai-edge-litert."""
+    assert_predict_matches_desktop(
+        tflite_env,
+        pixel_run[0],
+        SHAPE,
+        tmp_path,
+        env_args=("--backend", "tflite_runtime"),
+        desktop_args=("--backend", "ai_edge_litert"),
+    )
