@@ -437,7 +437,7 @@ def _convert_one(
                 and drop is not None
                 and drop > budget.max_accuracy_drop + 1e-12
             )
-            if missed and fallback is None:  # a fallback model met the budget on its search data
+            if missed and fallback is None:  # a fallback model was chosen on these same samples
                 what = (
                     f"top-1 agreement with Keras {agreement:.2%} is below --min-agreement "
                     f"{budget.min_agreement:.2%}"
