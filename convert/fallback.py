@@ -84,6 +84,14 @@ class Check:
     accuracy: float | None = None
     keras_accuracy: float | None = None
 
+    def __post_init__(self) -> None:
+        if self.samples < 1:
+            raise ValueError(f"A check needs samples. Received: samples={self.samples}")
+        for name in ("agreement", "accuracy", "keras_accuracy"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1]. Received: {value}")
+
     @property
     def accuracy_drop(self) -> float | None:
         """Keras accuracy minus the model's (None without labels)."""
