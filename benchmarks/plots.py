@@ -197,7 +197,7 @@ def flipped_gallery(
     order = sorted(indices, key=lambda i: -float(keras_probs[i].max()))[:limit]
     cols = 6
     rows = max(1, -(-len(order) // cols))
-    fig = plt.figure(figsize=(2.2 * cols, 2.5 * rows + 0.6))
+    fig = plt.figure(figsize=(2.2 * cols, 2.6 * rows + 0.6), layout="constrained")
     for k, i in enumerate(order):
         ax = fig.add_subplot(rows, cols, k + 1)
         _show_image(ax, x[i])
@@ -213,7 +213,6 @@ def flipped_gallery(
     fig.suptitle(
         f"{name}: {shown} images whose top-1 differs from Keras's, surest Keras answer first"
     )
-    fig.tight_layout()
     return _save(fig, path)
 
 
