@@ -3,12 +3,13 @@
 <name>/edge_runtime/      the runtime package source (no __pycache__)
 <name>/models/            model_<mode>.tflite
 <name>/samples/           one PNG per input shape, the smoke test's image
-<name>/requirements.txt   exact pins (deploy.requirements)
-<name>/install.sh         verify, make or reuse a venv, install
+<name>/requirements-<target>.txt   exact pins per target (deploy.requirements)
+<name>/install.sh         verify, detect the target (edge_runtime/targets.py), make or reuse a
+                          venv, install
 <name>/verify.py          every file against manifest.json (standard library only)
 <name>/README.md
-<name>/wheels/            with --with-wheels: aarch64 / CPython 3.11 wheels
-<name>/manifest.json      sha256 of every other file, models, samples and expected answers
+<name>/wheels/<target>/   with --with-wheels: every wheel each target needs (offline install)
+<name>/manifest.json      sha256 of every other file, targets, models, samples, expected answers
 """
 
 from __future__ import annotations
@@ -29,12 +30,14 @@ import numpy as np
 
 import edge_runtime
 from deploy.errors import BundleError
-from deploy.requirements import DEVICE_MACHINE, DEVICE_PYTHON, PINS, requirements_text
+from deploy.requirements import requirements_text, target_pins
+from deploy.targets import parse_target_names
 from edge_runtime.files import atomic_path
 from edge_runtime.native_log import filtered_native_stderr
+from edge_runtime.targets import get_target
 
 BUNDLE_FORMAT = "edgeship-bundle"
-BUNDLE_SCHEMA_VERSION = 1
+BUNDLE_SCHEMA_VERSION = 2  # 2: per-target requirements and wheels
 DEFAULT_MODELS = ("int8", "float32")
 # Fixed tar metadata: the same inputs give the same bytes.
 TAR_MTIME = 1700000000
@@ -56,6 +59,7 @@ class BundleInfo:
     models: tuple[str, ...]
     wheels: tuple[str, ...]
     files: int
+    targets: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.size_bytes <= 0 or len(self.sha256) != 64 or not self.models:
@@ -281,8 +285,13 @@ def build_bundle(
     models: Sequence[str] = DEFAULT_MODELS,
     with_wheels: bool = False,
     progress: ProgressCallback | None = None,
+    targets: str | Sequence[str] | None = None,
 ) -> BundleInfo:
-    """Build the device bundle of `run_dir`'s models into the .tar.gz `out`."""
+    """Build the device bundle of `run_dir`'s models into the .tar.gz `out`.
+
+    `targets` (default: all) are the OS targets it installs on (`edge_runtime.targets`); each
+    gets its requirements file and, `with_wheels`, every wheel it needs under wheels/<target>/.
+    """
     say = progress or (lambda _msg: None)
     run_dir, out = Path(run_dir), Path(out)
     if out.is_dir():
@@ -291,6 +300,7 @@ def build_bundle(
             f"{out / 'edgeship-bundle.tar.gz'}. Received: out={out}"
         )
     modes = parse_modes(models)
+    target_names = parse_target_names(targets)
     model_entries = _model_entries(run_dir, modes)
     run_meta = _run_metadata(run_dir)
     if run_meta:
@@ -308,19 +318,39 @@ def build_bundle(
     for name, by_model in sorted(samples.items()):
         entries.append(_Entry(name, data=next(iter(by_model.values()))))
 
-    requirements = requirements_text().encode()
-    entries.append(_Entry("requirements.txt", data=requirements))
+    target_info: dict[str, dict[str, Any]] = {}
+    for name in target_names:
+        t = get_target(name)
+        data = requirements_text(t).encode()
+        req = f"requirements-{name}.txt"
+        entries.append(_Entry(req, data=data))
+        target_info[name] = {
+            "image": t.image,
+            "python": t.python,
+            "arch": t.arch,
+            "runtime": t.runtime_dist,
+            "requirements": req,
+            "requirements_sha256": _sha256(data),
+            "pins": dict(target_pins(t)),
+            "system_site_packages": t.system_site,
+            "system_packages": list(t.system_packages),
+            "wheels": [],
+        }
     for name in ("install.sh", "verify.py", "README.md"):
         mode = 0o755 if name in EXECUTABLE else 0o644
         entries.append(_Entry(name, source=REMOTE_FILES / name, mode=mode))
 
-    wheels: list[Path] = []
+    wheels: list[str] = []
     if with_wheels:
         from deploy.wheels import download_wheels
 
-        say(f"getting the {DEVICE_MACHINE} / CPython {DEVICE_PYTHON} wheels (cached)")
-        wheels = download_wheels(DEVICE_MACHINE, DEVICE_PYTHON)
-        entries.extend(_Entry(f"wheels/{w.name}", source=w) for w in wheels)
+        for name in target_names:
+            t = get_target(name)
+            say(f"getting the {name} wheels ({t.wheel_machine}, CPython {t.python}; cached)")
+            found = download_wheels(name)
+            entries.extend(_Entry(f"wheels/{name}/{w.name}", source=w) for w in found)
+            target_info[name]["wheels"] = [w.name for w in found]
+            wheels.extend(f"wheels/{name}/{w.name}" for w in found)
 
     say("hashing files")
     files = {e.name: _sha256(e.read()) for e in sorted(entries, key=lambda e: e.name)}
@@ -331,14 +361,12 @@ def build_bundle(
         "run": run_dir.resolve().name,
         "model": run_meta.get("model"),
         "class_names": run_meta.get("class_names"),
-        "device": {"python": DEVICE_PYTHON, "machine": DEVICE_MACHINE},
-        "requirements": dict(PINS),
-        "requirements_sha256": _sha256(requirements),
+        "targets": target_info,
         "models": [
             {"file": e.name, "mode": mode, "size_bytes": len(e.read()), **expected[e.name]}
             for mode, e in zip(modes, model_entries, strict=True)
         ],
-        "wheels": [w.name for w in wheels],
+        "wheels": wheels,
         "files": files,
     }
     entries.append(_Entry("manifest.json", data=(json.dumps(manifest, indent=2) + "\n").encode()))
@@ -353,8 +381,9 @@ def build_bundle(
         sha256=_sha256(data),
         top=top,
         models=tuple(e.name for e in model_entries),
-        wheels=tuple(w.name for w in wheels),
+        wheels=tuple(wheels),
         files=len(entries),
+        targets=target_names,
     )
 
 

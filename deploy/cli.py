@@ -30,8 +30,16 @@ def bundle_command(
     ] = "int8,float32",
     with_wheels: Annotated[
         bool,
-        typer.Option("--with-wheels", help="add the aarch64 / CPython 3.11 wheels (offline Pi)"),
+        typer.Option("--with-wheels", help="add every wheel each target needs (offline Pi)"),
     ] = False,
+    target: Annotated[
+        str,
+        typer.Option(
+            "--target",
+            help="comma-separated OS targets: trixie-arm64, bookworm-arm64, bookworm-armhf "
+            "(default: all)",
+        ),
+    ] = "all",
 ) -> None:
     """Build FILE.tar.gz: edge_runtime, models, sample images, install.sh, manifest."""
     from deploy.bundle import build_bundle
@@ -43,11 +51,13 @@ def bundle_command(
         models=models.split(","),
         with_wheels=with_wheels,
         progress=lambda msg: console.print(f"[dim]bundle:[/] {msg}"),
+        targets=target,
     )
     wheels = f", {len(info.wheels)} wheels" if info.wheels else ""
     typer.echo(
         f"{info.path}: {info.size_bytes / 1e6:.2f} MB, {info.files} files, "
-        f"{len(info.models)} models{wheels}, sha256 {info.sha256[:16]}"
+        f"{len(info.models)} models{wheels}, targets {','.join(info.targets)}, "
+        f"sha256 {info.sha256[:16]}"
     )
 
 
@@ -89,6 +99,10 @@ def push_command(
     connect_timeout: Annotated[
         int, typer.Option("--connect-timeout", help="seconds to wait for the TCP connection")
     ] = 10,
+    target: Annotated[
+        str | None,
+        typer.Option("--target", help="install this OS target instead of the probed one"),
+    ] = None,
 ) -> None:
     """Upload, verify, install, smoke-test, switch `current` (and bench) on each host."""
     from deploy.errors import DeployError
@@ -119,12 +133,16 @@ def push_command(
         results=results,
         keep=keep,
         progress=progress,
+        device_target=target,
     )
     for r in found:
         if r.ok:
             venv = "venv reused" if r.reused_venv else "venv installed"
             extra = f", bench -> {r.bench_path}" if r.bench_path else ""
-            typer.echo(f"ok {r.target}: release {r.release}, {venv}, {r.seconds:.1f} s{extra}")
+            typer.echo(
+                f"ok {r.target}: {r.device_target}, release {r.release}, {venv}, "
+                f"{r.seconds:.1f} s{extra}"
+            )
     failed = [r for r in found if not r.ok]
     if len(failed) == 1 and len(found) == 1:
         raise DeployError(f"deploy failed: {failed[0].error}")

@@ -43,3 +43,7 @@ class ManifestMismatchError(DeployError):
 
 class RemoteStepError(DeployError):
     """A step on the device (install, smoke test, switch, bench) failed."""
+
+
+class UnsupportedTargetError(DeployError):
+    """The device is not one of the supported targets, or not one the bundle was built for."""

@@ -7,6 +7,9 @@ On the device, under the remote dir (default `edgeship`, relative to the login's
     current -> releases/<id>    switched atomically (`ln -s` + `mv -T`) only after the
                                 install, the smoke test and (with --bench) the bench passed
 
+Before anything is uploaded, one round trip probes the host (`edge_runtime/targets.py --json`
+run by its python3: machine, bits, Python, OS, board) and picks its target among the bundle's
+(`--target` overrides); an unsupported host is refused there, with nothing uploaded.
 A failure at any step removes the new release folder and leaves `current` as it was. The bench
 runs in the new release before the switch, so a failed bench is a failed deploy, never a
 "failed" report about a release that is already current.
@@ -36,6 +39,7 @@ from deploy.errors import (
     TransferError,
 )
 from deploy.ssh import SshOptions, SshSession, SshTarget, remote_path
+from deploy.targets import PROBE_SCRIPT, choose_target, parse_probe
 from edge_runtime.errors import OutputError
 from edge_runtime.files import atomic_write_text
 
@@ -45,7 +49,7 @@ DEFAULT_RESULTS_NAME = "device-bench.json"
 INSTALL_TIMEOUT = 1800.0  # a Pi 3 installing NumPy from the index can take minutes
 STEP_TIMEOUT = 600.0
 
-# progress(target, step, detail): step in connect, upload, verify, install, smoke, bench,
+# progress(target, step, detail): step in connect, probe, upload, verify, install, smoke, bench,
 # switch, done, failed.
 ProgressCallback = Callable[[str, str, str], None]
 
@@ -63,6 +67,8 @@ class PushResult:
     reused_venv: bool | None = None
     bench_path: Path | None = None
     steps: dict[str, float] = field(default_factory=dict)
+    device_target: str | None = None  # the OS target installed (edge_runtime.targets)
+    device: dict[str, Any] | None = None  # the probe's facts
 
     def __post_init__(self) -> None:
         if self.ok == bool(self.error):
@@ -77,9 +83,9 @@ class _Bundle:
     top: str
     manifest: dict[str, Any]
 
-    @property
-    def venv_key(self) -> str:
-        return self.manifest["requirements_sha256"][:16]
+    def venv_key(self, target: str) -> str:
+        """The venv folder of `target`'s requirements (unchanged requirements: same venv)."""
+        return f"{target}-{self.manifest['targets'][target]['requirements_sha256'][:12]}"
 
 
 def _load_bundle(path: str | os.PathLike) -> _Bundle:
@@ -89,7 +95,7 @@ def _load_bundle(path: str | os.PathLike) -> _Bundle:
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
-    for key in ("requirements_sha256", "models", "files"):
+    for key in ("targets", "models", "files"):
         if key not in manifest:
             raise DeployError(f"The bundle's manifest lacks `{key}`; rebuild it. Received: {path}")
     return _Bundle(path, digest.hexdigest(), path.stat().st_size, top, manifest)
@@ -163,8 +169,12 @@ class _Deployer:
         remote_dir: str,
         keep: int,
         progress: ProgressCallback,
+        device_target: str | None = None,
     ) -> None:
         self.bundle, self.target, self.options = bundle, target, options
+        self.override = device_target
+        self.device_target: str | None = None
+        self.device: dict[str, Any] | None = None
         self.dir = remote_path(remote_dir.rstrip("/") or "/")
         self.keep = keep
         self.progress = progress
@@ -207,6 +217,8 @@ class _Deployer:
         with SshSession(self.target, self.options) as sess:
             sess.connect()
             self.steps["connect"] = round(time.perf_counter() - started, 3)
+            self._probe(sess)
+            venv_key = b.venv_key(self.device_target)
             try:
                 self._say("upload", f"{b.size_bytes / 1e6:.1f} MB -> releases/{self.release}")
                 self._step(
@@ -233,13 +245,14 @@ class _Deployer:
                         f"python3 .{rel}.partial/verify.py; mv .{rel}.partial {rel}"
                     ),
                 )
-                self._say("install", f"venvs/{b.venv_key}")
+                self._say("install", f"{self.device_target}: venvs/{venv_key}")
                 out = self._step(
                     sess,
                     "install",
                     (
                         f"set -e; cd {self.dir}; venvs=$(cd venvs && pwd); cd releases/{rel}; "
-                        f'./install.sh --venv "$venvs"/{b.venv_key}'
+                        f"EDGESHIP_TARGET={shlex.quote(self.device_target)} "
+                        f'./install.sh --venv "$venvs"/{venv_key}'
                     ),
                     timeout=INSTALL_TIMEOUT,
                 )
@@ -261,6 +274,22 @@ class _Deployer:
                 raise
             self._prune(sess)
         return bench_path, bool(self.reused_venv)
+
+    def _probe(self, sess: SshSession) -> None:
+        """One round trip: the host's facts; pick its target or refuse before any upload."""
+        self._say("probe", "machine, Python, OS, board")
+        out = self._step(
+            sess, "probe", '"${PYTHON:-python3}" - --json', stdin_path=PROBE_SCRIPT, timeout=120
+        )
+        facts = parse_probe(out)
+        if facts is None:
+            raise RemoteStepError(
+                f"{self.target}: the probe (python3 edge_runtime/targets.py --json) printed no "
+                f"facts; is python3 installed? Received: {_one_line(out)}"
+            )
+        target, note = choose_target(facts, list(self.bundle.manifest["targets"]), self.override)
+        self.device, self.device_target = facts, target.name
+        self._say("probe", f"{target.name}" + (f" ({note})" if note else ""))
 
     def _smoke(self, sess: SshSession) -> None:
         for model in self.bundle.manifest["models"]:
@@ -318,6 +347,8 @@ class _Deployer:
         data = {
             "schema_version": 1,
             "host": str(self.target),
+            "target": self.device_target,
+            "device": self.device,
             "release": self.release,
             "bundle": self.bundle.path.name,
             "bundle_sha256": self.bundle.sha256,
@@ -343,8 +374,13 @@ def push_bundle(
     results: str | os.PathLike | None = None,
     keep: int = DEFAULT_KEEP,
     progress: ProgressCallback | None = None,
+    device_target: str | None = None,
 ) -> list[PushResult]:
-    """Deploy `bundle` to every target in parallel; one `PushResult` per target, in order."""
+    """Deploy `bundle` to every target in parallel; one `PushResult` per target, in order.
+
+    Each host's OS target is probed (`device_target` forces one); an unsupported host fails
+    before anything is uploaded to it.
+    """
     if not targets:
         raise DeployError("Pass at least one --host USER@HOST. Received: none")
     b = _load_bundle(bundle)
@@ -353,7 +389,7 @@ def push_bundle(
 
     def one(target: SshTarget) -> PushResult:
         started = time.perf_counter()
-        deployer = _Deployer(b, target, options, remote_dir, keep, say)
+        deployer = _Deployer(b, target, options, remote_dir, keep, say, device_target)
         out = _results_path(Path(results) if results else None, b.path, target, many)
         try:
             bench_path, reused = deployer.deploy(bench, out)
@@ -368,6 +404,8 @@ def push_bundle(
                 seconds=round(time.perf_counter() - started, 3),
                 reused_venv=deployer.reused_venv,
                 steps=deployer.steps,
+                device_target=deployer.device_target,
+                device=deployer.device,
             )
         seconds = round(time.perf_counter() - started, 3)
         steps = ", ".join(f"{k} {v:.1f} s" for k, v in deployer.steps.items())
@@ -380,6 +418,8 @@ def push_bundle(
             reused_venv=reused,
             bench_path=bench_path,
             steps=deployer.steps,
+            device_target=deployer.device_target,
+            device=deployer.device,
         )
 
     if not many:

@@ -1,41 +1,86 @@
-"""What a bundle installs on the device: exact pins that have aarch64 and x86_64 cp311 wheels.
+"""What a bundle installs on each target: exact pins, the full closure of each runtime.
 
-ai-edge-litert is pinned to 1.4.0, not 2.x: 2.3.0 dies with SIGSEGV in `Interpreter()` under
-the emulated arm64 CPython 3.11 (qemu-user) while 1.4.0 runs models there; NumPy 2.4 works
-with litert 1.4.0's extension modules. The list is the full closure (`pip install --no-deps`
-would need nothing else), so `pip download --no-deps` gets every wheel an offline Pi needs.
+`trixie-arm64` and `bookworm-arm64` install ai-edge-litert 2.3.0 with NumPy, Pillow and
+flatbuffers from PyPI (aarch64 wheels for CPython 3.11 and 3.13; every pin also has x86_64
+wheels, so the desktop and the tests' loopback "Pi" run the same versions).
+`bookworm-armhf` installs tflite-runtime 2.14.0 (the only TFLite Python runtime with armv7l
+wheels: CPython 3.11, NumPy 1.x) and flatbuffers into a venv with `--system-site-packages`:
+NumPy and Pillow are Debian's `python3-numpy` (1.24) and `python3-pil`, since PyPI has no
+armv7l NumPy wheels. Each list is the closure (`pip install --no-deps` would need nothing
+else), so `pip download --no-deps` gets every wheel an offline Pi needs.
 """
 
 from __future__ import annotations
 
-PINS: dict[str, str] = {
-    "ai-edge-litert": "1.4.0",
+from edge_runtime.targets import TARGET_NAMES, Target, get_target
+
+LITERT_PINS: dict[str, str] = {
+    "ai-edge-litert": "2.3.0",
     "numpy": "2.4.6",
     "pillow": "13.0.0",
     "flatbuffers": "25.12.19",
-    # ai-edge-litert 1.4.0's own dependencies
+    # ai-edge-litert 2.3.0's own dependencies
     "backports-strenum": "1.2.8",
+    "ml-dtypes": "0.6.0",
+    "protobuf": "7.36.2",
     "tqdm": "4.70.1",
     "typing-extensions": "4.16.0",
 }
-# Raspberry Pi OS Bookworm 64-bit: CPython 3.11, glibc 2.36.
-DEVICE_PYTHON = "3.11"
-DEVICE_MACHINE = "aarch64"
-GLIBC_MAX_MINOR = 36
+TFLITE_PINS: dict[str, str] = {
+    "tflite-runtime": "2.14.0",
+    "flatbuffers": "25.12.19",
+}
+TARGET_PINS: dict[str, dict[str, str]] = {
+    "trixie-arm64": LITERT_PINS,
+    "bookworm-arm64": LITERT_PINS,
+    "bookworm-armhf": TFLITE_PINS,
+}
+# The newest glibc minor each target's OS has (Debian 13: 2.41, Debian 12: 2.36).
+GLIBC_MAX_MINOR: dict[str, int] = {"trixie-arm64": 41, "bookworm-arm64": 36, "bookworm-armhf": 36}
+# Kept for the callers that predate targets: the ai-edge-litert closure.
+PINS = LITERT_PINS
 
 
-def requirements_text() -> str:
-    """The bundle's requirements.txt."""
+def target_pins(target: str | Target) -> dict[str, str]:
+    """The exact pins of `target`."""
+    return TARGET_PINS[_name(target)]
+
+
+def _name(target: str | Target) -> str:
+    return target.name if isinstance(target, Target) else get_target(target).name
+
+
+def requirements_text(target: str | Target = "bookworm-arm64") -> str:
+    """The bundle's requirements-<target>.txt."""
+    t = get_target(_name(target))
+    source = (
+        "NumPy and Pillow come from Debian (python3-numpy, python3-pil; a venv with "
+        "--system-site-packages)"
+        if t.system_site
+        else f"every pin has {t.wheel_machine} and x86_64 cp{t.python.replace('.', '')} wheels"
+    )
     lines = [
-        "# edgeship bundle: what edge_runtime needs on the device (Raspberry Pi OS Bookworm,",
-        "# CPython 3.11, aarch64). Every pin has aarch64 and x86_64 cp311 wheels.",
-        *(f"{name}=={version}" for name, version in PINS.items()),
+        f"# edgeship bundle, target {t.name}: {t.image}, CPython {t.python}, {t.arch}.",
+        f"# {source}.",
+        *(f"{name}=={version}" for name, version in target_pins(t).items()),
     ]
     return "\n".join(lines) + "\n"
 
 
-def platform_tags(machine: str = DEVICE_MACHINE) -> list[str]:
-    """pip's --platform tags a glibc-2.36 Linux on `machine` installs (manylinux2014 .. 2_36)."""
-    return [f"manylinux2014_{machine}"] + [
-        f"manylinux_2_{minor}_{machine}" for minor in range(17, GLIBC_MAX_MINOR + 1)
-    ]
+def platform_tags(machine: str, glibc_max_minor: int = 36) -> list[str]:
+    """pip's --platform tags a glibc-2.`glibc_max_minor` Linux on `machine` installs."""
+    tags = [f"manylinux_2_{minor}_{machine}" for minor in range(17, glibc_max_minor + 1)]
+    return [f"manylinux2014_{machine}", *tags]
+
+
+__all__ = [
+    "GLIBC_MAX_MINOR",
+    "LITERT_PINS",
+    "PINS",
+    "TARGET_NAMES",
+    "TARGET_PINS",
+    "TFLITE_PINS",
+    "platform_tags",
+    "requirements_text",
+    "target_pins",
+]

@@ -1,4 +1,4 @@
-"""Download the pinned wheels for the device (or another Linux machine) once, into the cache."""
+"""Download a target's pinned wheels (for its device, or another Linux machine) once, cached."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import tempfile
 from pathlib import Path
 
 from deploy.errors import BundleError
-from deploy.requirements import DEVICE_MACHINE, DEVICE_PYTHON, PINS, platform_tags
+from deploy.requirements import GLIBC_MAX_MINOR, platform_tags, target_pins
+from edge_runtime.targets import get_target
 
 CACHE_ENV = "EDGESHIP_CACHE"
 
@@ -23,18 +24,25 @@ def cache_root() -> Path:
     return Path(value).expanduser() if value else Path.home() / ".cache" / "edgeship"
 
 
-def wheel_dir(machine: str = DEVICE_MACHINE, python: str = DEVICE_PYTHON) -> Path:
-    """The cache folder of the pinned wheels for `machine` and CPython `python`."""
-    spec = json.dumps({"pins": PINS, "machine": machine, "python": python}, sort_keys=True)
+def _resolve(target: str, machine: str | None, python: str | None) -> tuple[str, str]:
+    t = get_target(target)
+    return machine or t.wheel_machine, python or t.python
+
+
+def wheel_dir(target: str, machine: str | None = None, python: str | None = None) -> Path:
+    """The cache folder of `target`'s pinned wheels (its machine and CPython, or the given)."""
+    machine, python = _resolve(target, machine, python)
+    pins = target_pins(target)
+    spec = json.dumps({"pins": pins, "machine": machine, "python": python}, sort_keys=True)
     key = hashlib.sha256(spec.encode()).hexdigest()[:12]
     tag = f"cp{python.replace('.', '')}-{machine}"
     return cache_root() / "wheels" / f"{tag}-{key}"
 
 
-def _expected(folder: Path) -> list[Path] | None:
+def _expected(folder: Path, pins: dict[str, str]) -> list[Path] | None:
     """The wheel of each pin in `folder`, or None when one is missing."""
     found = []
-    for name, version in PINS.items():
+    for name, version in pins.items():
         prefix = f"{name.replace('-', '_')}-{version}-".lower()
         matches = sorted(p for p in folder.glob("*.whl") if p.name.lower().startswith(prefix))
         if not matches:
@@ -43,20 +51,26 @@ def _expected(folder: Path) -> list[Path] | None:
     return found
 
 
-def download_wheels(machine: str = DEVICE_MACHINE, python: str = DEVICE_PYTHON) -> list[Path]:
-    """Return the pinned wheels for Linux `machine` / CPython `python`, downloading them once.
+def download_wheels(
+    target: str, machine: str | None = None, python: str | None = None
+) -> list[Path]:
+    """Return `target`'s pinned wheels for Linux `machine` / CPython `python` (default: the
+    target's own), downloading them once.
 
     `pip download --only-binary=:all: --no-deps --platform manylinux..._<machine>` into a temp
     folder beside the cache folder, moved into place when complete.
     """
-    final = wheel_dir(machine, python)
-    if final.is_dir() and (found := _expected(final)):
+    pins = target_pins(target)
+    glibc = GLIBC_MAX_MINOR[get_target(target).name]
+    final = wheel_dir(target, machine, python)
+    machine, python = _resolve(target, machine, python)
+    if final.is_dir() and (found := _expected(final, pins)):
         return found
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     try:
-        platforms = [arg for tag in platform_tags(machine) for arg in ("--platform", tag)]
-        requirements = [f"{name}=={version}" for name, version in PINS.items()]
+        platforms = [arg for tag in platform_tags(machine, glibc) for arg in ("--platform", tag)]
+        requirements = [f"{name}=={version}" for name, version in pins.items()]
         argv = [
             sys.executable,
             "-m",
@@ -77,7 +91,7 @@ def download_wheels(machine: str = DEVICE_MACHINE, python: str = DEVICE_PYTHON) 
             *requirements,
         ]
         proc = subprocess.run(argv, capture_output=True, text=True, check=False)
-        found = _expected(tmp)
+        found = _expected(tmp, pins)
         if proc.returncode != 0 or found is None:
             tail = " ".join((proc.stderr or proc.stdout).strip().splitlines()[-2:])
             raise BundleError(
@@ -90,4 +104,4 @@ def download_wheels(machine: str = DEVICE_MACHINE, python: str = DEVICE_PYTHON) 
         tmp.rename(final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return _expected(final) or []
+    return _expected(final, pins) or []

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from deploy.requirements import PINS
+from deploy.requirements import LITERT_PINS, TARGET_PINS, TFLITE_PINS
+from edge_runtime.targets import TARGET_NAMES, get_target
 from edgeship.cli import app
 
 runner = CliRunner()
@@ -49,7 +50,10 @@ def test_bundle_contents(deploy_run, tmp_path):
         "pi/edge_runtime/__main__.py",
         "pi/models/model_int8.tflite",
         "pi/models/model_float32.tflite",
-        "pi/requirements.txt",
+        "pi/edge_runtime/targets.py",
+        "pi/requirements-trixie-arm64.txt",
+        "pi/requirements-bookworm-arm64.txt",
+        "pi/requirements-bookworm-armhf.txt",
         "pi/install.sh",
         "pi/verify.py",
         "pi/README.md",
@@ -64,10 +68,18 @@ def test_bundle_contents(deploy_run, tmp_path):
     assert set(manifest["files"]) == files - {"manifest.json"}
     for rel, digest in manifest["files"].items():
         assert hashlib.sha256((top / rel).read_bytes()).hexdigest() == digest, rel
-    reqs = (top / "requirements.txt").read_text()
-    for name, version in PINS.items():
-        assert f"{name}=={version}\n" in reqs
-    assert {"ai-edge-litert", "numpy", "pillow", "flatbuffers"} <= set(PINS)
+    # Every target by default, each with its own exact pins.
+    assert list(manifest["targets"]) == list(TARGET_NAMES)
+    for name, entry in manifest["targets"].items():
+        reqs = (top / entry["requirements"]).read_text()
+        pins = [ln for ln in reqs.splitlines() if ln and not ln.startswith("#")]
+        assert pins == [f"{n}=={v}" for n, v in TARGET_PINS[name].items()], name
+        assert entry["python"] == get_target(name).python and entry["wheels"] == []
+    assert LITERT_PINS["ai-edge-litert"].startswith("2.3.")
+    assert {"ai-edge-litert", "numpy", "pillow", "flatbuffers"} <= set(LITERT_PINS)
+    assert TFLITE_PINS["tflite-runtime"] == "2.14.0" and "numpy" not in TFLITE_PINS
+    armhf = manifest["targets"]["bookworm-armhf"]
+    assert armhf["system_site_packages"] and "python3-numpy" in armhf["system_packages"]
     # The desktop's answer on the bundled sample, for the device's smoke test.
     assert [m["mode"] for m in manifest["models"]] == ["int8", "float32"]
     for model in manifest["models"]:
@@ -135,22 +147,55 @@ def test_not_a_tflite_model(tmp_path):
     assert result.exit_code == 2 and "TFL3" in _one_error_line(result)
 
 
+def test_bundle_for_one_target(deploy_run, tmp_path):
+    out = tmp_path / "armhf.tar.gz"
+    result = runner.invoke(
+        app,
+        ["deploy", "bundle", str(deploy_run), "--out", str(out), "--target", "bookworm-armhf"],
+    )
+    assert result.exit_code == 0, result.output
+    assert "targets bookworm-armhf," in result.stdout
+    with tarfile.open(out, "r:gz") as tar:
+        names = tar.getnames()
+        manifest = json.load(io.BytesIO(tar.extractfile("armhf/manifest.json").read()))
+    assert list(manifest["targets"]) == ["bookworm-armhf"]
+    assert [n for n in names if "requirements" in n] == ["armhf/requirements-bookworm-armhf.txt"]
+
+
+@pytest.mark.parametrize("bad", ["trixie-armhf", "bookworm-arm64,jessie", ","])
+def test_bundle_unknown_target_is_one_line_exit_2(deploy_run, tmp_path, bad):
+    out = tmp_path / "b.tar.gz"
+    result = runner.invoke(
+        app, ["deploy", "bundle", str(deploy_run), "--out", str(out), "--target", bad]
+    )
+    assert result.exit_code == 2
+    line = _one_error_line(result)
+    assert "trixie-arm64, bookworm-arm64, bookworm-armhf" in line and repr(bad) in line
+    assert not out.exists()
+
+
 @pytest.mark.slow
-def test_bundle_with_wheels_has_aarch64_cp311_wheels(deploy_run, tmp_path):
-    """--with-wheels: the pinned aarch64 / CPython 3.11 wheels (downloaded once, cached)."""
+def test_bundle_with_wheels_has_each_targets_wheels(deploy_run, tmp_path):
+    """--with-wheels: every wheel each target needs, for its machine and CPython (cached)."""
     out = tmp_path / "offline.tar.gz"
     result = runner.invoke(
         app, ["deploy", "bundle", str(deploy_run), "--out", str(out), "--with-wheels"]
     )
     assert result.exit_code == 0, result.output
     with tarfile.open(out, "r:gz") as tar:
-        wheels = [n.split("/")[-1] for n in tar.getnames() if n.endswith(".whl")]
+        wheels = [n.split("/", 1)[1] for n in tar.getnames() if n.endswith(".whl")]
         manifest = json.load(io.BytesIO(tar.extractfile("offline/manifest.json").read()))
-    assert sorted(wheels) == sorted(manifest["wheels"]) and len(wheels) == len(PINS)
-    for wheel in wheels:
-        tags = wheel[:-4].split("-")[-3:]  # python, abi, platform
-        assert tags[2] == "any" or "aarch64" in tags[2], wheel
-        assert tags[0] in {"cp311", "py3", "py2.py3"}, wheel
+    assert sorted(wheels) == sorted(manifest["wheels"])
+    for name in TARGET_NAMES:
+        target = get_target(name)
+        mine = [w.split("/")[-1] for w in wheels if w.startswith(f"wheels/{name}/")]
+        assert sorted(mine) == sorted(manifest["targets"][name]["wheels"])
+        assert len(mine) == len(TARGET_PINS[name]), name
+        cp = "cp" + target.python.replace(".", "")
+        for wheel in mine:
+            python, abi, plat = wheel[:-4].split("-")[-3:]
+            assert plat == "any" or plat.endswith(target.wheel_machine), wheel
+            assert python in {cp, "py3", "py2.py3"} or abi == "abi3", wheel
 
 
 def test_bundle_of_a_model_without_metadata(edge_models, tmp_path):

@@ -1,14 +1,17 @@
 #!/bin/sh
-# Install this edgeship bundle on the device (Raspberry Pi OS Bookworm: python3 3.11).
+# Install this edgeship bundle on the device (Raspberry Pi OS Trixie or Bookworm).
 #
 #   ./install.sh [--venv DIR]
 #
 # 1. verify.py checks every file against manifest.json; a mismatch installs nothing.
-# 2. A venv (default ./venv; --venv DIR to share one across releases) gets requirements.txt,
-#    from ./wheels with --no-index when the bundle carries wheels, else from the package index.
-#    A venv whose stamp matches requirements.txt (and the Python version) is reused as is.
-# 3. ./venv points at that venv: run `venv/bin/python -m edge_runtime predict MODEL IMAGE`.
-# Set PYTHON to use another interpreter than python3.
+# 2. edge_runtime/targets.py picks the device's target (uname -m, the userland's bits, the
+#    Python version, /etc/os-release) among the bundle's, or refuses the device in one line.
+# 3. A venv (default ./venv; --venv DIR to share one across releases) gets the target's
+#    requirements-<target>.txt, from ./wheels/<target> with --no-index when the bundle carries
+#    them, else from the package index; bookworm-armhf's venv sees Debian's NumPy and Pillow.
+#    A venv whose stamp matches the requirements (and the Python version) is reused as is.
+# 4. ./venv points at that venv: run `venv/bin/python -m edge_runtime predict MODEL IMAGE`.
+# Set PYTHON to use another interpreter than python3, EDGESHIP_TARGET to force a target.
 set -eu
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -18,7 +21,7 @@ while [ $# -gt 0 ]; do
         --venv) [ $# -ge 2 ] || { echo "error: --venv needs a folder" >&2; exit 2; }
                 VENV=$2; shift 2 ;;
         --venv=*) VENV=${1#--venv=}; shift ;;
-        -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "error: unknown option. Usage: ./install.sh [--venv DIR]. Received: $1" >&2
            exit 2 ;;
     esac
@@ -32,12 +35,23 @@ fi
 # 1. the manifest must match, or nothing is installed
 "$PYTHON" "$HERE/verify.py" || exit 2
 
-# 2. the venv, keyed by requirements.txt and the Python version
+# 2. the target: TARGET RUNTIME REQUIREMENTS SYSTEM_SITE SYSTEM_PACKAGES OFFLINE HAS_WHEELS
+VARS=$("$PYTHON" "$HERE/edge_runtime/targets.py" --shell --bundle "$HERE") || exit 2
+eval "$VARS"
+echo "target $TARGET"
+if [ -n "$SYSTEM_SITE" ] && ! "$PYTHON" -c "import numpy, PIL" >/dev/null 2>&1; then
+    echo "error: $TARGET uses Debian's NumPy and Pillow; install them: sudo apt install $SYSTEM_PACKAGES. Received: $PYTHON cannot import numpy, PIL" >&2
+    exit 2
+fi
+
+# 3. the venv, keyed by the requirements, the Python version and the target
 [ -n "$VENV" ] || VENV="$HERE/venv"
 case "$VENV" in /*) ;; *) VENV="$PWD/$VENV" ;; esac
 WANT=$("$PYTHON" -c 'import hashlib, sys
 data = open(sys.argv[1], "rb").read()
-print(hashlib.sha256(data).hexdigest(), "python%d.%d" % sys.version_info[:2])' "$HERE/requirements.txt")
+print(hashlib.sha256(data).hexdigest(), "python%d.%d" % sys.version_info[:2], sys.argv[2])' \
+    "$HERE/$REQUIREMENTS" "$TARGET")
+CHECK="import $RUNTIME, numpy, PIL"
 STAMP="$VENV/.edgeship-requirements"
 mkdir -p "$(dirname "$VENV")"
 if command -v flock >/dev/null 2>&1; then
@@ -45,29 +59,30 @@ if command -v flock >/dev/null 2>&1; then
     flock 9   # two installs sharing one venv wait for each other
 fi
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ] \
-    && "$VENV/bin/python" -c "import ai_edge_litert, numpy, PIL" >/dev/null 2>&1; then
+    && "$VENV/bin/python" -c "$CHECK" >/dev/null 2>&1; then
     echo "reusing venv $VENV (requirements unchanged)"
 else
     echo "creating venv $VENV"
     rm -rf "$VENV"
-    if ! "$PYTHON" -m venv "$VENV"; then
+    set --
+    [ -z "$SYSTEM_SITE" ] || set -- --system-site-packages
+    if ! "$PYTHON" -m venv "$@" "$VENV"; then
         rm -rf "$VENV"
         echo "error: '$PYTHON -m venv' failed; install python3-venv (sudo apt install python3-venv) and rerun. Received: venv=$VENV" >&2
         exit 2
     fi
-    MACHINE=$(uname -m)
-    if ls "$HERE"/wheels/*_"$MACHINE".whl >/dev/null 2>&1; then
-        echo "installing requirements.txt from the bundled wheels (offline)"
-        set -- --no-index --find-links "$HERE/wheels"
+    if [ -n "$OFFLINE" ]; then
+        echo "installing $REQUIREMENTS from the bundled wheels (offline)"
+        set -- --no-index --find-links "$HERE/wheels/$TARGET"
     else
-        if ls "$HERE"/wheels/*.whl >/dev/null 2>&1; then
-            echo "the bundled wheels are not for this machine ($MACHINE)"
+        if [ -n "$HAS_WHEELS" ]; then
+            echo "the bundled $WHEEL_MACHINE wheels are not for this machine ($(uname -m))"
         fi
-        echo "installing requirements.txt from the package index"
+        echo "installing $REQUIREMENTS from the package index"
         set --
     fi
     if ! "$VENV/bin/python" -m pip install --disable-pip-version-check --no-input -q \
-        "$@" -r "$HERE/requirements.txt"; then
+        "$@" -r "$HERE/$REQUIREMENTS"; then
         rm -rf "$VENV"
         echo "error: pip install failed (see above): check the network or the disk space, then rerun ./install.sh. Received: venv=$VENV" >&2
         exit 2
@@ -75,7 +90,7 @@ else
     echo "$WANT" > "$STAMP"
 fi
 
-# 3. the bundle's own ./venv link
+# 4. the bundle's own ./venv link
 if [ "$VENV" != "$HERE/venv" ]; then
     if [ -e "$HERE/venv" ] && [ ! -L "$HERE/venv" ]; then
         echo "error: $HERE/venv is a folder; remove it to use --venv. Received: venv=$VENV" >&2
@@ -84,8 +99,8 @@ if [ "$VENV" != "$HERE/venv" ]; then
     rm -f "$HERE/venv"
     ln -s "$VENV" "$HERE/venv"
 fi
-"$HERE/venv/bin/python" -c "import ai_edge_litert, numpy, PIL" || {
-    echo "error: the venv cannot import ai_edge_litert, numpy and PIL. Received: venv=$VENV" >&2
+"$HERE/venv/bin/python" -c "$CHECK" || {
+    echo "error: the venv cannot import $RUNTIME, numpy and PIL. Received: venv=$VENV" >&2
     exit 2
 }
-echo "installed: cd $HERE && venv/bin/python -m edge_runtime predict models/*.tflite samples/*.png"
+echo "installed ($TARGET): cd $HERE && venv/bin/python -m edge_runtime predict models/*.tflite samples/*.png"
