@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from deploy.requirements import LITERT_PINS
+from edge_runtime.targets import TARGETS
 from edgeship.cli import app
 from tests._sshd import Sshd, SshdUnavailable, free_port, keygen
 
@@ -45,12 +47,21 @@ def _remote_python_version() -> str:
     return out.stdout.strip()
 
 
+def host_target() -> str:
+    """The target this machine installs as the loopback "Pi" (its python3's version)."""
+    version = _remote_python_version()
+    for target in TARGETS:
+        if target.bits == 64 and target.python == version:
+            return target.name
+    pytest.skip(f"no deploy target for this host's python3 {version}")
+
+
 @pytest.fixture(scope="module")
 def wheel_env() -> dict[str, str]:
     """pip settings for the remote sessions: the pinned wheels for this machine, cached."""
     from deploy.wheels import download_wheels
 
-    wheels = download_wheels(platform.machine(), _remote_python_version())
+    wheels = download_wheels(host_target(), platform.machine(), _remote_python_version())
     return {"PIP_FIND_LINKS": str(wheels[0].parent), "PIP_NO_INDEX": "1"}
 
 
@@ -162,7 +173,8 @@ def test_first_push_installs_smoke_tests_and_switches(first_push, remote):
     (release,) = _releases(remote)
     assert _current(remote) == f"releases/{release}"
     assert (remote / "current" / "venv").is_symlink()
-    for step in ("upload", "verify", "install", "smoke", "switch", "bench", "done"):
+    assert f": {host_target()}, release" in first_push.stdout
+    for step in ("probe", "upload", "verify", "install", "smoke", "switch", "bench", "done"):
         assert step in first_push.stderr, step
     _predict_on_device(remote)
 
@@ -170,6 +182,8 @@ def test_first_push_installs_smoke_tests_and_switches(first_push, remote):
 def test_bench_round_trip(first_push, remote):
     assert first_push.exit_code == 0, first_push.output
     data = json.loads((remote.parent / "bench.json").read_text())
+    assert data["target"] == host_target(), "the probed target is recorded"
+    assert data["device"]["machine"] == platform.machine() and data["device"]["bits"] == 64
     assert data["host"].endswith(f"@127.0.0.1:{data['host'].rsplit(':', 1)[1]}")
     assert [m["mode"] for m in data["models"]] == ["int8", "float32"]
     for entry in data["models"]:
@@ -186,7 +200,7 @@ def test_bench_round_trip(first_push, remote):
         ):
             assert key in entry, key
         assert entry["latency_us"]["p50"] > 0 and entry["backend"] == "ai_edge_litert"
-        assert entry["backend_version"] == "1.4.0"
+        assert entry["backend_version"] == LITERT_PINS["ai-edge-litert"]
 
 
 def test_second_push_reuses_the_venv(first_push, deploy_bundle, sshd, remote):
