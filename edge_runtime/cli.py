@@ -1,4 +1,4 @@
-"""`python -m edge_runtime predict|bench|info`: argparse only (the device has no Typer).
+"""`python -m edge_runtime predict|bench|info|doctor`: argparse only (the device has no Typer).
 
 The predict formatting lives here (`predict_lines`) so `edgeship predict` prints the same.
 Errors: any EdgeshipError becomes `error: <message>` on stderr and its exit code (2).
@@ -180,6 +180,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="inputs, outputs, quantization, metadata, backend")
     common(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
+
+    p = sub.add_parser("doctor", help="is this device ready? (board, OS, runtime, heat, power)")
+    p.add_argument("model", nargs="?", help="a .tflite model: also check it loads with XNNPACK")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--root", default=None, help="read /proc, /sys, /etc under this folder")
+    p.add_argument("--dir", default=None, help="the install folder (free disk; default: cwd)")
     return parser
 
 
@@ -228,6 +234,8 @@ def _run(args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `python -m edge_runtime`; returns the exit code."""
     args = build_parser().parse_args(argv)
+    if args.command == "doctor":
+        return _doctor(args)
     try:
         with filtered_native_stderr():
             _run(args)
@@ -241,6 +249,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         _stdout_to_devnull()
         return 1
     return 0
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    """Print the doctor's report; exit 1 when a check failed."""
+    from edge_runtime.doctor import doctor_json, doctor_text, exit_code, run_doctor
+
+    report = run_doctor(root=args.root, install_dir=args.dir, model=args.model)
+    print(doctor_json(report) if args.json else doctor_text(report))
+    return exit_code(report)
 
 
 def _stdout_to_devnull() -> None:

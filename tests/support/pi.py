@@ -50,9 +50,7 @@ class Userland:
 
 
 USERLANDS: dict[str, Userland] = {
-    "trixie-arm64": Userland(
-        "trixie", "arm64", "3.13", ("python3.13", "libstdc++6", "base-files")
-    ),
+    "trixie-arm64": Userland("trixie", "arm64", "3.13", ("python3.13", "libstdc++6", "base-files")),
     "bookworm-arm64": Userland(
         "bookworm", "arm64", "3.11", ("python3.11", "libstdc++6", "base-files")
     ),
