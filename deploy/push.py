@@ -49,8 +49,8 @@ DEFAULT_RESULTS_NAME = "device-bench.json"
 INSTALL_TIMEOUT = 1800.0  # a Pi 3 installing NumPy from the index can take minutes
 STEP_TIMEOUT = 600.0
 
-# progress(target, step, detail): step in connect, probe, upload, verify, install, smoke, bench,
-# switch, done, failed.
+# progress(target, step, detail): step in connect, probe, upload, verify, install, smoke, doctor,
+# bench, switch, done, failed.
 ProgressCallback = Callable[[str, str, str], None]
 
 
@@ -175,6 +175,7 @@ class _Deployer:
         self.override = device_target
         self.device_target: str | None = None
         self.device: dict[str, Any] | None = None
+        self.doctor: dict[str, Any] | None = None
         self.dir = remote_path(remote_dir.rstrip("/") or "/")
         self.keep = keep
         self.progress = progress
@@ -259,6 +260,7 @@ class _Deployer:
                 self.reused_venv = "reusing venv" in out
                 self._say("install", "venv reused" if self.reused_venv else "venv installed")
                 self._smoke(sess)
+                self._doctor(sess)
                 bench_path = self._bench(sess, results) if bench else None
                 self._say("switch", f"current -> releases/{self.release}")
                 self._step(
@@ -290,6 +292,34 @@ class _Deployer:
         target, note = choose_target(facts, list(self.bundle.manifest["targets"]), self.override)
         self.device, self.device_target = facts, target.name
         self._say("probe", f"{target.name}" + (f" ({note})" if note else ""))
+
+    def _doctor(self, sess: SshSession) -> None:
+        """`python -m edge_runtime doctor --json` in the new release; kept for the results."""
+        model = self.bundle.manifest["models"][0]["file"]
+        proc = sess.run(
+            (
+                f"cd {self.dir}/releases/{shlex.quote(self.release)} && "
+                f"venv/bin/python -m edge_runtime doctor --json --dir . {shlex.quote(model)}"
+            ),
+            step="doctor",
+            timeout=STEP_TIMEOUT,
+        )
+        try:
+            self.doctor = _parse_json_line(proc.stdout, "doctor --json", self.target)
+        except RemoteStepError as err:  # an old or broken doctor never fails a deploy
+            self._say("doctor", f"no report ({err})")
+            return
+        counts = {s: 0 for s in ("fail", "warn")}
+        for check in self.doctor.get("checks", []):
+            if check.get("status") in counts:
+                counts[check["status"]] += 1
+        worst = [
+            f"{c['name']}: {c['detail']}"
+            for c in self.doctor.get("checks", [])
+            if c.get("status") == "fail"
+        ]
+        summary = f"{counts['fail']} fail, {counts['warn']} warn"
+        self._say("doctor", summary + (f" ({'; '.join(worst)})" if worst else ""))
 
     def _smoke(self, sess: SshSession) -> None:
         for model in self.bundle.manifest["models"]:
@@ -349,6 +379,7 @@ class _Deployer:
             "host": str(self.target),
             "target": self.device_target,
             "device": self.device,
+            "doctor": self.doctor,
             "release": self.release,
             "bundle": self.bundle.path.name,
             "bundle_sha256": self.bundle.sha256,

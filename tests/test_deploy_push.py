@@ -174,7 +174,8 @@ def test_first_push_installs_smoke_tests_and_switches(first_push, remote):
     assert _current(remote) == f"releases/{release}"
     assert (remote / "current" / "venv").is_symlink()
     assert f": {host_target()}, release" in first_push.stdout
-    for step in ("probe", "upload", "verify", "install", "smoke", "switch", "bench", "done"):
+    steps = ("probe", "upload", "verify", "install", "smoke", "doctor", "switch", "bench", "done")
+    for step in steps:
         assert step in first_push.stderr, step
     _predict_on_device(remote)
 
@@ -184,6 +185,10 @@ def test_bench_round_trip(first_push, remote):
     data = json.loads((remote.parent / "bench.json").read_text())
     assert data["target"] == host_target(), "the probed target is recorded"
     assert data["device"]["machine"] == platform.machine() and data["device"]["bits"] == 64
+    checks = {c["name"]: c for c in data["doctor"]["checks"]}
+    assert data["doctor"]["device"]["target"] == host_target()
+    assert checks["runtime"]["status"] == "ok" and "ai_edge_litert" in checks["runtime"]["detail"]
+    assert checks["xnnpack"]["status"] == "ok", checks["xnnpack"]
     assert data["host"].endswith(f"@127.0.0.1:{data['host'].rsplit(':', 1)[1]}")
     assert [m["mode"] for m in data["models"]] == ["int8", "float32"]
     for entry in data["models"]:
