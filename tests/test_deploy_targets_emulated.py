@@ -1,0 +1,146 @@
+"""Each deploy target's bundle, run in an emulated userland of that target under qemu 10.
+
+The userlands are Debian's own packages of each target (trixie arm64 CPython 3.13, bookworm
+arm64 CPython 3.11, bookworm armhf CPython 3.11 with Debian's python3-numpy and python3-pil),
+run with `qemu-aarch64 -L ROOT` / `qemu-arm -L ROOT` from Debian 13's qemu-user
+(tests/support/pi.py). The runtime comes from the bundle's own wheels (`--with-wheels`,
+wheels/<target>/), unpacked as pip would install them (no binfmt here: an emulated Python cannot
+run pip's or venv's subprocesses), so what runs is exactly what an offline Pi installs.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from deploy.requirements import TARGET_PINS
+from edge_runtime.targets import TARGET_NAMES, get_target
+
+pytestmark = [pytest.mark.emulated, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def offline_bundle(deploy_run, tmp_path_factory) -> Path:
+    """`edgeship deploy bundle --with-wheels` (all targets), unpacked."""
+    from deploy.bundle import build_bundle
+
+    out = tmp_path_factory.mktemp("offline") / "pi-offline.tar.gz"
+    info = build_bundle(deploy_run, out, with_wheels=True)
+    dest = tmp_path_factory.mktemp("pi")
+    with tarfile.open(info.path, "r:gz") as tar:
+        tar.extractall(dest, filter="data")
+    return dest / info.top
+
+
+@pytest.fixture(scope="module", params=TARGET_NAMES)
+def device(request, offline_bundle):
+    """(target name, the emulated userland with the bundle's wheels for it on its path)."""
+    from tests.support import EnvironmentUnavailable
+    from tests.support.pi import ensure_pi_python, site_from_wheels
+
+    name = request.param
+    try:
+        py = ensure_pi_python(name)
+    except EnvironmentUnavailable as exc:
+        pytest.skip(f"emulated {name} userland unavailable: {exc}")
+    wheels = sorted((offline_bundle / "wheels" / name).glob("*.whl"))
+    assert len(wheels) == len(TARGET_PINS[name]), "the bundle carries every wheel"
+    return name, py.with_site(site_from_wheels(wheels))
+
+
+def last_json(proc) -> dict:
+    assert proc.returncode in (0, 1), f"exit {proc.returncode}: {proc.stderr[-3000:]}"
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_install_sh_detection_picks_the_target(device, offline_bundle):
+    """What install.sh evals: the target, offline from the bundled wheels."""
+    name, py = device
+    proc = py.run(["edge_runtime/targets.py", "--shell", "--bundle", "."], cwd=offline_bundle)
+    assert proc.returncode == 0, proc.stderr
+    values = dict(line.split("=", 1) for line in proc.stdout.splitlines())
+    assert values["TARGET"] == f"'{name}'" and values["OFFLINE"] == "'1'"
+    assert values["REQUIREMENTS"] == f"'requirements-{name}.txt'"
+    assert values["SYSTEM_SITE"] == ("'1'" if get_target(name).system_site else "''")
+
+
+def test_bundle_predicts_as_the_desktop(device, offline_bundle):
+    name, py = device
+    manifest = json.loads((offline_bundle / "manifest.json").read_text())
+    for model in manifest["models"]:
+        proc = py.run(
+            ["-m", "edge_runtime", "predict", "--json", model["file"], model["sample"]],
+            cwd=offline_bundle,
+            extra_paths=[offline_bundle],
+            timeout=600,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        got = last_json(proc)
+        assert (got["index"], got["label"]) == (model["index"], model["label"]), (name, model)
+        assert got["confidence"] == pytest.approx(model["confidence"], abs=0.02)
+
+
+def test_doctor_on_the_emulated_device(device, offline_bundle):
+    name, py = device
+    target = get_target(name)
+    proc = py.run(
+        ["-m", "edge_runtime", "doctor", "--json", "--dir", ".", "models/model_int8.tflite"],
+        cwd=offline_bundle,
+        extra_paths=[offline_bundle],
+        timeout=600,
+    )
+    report = last_json(proc)
+    checks = {c["name"]: c for c in report["checks"]}
+    assert report["device"]["target"] == name and report["device"]["bits"] == target.bits
+    assert report["device"]["os_codename"] == target.codename, "the userland's os-release"
+    assert report["device"]["python"].startswith(target.python + ".")
+    assert checks["os"]["status"] == "ok" and checks["python"]["status"] == "ok"
+    version = TARGET_PINS[name][target.runtime_dist]
+    assert checks["runtime"] == {
+        "name": "runtime",
+        "status": "ok",
+        "detail": f"{target.runtime} {version}",
+        "fix": None,
+    }
+    assert checks["numpy_abi"]["status"] == "ok" and checks["glibc"]["status"] == "ok"
+    if target.runtime == "tflite_runtime":  # its armv7l build creates no XNNPACK delegate
+        assert checks["xnnpack"]["status"] == "warn" and "64-bit" in checks["xnnpack"]["fix"]
+    else:
+        assert checks["xnnpack"]["status"] == "ok", checks["xnnpack"]
+    if target.system_site:
+        assert checks["numpy"]["detail"].startswith("NumPy 1."), "Debian's python3-numpy"
+
+
+def test_doctor_32_bit_pi4_tree(offline_bundle, tmp_path):
+    """A 32-bit Bookworm on a Pi 4 (a fake /proc + /sys tree, the userland's own os-release)."""
+    from tests.support.pi import ensure_pi_python, site_from_wheels
+
+    py = ensure_pi_python("bookworm-armhf")
+    py = py.with_site(
+        site_from_wheels(sorted((offline_bundle / "wheels/bookworm-armhf").glob("*")))
+    )
+    root = tmp_path / "pi4"
+    (root / "etc").mkdir(parents=True)
+    shutil.copy(py.sysroot / "usr/lib/os-release", root / "etc/os-release")
+    (root / "proc/device-tree").mkdir(parents=True)
+    (root / "proc/device-tree/model").write_bytes(b"Raspberry Pi 4 Model B Rev 1.5\0")
+    (root / "sys/class/thermal/thermal_zone0").mkdir(parents=True)
+    (root / "sys/class/thermal/thermal_zone0/temp").write_text("48200\n")
+    proc = py.run(
+        ["-m", "edge_runtime", "doctor", "--json", "--root", str(root)],
+        cwd=offline_bundle,
+        extra_paths=[offline_bundle],
+        timeout=600,
+    )
+    report = last_json(proc)
+    checks = {c["name"]: c for c in report["checks"]}
+    assert proc.returncode == 0, [c for c in report["checks"] if c["status"] == "fail"]
+    assert report["device"]["board"] == "Raspberry Pi 4 Model B Rev 1.5"
+    assert report["device"]["bits"] == 32 and report["device"]["target"] == "bookworm-armhf"
+    assert "32-bit userland: target bookworm-armhf" in checks["os"]["detail"]
+    assert checks["temperature"]["detail"] == "48.2 °C"
+    assert checks["throttling"]["status"] == "skip"
