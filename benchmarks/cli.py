@@ -146,11 +146,15 @@ def bench_with_progress(
 
 def print_summary(report: dict, console: Console, out: Path) -> None:
     """The table, then budget results, failures, and where the report is."""
+    from benchmarks.device import device_summary
     from benchmarks.report import rich_table
 
     # Piped output (CI logs) would be squeezed to 80 columns, cutting the device columns.
     wide = console if console.is_terminal else Console(file=console.file, width=160)
     wide.print(rich_table(report))
+    summary = device_summary((report.get("device") or {}).get("entries"))
+    if summary:
+        console.print(summary)
     timer = report["timer"]
     console.print(
         f"timer overhead {timer['median_ns']:.0f} ns per measurement (median, not subtracted); "

@@ -34,9 +34,13 @@ def load_device_results(path: str | os.PathLike) -> list[dict[str, Any]]:
                 f"The --device file is not JSON nor JSON lines ({err.msg}, line {err.lineno}). "
                 f"Received: path={p}"
             ) from None
+    target = None
     if isinstance(data, dict):
+        target = data.get("target")  # `deploy push --bench` results name the device's target
         data = data.get("results", data.get("models", [data]))
     entries = data if isinstance(data, list) else []
+    if target:
+        entries = [{"target": target, **e} if isinstance(e, dict) else e for e in entries]
     good = [
         e
         for e in entries
@@ -55,8 +59,49 @@ def load_device_results(path: str | os.PathLike) -> list[dict[str, Any]]:
 
 
 def match_device(entries: list[dict[str, Any]], filename: str) -> dict[str, Any] | None:
-    """The device entry for the model file `filename` (by file name), or None."""
-    for entry in entries:
-        if Path(entry["model"].replace("\\", "/")).name == filename:
-            return entry
-    return None
+    """The device entry for the model file `filename` (by file name), or None.
+
+    Several entries for one file (`bench --threads 1,2,4`): the first, with `by_threads`
+    listing each thread count's p50 and whether the device throttled meanwhile.
+    """
+    found = [e for e in entries if Path(e["model"].replace("\\", "/")).name == filename]
+    if not found:
+        return None
+    if len(found) == 1:
+        return found[0]
+    by_threads = [
+        {
+            "threads": e.get("threads"),
+            "p50": e["latency_us"]["p50"],
+            "throttled": e.get("throttled"),
+        }
+        for e in found
+    ]
+    return {**found[0], "by_threads": by_threads}
+
+
+def device_p50_text(dev: dict[str, Any] | None) -> str:
+    """The device's p50 for a table cell: `9.1`, or `9.1 / 5.2 / 3.9 (1/2/4 threads)`."""
+    if not dev:
+        return "-"
+    runs = dev.get("by_threads")
+    if not runs:
+        p50 = (dev.get("latency_us") or {}).get("p50")
+        return "-" if p50 is None else f"{p50:.1f}"
+    values = " / ".join(f"{r['p50']:.1f}" for r in runs)
+    counts = "/".join(str(r["threads"] or "default") for r in runs)
+    return f"{values} ({counts} threads)"
+
+
+def device_summary(entries: list[dict[str, Any]] | None) -> str | None:
+    """One line: the devices' targets and thread counts, and whether any run throttled."""
+    if not entries:
+        return None
+    targets = sorted({str(e.get("target")) for e in entries if e.get("target")})
+    threads = sorted({e.get("threads") for e in entries if e.get("threads")})
+    text = f"device results: target {', '.join(targets) or 'not recorded'}"
+    text += f", threads {', '.join(map(str, threads)) or 'default'}"
+    throttled = [Path(e["model"]).name for e in entries if e.get("throttled")]
+    if throttled:
+        text += f"; THROTTLED during {', '.join(sorted(set(throttled)))}"
+    return text

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.device import device_p50_text
 from edge_runtime.files import atomic_write_text, make_output_dir
 
 CSV_FIELDS = (
@@ -92,8 +93,7 @@ def table_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         ]
         if with_device:
             dev = m.get("device") or {}
-            row += [_fmt((dev.get("latency_us") or {}).get("p50")),
-                    _fmt(dev.get("throughput_ips"), ",.0f")]
+            row += [device_p50_text(dev), _fmt(dev.get("throughput_ips"), ",.0f")]
         rows.append(row)
         if m.get("latency_model_predict_us"):
             lp = m["latency_model_predict_us"]
@@ -135,7 +135,7 @@ def rich_table(report: dict[str, Any]):
             _fmt(m.get("peak_rss_mb")),
         ]
         if with_device:
-            row.append(_fmt(((m.get("device") or {}).get("latency_us") or {}).get("p50")))
+            row.append(device_p50_text(m.get("device")))
         rows.append((row, None))
         if m.get("latency_model_predict_us"):
             lp = m["latency_model_predict_us"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import platform
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -65,6 +65,12 @@ class BenchResult:
     warmup: int
     threads: int | None
     batch: int
+    # The Pi's state around the measurement (edge_runtime.doctor.pi_state): temperature,
+    # get_throttled flags, clock; `throttled` is True when it throttled (or under-volted)
+    # during the run, None when the machine cannot tell (no vcgencmd, no sysfs).
+    device_before: dict[str, Any] | None = None
+    device_after: dict[str, Any] | None = None
+    throttled: bool | None = None
 
     def __post_init__(self) -> None:
         if self.runs < 1 or self.warmup < 0 or self.batch < 1:
@@ -76,6 +82,51 @@ class BenchResult:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-friendly dict."""
         return asdict(self)
+
+
+def throttled_between(before: dict[str, Any], after: dict[str, Any]) -> bool | None:
+    """Whether the Pi throttled, capped or under-volted between two `pi_state` readings."""
+    if after.get("throttled") is None:
+        return None
+    now = [f for f in after["throttled_flags"] if f.endswith(" now")]
+    new = set(after["throttled_flags"]) - set(before.get("throttled_flags") or [])
+    return bool(now or new)
+
+
+def parse_threads(text: str | int | None) -> list[int | None]:
+    """`"1,2,4"` -> [1, 2, 4]; None -> [None] (the runtime's default)."""
+    if text is None:
+        return [None]
+    items = [t.strip() for t in str(text).split(",") if t.strip()]
+    try:
+        counts = [int(t) for t in items]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1:
+        raise ValueError(f"--threads takes counts >= 1, e.g. 1,2,4. Received: {text!r}")
+    return list(dict.fromkeys(counts))
+
+
+def run_bench_threads(
+    model_path: str | os.PathLike, threads: list[int | None], **kwargs: Any
+) -> list[BenchResult]:
+    """`run_bench` once per thread count, each with the Pi's state before and after it."""
+    from edge_runtime.doctor import pi_state
+
+    results = []
+    for count in threads:
+        before = pi_state()
+        result = run_bench(model_path, threads=count, **kwargs)
+        after = pi_state()
+        results.append(
+            replace(
+                result,
+                device_before=before,
+                device_after=after,
+                throttled=throttled_between(before, after),
+            )
+        )
+    return results
 
 
 def run_bench(

@@ -173,7 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
     p.add_argument("--runs", type=int, default=200)
     p.add_argument("--warmup", type=int, default=20)
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument(
+        "--threads", default=None, help="interpreter threads; 1,2,4 measures each (JSON lines)"
+    )
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -202,30 +204,40 @@ def _run(args: argparse.Namespace) -> None:
         )
         print("\n".join(lines))
     elif args.command == "bench":
-        from edge_runtime.bench import run_bench
+        from edge_runtime.bench import parse_threads, run_bench_threads
 
         try:
-            result = run_bench(
+            results = run_bench_threads(
                 args.model,
+                parse_threads(args.threads),
                 runs=args.runs,
                 warmup=args.warmup,
-                threads=args.threads,
                 batch=args.batch,
                 backend=args.backend,
             )
         except ValueError as err:
             raise _usage(str(err)) from None
-        data = result.to_dict()
-        if args.json:
-            print(json.dumps(data))
-        else:
+        for result in results:
+            data = result.to_dict()
+            if args.json:
+                print(json.dumps(data))
+                continue
             lat = data["latency_us"]
             print(
-                f"{data['model']}: load {data['load_ms']:.1f} ms, latency p50 {lat['p50']:.1f} us "
+                f"{data['model']}: threads {data['threads'] or 'default'}, load "
+                f"{data['load_ms']:.1f} ms, latency p50 {lat['p50']:.1f} us "
                 f"p90 {lat['p90']:.1f} us p99 {lat['p99']:.1f} us (batch {data['batch']}), "
                 f"{data['throughput_ips']:.0f} images/s, peak RSS {data['peak_rss_mb']:.1f} MB, "
                 f"{data['backend']} {data['backend_version']} on {data['machine']}"
             )
+            before, after = data["device_before"], data["device_after"]
+            if before["temperature_c"] is not None:
+                print(f"  temperature {before['temperature_c']} -> {after['temperature_c']} °C")
+            if data["throttled"]:
+                print(
+                    f"  THROTTLED during this run ({', '.join(after['throttled_flags'])}): "
+                    "these figures are not the board's best; see `python -m edge_runtime doctor`"
+                )
     else:
         info = info_dict(args.model, backend=args.backend)
         print(json.dumps(info) if args.json else _info_text(info))

@@ -295,3 +295,26 @@ def test_stale_tflite_is_a_failed_model(tiny_run, tmp_path):
     report = json.loads((run / "bench" / "report.json").read_text())
     assert [m["name"] for m in report["models"]] == ["keras", "int8"]
     assert [f["name"] for f in report["failed"]] == ["float32"]
+
+
+def test_device_results_show_target_and_thread_counts(tiny_run, tmp_path):
+    """`deploy push --bench` results with `bench --threads 1,2` entries: both shown."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "edge_runtime", "bench", str(tiny_run / "model_int8.tflite"),
+         "--json", "--runs", "5", "--warmup", "1", "--threads", "1,2"],
+        capture_output=True, text=True, check=True,
+    )
+    runs = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [r["threads"] for r in runs] == [1, 2]
+    device = tmp_path / "device.json"
+    device.write_text(json.dumps({"target": "bookworm-arm64", "models": runs}))
+    result = cli("bench", tiny_run, "--limit", 50, "--only", "int8", "--no-memory", "--no-plots",
+                 *FAST, "--device", device, "--out", tmp_path / "b")
+    assert result.exit_code == 0, result.output
+    assert "device results: target bookworm-arm64, threads 1, 2" in result.output
+    int8 = json.loads((tmp_path / "b" / "report.json").read_text())["models"][1]
+    assert [r["threads"] for r in int8["device"]["by_threads"]] == [1, 2]
+    assert [r["p50"] for r in int8["device"]["by_threads"]] == [
+        r["latency_us"]["p50"] for r in runs
+    ]
+    assert "(1/2 threads)" in (tmp_path / "b" / "report.md").read_text()
