@@ -6,10 +6,11 @@ STAMP  := $(VENV)/.installed-stamp
 RUN    ?= runs/demo
 MODEL  ?= mlp
 # System packages: the dataset (Debian/Ubuntu, only when Fashion-MNIST is on disk nowhere),
-# and for the tests a real sshd and a venv-capable system Python (the "Pi" on loopback),
-# qemu-user and the Debian archive keyring for the emulated Raspberry Pi (arm64) tests.
+# and for the tests a real sshd and a venv-capable system Python (the "Pi" on loopback), and
+# the Debian archive keyring for the emulated Raspberry Pi userlands (tests/support/pi.py
+# fetches Debian's arm64/armhf packages and Debian 13's qemu-user 10 into the cache itself).
 DATA_PKG  := dataset-fashion-mnist
-TEST_PKGS := openssh-server python3-venv qemu-user-static debian-archive-keyring
+TEST_PKGS := openssh-server python3-venv debian-archive-keyring
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 
 .PHONY: demo test install data system-test-deps lint clean

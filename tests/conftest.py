@@ -145,16 +145,17 @@ def edge_models(tmp_path_factory) -> dict[str, Path]:
     return paths
 
 
-# --- foreign environments: emulated arm64 Pi Python, tflite-runtime venv (tests/support) --
+# --- foreign environments: emulated Pi userlands, tflite-runtime venv (tests/support) ------
 # Built once and cached under ${EDGESHIP_CACHE:-~/.cache/edgeship}; prepare them ahead with
-# `python -m tests.support.arm64 build` and `python -m tests.support.tflite_env build`.
+# `python -m tests.support.pi build TARGET`, `python -m tests.support.arm64 build` and
+# `python -m tests.support.tflite_env build`.
 # A host that lacks the tool (no qemu-user, no apt, no wheel for this platform) skips;
 # a failed download or build fails the test, loudly.
 
 
 @pytest.fixture(scope="session")
 def arm64_python():
-    """The emulated Raspberry Pi OS Bookworm CPython 3.11 (arm64, qemu-user) with litert."""
+    """The emulated Raspberry Pi OS Bookworm CPython 3.11 (arm64, qemu-user 10) with litert 2.3."""
     from tests.support import EnvironmentUnavailable
     from tests.support.arm64 import ensure_arm64_python
 
