@@ -10,7 +10,9 @@ the emulated Python cannot exec another arm binary: wheels are unpacked into a s
 Everything lives under `${EDGESHIP_CACHE:-~/.cache/edgeship}/pi/<target>-<key>`.
 
     python -m tests.support.pi build TARGET      # prepare (or reuse) the userland
-    python -m tests.support.pi run TARGET -- -c "import platform; print(platform.machine())"
+    python -m tests.support.pi run TARGET [--wheels DIR] -- -m edge_runtime doctor
+        # run its python3 (cwd first on PYTHONPATH, then DIR's wheels unpacked, e.g. an
+        # unpacked bundle's wheels/TARGET)
 """
 
 from __future__ import annotations
@@ -247,7 +249,7 @@ def site_from_wheels(wheels: Sequence[Path]) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`build TARGET [--rebuild]` | `run TARGET -- ARGS` (cwd on PYTHONPATH)."""
+    """`build TARGET [--rebuild]` | `run TARGET [--wheels DIR] -- ARGS` (cwd on PYTHONPATH)."""
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) < 2 or args[0] not in ("build", "run") or args[1] not in USERLANDS:
         print(f"usage: python -m tests.support.pi build|run {'|'.join(USERLANDS)} ...")
@@ -262,6 +264,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command == "build":
         print(f"{py.root} ({time.perf_counter() - started:.1f}s): {py.manifest['machine']}")
         return 0
+    if rest[:1] == ["--wheels"] and len(rest) > 1:
+        py = py.with_site(site_from_wheels(sorted(Path(rest[1]).glob("*.whl"))))
+        rest = rest[2:]
     rest = rest[1:] if rest[:1] == ["--"] else rest
     return subprocess.run(py.command(rest), env=py.environ(extra_paths=[os.getcwd()])).returncode
 
