@@ -3,7 +3,7 @@
 On the device, under the remote dir (default `edgeship`, relative to the login's home):
 
     releases/<id>/        one folder per push (the unpacked bundle); `venv` links to venvs/
-    venvs/<hash>/         one venv per requirements.txt: an unchanged one is reused
+    venvs/<target>-<hash>/  one venv per target's requirements: an unchanged one is reused
     current -> releases/<id>    switched atomically (`ln -s` + `mv -T`) only after the
                                 install, the smoke test and (with --bench) the bench passed
 

@@ -104,12 +104,36 @@ def _unpack(bundle: Path, dest: Path) -> Path:
     return top
 
 
+SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
+
+
 @pytest.fixture(scope="module")
-def trixie_only_bundle(deploy_run, tmp_path_factory) -> Path:
+def host_target() -> str:
+    """This machine's target, as its system python3 (the loopback "Pi"'s) detects it."""
+    proc = subprocess.run(
+        ["python3", str(TARGETS_PY), "--json"],
+        capture_output=True,
+        text=True,
+        env={"PATH": SYSTEM_PATH},
+    )
+    target = json.loads(proc.stdout)["target"] if proc.returncode == 0 else None
+    if target is None:
+        pytest.skip(f"this host is no deploy target: {proc.stdout or proc.stderr}")
+    return target
+
+
+@pytest.fixture(scope="module")
+def other_target(host_target) -> str:
+    return "trixie-arm64" if host_target != "trixie-arm64" else "bookworm-arm64"
+
+
+@pytest.fixture(scope="module")
+def foreign_bundle(deploy_run, tmp_path_factory, other_target) -> Path:
+    """A bundle built only for a 64-bit target that this machine is not."""
     from deploy.bundle import build_bundle
 
-    out = tmp_path_factory.mktemp("trixie") / "trixie-only.tar.gz"
-    return build_bundle(deploy_run, out, targets="trixie-arm64").path
+    out = tmp_path_factory.mktemp("foreign") / "foreign.tar.gz"
+    return build_bundle(deploy_run, out, targets=other_target).path
 
 
 @pytest.fixture(scope="module")
@@ -148,20 +172,22 @@ def _one_error_line(result) -> str:
 
 
 @pytest.mark.ssh
-def test_push_refuses_a_host_the_bundle_was_not_built_for(trixie_only_bundle, tmp_path):
-    """This machine (Debian 12, python3 3.11: bookworm-arm64) and a trixie-arm64-only bundle."""
+def test_push_refuses_a_host_the_bundle_was_not_built_for(
+    foreign_bundle, host_target, other_target, tmp_path
+):
+    """This machine (e.g. Debian 12, python3 3.11: bookworm-arm64) and a bundle for another."""
     server = _sshd(tmp_path / "sshd", {})
     try:
         remote = tmp_path / "device" / "edgeship"
-        result = _push(trixie_only_bundle, server, remote)
+        result = _push(foreign_bundle, server, remote)
         assert result.exit_code == 2
         line = _one_error_line(result)
-        assert "built for trixie-arm64" in line and "--target bookworm-arm64" in line
+        assert f"built for {other_target}" in line and f"--target {host_target}" in line
         assert " probe " in result.stderr and " upload " not in result.stderr
         assert not remote.exists(), "nothing uploaded"
         # --target overrides the probe, but still only among the bundle's targets
-        result = _push(trixie_only_bundle, server, remote, "--target", "bookworm-armhf")
-        assert result.exit_code == 2 and "built for trixie-arm64" in _one_error_line(result)
+        result = _push(foreign_bundle, server, remote, "--target", "bookworm-armhf")
+        assert result.exit_code == 2 and f"built for {other_target}" in _one_error_line(result)
         assert not remote.exists()
     finally:
         server.stop()
@@ -197,9 +223,9 @@ def test_install_sh_refuses_32_bit_trixie(deploy_bundle, trixie_armhf_python, tm
     assert not (top / "venv").exists()
 
 
-def test_install_sh_refuses_a_device_the_bundle_was_not_built_for(trixie_only_bundle, tmp_path):
-    top = _unpack(trixie_only_bundle, tmp_path)
-    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(tmp_path)}
+def test_install_sh_refuses_a_device_the_bundle_was_not_built_for(foreign_bundle, tmp_path):
+    top = _unpack(foreign_bundle, tmp_path)
+    env = {"PATH": SYSTEM_PATH, "HOME": str(tmp_path)}
     proc = subprocess.run(["./install.sh"], cwd=top, env=env, capture_output=True, text=True)
     assert proc.returncode == 2
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]

@@ -1,6 +1,6 @@
-"""The runtime on an emulated Raspberry Pi: arm64 CPython 3.11 under qemu-aarch64-static.
+"""The runtime on an emulated Raspberry Pi: arm64 CPython 3.11 under qemu-aarch64 10.
 
-The environment (Debian bookworm arm64 packages + aarch64 wheels of ai-edge-litert 1.4.0,
+The environment (Debian bookworm arm64 packages + aarch64 wheels of ai-edge-litert 2.3.0,
 NumPy, Pillow) is built once and cached by `tests/support/arm64.py`. qemu is slow: few images.
 """
 
