@@ -296,6 +296,7 @@ class _Deployer:
     def _doctor(self, sess: SshSession) -> None:
         """`python -m edge_runtime doctor --json` in the new release; kept for the results."""
         model = self.bundle.manifest["models"][0]["file"]
+        started = time.perf_counter()
         proc = sess.run(
             (
                 f"cd {self.dir}/releases/{shlex.quote(self.release)} && "
@@ -304,6 +305,7 @@ class _Deployer:
             step="doctor",
             timeout=STEP_TIMEOUT,
         )
+        self.steps["doctor"] = round(time.perf_counter() - started, 3)
         try:
             self.doctor = _parse_json_line(proc.stdout, "doctor --json", self.target)
         except RemoteStepError as err:  # an old or broken doctor never fails a deploy
