@@ -185,21 +185,37 @@ def _runtime_checks(target: _targets.Target | None, model: str | None) -> list[C
                 else f"run the bundle's ./install.sh (it installs {wanted or 'ai-edge-litert'})"
             )
             checks.append(Check("runtime", "fail", str(err).split(". Received")[0], fix))
-    if backend is None:
-        checks.append(Check("numpy_abi", "skip", "no runtime to check against"))
-    else:
-        major = int(str(numpy_version).split(".")[0])
-        ok = not (backend.name == "tflite_runtime" and major >= 2)
-        checks.append(
-            Check(
-                "numpy_abi",
-                "ok" if ok else "fail",
-                f"{backend.name} {backend.version} with NumPy {numpy_version}",
-                None if ok else "pip install 'numpy<2' (tflite-runtime 2.14 needs NumPy 1.x)",
-            )
-        )
+    checks.append(_numpy_abi(numpy_version, backend))
     checks.append(_xnnpack(backend, model))
     return checks
+
+
+def _numpy_abi(numpy_version: str | None, backend: Any) -> Check:
+    """The tflite-runtime + NumPy 2 trap: it imports, then fails creating an interpreter."""
+    if numpy_version is None:
+        return Check("numpy_abi", "skip", "NumPy does not import")
+    from edge_runtime.backends import _version, installed_backends
+
+    legacy = int(numpy_version.split(".")[0]) >= 2 and "tflite_runtime" in installed_backends()
+    if legacy:
+        what = f"tflite-runtime {_version('tflite_runtime')} is built against NumPy 1.x"
+        if backend is None or backend.name == "tflite_runtime":
+            return Check(
+                "numpy_abi",
+                "fail",
+                f"{what}; NumPy {numpy_version} is installed: creating an interpreter fails",
+                "pip install 'numpy<2' (bookworm-armhf: Debian's python3-numpy 1.24 in a venv "
+                "with --system-site-packages, as install.sh makes)",
+            )
+        return Check(
+            "numpy_abi",
+            "warn",
+            f"{what} and cannot run beside NumPy {numpy_version}; {backend.name} is used first",
+            "pip uninstall tflite-runtime (or never pass --backend tflite_runtime)",
+        )
+    if backend is None:
+        return Check("numpy_abi", "skip", "no runtime to check against")
+    return Check("numpy_abi", "ok", f"{backend.name} {backend.version} with NumPy {numpy_version}")
 
 
 def _xnnpack(backend: Any, model: str | None) -> Check:

@@ -204,3 +204,31 @@ def test_pi_state_reads_temperature_and_flags(pi4_throttled):
     state = pi_state(pi4_throttled)
     assert state["temperature_c"] == 82.3 and state["throttled"] == "0x50005"
     assert "under-voltage now" in state["throttled_flags"] and state["cpu_mhz"] == 600
+
+
+def test_tflite_runtime_beside_numpy_2_is_named(tflite_env, no_vcgencmd, tmp_path):
+    """tflite-runtime 2.14 linked in beside this venv's NumPy 2 (and ai-edge-litert): the trap
+    is reported with its fix, though litert (used first) still runs."""
+    import os
+
+    import numpy as np
+
+    from tests.support.procs import REPO
+
+    site = next((tflite_env.root / "venv" / "lib").glob("python3*/site-packages"))
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    for entry in ("tflite_runtime", "tflite_runtime-2.14.0.dist-info"):
+        (mixed / entry).symlink_to(site / entry)
+    proc = subprocess.run(
+        [sys.executable, "-m", "edge_runtime", "doctor", "--json", "--root", str(no_vcgencmd)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(mixed), str(REPO)])},
+    )
+    checks = by_name(json.loads(proc.stdout))
+    abi = checks["numpy_abi"]
+    assert abi["status"] == "warn" and f"NumPy {np.__version__}" in abi["detail"]
+    assert "tflite-runtime 2.14.0 is built against NumPy 1.x" in abi["detail"]
+    assert "pip uninstall tflite-runtime" in abi["fix"]
+    assert checks["runtime"]["status"] == "ok" and proc.returncode == 0
