@@ -103,6 +103,10 @@ def push_command(
         str | None,
         typer.Option("--target", help="install this OS target instead of the probed one"),
     ] = None,
+    threads: Annotated[
+        str | None,
+        typer.Option("--threads", help="with --bench: thread counts to measure, e.g. 1,2,4"),
+    ] = None,
 ) -> None:
     """Upload, verify, install, smoke-test, switch `current` (and bench) on each host."""
     from deploy.errors import DeployError
@@ -134,6 +138,7 @@ def push_command(
         keep=keep,
         progress=progress,
         device_target=target,
+        bench_threads=threads,
     )
     for r in found:
         if r.ok:

@@ -176,6 +176,7 @@ class _Deployer:
         self.device_target: str | None = None
         self.device: dict[str, Any] | None = None
         self.doctor: dict[str, Any] | None = None
+        self.bench_threads: str | None = None
         self.dir = remote_path(remote_dir.rstrip("/") or "/")
         self.keep = keep
         self.progress = progress
@@ -360,22 +361,25 @@ class _Deployer:
         runs = []
         for model in self.bundle.manifest["models"]:
             self._say("bench", model["file"])
+            threads = f" --threads {shlex.quote(self.bench_threads)}" if self.bench_threads else ""
             out = self._step(
                 sess,
                 "bench",
                 (
                     f"cd {self.dir}/releases/{shlex.quote(self.release)} && "
                     f"venv/bin/python -m edge_runtime bench "
-                    f"{shlex.quote(model['file'])} --json"
+                    f"{shlex.quote(model['file'])} --json{threads}"
                 ),
             )
-            runs.append(
-                {
-                    "file": model["file"],
-                    "mode": model.get("mode"),
-                    **_parse_json_line(out, "bench --json", self.target),
-                }
-            )
+            lines = [ln for ln in out.splitlines() if ln.startswith("{")] or [out]
+            for line in lines:  # one JSON line per thread count
+                runs.append(
+                    {
+                        "file": model["file"],
+                        "mode": model.get("mode"),
+                        **_parse_json_line(line, "bench --json", self.target),
+                    }
+                )
         data = {
             "schema_version": 1,
             "host": str(self.target),
@@ -408,11 +412,12 @@ def push_bundle(
     keep: int = DEFAULT_KEEP,
     progress: ProgressCallback | None = None,
     device_target: str | None = None,
+    bench_threads: str | None = None,
 ) -> list[PushResult]:
     """Deploy `bundle` to every target in parallel; one `PushResult` per target, in order.
 
     Each host's OS target is probed (`device_target` forces one); an unsupported host fails
-    before anything is uploaded to it.
+    before anything is uploaded to it. `bench_threads` ("1,2,4") benches each thread count.
     """
     if not targets:
         raise DeployError("Pass at least one --host USER@HOST. Received: none")
@@ -423,6 +428,7 @@ def push_bundle(
     def one(target: SshTarget) -> PushResult:
         started = time.perf_counter()
         deployer = _Deployer(b, target, options, remote_dir, keep, say, device_target)
+        deployer.bench_threads = bench_threads
         out = _results_path(Path(results) if results else None, b.path, target, many)
         try:
             bench_path, reused = deployer.deploy(bench, out)

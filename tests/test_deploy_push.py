@@ -225,6 +225,19 @@ def test_second_push_reuses_the_venv(first_push, deploy_bundle, sshd, remote):
     _predict_on_device(remote)
 
 
+def test_bench_each_thread_count(first_push, deploy_bundle, sshd, remote, tmp_path):
+    """`push --bench --threads 1,2`: one result per model and thread count, with the state."""
+    assert first_push.exit_code == 0, first_push.output
+    out = tmp_path / "threads.json"
+    result = push(deploy_bundle, sshd, remote, "--bench", "--threads", "1,2", "--results", str(out))
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    got = [(m["mode"], m["threads"]) for m in data["models"]]
+    assert got == [("int8", 1), ("int8", 2), ("float32", 1), ("float32", 2)]
+    for m in data["models"]:
+        assert "device_before" in m and "throttled" in m and m["latency_us"]["p50"] > 0
+
+
 def test_parallel_push_to_two_hosts(deploy_bundle, sshd, sshd2, remote, tmp_path):
     known = tmp_path / "known_hosts"
     known.write_text(sshd.known_hosts.read_text() + sshd2.known_hosts.read_text())
