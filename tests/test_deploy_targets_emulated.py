@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import tarfile
 from pathlib import Path
 
@@ -60,7 +61,16 @@ def last_json(proc) -> dict:
 def test_install_sh_detection_picks_the_target(device, offline_bundle):
     """What install.sh evals: the target, offline from the bundled wheels."""
     name, py = device
-    proc = py.run(["edge_runtime/targets.py", "--shell", "--bundle", "."], cwd=offline_bundle)
+    with open(offline_bundle / "edge_runtime" / "targets.py") as script:  # as install.sh does
+        proc = subprocess.run(
+            py.command(["-", "--shell", "--bundle", "."]),
+            cwd=offline_bundle,
+            env=py.environ(),
+            stdin=script,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
     assert proc.returncode == 0, proc.stderr
     values = dict(line.split("=", 1) for line in proc.stdout.splitlines())
     assert values["TARGET"] == f"'{name}'" and values["OFFLINE"] == "'1'"

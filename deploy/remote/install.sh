@@ -36,7 +36,8 @@ fi
 "$PYTHON" "$HERE/verify.py" || exit 2
 
 # 2. the target: TARGET RUNTIME REQUIREMENTS SYSTEM_SITE SYSTEM_PACKAGES OFFLINE HAS_WHEELS
-VARS=$("$PYTHON" "$HERE/edge_runtime/targets.py" --shell --bundle "$HERE") || exit 2
+# (on stdin: run as a file, its folder would go first on sys.path, shadowing the stdlib)
+VARS=$("$PYTHON" - --shell --bundle "$HERE" < "$HERE/edge_runtime/targets.py") || exit 2
 eval "$VARS"
 echo "target $TARGET"
 if [ -n "$SYSTEM_SITE" ] && ! "$PYTHON" -c "import numpy, PIL" >/dev/null 2>&1; then
