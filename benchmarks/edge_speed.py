@@ -1,12 +1,13 @@
 """How much edge_runtime costs over the bare interpreter: `python -m benchmarks.edge_speed`.
 
-Three figures (medians over repeats, each against its target from issue 4):
+Three figures (medians over repeats, each against its target from issue 12):
 1. `EdgeClassifier.predict()` on one 28x28 uint8 image vs the raw interpreter round trip
    (`set_tensor` + `invoke` + `get_tensor` on an already-quantized input), same process,
-   same model, interleaved: target <= 1.5x. Beside it, the floor: a wrapper that only checks
-   the array, quantizes it through a table and takes a lock (no output handling at all).
+   same model, interleaved: target <= 2.5x on the int8 MLP (where the fixed cost of any
+   wrapper dominates a ~2 us call), <= 1.25x on the CNN. Beside it, the floor: a wrapper that
+   only checks the array, quantizes it through a table and takes a lock (no output handling).
 2. `predict_proba` over the 10,000 Fashion-MNIST test images vs the interpreter's own batched
-   time (input resized to 10,000, one `invoke`, input already quantized): target <= 2x.
+   time (input resized to 10,000, one `invoke`, input already quantized): target <= 1x.
 3. Cold `import edge_runtime` + model load in a fresh subprocess: target <= 0.3 s.
 
 The model: an int8 (int8 input and output) tutorial MLP. Pass `--model X.tflite` (a run's
@@ -35,6 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
+# predict() on one image over the bare round trip, per model (issue 12).
+SINGLE_TARGETS = {"int8 MLP": 2.5, "CNN": 1.25}
 
 def load_fashion_mnist(data_dir: Path | None = None):
     """(x_train, y_train, x_test, y_test): uint8 NHWC images and labels (train's loader)."""
@@ -108,7 +111,7 @@ def bench_single(model: Path, image: np.ndarray, calls: int, repeats: int) -> di
     raw_us, ours_us = statistics.median(per["raw"]), statistics.median(per["predict"])
     floor_us = statistics.median(per["floor"])
     return {"raw_us": round(raw_us, 2), "predict_us": round(ours_us, 2),
-            "ratio": round(ours_us / raw_us, 3), "target": 1.5,
+            "ratio": round(ours_us / raw_us, 3), "target": SINGLE_TARGETS,
             "floor_us": round(floor_us, 2), "floor_ratio": round(floor_us / raw_us, 3),
             "calls": calls, "repeats": repeats}
 
@@ -139,7 +142,7 @@ def bench_batch(model: Path, x: np.ndarray, y: np.ndarray, repeats: int) -> dict
             per[key].append(time.perf_counter() - t0)
     raw_s, ours_s = statistics.median(per["raw"]), statistics.median(per["predict_proba"])
     return {"images": n, "raw_s": round(raw_s, 4), "predict_proba_s": round(ours_s, 4),
-            "ratio": round(ours_s / raw_s, 3), "target": 2.0, "batch_size": clf.batch_size,
+            "ratio": round(ours_s / raw_s, 3), "target": 1.0, "batch_size": clf.batch_size,
             "accuracy": round(accuracy, 4), "agreement_with_raw": agree, "repeats": repeats}
 
 
@@ -177,10 +180,11 @@ def _report(results: dict, header: bool) -> None:
     if header:
         print(f"== {results['model']}")
     print(f"predict(1 image):   {s['predict_us']:.1f} us vs raw round trip {s['raw_us']:.1f} us"
-          f" -> {s['ratio']:.2f}x (target <= 1.5x); a bare check+quantize+lock wrapper: "
+          f" -> {s['ratio']:.2f}x (target <= 2.5x MLP, 1.25x CNN); "
+          "a bare check+quantize+lock wrapper: "
           f"{s['floor_ratio']:.2f}x")
     print(f"predict_proba(10k): {b['predict_proba_s'] * 1e3:.1f} ms vs raw batched "
-          f"{b['raw_s'] * 1e3:.1f} ms -> {b['ratio']:.2f}x (target <= 2x); "
+          f"{b['raw_s'] * 1e3:.1f} ms -> {b['ratio']:.2f}x (target <= 1x); "
           f"accuracy {b['accuracy']:.4f}")
     print(f"cold import+load:   {c['import_and_load_s']:.3f} s in process "
           f"({c['process_wall_s']:.3f} s whole process) (target <= 0.3 s)")

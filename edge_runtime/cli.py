@@ -57,15 +57,21 @@ def predict_lines(
     threads: int | None = None,
     backend: str | None = None,
     invert: str = "auto",
+    labels: str | os.PathLike | None = None,
 ) -> list[str]:
-    """Classify image files with a .tflite model; one output line per image."""
+    """Classify image files with a .tflite model; one output line per image.
+
+    `labels`: a labels file (one class name per line, output order) naming the classes.
+    """
     from edge_runtime.classifier import EdgeClassifier
 
     if top_k < 1:
         raise _usage(f"--top-k must be >= 1. Received: {top_k}")
     if not images:
         raise _usage("Pass at least one image. Received: none")
-    clf = EdgeClassifier.load(model, num_threads=threads, backend=backend, invert=invert)
+    clf = EdgeClassifier.load(
+        model, num_threads=threads, backend=backend, invert=invert, labels=labels
+    )
     predictions = clf.predict([os.fspath(p) for p in images])
     return [
         format_prediction(os.fspath(image), pred, top_k, as_json)
@@ -73,13 +79,17 @@ def predict_lines(
     ]
 
 
-def info_dict(model: str | os.PathLike, backend: str | None = None) -> dict[str, Any]:
+def info_dict(
+    model: str | os.PathLike,
+    backend: str | None = None,
+    labels: str | os.PathLike | None = None,
+) -> dict[str, Any]:
     """What `info` reports: model tensors and metadata, backend, library versions."""
     import numpy as np
 
     from edge_runtime.classifier import EdgeClassifier
 
-    clf = EdgeClassifier.load(model, backend=backend)
+    clf = EdgeClassifier.load(model, backend=backend, labels=labels)
     out = clf.describe()
     out["numpy"] = np.__version__
     try:
@@ -155,8 +165,17 @@ def build_parser() -> argparse.ArgumentParser:
             help="ai_edge_litert, tflite_runtime or tensorflow (default: the first installed)",
         )
 
+    def labels_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--labels",
+            default=None,
+            metavar="FILE",
+            help="class names, one per line in output order (replaces the model's own)",
+        )
+
     p = sub.add_parser("predict", help="classify image files")
     common(p)
+    labels_option(p)
     p.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
     p.add_argument("--top-k", type=int, default=DEFAULT_TOP_K, help="classes to report")
     p.add_argument("--json", action="store_true", help="one JSON object per image per line")
@@ -181,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("info", help="inputs, outputs, quantization, metadata, backend")
     common(p)
+    labels_option(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
     p = sub.add_parser("doctor", help="is this device ready? (board, OS, runtime, heat, power)")
@@ -201,6 +221,7 @@ def _run(args: argparse.Namespace) -> None:
             threads=args.threads,
             backend=args.backend,
             invert=args.invert,
+            labels=args.labels,
         )
         print("\n".join(lines))
     elif args.command == "bench":
@@ -239,7 +260,7 @@ def _run(args: argparse.Namespace) -> None:
                     "these figures are not the board's best; see `python -m edge_runtime doctor`"
                 )
     else:
-        info = info_dict(args.model, backend=args.backend)
+        info = info_dict(args.model, backend=args.backend, labels=args.labels)
         print(json.dumps(info) if args.json else _info_text(info))
 
 

@@ -30,6 +30,10 @@ class InputShapeError(EdgeRuntimeError):
     """An input array whose shape or dtype does not fit the model."""
 
 
+class LabelsError(EdgeRuntimeError):
+    """A labels file or list of class names that cannot be used with the model."""
+
+
 class BackendError(EdgeRuntimeError):
     """No usable TFLite interpreter backend, or the requested one cannot run."""
 

@@ -2,7 +2,11 @@
 
 Steps: open (with a pixel-count guard against decompression bombs), apply the EXIF
 orientation, flatten alpha onto white, bring 16-bit/float modes to 8 bits, convert to the
-model's channels (1: L, 3: RGB), resize (stretch) to the model's H x W, and optionally invert.
+model's channels (1: L, 3: RGB), resize to the model's H x W, and optionally invert.
+
+Resize rules (the metadata's `input.resize`, so convert's calibration, bench and the runtime
+agree): `"stretch"` (the default) scales the whole image to H x W, changing its aspect;
+`"crop"` first cuts the largest centered region with the model's aspect (W/H), then scales it.
 
 `invert` is for models trained on light objects on a dark background (Fashion-MNIST, whose
 metadata says `input.background == "dark"`): a photo of a garment on a white table must be
@@ -29,6 +33,7 @@ from edge_runtime.options import INVERT_CHOICES, normalize_invert
 __all__ = [
     "INVERT_CHOICES",
     "MAX_PIXELS",
+    "RESIZE_RULES",
     "border_mean",
     "load_and_preprocess",
     "load_image",
@@ -36,6 +41,7 @@ __all__ = [
 ]
 
 MAX_PIXELS = 40_000_000  # 40 megapixels: any real photo; beyond it, a bomb or a mistake
+RESIZE_RULES = ("stretch", "crop")
 
 
 def _check_size(size: tuple[int, int], max_pixels: int, source: str) -> None:
@@ -152,9 +158,15 @@ def preprocess_image(
     invert: str | bool | None = "auto",
     background: str | None = None,
     max_pixels: int = MAX_PIXELS,
+    resize: str = "stretch",
 ) -> np.ndarray:
     """A PIL image -> uint8 array of `shape` (H, W, C), C in {1, 3}, ready as raw pixels."""
     invert_mode = normalize_invert(invert)
+    if resize not in RESIZE_RULES:
+        raise ImageError(
+            f"Unknown resize rule: expected one of {', '.join(RESIZE_RULES)}. "
+            f"Received: resize={resize!r}"
+        )
     if not isinstance(img, Image.Image):
         raise ImageError(f"Expected a PIL image. Received: {type(img).__name__}")
     height, width, channels = (int(d) for d in shape)
@@ -169,7 +181,9 @@ def preprocess_image(
         img = ImageOps.exif_transpose(img)
     img = _flatten_alpha(_to_8bit(img))
     img = img.convert("L" if channels == 1 else "RGB")
-    if img.size != (width, height):
+    if resize == "crop" and img.size != (width, height):
+        img = ImageOps.fit(img, (width, height), Image.Resampling.BILINEAR)
+    elif img.size != (width, height):
         img = img.resize((width, height), Image.Resampling.BILINEAR, reducing_gap=3.0)
     arr = np.asarray(img, dtype=np.uint8)
     if arr.ndim == 2:
@@ -188,9 +202,10 @@ def load_and_preprocess(
     invert: str | bool | None = "auto",
     background: str | None = None,
     max_pixels: int = MAX_PIXELS,
+    resize: str = "stretch",
 ) -> np.ndarray:
     """Read an image file and return the uint8 (H, W, C) array for the model."""
     img = load_image(source, max_pixels=max_pixels)
     return preprocess_image(
-        img, shape, invert=invert, background=background, max_pixels=max_pixels
+        img, shape, invert=invert, background=background, max_pixels=max_pixels, resize=resize
     )

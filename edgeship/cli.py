@@ -95,6 +95,10 @@ def _predict_command(
         typer.Option(help="ai_edge_litert, tflite_runtime or tensorflow (default: first found)."),
     ] = None,
     invert: Annotated[str, typer.Option(help="Invert images: auto, yes or no.")] = "auto",
+    labels: Annotated[
+        Path | None,
+        typer.Option(help="Class names, one per line in output order (replaces the model's)."),
+    ] = None,
 ) -> None:
     """Classify images with a .tflite model (the same code as `python -m edge_runtime predict`)."""
     from edge_runtime.cli import predict_lines
@@ -103,9 +107,34 @@ def _predict_command(
     with filtered_native_stderr():
         lines = predict_lines(
             model, images, top_k=top_k, as_json=as_json, threads=threads, backend=backend,
-            invert=invert,
+            invert=invert, labels=labels,
         )
     typer.echo("\n".join(lines))
+
+
+def _label_command(
+    model: Annotated[Path, typer.Argument(help="The .tflite model file (changed in place).")],
+    labels: Annotated[
+        Path, typer.Option(help="Class names, one per line, in the model's output order.")
+    ],
+    input_scale: Annotated[
+        float | None,
+        typer.Option(help="Raw pixel p becomes p * S + O: S (e.g. 0.00392157 for [0, 1]).",
+                     metavar="S"),
+    ] = None,
+    input_offset: Annotated[
+        float | None, typer.Option(help="O (e.g. -1 with S = 1/127.5 for [-1, 1]).", metavar="O")
+    ] = None,
+) -> None:
+    """Embed class names (and pixel scaling) into any .tflite, atomically."""
+    from edge_runtime.labeling import label_model
+    from edge_runtime.native_log import filtered_native_stderr
+
+    with filtered_native_stderr():
+        meta = label_model(model, labels, input_scale=input_scale, input_offset=input_offset)
+    names = meta["class_names"]
+    shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+    typer.echo(f"{model}: {len(names)} class names ({shown}) written")
 
 
 def _mount() -> None:
@@ -122,6 +151,7 @@ def _mount() -> None:
     app.command("pipeline")(pipeline_command)
     app.add_typer(deploy_app, name="deploy")
     app.command("predict")(_predict_command)
+    app.command("label")(_label_command)
 
 
 _mount()

@@ -1,38 +1,12 @@
-"""Raw uint8 pixels into a float32 input tensor: the in-place ufunc path equals the table."""
+"""Raw uint8 pixels into a float32 input tensor: the same values as the table's floats."""
 
 from __future__ import annotations
 
 import threading
 
 import numpy as np
-import pytest
 
 from edge_runtime import EdgeClassifier
-from edge_runtime.classifier import _exact_affine
-
-
-@pytest.mark.parametrize(
-    ("scale", "offset"),
-    [(1 / 255, 0.0), (2 / 255, -1.0), (1 / 127.5, -1.0), (0.5, 0.0), (1.0, 0.0), (0.017, -2.1)],
-)
-def test_exact_affine_reproduces_the_table(scale, offset):
-    lut = (np.arange(256, dtype=np.float64) * scale + offset).astype(np.float32)  # as _setup
-    found = _exact_affine(lut, scale, offset)
-    if found is None:  # allowed: the classifier then gathers through the table
-        return
-    ufunc, constant, add = found
-    values = np.arange(256, dtype=np.uint8).astype(np.float32)
-    ufunc(values, constant, out=values)
-    if add is not None:
-        np.add(values, add, out=values)
-    np.testing.assert_array_equal(values.view(np.uint32), lut.view(np.uint32))
-
-
-def test_exact_affine_only_for_float_tables():
-    assert _exact_affine(np.arange(256, dtype=np.uint8).view(np.int8), 1.0, 0.0) is None
-    assert _exact_affine(np.zeros(256, np.float32), 0.0, 0.0) is None
-    table = (np.arange(256, dtype=np.float64) / 255).astype(np.float32)
-    assert _exact_affine(table, 1 / 255, 0.0) is not None  # the default metadata scale
 
 
 def test_float_model_raw_pixels_equal_model_space(edge_models):
