@@ -74,6 +74,18 @@ def bench_command(
         bool, typer.Option("--no-memory", help="Skip the peak-memory subprocesses.")
     ] = False,
     no_plots: Annotated[bool, typer.Option("--no-plots", help="Skip the PNG plots.")] = False,
+    test_data: Annotated[
+        Path | None,
+        typer.Option(help="Your test images: a folder of class subfolders named like the "
+                     "model's classes, or an .npz with x (uint8) and y (class indices)."),
+    ] = None,
+    keras: Annotated[
+        Path | None, typer.Option(help="The Keras model to compare against (default: "
+                                  "RUN/model.keras, else the one convert recorded).")
+    ] = None,
+    labels: Annotated[
+        Path | None, typer.Option(help="Class names, one per line in output order.")
+    ] = None,
 ) -> None:
     """Measure Keras and every .tflite of RUN: accuracy, latency, size, memory; write a report.
 
@@ -93,6 +105,9 @@ def bench_command(
         device=str(device) if device else None,
         memory=not no_memory,
         plots=not no_plots,
+        test_data=str(test_data) if test_data else None,
+        keras=str(keras) if keras else None,
+        labels=str(labels) if labels else None,
     )
     console = Console(stderr=True)
     from benchmarks.run import find_models

@@ -50,6 +50,9 @@ class BenchOptions:
     device: str | None = None
     memory: bool = True
     plots: bool = True
+    test_data: str | None = None
+    keras: str | None = None
+    labels: str | None = None
 
     def __post_init__(self) -> None:
         def bad(option: str, rule: str, value) -> BenchError:

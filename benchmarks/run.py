@@ -67,6 +67,12 @@ def find_models(run_dir: Path, options: BenchOptions) -> tuple[Path | None, list
             p.name,
         ),
     )
+    if options.keras is not None:
+        keras_path = Path(options.keras)
+        if not keras_path.is_file():
+            raise BenchError(
+                f"--keras names no Keras model file. Received: keras={keras_path}"
+            )
     if not keras_path.is_file() and not tflites:
         found = sorted(p.name for p in run_dir.iterdir())[:10]
         raise BenchError(
@@ -85,10 +91,37 @@ def find_models(run_dir: Path, options: BenchOptions) -> tuple[Path | None, list
                 f"{sorted(_mode_of(p) for p in tflites)}. Received: --only={','.join(options.only)}"
             )
         tflites = selected
-    return (keras_path if keras_path.is_file() else None), tflites
+    if not keras_path.is_file():
+        return recorded_source_model(tflites), tflites
+    return keras_path, tflites
 
 
-def _read_run_metadata(run_dir: Path, tflites: list[Path]) -> dict[str, Any]:
+def recorded_source_model(tflites: list[Path]) -> Path | None:
+    """The Keras file a `.tflite` was converted from (`source_model` in its metadata), if it
+    is still there with the same sha256: the desktop reference of a model converted from a
+    file outside the run."""
+    import hashlib
+
+    from edge_runtime.metadata import read_metadata
+
+    for path in tflites:
+        try:
+            source = (read_metadata(path, sidecar=False) or {}).get("source_model") or {}
+        except EdgeshipError:
+            continue
+        keras_path = Path(source.get("path") or "")
+        if (
+            source.get("path")
+            and keras_path.is_file()
+            and hashlib.sha256(keras_path.read_bytes()).hexdigest() == source.get("sha256")
+        ):
+            return keras_path
+    return None
+
+
+def _read_run_metadata(
+    run_dir: Path, tflites: list[Path], options: BenchOptions | None = None
+) -> dict[str, Any]:
     from train.training import read_run_metadata
 
     meta = read_run_metadata(run_dir)
@@ -103,10 +136,36 @@ def _read_run_metadata(run_dir: Path, tflites: list[Path]) -> dict[str, Any]:
             continue
         if meta:
             return meta
+    if options is not None and options.test_data is not None and tflites:
+        # A stock model (no edgeship metadata): its shape and class count from the model.
+        from edge_runtime.classifier import EdgeClassifier
+
+        with filtered_native_stderr():
+            clf = EdgeClassifier.load(tflites[0])
+        return {"class_names": list(clf.class_names), "input": {"shape": list(clf.input_shape)}}
     raise BenchError(
         "No model.json and no .tflite with edgeship metadata: cannot tell which test set to use. "
-        f"Received: path={run_dir}"
+        f"Pass your own with --test-data DIR|FILE.npz. Received: path={run_dir}"
     )
+
+
+def _test_set(meta: dict[str, Any], options: BenchOptions):
+    """The test set: `--test-data` in the model's class order, else the run's own."""
+    if options.test_data is None:
+        return load_test_set(meta, options.limit)
+    from benchmarks.testdata import load_test_data
+
+    block = meta.get("input") or {}
+    data = load_test_data(
+        options.test_data,
+        meta["class_names"],
+        tuple(block["shape"]),
+        block.get("resize", "stretch"),
+    )
+    x, y = data.x_test, data.y_test
+    if options.limit is not None:
+        x, y = x[: options.limit], y[: options.limit]
+    return data, x, y, []
 
 
 def load_test_set(meta: dict[str, Any], limit: int | None):
@@ -371,8 +430,14 @@ def run_bench(
     device_entries = load_device_results(options.device) if options.device else None
     if out.exists() and not out.is_dir():
         raise BenchError(f"--out must be a directory. Received: out={out}")
-    meta = _read_run_metadata(run, tflites)
+    meta = _read_run_metadata(run, tflites, options)
     run_json = meta if (run / "model.json").is_file() else None  # else meta is a .tflite's
+    if options.labels is not None:
+        from edge_runtime.labels import read_labels, resolve_labels
+
+        known = meta.get("class_names")
+        names = resolve_labels(options.labels, len(known)) if known else read_labels(options.labels)
+        meta = {**meta, "class_names": list(names)}
     total = 4 + len(tflites) + (keras_path is not None)
     done = 0
 
@@ -383,7 +448,7 @@ def run_bench(
         done += 1
 
     step("loading the test set")
-    data, x, y, notes = load_test_set(meta, options.limit)
+    data, x, y, notes = _test_set(meta, options)
     timer = timer_overhead_ns()
     measured: list[dict] = []
     failed: list[dict] = []

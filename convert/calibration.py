@@ -84,33 +84,32 @@ def _image_paths(root: Path) -> list[Path]:
     )
 
 
-def _load_image(path: Path, signature: ModelSignature) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
+def _load_image(path: Path, signature: ModelSignature, resize: str = "stretch") -> np.ndarray:
+    """One calibration photo, prepared exactly as the runtime prepares it (EXIF orientation,
+    alpha, 16-bit and CMYK modes, the resize rule): `edge_runtime.preprocess`."""
+    from edge_runtime.errors import ImageError
+    from edge_runtime.preprocess import load_and_preprocess
 
-    height, width, channels = signature.input_shape
     try:
-        with Image.open(path) as image:
-            if image.width * image.height > MAX_IMAGE_PIXELS:
-                raise ConvertError(f"Calibration image too large. Received: path={path}")
-            image = image.convert("L" if channels == 1 else "RGB")
-            if image.size != (width, height):
-                image = image.resize((width, height), Image.Resampling.BILINEAR)
-            array = np.asarray(image, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as err:
+        return load_and_preprocess(
+            path, signature.input_shape, invert="no", max_pixels=MAX_IMAGE_PIXELS, resize=resize
+        )
+    except ImageError as err:
         raise ConvertError(
-            f"Cannot read calibration image ({err}). Fix or remove it. Received: path={path}"
+            f"Cannot use a calibration image: {err} Fix or remove it."
         ) from None
-    return array[..., None] if array.ndim == 2 else array
 
 
-def _from_folder(root: Path, signature: ModelSignature, limit: int, seed: int) -> CalibrationData:
+def _from_folder(
+    root: Path, signature: ModelSignature, limit: int, seed: int, resize: str = "stretch"
+) -> CalibrationData:
     paths = _image_paths(root)
     if not paths:
         raise ConvertError(
             f"The calibration folder holds no images (searched recursively). Received: path={root}"
         )
     chosen = [paths[i] for i in seeded_subset(len(paths), limit, seed)]
-    x = np.stack([_load_image(p, signature) for p in chosen])
+    x = np.stack([_load_image(p, signature, resize) for p in chosen])
     subdirs = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     names = tuple(subdirs) if len(subdirs) == signature.num_classes else None
     y = None
@@ -152,6 +151,8 @@ def load_calibration_data(
     signature: ModelSignature,
     limit: int,
     seed: int = CALIBRATION_SEED,
+    *,
+    resize: str = "stretch",
 ) -> CalibrationData:
     """Load up to `limit` samples from an image folder (resized, uint8) or a `.npy` (float32).
 
@@ -162,7 +163,7 @@ def load_calibration_data(
     if not path.exists():
         raise ConvertError(f"Calibration data not found. Received: calibration_data={path}")
     if path.is_dir():
-        return _from_folder(path, signature, limit, seed)
+        return _from_folder(path, signature, limit, seed, resize)
     if path.suffix.lower() == ".npy":
         return _from_npy(path, signature, limit, seed)
     raise ConvertError(

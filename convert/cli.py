@@ -183,6 +183,19 @@ def convert_command(
     verify_samples: Annotated[
         int, typer.Option(help="Held-out samples to check each mode against Keras.")
     ] = DEFAULT_VERIFY_SAMPLES,
+    class_names: Annotated[
+        str | None,
+        typer.Option(help="Class names in the model's output order, comma-separated: a,b,c."),
+    ] = None,
+    labels: Annotated[
+        Path | None,
+        typer.Option(help="Labels file: one class name per line, in the model's output order."),
+    ] = None,
+    resize: Annotated[
+        str | None,
+        typer.Option(help="Fit photos to the input: stretch (default) or crop (center, aspect "
+                     "kept). Recorded in the metadata for bench and the runtime."),
+    ] = None,
 ) -> None:
     """Convert a Keras model to TensorFlow Lite in each mode and check it against Keras."""
     report = run_convert(
@@ -199,6 +212,9 @@ def convert_command(
         layer_report=layer_report,
         fallback=fallback,
         fallback_max_layers=fallback_max_layers,
+        class_names=class_names,
+        labels=labels,
+        resize=resize,
     )
     console = Console()
     console.print(report_table(report))

@@ -227,7 +227,7 @@ def _check_options(
 
 
 def _foreign_metadata(
-    signature: ModelSignature, class_names: tuple[str, ...] | None
+    signature: ModelSignature, class_names: tuple[str, ...] | None, resize: str
 ) -> dict[str, Any]:
     """Metadata for a model edgeship did not train: raw pixels in, class indices as names."""
     names = list(class_names) if class_names else [str(i) for i in range(signature.num_classes)]
@@ -242,8 +242,43 @@ def _foreign_metadata(
             "offset": 0.0,
             "color_mode": signature.color_mode,
             "background": "unknown",
+            "resize": resize,
         },
     }
+
+
+def _class_names(
+    class_names: str | list[str] | tuple[str, ...] | None,
+    labels: str | os.PathLike | None,
+    num_classes: int,
+) -> tuple[str, ...] | None:
+    """`--class-names a,b,c` or `--labels FILE` checked against the model's outputs (or None)."""
+    from edge_runtime.labels import resolve_labels
+
+    if class_names is not None and labels is not None:
+        raise ConvertError(
+            "Pass the class names once: --class-names or --labels, not both. "
+            f"Received: class_names={class_names!r}, labels={labels}"
+        )
+    if isinstance(class_names, str):
+        class_names = [n.strip() for n in class_names.split(",")]
+    given = class_names if class_names is not None else labels
+    if given is None:
+        return None
+    try:
+        return resolve_labels(given, num_classes)
+    except EdgeshipError as err:
+        raise ConvertError(str(err)) from None
+
+
+def _file_sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _load_own_dataset(meta: dict[str, Any]):
@@ -271,11 +306,14 @@ def _prepare_inputs(
     calibration_samples: int,
     calibration_data: str | os.PathLike | None,
     verify_samples: int,
+    resize: str = "stretch",
 ) -> _Inputs:
     needs_calibration = any(m in CALIBRATED_MODES for m in modes)
     calibration: CalibrationData | None = None
     if calibration_data is not None:
-        calibration = load_calibration_data(calibration_data, signature, calibration_samples)
+        calibration = load_calibration_data(
+            calibration_data, signature, calibration_samples, resize=resize
+        )
 
     if meta is not None:
         scale = float(meta["input"].get("scale", 1.0))
@@ -723,6 +761,9 @@ def convert_model(
     layer_report: bool = False,
     fallback: bool = False,
     fallback_max_layers: int = DEFAULT_MAX_FLOAT_LAYERS,
+    class_names: str | list[str] | tuple[str, ...] | None = None,
+    labels: str | os.PathLike | None = None,
+    resize: str | None = None,
 ) -> ConvertReport:
     """Convert a `.keras`/`.h5` model to `out_dir/model_<mode>.tflite` for each mode.
 
@@ -734,6 +775,12 @@ def convert_model(
     `layer_report` writes `out_dir/quantization/<mode>_layers.{csv,md,png}` for int8 and
     int16x8 (`convert.layers`). `fallback` keeps int8's costliest layers in float until the
     budget (`min_agreement`, `max_accuracy_drop`) holds (`convert.fallback`).
+
+    `class_names` (a list, or "a,b,c") or `labels` (a labels file) name the outputs in the
+    model's own index order; they go into the metadata. `resize` ("stretch" or "crop") is how
+    photos are fitted to the input, recorded so calibration, bench and the runtime agree. The
+    metadata records the source model's path and sha256 (`source_model`): bench measures it
+    as the desktop reference when the run has no model.keras.
     """
     mode_list = parse_modes(modes)
     _check_options(calibration_samples, verify_samples, min_agreement)
@@ -753,9 +800,18 @@ def convert_model(
             f"Calibration data not found. Received: calibration_data={calibration_data}"
         )
 
+    from edge_runtime.preprocess import RESIZE_RULES
+
+    if resize is not None and resize not in RESIZE_RULES:
+        raise ConvertError(
+            f"--resize must be one of {', '.join(RESIZE_RULES)}. Received: resize={resize!r}"
+        )
     model = load_keras_model(model_path)
     signature = model_signature(model)
+    names = _class_names(class_names, labels, signature.num_classes)
     meta = read_run_metadata(model_path)
+    if resize is None:
+        resize = ((meta or {}).get("input") or {}).get("resize", "stretch")
     if meta is not None:
         meta_shape = tuple(int(d) for d in meta["input"].get("shape", ()))
         if meta_shape != signature.input_shape:
@@ -772,13 +828,15 @@ def convert_model(
         calibration_samples,
         calibration_data,
         verify_samples,
+        resize,
     )
     if meta is not None:
         base_meta = copy.deepcopy(meta)
         base_meta.pop("quantization", None)
+        base_meta["input"]["resize"] = resize
     else:
-        names = inputs.calibration.class_names if inputs.calibration else None
-        base_meta = _foreign_metadata(signature, names)
+        folder_names = inputs.calibration.class_names if inputs.calibration else None
+        base_meta = _foreign_metadata(signature, folder_names, resize)
     if max_accuracy_drop is not None and inputs.verify_y is None:
         raise ConvertError(
             "--max-accuracy-drop needs labelled data: an edgeship run (model.json), or "
@@ -786,6 +844,12 @@ def convert_model(
             "classes). Use --min-agreement otherwise. Received: path="
             f"{model_path}"
         )
+    if names is not None:
+        base_meta["class_names"] = list(names)
+    base_meta["source_model"] = {
+        "path": str(model_path.resolve()),
+        "sha256": _file_sha256(model_path),
+    }
 
     from convert.converter import ModeConversionError, saved_model, to_tflite
 

@@ -1,0 +1,133 @@
+"""`bench --test-data`: the user's own test images, labelled in the model's class order.
+
+Two forms:
+- a folder with one subfolder per class, each subfolder named exactly like one of the model's
+  class names (its metadata's, or `--labels`): label = that name's index in the MODEL, not the
+  folder's place in an alphabetical listing. Photos are prepared by `edge_runtime.preprocess`
+  with the model's resize rule, as on the device. A subfolder that names no class is an error.
+- an `.npz` with `x` (N, H, W[, C]) uint8 pixels and `y` (N,) class indices in output order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.errors import BenchError
+from edge_runtime.errors import EdgeshipError
+from train.datasets import Dataset
+
+
+def _image_files(folder: Path) -> list[Path]:
+    from PIL import Image
+
+    extensions = Image.registered_extensions()
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in extensions
+    )
+
+
+def _dataset(name: str, x: np.ndarray, y: np.ndarray, names: Sequence[str], source: Path,
+             sha256: str, shape: tuple[int, ...]) -> Dataset:
+    return Dataset(
+        name=name,
+        x_train=np.empty((0, *x.shape[1:]), np.uint8),
+        y_train=np.empty(0, np.int64),
+        x_test=x,
+        y_test=y,
+        class_names=tuple(names),
+        source=str(source.resolve()),
+        sha256=sha256,
+        color_mode="grayscale" if shape[-1] == 1 else "rgb",
+    )
+
+
+def _from_folder(root: Path, names: Sequence[str], shape: tuple[int, ...], resize: str) -> Dataset:
+    from edge_runtime.preprocess import load_and_preprocess
+
+    index = {name: i for i, name in enumerate(names)}
+    folders = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    unknown = [d.name for d in folders if d.name not in index]
+    if unknown:
+        shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
+        raise BenchError(
+            f"Test-data folder {unknown[0]!r} names no class of the model (its classes: "
+            f"{shown}). Rename the folder to a class name, or give the names with --labels. "
+            f"Received: test_data={root}, folders={[d.name for d in folders][:10]}"
+        )
+    images, labels = [], []
+    digest = hashlib.sha256()
+    for folder in folders:
+        for path in _image_files(folder):
+            digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+            try:
+                images.append(load_and_preprocess(path, shape, invert="no", resize=resize))
+            except EdgeshipError as err:
+                raise BenchError(f"Cannot use a test image: {err}") from None
+            labels.append(index[folder.name])
+    if not images:
+        raise BenchError(
+            "The test-data folder holds no images in class subfolders (one subfolder per "
+            f"class, named like the model's classes). Received: test_data={root}"
+        )
+    x, y = np.stack(images), np.asarray(labels, np.int64)
+    return _dataset(root.name, x, y, names, root, digest.hexdigest(), shape)
+
+
+def _from_npz(path: Path, names: Sequence[str], shape: tuple[int, ...]) -> Dataset:
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            if "x" not in npz or "y" not in npz:
+                raise BenchError(
+                    "The .npz must hold arrays `x` (images) and `y` (class indices). "
+                    f"Received: arrays={sorted(npz.files)}, test_data={path}"
+                )
+            x, y = npz["x"], npz["y"]
+    except (OSError, ValueError, EOFError) as err:
+        raise BenchError(f"Cannot read the .npz test data ({err}). Received: test_data={path}"
+                         ) from None
+    if x.ndim == 3 and shape[-1] == 1:
+        x = x[..., None]
+    if x.dtype != np.uint8 or tuple(x.shape[1:]) != tuple(shape) or len(x) == 0:
+        raise BenchError(
+            f"The .npz `x` must be uint8 pixels of the model's input, (N, "
+            f"{', '.join(map(str, shape))}). Received: dtype={x.dtype}, shape={tuple(x.shape)}, "
+            f"test_data={path}"
+        )
+    if y.ndim != 1 or len(y) != len(x) or not np.issubdtype(y.dtype, np.integer):
+        raise BenchError(
+            "The .npz `y` must hold one integer class index per image. "
+            f"Received: dtype={y.dtype}, shape={tuple(y.shape)}, images={len(x)}, test_data={path}"
+        )
+    if y.min() < 0 or y.max() >= len(names):
+        raise BenchError(
+            f"The .npz `y` holds class indices outside 0..{len(names) - 1}. "
+            f"Received: min={int(y.min())}, max={int(y.max())}, test_data={path}"
+        )
+    digest = hashlib.sha256(x.tobytes() + y.astype(np.int64).tobytes()).hexdigest()
+    return _dataset(path.stem, x, y.astype(np.int64), names, path, digest, shape)
+
+
+def load_test_data(
+    spec: str | os.PathLike,
+    class_names: Sequence[str],
+    image_shape: tuple[int, ...],
+    resize: str = "stretch",
+) -> Dataset:
+    """The user's test images (a class-folder tree or an .npz) as a `Dataset` (test split only)."""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return _from_folder(path, list(class_names), tuple(image_shape), resize)
+    if path.is_file() and path.suffix.lower() == ".npz":
+        return _from_npz(path, list(class_names), tuple(image_shape))
+    what = "not found" if not path.exists() else "neither a folder nor an .npz file"
+    raise BenchError(
+        f"--test-data is {what}: pass a folder of class subfolders or an .npz with x and y. "
+        f"Received: test_data={path}"
+    )

@@ -1,0 +1,204 @@
+"""Bring your own model and photos: convert -> bench --test-data, phone-style photos.
+
+The user's model: RGB, non-square input (24 high, 40 wide), a `Rescaling` layer inside, 3
+classes whose output order (zebra, apple, mango) is NOT the alphabetical order of the photo
+folders (apple, mango, zebra). Class c's photos have a bright colour channel c.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from edge_runtime.classifier import EdgeClassifier
+from edge_runtime.metadata import read_metadata
+from edge_runtime.preprocess import load_and_preprocess
+from edgeship.cli import app
+
+pytestmark = pytest.mark.slow
+
+runner = CliRunner()
+SHAPE = (24, 40, 3)  # H, W, C
+ORDER = ["zebra", "apple", "mango"]  # the model's output order
+FAST = ["--runs", "5", "--warmup", "1", "--batch", "8", "--predict-runs", "2", "--no-memory",
+        "--no-plots"]
+
+
+def cli(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def _photo(rng, label: int, size=(80, 48)) -> np.ndarray:
+    """An (H, W, 3) uint8 photo of class `label`: a bright channel `label`, noise elsewhere."""
+    w, h = size
+    pixels = rng.integers(0, 90, size=(h, w, 3))
+    pixels[..., label] += 140
+    return pixels.clip(0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def byo(tmp_path_factory):
+    import keras
+
+    root = tmp_path_factory.mktemp("byo")
+    rng = np.random.default_rng(5)
+    keras.utils.set_random_seed(5)
+    y = np.arange(240) % 3
+    x = np.stack([np.asarray(Image.fromarray(_photo(rng, c)).resize((40, 24),
+                                                                    Image.Resampling.BILINEAR))
+                  for c in y])
+    model = keras.Sequential([
+        keras.Input(SHAPE),
+        keras.layers.Rescaling(1 / 255.0),
+        keras.layers.Conv2D(6, 3, strides=2, activation="relu"),
+        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(3, activation="softmax"),
+    ])
+    model.compile(optimizer=keras.optimizers.Adam(0.02), loss="sparse_categorical_crossentropy")
+    model.fit(x.astype(np.float32), y, epochs=4, batch_size=16, verbose=0)
+    model_path = root / "desktop" / "fruit.keras"
+    model_path.parent.mkdir()
+    model.save(model_path)
+
+    photos = root / "photos"
+    for i in range(45):
+        label = i % 3
+        folder = photos / ORDER[label]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(_photo(rng, label)).save(folder / f"{i}.png")
+    return {"root": root, "model": model_path, "photos": photos, "keras": model}
+
+
+@pytest.fixture(scope="module")
+def run(byo):
+    """`edgeship convert` of the desktop model, calibrated on the photos, named in its order."""
+    run = byo["root"] / "run"
+    result = cli("convert", byo["model"], "--quantize", "float32,int8", "--calibration-data",
+                 byo["photos"], "--class-names", ",".join(ORDER), "--out", run)
+    assert result.exit_code == 0, result.output
+    return run
+
+
+def _keras_accuracy_on(model, photos) -> float:
+    """Keras's own accuracy on the photo folder, each photo prepared like the runtime does."""
+    xs, ys = [], []
+    for label, name in enumerate(ORDER):
+        for path in sorted((photos / name).iterdir()):
+            xs.append(load_and_preprocess(path, SHAPE, invert="no"))
+            ys.append(label)
+    probs = model.predict(np.stack(xs).astype(np.float32), verbose=0)
+    return float(np.mean(probs.argmax(1) == np.asarray(ys)))
+
+
+def test_convert_then_bench_with_the_users_photos(byo, run):
+    meta = read_metadata(run / "model_int8.tflite")
+    assert meta["class_names"] == ORDER and meta["input"]["shape"] == list(SHAPE)
+    assert meta["source_model"]["path"] == str(byo["model"].resolve())
+    assert not (run / "model.keras").exists()  # the desktop model stays where it is
+
+    result = cli("bench", run, "--test-data", byo["photos"], *FAST)
+    assert result.exit_code == 0, result.output
+    report = json.loads((run / "bench" / "report.json").read_text())
+    assert report["dataset"]["class_names"] == ORDER and report["dataset"]["images"] == 45
+    models = {m["name"]: m for m in report["models"]}
+    assert set(models) == {"keras", "float32", "int8"}
+    assert models["keras"]["path"] == str(byo["model"].resolve())
+    want = _keras_accuracy_on(byo["keras"], byo["photos"])
+    assert want > 0.9  # the model learned something: the comparison means something
+    assert models["keras"]["accuracy"] == pytest.approx(want)
+    assert models["float32"]["accuracy"] == pytest.approx(want)
+    assert models["float32"]["agreement"] == 1.0
+    assert np.asarray(models["int8"]["confusion_matrix"]).sum() == 45
+
+    # the same photos as an .npz (labels in the model's order), and --keras named explicitly
+    xs, ys = [], []
+    for label, name in enumerate(ORDER):
+        for path in sorted((byo["photos"] / name).iterdir()):
+            xs.append(load_and_preprocess(path, SHAPE, invert="no"))
+            ys.append(label)
+    npz = byo["root"] / "test.npz"
+    np.savez(npz, x=np.stack(xs), y=np.asarray(ys))
+    result = cli("bench", run, "--test-data", npz, "--keras", byo["model"], "--only", "float32",
+                 *FAST, "--out", byo["root"] / "bench2")
+    assert result.exit_code == 0, result.output
+    report2 = json.loads((byo["root"] / "bench2" / "report.json").read_text())
+    assert [m["accuracy"] for m in report2["models"]] == pytest.approx([want, want])
+
+
+def test_a_folder_that_names_no_class_is_one_error_line(byo, run, tmp_path):
+    photos = tmp_path / "photos"
+    (photos / "kiwi").mkdir(parents=True)
+    Image.fromarray(np.zeros((24, 40, 3), np.uint8)).save(photos / "kiwi" / "k.png")
+    result = cli("bench", run, "--test-data", photos, *FAST, "--out", tmp_path / "bench")
+    assert result.exit_code == 2
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: Test-data folder 'kiwi' names no class") and "zebra" in line
+    result = cli("convert", byo["model"], "--quantize", "float32", "--class-names", "a,b",
+                 "--out", tmp_path / "run2")
+    assert result.exit_code == 2 and "2 class names for a model with 3 outputs" in result.stderr
+
+
+def test_a_stock_tflite_only_run_benches_without_keras(byo, tmp_path):
+    """A run holding only a .tflite without edgeship metadata: --test-data and --labels."""
+    import tensorflow as tf
+
+    run = tmp_path / "stock"
+    run.mkdir()
+    conv = tf.lite.TFLiteConverter.from_keras_model(byo["keras"])
+    (run / "fruit.tflite").write_bytes(conv.convert())
+    labels = tmp_path / "labels.txt"
+    labels.write_text("\n".join(ORDER) + "\n")
+    npz = tmp_path / "t.npz"
+    rng = np.random.default_rng(9)
+    y = np.arange(12) % 3
+    x = np.stack([np.asarray(Image.fromarray(_photo(rng, c)).resize((40, 24))) for c in y])
+    np.savez(npz, x=x, y=y)
+    result = cli("bench", run, "--test-data", npz, "--labels", labels, *FAST)
+    assert result.exit_code == 0, result.output
+    report = json.loads((run / "bench" / "report.json").read_text())
+    assert [m["name"] for m in report["models"]] == ["fruit"]
+    assert report["dataset"]["class_names"] == ORDER
+    probs = EdgeClassifier.load(run / "fruit.tflite").predict_proba(x)
+    assert report["models"][0]["accuracy"] == pytest.approx(float(np.mean(probs.argmax(1) == y)))
+
+
+def test_phone_style_photos_classify_like_their_upright_rgb(run, tmp_path):
+    """EXIF-rotated JPEG, RGBA PNG, 16-bit PNG, CMYK JPEG: the same input as the plain RGB."""
+    clf = EdgeClassifier.load(run / "model_float32.tflite")
+    rng = np.random.default_rng(21)
+    for label in range(3):
+        upright = _photo(rng, label, size=(80, 48))  # H 48, W 80: landscape like the model
+        ref = clf.predict(Image.fromarray(upright))[0]
+        # 1. a phone's JPEG: pixels stored rotated, EXIF orientation 6 (rotate 90 CW to view)
+        stored = np.rot90(upright, k=1)  # what the sensor wrote: portrait
+        exif = Image.Exif()
+        exif[0x0112] = 6
+        jpeg = tmp_path / f"phone_{label}.jpg"
+        Image.fromarray(np.ascontiguousarray(stored)).save(jpeg, quality=98, exif=exif)
+        upright_jpeg = tmp_path / f"upright_{label}.jpg"
+        Image.fromarray(upright).save(upright_jpeg, quality=98)
+        got = clf.predict(jpeg)[0]
+        plain = clf.predict(upright_jpeg)[0]
+        assert got.index == plain.index == ref.index == label
+        np.testing.assert_allclose(got.probabilities, plain.probabilities, atol=0.05)
+        # 2. RGBA PNG, fully opaque: the same pixels
+        rgba = tmp_path / f"rgba_{label}.png"
+        Image.fromarray(np.dstack([upright, np.full(upright.shape[:2], 255, np.uint8)]),
+                        "RGBA").save(rgba)
+        np.testing.assert_array_equal(clf.predict(rgba)[0].probabilities, ref.probabilities)
+        # 3. CMYK JPEG of the same picture
+        cmyk = io.BytesIO()
+        Image.fromarray(upright).convert("CMYK").save(cmyk, "JPEG", quality=98)
+        cmyk_img = Image.open(io.BytesIO(cmyk.getvalue()))
+        assert cmyk_img.mode == "CMYK"
+        assert clf.predict(cmyk_img)[0].index == label
+    # 4. a 16-bit grayscale PNG is scaled to 8 bits, not clipped to white
+    gray16 = tmp_path / "gray16.png"
+    Image.fromarray(np.full((48, 80), 40000, np.uint16)).save(gray16)
+    pixels = load_and_preprocess(gray16, SHAPE, invert="no")
+    assert pixels.shape == SHAPE and int(pixels.mean()) == round(40000 / 65535 * 255)
