@@ -195,10 +195,12 @@ class _Rejected(Exception):
 
 
 def as_probabilities(scores: np.ndarray) -> np.ndarray:
-    """Rows that already are distributions (a softmax head) as they are, else their softmax.
+    """Keras outputs as probabilities: rows that already are distributions (a softmax head)
+    as they are, else their softmax.
 
-    The same rule `EdgeClassifier.predict_proba` applies, so a model that outputs logits is
-    compared probability to probability.
+    So a model that outputs logits is compared probability to probability with
+    `EdgeClassifier.predict_proba`, which decides the same from the .tflite graph itself (its
+    last op, `edge_runtime.graph`).
     """
     scores = np.asarray(scores, dtype=np.float64)
     if scores.min() >= -1e-6 and np.abs(scores.sum(axis=1) - 1.0).max() <= 0.05:
@@ -778,9 +780,9 @@ def convert_model(
 
     `class_names` (a list, or "a,b,c") or `labels` (a labels file) name the outputs in the
     model's own index order; they go into the metadata. `resize` ("stretch" or "crop") is how
-    photos are fitted to the input, recorded so calibration, bench and the runtime agree. The
-    metadata records the source model's path and sha256 (`source_model`): bench measures it
-    as the desktop reference when the run has no model.keras.
+    photos are fitted to the input, recorded so calibration, bench and the runtime agree. A
+    model from outside the run (not `out/model.keras`) has its path and sha256 recorded
+    (`source_model`): bench measures it as the desktop reference.
     """
     mode_list = parse_modes(modes)
     _check_options(calibration_samples, verify_samples, min_agreement)
@@ -810,8 +812,13 @@ def convert_model(
     signature = model_signature(model)
     names = _class_names(class_names, labels, signature.num_classes)
     meta = read_run_metadata(model_path)
-    if resize is None:
-        resize = ((meta or {}).get("input") or {}).get("resize", "stretch")
+    trained_rule = ((meta or {}).get("input") or {}).get("resize", "stretch")
+    if meta is not None and resize not in (None, trained_rule):
+        raise ConvertError(
+            f"This model was trained by edgeship on images fitted by {trained_rule!r}; photos "
+            f"must be prepared the same way. Leave out --resize. Received: resize={resize!r}"
+        )
+    resize = resize or trained_rule
     if meta is not None:
         meta_shape = tuple(int(d) for d in meta["input"].get("shape", ()))
         if meta_shape != signature.input_shape:
@@ -833,7 +840,6 @@ def convert_model(
     if meta is not None:
         base_meta = copy.deepcopy(meta)
         base_meta.pop("quantization", None)
-        base_meta["input"]["resize"] = resize
     else:
         folder_names = inputs.calibration.class_names if inputs.calibration else None
         base_meta = _foreign_metadata(signature, folder_names, resize)
@@ -846,10 +852,12 @@ def convert_model(
         )
     if names is not None:
         base_meta["class_names"] = list(names)
-    base_meta["source_model"] = {
-        "path": str(model_path.resolve()),
-        "sha256": _file_sha256(model_path),
-    }
+    if model_path.resolve() != (out / "model.keras").resolve():
+        # A Keras file outside the run: bench finds the desktop reference through this.
+        base_meta["source_model"] = {
+            "path": str(model_path.resolve()),
+            "sha256": _file_sha256(model_path),
+        }
 
     from convert.converter import ModeConversionError, saved_model, to_tflite
 

@@ -1,8 +1,8 @@
 """Bring your own model and photos: convert -> bench --test-data, phone-style photos.
 
-The user's model: RGB, non-square input (24 high, 40 wide), a `Rescaling` layer inside, 3
-classes whose output order (zebra, apple, mango) is NOT the alphabetical order of the photo
-folders (apple, mango, zebra). Class c's photos have a bright colour channel c.
+The user's model (`tests/support/byo_example.py`): RGB, non-square input (24 high, 40 wide),
+a `Rescaling` layer inside, 3 classes whose output order (zebra, apple, mango) is NOT the
+alphabetical order of the photo folders (apple, mango, zebra).
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ from edge_runtime.classifier import EdgeClassifier
 from edge_runtime.metadata import read_metadata
 from edge_runtime.preprocess import load_and_preprocess
 from edgeship.cli import app
+from tests.support.byo_example import ORDER, SHAPE, build
+from tests.support.byo_example import photo as _photo
 
 pytestmark = pytest.mark.slow
 
 runner = CliRunner()
-SHAPE = (24, 40, 3)  # H, W, C
-ORDER = ["zebra", "apple", "mango"]  # the model's output order
 FAST = ["--runs", "5", "--warmup", "1", "--batch", "8", "--predict-runs", "2", "--no-memory",
         "--no-plots"]
 
@@ -33,44 +33,10 @@ def cli(*args):
     return runner.invoke(app, [str(a) for a in args])
 
 
-def _photo(rng, label: int, size=(80, 48)) -> np.ndarray:
-    """An (H, W, 3) uint8 photo of class `label`: a bright channel `label`, noise elsewhere."""
-    w, h = size
-    pixels = rng.integers(0, 90, size=(h, w, 3))
-    pixels[..., label] += 140
-    return pixels.clip(0, 255).astype(np.uint8)
-
-
 @pytest.fixture(scope="module")
 def byo(tmp_path_factory):
-    import keras
-
     root = tmp_path_factory.mktemp("byo")
-    rng = np.random.default_rng(5)
-    keras.utils.set_random_seed(5)
-    y = np.arange(240) % 3
-    x = np.stack([np.asarray(Image.fromarray(_photo(rng, c)).resize((40, 24),
-                                                                    Image.Resampling.BILINEAR))
-                  for c in y])
-    model = keras.Sequential([
-        keras.Input(SHAPE),
-        keras.layers.Rescaling(1 / 255.0),
-        keras.layers.Conv2D(6, 3, strides=2, activation="relu"),
-        keras.layers.GlobalAveragePooling2D(),
-        keras.layers.Dense(3, activation="softmax"),
-    ])
-    model.compile(optimizer=keras.optimizers.Adam(0.02), loss="sparse_categorical_crossentropy")
-    model.fit(x.astype(np.float32), y, epochs=4, batch_size=16, verbose=0)
-    model_path = root / "desktop" / "fruit.keras"
-    model_path.parent.mkdir()
-    model.save(model_path)
-
-    photos = root / "photos"
-    for i in range(45):
-        label = i % 3
-        folder = photos / ORDER[label]
-        folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(_photo(rng, label)).save(folder / f"{i}.png")
+    model_path, photos, model = build(root)
     return {"root": root, "model": model_path, "photos": photos, "keras": model}
 
 
