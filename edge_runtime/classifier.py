@@ -241,6 +241,7 @@ class EdgeClassifier:
             scale, offset = 1.0, 0.0
         self.input_scale, self.input_offset = scale, offset
         self._scale32, self._offset32 = np.float32(scale), np.float32(offset)
+        self._has_offset = offset != 0
         self._float_input = self.input_spec.dtype.kind == "f"
         # pixel value -> tensor value, for all 256 (what `_to_tensor` computes, as a table)
         pixels = np.arange(256, dtype=np.uint8)
@@ -335,7 +336,9 @@ class EdgeClassifier:
                 )
             x = x.astype(np.uint8)
         shape, gray = self.input_shape, self._gray_shape
-        if x.shape == shape or x.shape == gray:
+        if x.shape == shape:
+            return x[None]
+        if x.shape == gray:
             return x.reshape(1, *shape)
         if x.shape[1:] == shape:
             return x
@@ -378,7 +381,7 @@ class EdgeClassifier:
     def _pixels_to_float(self, pixels: np.ndarray) -> np.ndarray:
         """uint8 pixels -> float32 model input: `pixels * scale + offset`."""
         values = pixels * self._scale32
-        if self._offset32:
+        if self._has_offset:
             values += self._offset32
         return values
 
@@ -390,7 +393,7 @@ class EdgeClassifier:
         batch (else it runs one image at a time); a short last chunk is padded, not resized.
         """
         n = len(images)
-        chunk = min(n, self.batch_size)
+        chunk = n if n <= self.batch_size else self.batch_size
         with self._lock:
             if chunk != self._allocated_batch:
                 chunk = self._resize(chunk)
