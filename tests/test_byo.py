@@ -75,7 +75,7 @@ def test_convert_then_bench_with_the_users_photos(byo, run):
     assert set(models) == {"keras", "float32", "int8"}
     assert models["keras"]["path"] == str(byo["model"].resolve())
     want = _keras_accuracy_on(byo["keras"], byo["photos"])
-    assert want > 0.9  # the model learned something: the comparison means something
+    assert 0.5 < want < 1.0  # better than chance (1/3), not trivially perfect
     assert models["keras"]["accuracy"] == pytest.approx(want)
     assert models["float32"]["accuracy"] == pytest.approx(want)
     assert models["float32"]["agreement"] == 1.0
@@ -134,37 +134,66 @@ def test_a_stock_tflite_only_run_benches_without_keras(byo, tmp_path):
 
 
 def test_phone_style_photos_classify_like_their_upright_rgb(run, tmp_path):
-    """EXIF-rotated JPEG, RGBA PNG, 16-bit PNG, CMYK JPEG: the same input as the plain RGB."""
+    """EXIF-rotated JPEG, RGBA PNG, CMYK JPEG, 16-bit PNG: the same input as the plain RGB."""
     clf = EdgeClassifier.load(run / "model_float32.tflite")
     rng = np.random.default_rng(21)
+    ramp = np.linspace(0, 120, 80)[None, :, None]  # dark left, bright right: rotation shows
     for label in range(3):
-        upright = _photo(rng, label, size=(80, 48))  # H 48, W 80: landscape like the model
+        upright = np.clip(_photo(rng, label) * 0.5 + ramp, 0, 255).astype(np.uint8)  # H48 W80
         ref = clf.predict(Image.fromarray(upright))[0]
         # 1. a phone's JPEG: pixels stored rotated, EXIF orientation 6 (rotate 90 CW to view)
-        stored = np.rot90(upright, k=1)  # what the sensor wrote: portrait
+        stored = np.ascontiguousarray(np.rot90(upright, k=1))  # what the sensor wrote
         exif = Image.Exif()
         exif[0x0112] = 6
-        jpeg = tmp_path / f"phone_{label}.jpg"
-        Image.fromarray(np.ascontiguousarray(stored)).save(jpeg, quality=98, exif=exif)
-        upright_jpeg = tmp_path / f"upright_{label}.jpg"
-        Image.fromarray(upright).save(upright_jpeg, quality=98)
-        got = clf.predict(jpeg)[0]
-        plain = clf.predict(upright_jpeg)[0]
-        assert got.index == plain.index == ref.index == label
-        np.testing.assert_allclose(got.probabilities, plain.probabilities, atol=0.05)
-        # 2. RGBA PNG, fully opaque: the same pixels
+        phone, plain = tmp_path / f"phone_{label}.jpg", tmp_path / f"upright_{label}.jpg"
+        Image.fromarray(stored).save(phone, quality=98, exif=exif)
+        Image.fromarray(upright).save(plain, quality=98)
+        as_viewed = load_and_preprocess(phone, SHAPE, invert="no").astype(float)
+        want = load_and_preprocess(plain, SHAPE, invert="no").astype(float)
+        ignoring_exif = np.asarray(Image.fromarray(stored).resize((40, 24))).astype(float)
+        assert np.abs(as_viewed - want).mean() < 3 < np.abs(ignoring_exif - want).mean()
+        got, plain_pred = clf.predict(phone)[0], clf.predict(plain)[0]
+        assert got.index == plain_pred.index
+        np.testing.assert_allclose(got.probabilities, plain_pred.probabilities, atol=0.05)
+        # 2. RGBA PNG, fully opaque: exactly the same pixels
         rgba = tmp_path / f"rgba_{label}.png"
-        Image.fromarray(np.dstack([upright, np.full(upright.shape[:2], 255, np.uint8)]),
-                        "RGBA").save(rgba)
+        alpha = np.full(upright.shape[:2], 255, np.uint8)
+        Image.fromarray(np.dstack([upright, alpha]), "RGBA").save(rgba)
         np.testing.assert_array_equal(clf.predict(rgba)[0].probabilities, ref.probabilities)
-        # 3. CMYK JPEG of the same picture
+        # 3. a CMYK JPEG of the same picture
         cmyk = io.BytesIO()
         Image.fromarray(upright).convert("CMYK").save(cmyk, "JPEG", quality=98)
         cmyk_img = Image.open(io.BytesIO(cmyk.getvalue()))
         assert cmyk_img.mode == "CMYK"
-        assert clf.predict(cmyk_img)[0].index == label
+        np.testing.assert_allclose(
+            clf.predict(cmyk_img)[0].probabilities, ref.probabilities, atol=0.05
+        )
     # 4. a 16-bit grayscale PNG is scaled to 8 bits, not clipped to white
     gray16 = tmp_path / "gray16.png"
     Image.fromarray(np.full((48, 80), 40000, np.uint16)).save(gray16)
     pixels = load_and_preprocess(gray16, SHAPE, invert="no")
     assert pixels.shape == SHAPE and int(pixels.mean()) == round(40000 / 65535 * 255)
+
+
+def test_crop_resize_rule_is_recorded_and_applied(byo, tmp_path):
+    from PIL import ImageOps
+
+    out = tmp_path / "run"
+    result = cli("convert", byo["model"], "--quantize", "float32", "--resize", "crop",
+                 "--calibration-data", byo["photos"], "--out", out)
+    assert result.exit_code == 0, result.output
+    assert read_metadata(out / "model_float32.tflite")["input"]["resize"] == "crop"
+    clf = EdgeClassifier.load(out / "model_float32.tflite")
+    ramp = np.linspace(0, 200, 96)[None, :, None]
+    square = np.clip(_photo(np.random.default_rng(1), 0, size=(96, 96)) * 0.3 + ramp, 0, 255)
+    path = tmp_path / "square.png"
+    Image.fromarray(square.astype(np.uint8)).save(path)
+    cropped = np.asarray(ImageOps.fit(Image.open(path), (40, 24), Image.Resampling.BILINEAR))
+    stretched = np.asarray(Image.open(path).resize((40, 24), Image.Resampling.BILINEAR))
+    assert np.abs(cropped.astype(int) - stretched).mean() > 2  # the rules differ here
+    np.testing.assert_array_equal(
+        clf.predict(path)[0].probabilities, clf.predict(cropped)[0].probabilities
+    )
+    result = cli("convert", byo["model"], "--quantize", "float32", "--resize", "squash",
+                 "--out", tmp_path / "bad")
+    assert result.exit_code == 2 and "--resize must be one of stretch, crop" in result.stderr
