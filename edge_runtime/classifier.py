@@ -243,9 +243,10 @@ class EdgeClassifier:
         self._scale32, self._offset32 = np.float32(scale), np.float32(offset)
         self._has_offset = offset != 0
         self._float_input = self.input_spec.dtype.kind == "f"
-        # pixel value -> tensor value, for all 256 (what `_to_tensor` computes, as a table)
-        pixels = np.arange(256, dtype=np.uint8)
-        self._lut = _quantize(self._pixels_to_float(pixels), self.input_spec)
+        # pixel value -> tensor value, for all 256: the float32 values `_to_tensor` computes
+        # for a float tensor, then quantized for an integer one
+        values = np.arange(256, dtype=np.uint8) * self._scale32 + self._offset32
+        self._lut = _quantize(values, self.input_spec)
 
     # ------------------------------------------------------------------------------ API
     def predict_proba(self, x: Any, *, invert: str | None = None) -> np.ndarray:
@@ -371,18 +372,13 @@ class EdgeClassifier:
         if images.dtype != _UINT8:
             values = _quantize(images.astype(np.float32, copy=False), self.input_spec)
         elif self._float_input:
-            values = self._pixels_to_float(images)
+            values = images * self._scale32
+            if self._has_offset:
+                values += self._offset32
         else:
             values = self._lut.take(images)
         if self._feed_shape != self.input_shape:  # a (batch, H, W) or flat input tensor
             values = values.reshape(len(images), *self._feed_shape)
-        return values
-
-    def _pixels_to_float(self, pixels: np.ndarray) -> np.ndarray:
-        """uint8 pixels -> float32 model input: `pixels * scale + offset`."""
-        values = pixels * self._scale32
-        if self._has_offset:
-            values += self._offset32
         return values
 
     # ------------------------------------------------------------------------- interpreter
