@@ -6,6 +6,7 @@ from edge_runtime.errors import (
     EdgeshipError,
     ImageError,
     InputShapeError,
+    LabelsError,
     ModelFileError,
 )
 from edge_runtime.options import OptionError
@@ -17,6 +18,7 @@ __all__ = [
     "EdgeshipError",
     "ImageError",
     "InputShapeError",
+    "LabelsError",
     "ModelFileError",
     "OptionError",
     "Prediction",
