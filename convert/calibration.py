@@ -101,7 +101,12 @@ def _load_image(path: Path, signature: ModelSignature, resize: str = "stretch") 
 
 
 def _from_folder(
-    root: Path, signature: ModelSignature, limit: int, seed: int, resize: str = "stretch"
+    root: Path,
+    signature: ModelSignature,
+    limit: int,
+    seed: int,
+    resize: str = "stretch",
+    class_names: tuple[str, ...] | None = None,
 ) -> CalibrationData:
     paths = _image_paths(root)
     if not paths:
@@ -111,7 +116,9 @@ def _from_folder(
     chosen = [paths[i] for i in seeded_subset(len(paths), limit, seed)]
     x = np.stack([_load_image(p, signature, resize) for p in chosen])
     subdirs = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    names = tuple(subdirs) if len(subdirs) == signature.num_classes else None
+    # The model's own names (--class-names/--labels) give each folder its output index; else
+    # the alphabetical folder list is a guess, used when its length fits.
+    names = class_names or (tuple(subdirs) if len(subdirs) == signature.num_classes else None)
     y = None
     if names is not None:
         tops = [p.relative_to(root).parts[0] for p in chosen]
@@ -153,17 +160,20 @@ def load_calibration_data(
     seed: int = CALIBRATION_SEED,
     *,
     resize: str = "stretch",
+    class_names: tuple[str, ...] | None = None,
 ) -> CalibrationData:
     """Load up to `limit` samples from an image folder (resized, uint8) or a `.npy` (float32).
 
-    An image folder gives raw pixels, resized with Pillow to the model's input and converted
-    to its channel count; a `.npy` must already be in the model's input layout and scale.
+    An image folder gives raw pixels, prepared like the runtime prepares photos
+    (`edge_runtime.preprocess`, the `resize` rule); its class subfolders give labels, by
+    `class_names` (the model's output order) when given. A `.npy` must already be in the
+    model's input layout and scale.
     """
     path = Path(spec).expanduser()
     if not path.exists():
         raise ConvertError(f"Calibration data not found. Received: calibration_data={path}")
     if path.is_dir():
-        return _from_folder(path, signature, limit, seed, resize)
+        return _from_folder(path, signature, limit, seed, resize, class_names)
     if path.suffix.lower() == ".npy":
         return _from_npy(path, signature, limit, seed)
     raise ConvertError(

@@ -309,12 +309,14 @@ def _prepare_inputs(
     calibration_data: str | os.PathLike | None,
     verify_samples: int,
     resize: str = "stretch",
+    class_names: tuple[str, ...] | None = None,
 ) -> _Inputs:
     needs_calibration = any(m in CALIBRATED_MODES for m in modes)
     calibration: CalibrationData | None = None
     if calibration_data is not None:
         calibration = load_calibration_data(
-            calibration_data, signature, calibration_samples, resize=resize
+            calibration_data, signature, calibration_samples, resize=resize,
+            class_names=class_names,
         )
 
     if meta is not None:
@@ -836,6 +838,7 @@ def convert_model(
         calibration_data,
         verify_samples,
         resize,
+        names,
     )
     if meta is not None:
         base_meta = copy.deepcopy(meta)

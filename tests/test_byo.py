@@ -79,6 +79,9 @@ def test_convert_then_bench_with_the_users_photos(byo, run):
     assert models["keras"]["accuracy"] == pytest.approx(want)
     assert models["float32"]["accuracy"] == pytest.approx(want)
     assert models["float32"]["agreement"] == 1.0
+    # convert's own check labelled the photos by the model's order too
+    check = read_metadata(run / "model_float32.tflite")["quantization"]["check"]
+    assert check["accuracy"] == pytest.approx(want)
     assert np.asarray(models["int8"]["confusion_matrix"]).sum() == 45
 
     # the same photos as an .npz (labels in the model's order), and --keras named explicitly
