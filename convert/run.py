@@ -814,6 +814,13 @@ def convert_model(
     signature = model_signature(model)
     names = _class_names(class_names, labels, signature.num_classes)
     meta = read_run_metadata(model_path)
+    if meta is not None and names is not None and list(names) != meta.get("class_names"):
+        raise ConvertError(
+            "This model was trained by edgeship: its class names come from its training data "
+            "(model.json), and bench would take renamed files for another model's. Leave out "
+            f"--class-names/--labels. Received: class_names={list(names)[:10]}, "
+            f"model.json={list(meta.get('class_names') or [])[:10]}"
+        )
     trained_rule = ((meta or {}).get("input") or {}).get("resize", "stretch")
     if meta is not None and resize not in (None, trained_rule):
         raise ConvertError(

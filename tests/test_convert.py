@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from convert import MODES, convert_model, convert_run
+from convert import MODES, ConvertError, convert_model, convert_run
 from convert.calibration import balanced_indices, seeded_subset
 from convert.run import VERIFY_SEED
 from edge_runtime.metadata import read_metadata
@@ -444,3 +444,14 @@ def test_modes_are_parsed_in_canonical_order():
 
     assert parse_modes("int8, float32,int8") == ("float32", "int8")
     assert parse_modes(None) == MODES
+
+
+def test_an_edgeship_run_keeps_its_names_and_resize_rule(own_run, tmp_path):
+    """Class names and the resize rule of an edgeship-trained model come from its training."""
+    run, _, _ = own_run
+    names = ",".join(f"c{i}" for i in range(10))
+    with pytest.raises(ConvertError, match="trained by edgeship: its class names"):
+        convert_model(run / "model.keras", tmp_path / "a", modes="float32", class_names=names)
+    with pytest.raises(ConvertError, match="trained by edgeship on images fitted by 'stretch'"):
+        convert_model(run / "model.keras", tmp_path / "b", modes="float32", resize="crop")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
