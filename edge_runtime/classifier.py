@@ -212,6 +212,7 @@ class EdgeClassifier:
         self.input_shape: tuple[int, ...] = tuple(int(d) for d in image_shape)
         # A one-channel model also takes (H, W) images and (N, H, W) batches.
         self._gray_shape = self.input_shape[:-1] if self.input_shape[-1] == 1 else None
+        self._one_image = (1, *self.input_shape)  # a batch of one
         self.num_classes = int(np.prod(self.output_spec.shape[1:] or self.output_spec.shape))
         self._allocated_batch = int(tensor_shape[0])
 
@@ -340,7 +341,7 @@ class EdgeClassifier:
         if x.shape == shape:
             return x[None]
         if x.shape == gray:
-            return x.reshape(1, *shape)
+            return x.reshape(self._one_image)
         if x.shape[1:] == shape:
             return x
         if x.shape[1:] == gray:
