@@ -10,6 +10,7 @@ and the report files.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as _dt
 import json
 import os
@@ -152,7 +153,10 @@ def _read_run_metadata(
 def _test_set(meta: dict[str, Any], options: BenchOptions):
     """The test set: `--test-data` in the model's class order, else the run's own."""
     if options.test_data is None:
-        return load_test_set(meta, options.limit)
+        data, x, y, notes = load_test_set(meta, options.limit)
+        if options.labels is not None:  # the run's own test set, named by --labels
+            data = dataclasses.replace(data, class_names=tuple(meta["class_names"]))
+        return data, x, y, notes
     from benchmarks.testdata import load_test_data
 
     block = meta.get("input") or {}

@@ -40,7 +40,7 @@ DEFAULT_BATCH_SIZE = 256
 _UINT8 = np.dtype(np.uint8)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class Prediction:
     """One image's answer: the top class `index`, its `label`, `confidence` and all scores.
 
