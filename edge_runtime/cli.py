@@ -121,14 +121,18 @@ def _info_text(info: dict[str, Any]) -> str:
         f"backend:  {info['backend']} {info['backend_version']} (numpy {info['numpy']}, "
         f"python {info['python']}, {info['machine']})",
         f"input:    {tensor(info['input'])}",
-        f"output:   {tensor(info['output'])}",
+        f"output:   {tensor(info['output'])}, "
+        + (f"probabilities (the model ends in {info['output_head']})"
+           if info["outputs_probabilities"] and info["output_head"] in ("SOFTMAX", "LOGISTIC")
+           else "probabilities (softmax quantization)" if info["outputs_probabilities"]
+           else "scores: a softmax is applied"),
         f"image:    {info['image_shape']} raw pixel * {info['raw_pixel_scale']:.6g} + "
         f"{info['raw_pixel_offset']:.6g}",
         f"classes:  {info['num_classes']}: {', '.join(info['class_names'][:12])}"
         + (" ..." if info["num_classes"] > 12 else ""),
     ]
     if meta is None:
-        lines.append("metadata: none (class indices as labels, no pixel scaling)")
+        lines.append("metadata: none (no pixel scaling; class names only from --labels)")
     else:
         quant = meta.get("quantization") or {}
         metrics = meta.get("metrics") or {}
