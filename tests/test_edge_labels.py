@@ -205,3 +205,18 @@ def test_edgeship_label_round_trip(stock, tmp_path):
     line = one_error_line("edgeship", ["label", model, "--labels", short])
     assert "2 class names for a model with 1001 outputs" in line
     assert model.read_bytes() == data
+
+
+def test_info_says_where_probabilities_come_from(stock):
+    for model, words in ((stock["model"], "probabilities (the model ends in SOFTMAX)"),
+                         (stock["logits"], "scores: a softmax is applied")):
+        proc = subprocess.run(
+            [sys.executable, "-m", "edge_runtime", "info", model, "--labels", stock["labels"]]
+            if model == stock["model"] else [sys.executable, "-m", "edge_runtime", "info", model],
+            capture_output=True, text=True, cwd=REPO, timeout=120,
+        )
+        assert proc.returncode == 0, proc.stderr
+        output = next(line for line in proc.stdout.splitlines() if line.startswith("output:"))
+        assert output.endswith(words), output
+        if model == stock["model"]:
+            assert "classes:  1001: background, thing 1," in proc.stdout
