@@ -162,6 +162,16 @@ def test_predict_cli_with_labels(stock, tmp_path):
         "edge_runtime", ["predict", stock["model"], image, "--labels", tmp_path / "nope.txt"]
     )
     assert line.startswith("error: Labels file not found") and "nope.txt" in line
+    from typer.testing import CliRunner
+
+    from edgeship.cli import app
+
+    result = CliRunner().invoke(
+        app, ["predict", str(stock["model"]), str(image), "--json", "--labels",
+              str(stock["labels"])]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == record  # `edgeship predict`: the same code and answer
 
 
 def test_edgeship_label_round_trip(stock, tmp_path):
