@@ -1,4 +1,5 @@
-"""`python -m edge_runtime predict|bench|info|doctor`: argparse only (the device has no Typer).
+"""`python -m edge_runtime predict|bench|info|doctor|serve`: argparse only (the device has no
+Typer).
 
 The predict formatting lives here (`predict_lines`) so `edgeship predict` prints the same.
 Errors: any EdgeshipError becomes `error: <message>` on stderr and its exit code (2).
@@ -212,6 +213,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--root", default=None, help="read /proc, /sys, /etc under this folder")
     p.add_argument("--dir", default=None, help="the install folder (free disk; default: cwd)")
+
+    from edge_runtime.server import add_serve_parser
+
+    add_serve_parser(sub)
     return parser
 
 
@@ -268,12 +273,29 @@ def _run(args: argparse.Namespace) -> None:
         print(json.dumps(info) if args.json else _info_text(info))
 
 
+def _serve(args: argparse.Namespace) -> None:
+    """`serve`: load and bind with the native chatter filtered, then serve with stderr as is
+    (the filter holds stderr back until it ends: a service's log must flow)."""
+    from edge_runtime.server import exposure_warning, options_from_args, prepare, run
+
+    options = options_from_args(args)
+    with filtered_native_stderr():
+        service, sock = prepare(options)
+    warning = exposure_warning(options)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
+    run(service, sock)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `python -m edge_runtime`; returns the exit code."""
     args = build_parser().parse_args(argv)
     if args.command == "doctor":
         return _doctor(args)
     try:
+        if args.command == "serve":
+            _serve(args)
+            return 0
         with filtered_native_stderr():
             _run(args)
             sys.stdout.flush()  # a closed pipe shows here, inside the handler below

@@ -1,0 +1,147 @@
+"""The service's counters in Prometheus text format (version 0.0.4), standard library only.
+
+One `ServeMetrics` per server: predictions by model and class, errors by kind, a latency
+histogram per model, uptime, and the board's temperature and throttle state when this machine
+exposes them (a Raspberry Pi does: `/sys/class/thermal`, `vcgencmd get_throttled`).
+"""
+
+from __future__ import annotations
+
+import bisect
+import shutil
+import subprocess
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+# Seconds. A Pi 4 runs the int8 MLP in ~0.1 ms and a small CNN in a few ms; a photo's decode
+# can take tens of ms. The buckets cover 100 us .. 2.5 s.
+LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                   0.25, 0.5, 1.0, 2.5)
+THERMAL_ZONE = Path("/sys/class/thermal/thermal_zone0/temp")
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def _label(value: str) -> str:
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def cpu_temperature_c(zone: Path = THERMAL_ZONE) -> float | None:
+    """The SoC temperature in degrees Celsius from sysfs, or None where there is none."""
+    try:
+        return int(zone.read_text().strip()) / 1000.0
+    except (OSError, ValueError):
+        return None
+
+
+def throttled_bits() -> int | None:
+    """`vcgencmd get_throttled` as an int (0: never throttled), or None without vcgencmd."""
+    exe = shutil.which("vcgencmd")
+    if exe is None:
+        return None
+    try:
+        out = subprocess.run(
+            [exe, "get_throttled"], capture_output=True, text=True, timeout=2, check=False
+        ).stdout
+        return int(out.strip().split("=", 1)[1], 16)
+    except (OSError, subprocess.SubprocessError, IndexError, ValueError):
+        return None
+
+
+class ServeMetrics:
+    """Thread-safe counters of one server; `render()` gives the `/metrics` text."""
+
+    def __init__(self, models: list[str]) -> None:
+        self._lock = threading.Lock()
+        self._started = time.monotonic()
+        self._models = list(models)
+        self._predictions: Counter[tuple[str, str, str]] = Counter()
+        self._errors: Counter[str] = Counter()
+        self._buckets = {m: [0] * (len(LATENCY_BUCKETS) + 1) for m in models}
+        self._sum = dict.fromkeys(models, 0.0)
+
+    def uptime_s(self) -> float:
+        """Seconds since the server started."""
+        return time.monotonic() - self._started
+
+    def prediction(self, model: str, label: str, source: str, seconds: float) -> None:
+        """Count one prediction (source: `http` or `watch`) and its latency."""
+        slot = bisect.bisect_left(LATENCY_BUCKETS, seconds)
+        with self._lock:
+            self._predictions[(model, label, source)] += 1
+            self._buckets[model][slot] += 1
+            self._sum[model] += seconds
+
+    def error(self, kind: str) -> None:
+        """Count one failed request or watched file by kind (`bad_image`, `too_large`, ...)."""
+        with self._lock:
+            self._errors[kind] += 1
+
+    def snapshot(self) -> dict[str, object]:
+        """The counters as plain data (for `/healthz` and `deploy status`)."""
+        with self._lock:
+            total = sum(self._predictions.values())
+            return {
+                "predictions": total,
+                "errors": sum(self._errors.values()),
+                "uptime_s": round(self.uptime_s(), 1),
+            }
+
+    def render(self, temperature_c: float | None, throttled: int | None) -> str:
+        """The Prometheus text exposition of every metric."""
+        with self._lock:
+            predictions = sorted(self._predictions.items())
+            errors = sorted(self._errors.items())
+            buckets = {m: list(b) for m, b in self._buckets.items()}
+            sums = dict(self._sum)
+        out = [
+            "# HELP edgeship_predictions_total Predictions served, by model, class and source.",
+            "# TYPE edgeship_predictions_total counter",
+        ]
+        for (model, label, source), n in predictions:
+            out.append(
+                f'edgeship_predictions_total{{model="{_label(model)}",label="{_label(label)}",'
+                f'source="{source}"}} {n}'
+            )
+        out += [
+            "# HELP edgeship_errors_total Requests or watched files refused, by kind.",
+            "# TYPE edgeship_errors_total counter",
+        ]
+        out += [f'edgeship_errors_total{{kind="{_label(k)}"}} {n}' for k, n in errors]
+        out += [
+            "# HELP edgeship_predict_latency_seconds Decode, preprocess and inference per image.",
+            "# TYPE edgeship_predict_latency_seconds histogram",
+        ]
+        for model in self._models:
+            m = _label(model)
+            running = 0
+            bounds = [*map(str, LATENCY_BUCKETS), "+Inf"]
+            for bound, n in zip(bounds, buckets[model], strict=True):
+                running += n
+                out.append(
+                    f'edgeship_predict_latency_seconds_bucket{{model="{m}",le="{bound}"}} {running}'
+                )
+            out.append(f'edgeship_predict_latency_seconds_sum{{model="{m}"}} {sums[model]:.6f}')
+            out.append(f'edgeship_predict_latency_seconds_count{{model="{m}"}} {running}')
+        out += [
+            "# HELP edgeship_uptime_seconds Seconds since the server started.",
+            "# TYPE edgeship_uptime_seconds gauge",
+            f"edgeship_uptime_seconds {self.uptime_s():.3f}",
+        ]
+        if temperature_c is not None:
+            out += [
+                "# HELP edgeship_cpu_temperature_celsius SoC temperature (thermal_zone0).",
+                "# TYPE edgeship_cpu_temperature_celsius gauge",
+                f"edgeship_cpu_temperature_celsius {temperature_c:.3f}",
+            ]
+        if throttled is not None:
+            out += [
+                "# HELP edgeship_throttled_bits `vcgencmd get_throttled` (0: never throttled).",
+                "# TYPE edgeship_throttled_bits gauge",
+                f"edgeship_throttled_bits {throttled}",
+                "# HELP edgeship_throttled_now 1 while under-voltage, capping or throttling.",
+                "# TYPE edgeship_throttled_now gauge",
+                f"edgeship_throttled_now {int(bool(throttled & 0xF))}",
+            ]
+        return "\n".join(out) + "\n"
