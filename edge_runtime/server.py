@@ -4,8 +4,9 @@
     GET  /healthz     {"status": "ok", "models": [...], "uptime_s", "predictions", "errors"}
     GET  /v1/models   each model's name, input, classes, quantization, backend
     POST /v1/predict  ?model=NAME&top_k=K; the image as the body (Content-Type: image/*) or
-                      a multipart field `image` -> {"model", "label", "index", "confidence",
-                      "top_k", "latency_us"}
+                      a multipart field `image` (optional header X-Filename: the image's
+                      name, URL-encoded, for /v1/recent) -> {"model", "label", "index",
+                      "confidence", "top_k", "latency_us"}
     GET  /v1/recent   the last predictions, newest first (HTTP and --watch)
     GET  /metrics     Prometheus text
 
@@ -35,6 +36,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from edge_runtime.errors import EdgeRuntimeError, EdgeshipError, ImageError
 from edge_runtime.metrics import CONTENT_TYPE, ServeMetrics, cpu_temperature_c, throttled_bits
@@ -129,7 +131,7 @@ class _Model:
             },
             "classes": list(self.names),
             "quantization": (meta.get("quantization") or {}).get("mode")
-            or ("int8" if clf.input_spec.quantized else clf.input_spec.dtype.name),
+            or clf.input_spec.dtype.name,
             "backend": f"{clf.backend.name} {clf.backend.version}",
         }
 
@@ -299,7 +301,8 @@ class Service:
         """The uploaded image: the body itself (image/*) or the multipart field `image`."""
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype.startswith("image/"):
-            return await self.read_body(request), None
+            name = request.headers.get("x-filename")
+            return await self.read_body(request), unquote(name)[:200] if name else None
         if ctype != "multipart/form-data":
             raise HttpError(
                 415,

@@ -1,0 +1,110 @@
+"""The service's page in a real browser: Debian's chromium driven by Playwright (no download).
+
+Choose a photo, see the label, the confidence and the class-probability bars (the predicted bar
+highlighted), on a desktop window and on a phone-sized one (no sideways scrolling there).
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.support.serving import start_server
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+VIEWPORTS = {
+    "desktop": {"viewport": {"width": 1280, "height": 800}},
+    "phone": {
+        "viewport": {"width": 360, "height": 740},
+        "device_scale_factor": 3,
+        "is_mobile": True,
+        "has_touch": True,
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
+    if shutil.which(CHROMIUM) is None:
+        pytest.skip("no /usr/bin/chromium: apt-get install chromium")
+    with sync_api.sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def server(edge_models, tmp_path_factory):
+    served = start_server(
+        [edge_models["cnn_uint8"], edge_models["mlp_int8"]], tmp_path_factory.mktemp("page")
+    )
+    yield served
+    assert served.stop() == 0
+
+
+@pytest.mark.parametrize("kind", sorted(VIEWPORTS))
+def test_choose_a_photo_and_see_label_and_bars(browser, server, tmp_path, kind):
+    photo = tmp_path / "shirt.png"
+    Image.fromarray(
+        np.clip(np.random.default_rng(3).normal(160, 30, (96, 96, 3)), 0, 255).astype(np.uint8)
+    ).save(photo)
+    status, want = server.predict(photo.read_bytes(), "?model=cnn_uint8&top_k=10")
+    assert status == 200
+
+    context = browser.new_context(**VIEWPORTS[kind])
+    page = context.new_page()
+    try:
+        page.goto(f"http://127.0.0.1:{server.port}/")
+        page.wait_for_selector("#model option", state="attached")
+        assert page.is_visible("#model")  # two models: the chooser shows
+        page.select_option("#model", "cnn_uint8")
+        page.set_input_files("#file", str(photo))
+        page.wait_for_selector(".bar.predicted", timeout=30_000)
+        assert page.inner_text("#answer") == want["label"]
+        detail = page.inner_text("#detail")
+        assert f"{want['confidence'] * 100:.1f}%" in detail and "ms on the device" in detail
+        bars = page.query_selector_all("#bars .bar")
+        assert len(bars) == 10
+        predicted = page.query_selector_all("#bars .bar.predicted")
+        assert [b.get_attribute("data-index") for b in predicted] == [str(want["index"])]
+        # The bars as drawn: each fill's rendered width over its track's is the class's share.
+        shares = [
+            b.query_selector(".fill").bounding_box()["width"]
+            / b.query_selector(".track").bounding_box()["width"]
+            for b in bars
+        ]
+        probabilities = dict.fromkeys(range(10), 0.0)
+        probabilities.update({e["index"]: e["confidence"] for e in want["top_k"]})
+        for i, share in enumerate(shares):
+            assert share == pytest.approx(probabilities[i], abs=0.02), (i, shares)
+        assert page.is_visible("#photo")
+        page.wait_for_function(
+            "document.querySelectorAll('#recent tbody tr').length > 0", timeout=10_000
+        )
+        assert "shirt.png" in page.inner_text("#recent")
+        # Everything fits the width: no sideways scrolling, bars inside the window.
+        width = VIEWPORTS[kind]["viewport"]["width"]
+        assert page.evaluate("document.documentElement.scrollWidth") <= width
+        box = page.query_selector("#bars").bounding_box()
+        assert box["x"] >= 0 and box["x"] + box["width"] <= width
+        # A file that is no image: the server's message, on the page.
+        bad = tmp_path / "fake.png"
+        bad.write_bytes(b"not a picture")
+        page.set_input_files("#file", str(bad))
+        page.wait_for_function("document.getElementById('error').textContent.length > 0")
+        assert "not an image" in page.inner_text("#error")
+        assert page.query_selector_all("#bars .bar") == []
+    finally:
+        context.close()
