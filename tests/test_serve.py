@@ -350,3 +350,31 @@ def test_exposure_warning_without_token():
     assert exposure_warning(ServeOptions(models=(Path("m.tflite"),))) is None
     assert exposure_warning(ServeOptions(models=(Path("m.tflite"),), host="0.0.0.0", token="t")) \
         is None
+
+
+def test_listening_socket_is_tcp_so_responses_are_not_nagled():
+    """asyncio turns on TCP_NODELAY only for sockets whose proto is IPPROTO_TCP; without it a
+    keep-alive client waited ~40 ms per answer (Nagle + delayed ACK)."""
+    from edge_runtime.server import _listen
+
+    sock = _listen("127.0.0.1", 0)
+    try:
+        assert sock.proto == socket.IPPROTO_TCP
+    finally:
+        sock.close()
+
+
+def test_load_benchmark_runs_bounded_and_checks_every_answer(edge_models):
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.serve_load", str(edge_models["cnn_uint8"]),
+         "--synthetic", "--images", "5", "--clients", "3", "--requests", "10", "--rate", "200",
+         "--json"],
+        capture_output=True, text=True, cwd=REPO, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["server_exit_code"] == 0
+    for phase in ("http_one_client", "http_load", "http_paced"):
+        assert result[phase]["wrong_count"] == 0 and result[phase]["requests"] > 0
+    assert result["http_load"]["requests"] == 30 and result["http_paced"]["rate"] == 200
+    assert result["in_process_us"]["p50"] > 0
