@@ -8,9 +8,11 @@ MODEL  ?= mlp
 # System packages: the dataset (Debian/Ubuntu, only when Fashion-MNIST is on disk nowhere),
 # and for the tests a real sshd and a venv-capable system Python (the "Pi" on loopback), and
 # the Debian archive keyring for the emulated Raspberry Pi userlands (tests/support/pi.py
-# fetches Debian's arm64/armhf packages and Debian 13's qemu-user 10 into the cache itself).
+# fetches Debian's arm64/armhf packages and Debian 13's qemu-user 10 into the cache itself),
+# chromium (the serve page in a real browser, driven by Playwright) and systemd
+# (`systemd-analyze verify` of the service unit; nothing of systemd runs).
 DATA_PKG  := dataset-fashion-mnist
-TEST_PKGS := openssh-server python3-venv debian-archive-keyring
+TEST_PKGS := openssh-server python3-venv debian-archive-keyring chromium systemd
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 
 .PHONY: demo test install data system-test-deps lint clean

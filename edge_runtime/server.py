@@ -367,6 +367,7 @@ class Service:
             "status": "ok",
             "models": list(self.models),
             "pid": os.getpid(),
+            "workdir": os.getcwd(),  # under `deploy push --serve`: the release folder
             "token_required": self.options.token is not None,
             "watch": str(self.options.watch) if self.options.watch else None,
             **self.metrics.snapshot(),
