@@ -107,12 +107,32 @@ def push_command(
         str | None,
         typer.Option("--threads", help="with --bench: thread counts to measure, e.g. 1,2,4"),
     ] = None,
+    serve: Annotated[
+        bool,
+        typer.Option(
+            "--serve",
+            help="run `python -m edge_runtime serve` as a service (systemd user unit) on the "
+            "new release; roll back if its /healthz fails",
+        ),
+    ] = False,
+    serve_port: Annotated[int, typer.Option("--serve-port", help="the service's port")] = 8080,
+    serve_host: Annotated[
+        str,
+        typer.Option("--serve-host", help="the service's address (0.0.0.0: the LAN)"),
+    ] = "127.0.0.1",
 ) -> None:
-    """Upload, verify, install, smoke-test, switch `current` (and bench) on each host."""
+    """Upload, verify, install, smoke-test, switch `current` (bench, serve) on each host."""
     from deploy.errors import DeployError
     from deploy.push import push_bundle
+    from deploy.service import ServeSettings
     from deploy.ssh import SshOptions, parse_targets
 
+    settings = None
+    if serve:
+        try:
+            settings = ServeSettings(port=serve_port, host=serve_host)
+        except ValueError as err:
+            raise DeployError(str(err)) from None
     targets = parse_targets(host, port)
     options = SshOptions(
         identity=identity,
@@ -139,11 +159,14 @@ def push_command(
         progress=progress,
         device_target=target,
         bench_threads=threads,
+        serve=settings,
     )
     for r in found:
         if r.ok:
             venv = "venv reused" if r.reused_venv else "venv installed"
             extra = f", bench -> {r.bench_path}" if r.bench_path else ""
+            if settings is not None:
+                extra += f", serving on {serve_host}:{serve_port} ({r.serve_manager})"
             typer.echo(
                 f"ok {r.target}: {r.device_target}, release {r.release}, {venv}, "
                 f"{r.seconds:.1f} s{extra}"
@@ -159,3 +182,65 @@ def push_command(
             + ", ".join(r.target for r in failed)
             + " (see above); the other hosts were deployed"
         )
+
+
+@deploy_app.command("status")
+def status_command(
+    host: Annotated[list[str], typer.Option("--host", help="USER@HOST[:PORT]; repeatable")],
+    port: Annotated[int | None, typer.Option("--port", help="SSH port (default 22)")] = None,
+    identity: Annotated[
+        Path | None, typer.Option("--identity", help="private key file (ssh -i)")
+    ] = None,
+    known_hosts: Annotated[
+        Path | None,
+        typer.Option("--known-hosts", help="known_hosts file (default ~/.ssh/known_hosts)"),
+    ] = None,
+    ssh_config: Annotated[
+        Path | None, typer.Option("--ssh-config", help="ssh config file (ssh -F)")
+    ] = None,
+    remote_dir: Annotated[
+        str, typer.Option("--remote-dir", help="folder on the device (relative to home)")
+    ] = "edgeship",
+    connect_timeout: Annotated[
+        int, typer.Option("--connect-timeout", help="seconds to wait for the TCP connection")
+    ] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object per host")] = False,
+) -> None:
+    """The running release, the service's health and a summary of its metrics, per host."""
+    import json
+
+    from deploy.errors import DeployError
+    from deploy.service import status_lines, status_script
+    from deploy.ssh import SshOptions, parse_targets, remote_path, session
+
+    options = SshOptions(
+        identity=identity,
+        known_hosts=known_hosts,
+        config=ssh_config,
+        connect_timeout=connect_timeout,
+    )
+    down = []
+    for target in parse_targets(host, port):
+        with session(target, options) as sess:
+            script = status_script(remote_path(remote_dir.rstrip("/") or "/"))
+            proc = sess.run(script, step="status", timeout=60)
+        if proc.returncode == 4:
+            raise DeployError(
+                f"{target}: no edgeship folder there; push a bundle first. "
+                f"Received: --remote-dir {remote_dir}"
+            )
+        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+        if proc.returncode != 0 or not lines:
+            raise DeployError(
+                f"{target}: status failed on the device (exit {proc.returncode}). "
+                f"Received: {(proc.stderr or proc.stdout).strip()[-300:]}"
+            )
+        data = json.loads(lines[-1])
+        if as_json:
+            typer.echo(json.dumps({"host": str(target), **data}))
+        else:
+            typer.echo("\n".join(status_lines(str(target), data)))
+        if data.get("settings") and not data.get("health"):
+            down.append(str(target))
+    if down:
+        raise DeployError(f"the service is down on {', '.join(down)}")

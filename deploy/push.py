@@ -13,6 +13,10 @@ run by its python3: machine, bits, Python, OS, board) and picks its target among
 A failure at any step removes the new release folder and leaves `current` as it was. The bench
 runs in the new release before the switch, so a failed bench is a failed deploy, never a
 "failed" report about a release that is already current.
+
+With `--serve` (deploy/service.py), after the switch the service is (re)started on the new
+release and its `/healthz` asked from the device; if it is not healthy, `current` goes back to
+the previous release and the service is restarted there before the push fails.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from deploy import service
 from deploy.bundle import read_manifest
 from deploy.errors import (
     DeployError,
@@ -69,6 +74,7 @@ class PushResult:
     steps: dict[str, float] = field(default_factory=dict)
     device_target: str | None = None  # the OS target installed (edge_runtime.targets)
     device: dict[str, Any] | None = None  # the probe's facts
+    serve_manager: str | None = None
 
     def __post_init__(self) -> None:
         if self.ok == bool(self.error):
@@ -183,6 +189,7 @@ class _Deployer:
         self.release = release_id(bundle.sha256)
         self.steps: dict[str, float] = {}
         self.reused_venv: bool | None = None
+        self.serve_manager: str | None = None
 
     def _say(self, step: str, detail: str = "") -> None:
         self.progress(str(self.target), step, detail)
@@ -206,12 +213,16 @@ class _Deployer:
         rel = shlex.quote(self.release)
         script = (
             f"cd {self.dir}/releases 2>/dev/null || exit 0; "
-            f"rm -rf .{rel}.tar.gz.part .{rel}.partial {rel}"
+            f"rm -rf .{rel}.tar.gz.part .{rel}.partial; "
+            # kept only when it stayed current (--serve failed with nothing to roll back to)
+            f'[ "$(readlink ../current)" = releases/{rel} ] || rm -rf {rel}'
         )
         with contextlib.suppress(DeployError):  # best effort: the connection may be gone
             sess.run(script, step="cleanup", timeout=120)
 
-    def deploy(self, bench: bool, results: Path | None) -> tuple[Path | None, bool]:
+    def deploy(
+        self, bench: bool, results: Path | None, serve: service.ServeSettings | None = None
+    ) -> tuple[Path | None, bool]:
         """Run every step; return (bench results path, venv reused)."""
         b, rel = self.bundle, shlex.quote(self.release)
         self._say("connect", f"ssh {self.target}")
@@ -263,15 +274,12 @@ class _Deployer:
                 self._smoke(sess)
                 self._doctor(sess)
                 bench_path = self._bench(sess, results) if bench else None
-                self._say("switch", f"current -> releases/{self.release}")
-                self._step(
-                    sess,
-                    "switch",
-                    (
-                        f"set -e; cd {self.dir}; ln -sfn releases/{rel} .current.{rel}; "
-                        f"mv -T .current.{rel} current"
-                    ),
-                )
+                previous = self._step(
+                    sess, "switch", f"cd {self.dir} && (readlink current || true)"
+                ).strip()
+                self._switch(sess, f"releases/{self.release}")
+                if serve is not None:
+                    self._serve(sess, serve, previous)
             except BaseException:
                 self._cleanup(sess)
                 raise
@@ -323,6 +331,49 @@ class _Deployer:
         ]
         summary = f"{counts['fail']} fail, {counts['warn']} warn"
         self._say("doctor", summary + (f" ({'; '.join(worst)})" if worst else ""))
+    def _switch(self, sess: SshSession, target: str) -> None:
+        """Point `current` at `target` (releases/<id>) atomically."""
+        self._say("switch", f"current -> {target}")
+        tmp = shlex.quote(f".current.{self.release}")
+        self._step(
+            sess,
+            "switch",
+            f"set -e; cd {self.dir}; ln -sfn {shlex.quote(target)} {tmp}; mv -T {tmp} current",
+        )
+
+    def _serve(self, sess: SshSession, settings: service.ServeSettings, previous: str) -> None:
+        """(Re)start the service on the new release and check /healthz from the device; on
+        failure switch back to `previous`, restart it there, and raise."""
+        models = [m["file"] for m in self.bundle.manifest["models"]]
+        abs_dir = self._step(sess, "serve", f"cd {self.dir} && pwd").strip()
+        self._say("serve", f"restart on port {settings.port}")
+        out = self._step(sess, "serve", service.restart_script(abs_dir, models, settings))
+        self.serve_manager = next(
+            (ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("manager:")),
+            None,
+        )
+        self._say("health", f"http://{settings.check_host}:{settings.port}/healthz on the device")
+        try:
+            self._step(sess, "health", service.health_script(self.dir, settings, self.release))
+        except DeployError as err:
+            if not previous.startswith("releases/"):
+                raise RemoteStepError(
+                    f"{self.target}: the service did not become healthy on the new release and "
+                    f"there is no previous release to go back to. Received: {err}"
+                ) from None
+            self._say("rollback", f"current -> {previous}")
+            self._switch(sess, previous)
+            self._step(sess, "rollback", service.restart_script(abs_dir, models, settings))
+            back = shlex.quote(previous.rsplit("/", 1)[-1])
+            try:
+                self._step(sess, "rollback", service.health_script(self.dir, settings, None))
+                state = f"the previous release {back} serves again"
+            except DeployError as again:
+                state = f"the previous release {back} is current but not healthy either ({again})"
+            raise RemoteStepError(
+                f"{self.target}: the new release's service is not healthy; rolled back: "
+                f"{state}. Received: {err}"
+            ) from None
 
     def _smoke(self, sess: SshSession) -> None:
         for model in self.bundle.manifest["models"]:
@@ -413,6 +464,7 @@ def push_bundle(
     progress: ProgressCallback | None = None,
     device_target: str | None = None,
     bench_threads: str | None = None,
+    serve: service.ServeSettings | None = None,
 ) -> list[PushResult]:
     """Deploy `bundle` to every target in parallel; one `PushResult` per target, in order.
 
@@ -431,7 +483,7 @@ def push_bundle(
         deployer.bench_threads = bench_threads
         out = _results_path(Path(results) if results else None, b.path, target, many)
         try:
-            bench_path, reused = deployer.deploy(bench, out)
+            bench_path, reused = deployer.deploy(bench, out, serve)
         except DeployError as err:
             say(str(target), "failed", str(err))
             return PushResult(
@@ -459,6 +511,7 @@ def push_bundle(
             steps=deployer.steps,
             device_target=deployer.device_target,
             device=deployer.device,
+            serve_manager=deployer.serve_manager,
         )
 
     if not many:

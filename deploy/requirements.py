@@ -30,10 +30,22 @@ TFLITE_PINS: dict[str, str] = {
     "tflite-runtime": "2.14.0",
     "flatbuffers": "25.12.19",
 }
+# `python -m edge_runtime serve` and its dependencies: pure-Python (py3-none-any) wheels,
+# the same files on every target (typing-extensions: anyio and Starlette on CPython < 3.13).
+SERVE_PINS: dict[str, str] = {
+    "starlette": "1.10.0",
+    "uvicorn": "0.54.0",
+    "python-multipart": "0.0.34",
+    "anyio": "4.16.0",
+    "idna": "3.20",
+    "h11": "0.16.0",
+    "click": "8.5.1",
+    "typing-extensions": "4.16.0",
+}
 TARGET_PINS: dict[str, dict[str, str]] = {
-    "trixie-arm64": LITERT_PINS,
-    "bookworm-arm64": LITERT_PINS,
-    "bookworm-armhf": TFLITE_PINS,
+    "trixie-arm64": {**LITERT_PINS, **SERVE_PINS},
+    "bookworm-arm64": {**LITERT_PINS, **SERVE_PINS},
+    "bookworm-armhf": {**TFLITE_PINS, **SERVE_PINS},
 }
 # The newest glibc minor each target's OS has (Debian 13: 2.41, Debian 12: 2.36).
 GLIBC_MAX_MINOR: dict[str, int] = {"trixie-arm64": 41, "bookworm-arm64": 36, "bookworm-armhf": 36}
@@ -77,6 +89,7 @@ __all__ = [
     "GLIBC_MAX_MINOR",
     "LITERT_PINS",
     "PINS",
+    "SERVE_PINS",
     "TARGET_NAMES",
     "TARGET_PINS",
     "TFLITE_PINS",

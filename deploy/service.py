@@ -20,6 +20,7 @@ push fails saying so.
 from __future__ import annotations
 
 import json
+import os
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -111,11 +112,13 @@ def restart_script(abs_dir: str, models: Sequence[str], settings: ServeSettings)
     return f"""set -e
 cd {d}
 printf '%s\\n' {settings_json} > {SETTINGS_FILE}
+alive() {{ state=$(ps -o stat= -p "$1" 2>/dev/null) && [ -n "$state" ] && \\
+    [ "${{state#Z}}" = "$state" ]; }}
 if [ -f serve.pid ]; then
     pid=$(cat serve.pid)
-    if kill -0 "$pid" 2>/dev/null; then
+    if alive "$pid"; then
         kill -TERM "$pid"
-        i=0; while kill -0 "$pid" 2>/dev/null && [ $i -lt 400 ]; do sleep 0.1; i=$((i+1)); done
+        i=0; while alive "$pid" && [ $i -lt 400 ]; do sleep 0.1; i=$((i+1)); done
     fi
     rm -f serve.pid
 fi
@@ -169,3 +172,84 @@ while True:
     time.sleep(0.25)
 """
     return f"cd {remote_dir} && python3 -c {shlex.quote(code)}"
+
+
+def status_script(remote_dir: str) -> str:
+    """sh: one JSON line: `current`, the service settings, its health and a metrics summary."""
+    code = r"""
+import json, os, re, sys, urllib.request
+out = {"current": None, "settings": None, "health": None, "metrics": None, "error": None}
+try:
+    out["current"] = os.readlink("current")
+except OSError:
+    pass
+try:
+    with open("serve.json", encoding="utf-8") as f:
+        out["settings"] = json.load(f)
+except (OSError, ValueError):
+    pass
+s = out["settings"]
+if s:
+    host = "127.0.0.1" if s["host"] in ("0.0.0.0", "::", "") else s["host"]
+    base = "http://%s:%d" % (("[%s]" % host) if ":" in host else host, s["port"])
+    try:
+        with urllib.request.urlopen(base + "/healthz", timeout=5) as r:
+            out["health"] = json.load(r)
+        with urllib.request.urlopen(base + "/metrics", timeout=5) as r:
+            text = r.read().decode()
+        m = {"predictions": {}, "errors": {}, "gauges": {}}
+        pred = r'edgeship_predictions_total\{model="(.*?)",label="(.*?)",source="(\w+)"\} (\S+)'
+        gauge = r"(edgeship_(?:uptime_seconds|cpu_temperature_celsius|throttled_now)) (\S+)"
+        for line in text.splitlines():
+            g = re.match(pred, line)
+            if g:
+                key = g.group(1) + "/" + g.group(2)
+                m["predictions"][key] = m["predictions"].get(key, 0) + int(float(g.group(4)))
+            g = re.match(r'edgeship_errors_total\{kind="(.*?)"\} (\S+)', line)
+            if g:
+                m["errors"][g.group(1)] = int(float(g.group(2)))
+            g = re.match(gauge, line)
+            if g:
+                m["gauges"][g.group(1)] = float(g.group(2))
+        out["metrics"] = m
+    except Exception as err:
+        out["error"] = "%s: %s" % (type(err).__name__, err)
+print(json.dumps(out))
+"""
+    return f"cd {remote_dir} || exit 4; python3 -c {shlex.quote(code)}"
+
+
+def status_lines(target: str, data: dict) -> list[str]:
+    """`deploy status` as text, one fact a line."""
+    current = data.get("current") or "none"
+    lines = [f"{target}: current -> {current}"]
+    settings, health = data.get("settings"), data.get("health")
+    if not settings:
+        lines.append("  service: not installed (push with --serve)")
+        return lines
+    where = f"{settings['host']}:{settings['port']}"
+    if health is None:
+        lines.append(f"  service: DOWN on {where} ({data.get('error') or 'no answer'})")
+        return lines
+    workdir = os.path.basename(str(health.get("workdir", "")).rstrip("/"))
+    same = "" if current.endswith(workdir) else f" (serving {workdir}, not current!)"
+    lines.append(
+        f"  service: {health.get('status')} on {where}, pid {health.get('pid')}, up "
+        f"{health.get('uptime_s', 0):.0f} s, models {', '.join(health.get('models', []))}{same}"
+    )
+    metrics = data.get("metrics") or {}
+    preds = metrics.get("predictions") or {}
+    total = sum(preds.values())
+    top = ", ".join(f"{k} {v}" for k, v in sorted(preds.items(), key=lambda kv: -kv[1])[:5])
+    lines.append(f"  predictions: {total}" + (f" ({top})" if top else ""))
+    errors = metrics.get("errors") or {}
+    lines.append(
+        "  errors: "
+        + (", ".join(f"{k} {v}" for k, v in sorted(errors.items())) if errors else "none")
+    )
+    gauges = metrics.get("gauges") or {}
+    if "edgeship_cpu_temperature_celsius" in gauges:
+        throttled = gauges.get("edgeship_throttled_now")
+        extra = "" if throttled is None else f", throttled {'yes' if throttled else 'no'}"
+        lines.append(f"  board: {gauges['edgeship_cpu_temperature_celsius']:.1f} C{extra}")
+    return lines
