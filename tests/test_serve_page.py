@@ -6,6 +6,7 @@ highlighted), on a desktop window and on a phone-sized one (no sideways scrollin
 
 from __future__ import annotations
 
+import base64
 import shutil
 
 import numpy as np
@@ -108,3 +109,41 @@ def test_choose_a_photo_and_see_label_and_bars(browser, server, tmp_path, kind):
         assert page.query_selector_all("#bars .bar") == []
     finally:
         context.close()
+
+
+def test_token_field_and_dropped_photo(browser, edge_models, tmp_path):
+    """With --token the page asks for it; a photo dropped on the page is classified."""
+    served = start_server([edge_models["cnn_uint8"], "--token", "pi-s3cret"], tmp_path)
+    context = browser.new_context(**VIEWPORTS["desktop"])
+    page = context.new_page()
+    try:
+        photo = tmp_path / "drop.png"
+        Image.fromarray(np.full((40, 40, 3), 70, np.uint8)).save(photo)
+        status, want = served.predict(
+            photo.read_bytes(), "?top_k=10", Authorization="Bearer pi-s3cret"
+        )
+        assert status == 200
+        page.goto(f"http://127.0.0.1:{served.port}/")
+        page.wait_for_selector("#token", state="visible")
+        assert not page.is_visible("#model")  # one model: no chooser
+        page.set_input_files("#file", str(photo))  # no token yet: refused, said on the page
+        page.wait_for_function("document.getElementById('error').textContent.length > 0")
+        assert "Bearer" in page.inner_text("#error")
+        page.fill("#token", "pi-s3cret")
+        b64 = base64.b64encode(photo.read_bytes()).decode()
+        page.evaluate(
+            """([name, b64]) => {
+                const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+                const data = new DataTransfer();
+                data.items.add(new File([bytes], name, { type: "image/png" }));
+                document.getElementById("drop").dispatchEvent(
+                    new DragEvent("drop", { dataTransfer: data, bubbles: true, cancelable: true }));
+            }""",
+            ["drop.png", b64],
+        )
+        page.wait_for_selector(".bar.predicted")
+        assert page.inner_text("#answer") == want["label"]
+        assert page.inner_text("#error") == ""
+    finally:
+        context.close()
+        assert served.stop() == 0
