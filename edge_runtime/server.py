@@ -237,14 +237,23 @@ class Service:
             self.metrics.error("watch_bad_image")
             reason = getattr(err, "strerror", None) or str(err)
             line = {"time": time.time(), "image": str(path), "error": reason}
+        except Exception as err:  # noqa: BLE001 - one bad file must not stop the watcher
+            self.metrics.error("internal")
+            reason = f"{type(err).__name__}: {err}"
+            line = {"time": time.time(), "image": str(path), "error": reason}
         else:
             self.metrics.prediction(model.name, record["label"], "watch", seconds)
             self.remember(record, "watch", path.name)
             line = {"time": time.time(), "image": str(path), **record}
         if self.options.results is not None:
             text = json.dumps(line, ensure_ascii=False) + "\n"
-            with self._results_lock, open(self.options.results, "a", encoding="utf-8") as out:
-                out.write(text)
+            try:
+                with self._results_lock, open(self.options.results, "a", encoding="utf-8") as f:
+                    f.write(text)
+            except OSError as err:  # disk full, folder gone: say so in the log, keep watching
+                self.metrics.error("results_write")
+                print(f"warning: cannot append to --results ({err.strerror}). Received: "
+                      f"path={self.options.results}", file=sys.stderr, flush=True)
 
     def start_watch(self) -> None:
         if self.options.watch is None:
