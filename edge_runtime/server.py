@@ -32,7 +32,6 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +47,18 @@ DEFAULT_TOP_K = 3
 RECENT = 30  # predictions kept for the page's "last predictions"
 GRACEFUL_SHUTDOWN_S = 30
 PAGE = Path(__file__).with_name("page.html")
+
+__all__ = [
+    "ServeError",
+    "ServeOptions",
+    "Service",
+    "build_app",
+    "load_models",
+    "prepare",
+    "read_labels",
+    "run",
+    "serve",
+]
 
 
 class ServeError(EdgeRuntimeError):
@@ -591,16 +602,3 @@ def exposure_warning(options: ServeOptions) -> str | None:
             "use the classifier; pass --token TOKEN"
         )
     return None
-
-
-__all__: Sequence[str] = (
-    "ServeError",
-    "ServeOptions",
-    "Service",
-    "build_app",
-    "load_models",
-    "read_labels",
-    "prepare",
-    "run",
-    "serve",
-)
