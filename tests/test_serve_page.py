@@ -47,9 +47,15 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def server(edge_models, tmp_path_factory):
+def watched(tmp_path_factory):
+    return tmp_path_factory.mktemp("camera")
+
+
+@pytest.fixture(scope="module")
+def server(edge_models, tmp_path_factory, watched):
     served = start_server(
-        [edge_models["cnn_uint8"], edge_models["mlp_int8"]], tmp_path_factory.mktemp("page")
+        [edge_models["cnn_uint8"], edge_models["mlp_int8"], "--watch", watched],
+        tmp_path_factory.mktemp("page"),
     )
     yield served
     assert served.stop() == 0
@@ -107,6 +113,22 @@ def test_choose_a_photo_and_see_label_and_bars(browser, server, tmp_path, kind):
         page.wait_for_function("document.getElementById('error').textContent.length > 0")
         assert "not an image" in page.inner_text("#error")
         assert page.query_selector_all("#bars .bar") == []
+    finally:
+        context.close()
+
+
+def test_watched_files_show_in_last_predictions(browser, server, watched):
+    context = browser.new_context(**VIEWPORTS["phone"])
+    page = context.new_page()
+    try:
+        page.goto(f"http://127.0.0.1:{server.port}/")
+        Image.fromarray(np.full((32, 32, 3), 200, np.uint8)).save(watched / "frame-0001.png")
+        page.wait_for_function(  # the page polls /v1/recent every 3 s
+            "document.getElementById('recent').innerText.includes('frame-0001.png')",
+            timeout=30_000,
+        )
+        row = page.locator("#recent tbody tr", has_text="frame-0001.png").first.inner_text()
+        assert "watch" in row
     finally:
         context.close()
 
