@@ -2,24 +2,20 @@
 
 One `ServeMetrics` per server: predictions by model and class, errors by kind, a latency
 histogram per model, uptime, and the board's temperature and throttle state when this machine
-exposes them (a Raspberry Pi does: `/sys/class/thermal`, `vcgencmd get_throttled`).
+exposes them (a Raspberry Pi does), read by `edge_runtime.doctor`.
 """
 
 from __future__ import annotations
 
 import bisect
-import shutil
-import subprocess
 import threading
 import time
 from collections import Counter
-from pathlib import Path
 
 # Seconds. A Pi 4 runs the int8 MLP in ~0.1 ms and a small CNN in a few ms; a photo's decode
 # can take tens of ms. The buckets cover 100 us .. 2.5 s.
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
                    0.25, 0.5, 1.0, 2.5)
-THERMAL_ZONE = Path("/sys/class/thermal/thermal_zone0/temp")
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -27,26 +23,15 @@ def _label(value: str) -> str:
     return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def cpu_temperature_c(zone: Path = THERMAL_ZONE) -> float | None:
-    """The SoC temperature in degrees Celsius from sysfs, or None where there is none."""
-    try:
-        return int(zone.read_text().strip()) / 1000.0
-    except (OSError, ValueError):
-        return None
+def board_state() -> tuple[float | None, int | None]:
+    """(SoC temperature in degrees C, `get_throttled` bits), each None where unknown: the
+    doctor's readings (thermal zone 0; vcgencmd or the firmware's sysfs), which honour
+    `EDGESHIP_ROOT` like the doctor does."""
+    from edge_runtime.doctor import pi_state
 
-
-def throttled_bits() -> int | None:
-    """`vcgencmd get_throttled` as an int (0: never throttled), or None without vcgencmd."""
-    exe = shutil.which("vcgencmd")
-    if exe is None:
-        return None
-    try:
-        out = subprocess.run(
-            [exe, "get_throttled"], capture_output=True, text=True, timeout=2, check=False
-        ).stdout
-        return int(out.strip().split("=", 1)[1], 16)
-    except (OSError, subprocess.SubprocessError, IndexError, ValueError):
-        return None
+    state = pi_state()
+    throttled = state.get("throttled")
+    return state.get("temperature_c"), None if throttled is None else int(throttled, 16)
 
 
 class ServeMetrics:

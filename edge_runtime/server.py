@@ -38,7 +38,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from edge_runtime.errors import EdgeRuntimeError, EdgeshipError, ImageError
-from edge_runtime.metrics import CONTENT_TYPE, ServeMetrics, cpu_temperature_c, throttled_bits
+from edge_runtime.metrics import CONTENT_TYPE, ServeMetrics, board_state
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
@@ -55,7 +55,6 @@ __all__ = [
     "build_app",
     "load_models",
     "prepare",
-    "read_labels",
     "run",
     "serve",
 ]
@@ -106,25 +105,10 @@ class HttpError(Exception):
         self.status, self.kind, self.message = status, kind, message
 
 
-def read_labels(path: str | os.PathLike) -> tuple[str, ...]:
-    """Class names from a text file, one per line (blank lines skipped)."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        reason = getattr(err, "strerror", None) or str(err)
-        raise ServeError(f"Cannot read --labels ({reason}). Received: path={path}") from None
-    names = tuple(line.strip() for line in text.splitlines() if line.strip())
-    if not names:
-        raise ServeError(f"--labels holds no class names (one per line). Received: path={path}")
-    return names
-
-
-@dataclass
+@dataclass(frozen=True)
 class _Model:
     name: str
     classifier: Any
-    names: tuple[str, ...]
 
     def info(self) -> dict[str, Any]:
         clf = self.classifier
@@ -140,7 +124,7 @@ class _Model:
                 "offset": clf.input_offset,
                 "background": clf.background,
             },
-            "classes": list(self.names),
+            "classes": list(clf.class_names),
             "quantization": (meta.get("quantization") or {}).get("mode")
             or clf.input_spec.dtype.name,
             "backend": f"{clf.backend.name} {clf.backend.version}",
@@ -148,10 +132,9 @@ class _Model:
 
 
 def load_models(options: ServeOptions) -> dict[str, _Model]:
-    """One classifier per model file, named by its stem (`model_int8`); labels applied."""
+    """One classifier per model file, named by its stem (`model_int8`); --labels applied."""
     from edge_runtime.classifier import EdgeClassifier
 
-    labels = read_labels(options.labels) if options.labels else None
     models: dict[str, _Model] = {}
     for path in options.models:
         path = Path(path)
@@ -160,33 +143,21 @@ def load_models(options: ServeOptions) -> dict[str, _Model]:
                 f"Two models share the name {path.stem!r} (file stem); rename one. "
                 f"Received: {models[path.stem].classifier.path} and {path}"
             )
-        clf = EdgeClassifier.load(path, num_threads=options.threads, backend=options.backend)
-        names = clf.class_names
-        if labels is not None:
-            if len(labels) != clf.num_classes:
-                raise ServeError(
-                    f"--labels has {len(labels)} names but {path.name} has {clf.num_classes} "
-                    f"classes; give one name per class. Received: path={options.labels}"
-                )
-            names = labels
-        models[path.stem] = _Model(path.stem, clf, names)
+        clf = EdgeClassifier.load(
+            path, num_threads=options.threads, backend=options.backend, labels=options.labels
+        )
+        models[path.stem] = _Model(path.stem, clf)
     return models
 
 
 def _record(model: _Model, pred: Any, top_k: int, seconds: float) -> dict[str, Any]:
-    names = model.names
-    return {
-        "model": model.name,
-        "label": names[pred.index],
-        "index": pred.index,
-        "confidence": round(pred.confidence, 6),
-        "top_k": [
-            {"index": i, "label": names[i], "confidence": round(e["confidence"], 6)}
-            for e in pred.top_k(top_k)
-            for i in (e["index"],)
-        ],
-        "latency_us": round(seconds * 1e6, 1),
-    }
+    """The answer to one image: the CLI's `predict --json` record (same rounding), with the
+    model's name and the latency instead of the image's path."""
+    from edge_runtime.cli import prediction_record
+
+    record = prediction_record("", pred, top_k)
+    del record["image"]
+    return {"model": model.name, **record, "latency_us": round(seconds * 1e6, 1)}
 
 
 class Service:
@@ -394,7 +365,7 @@ class Service:
         }
 
     def metrics_text(self) -> str:
-        return self.metrics.render(cpu_temperature_c(), throttled_bits())
+        return self.metrics.render(*board_state())
 
 
 def build_app(service: Service):

@@ -317,7 +317,7 @@ def test_watch_classifies_complete_files_once(edge_models, tmp_path):
     ("args", "needle"),
     [
         (["{missing}"], "not found"),
-        (["{model}", "--labels", "{labels3}"], "3 names"),
+        (["{model}", "--labels", "{labels3}"], "3 class names for a model with 10 outputs"),
         (["{model}", "--results", "{tmp}/r.jsonl"], "--results goes with --watch"),
         (["{model}", "--watch", "{tmp}/nope"], "--watch"),
         (["{model}", "--max-upload-mb", "0"], "--max-upload-mb"),

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
-import stat
 
-from edge_runtime.metrics import ServeMetrics, cpu_temperature_c, throttled_bits
+from edge_runtime.metrics import ServeMetrics
+from tests.support.serving import start_server
 
 
 def test_exposition_counts_and_histogram():
@@ -30,19 +30,23 @@ def test_exposition_counts_and_histogram():
     assert m.snapshot()["predictions"] == 3 and m.snapshot()["errors"] == 1
 
 
-def test_board_gauges_when_known(tmp_path, monkeypatch):
-    zone = tmp_path / "temp"
-    zone.write_text("48312\n")  # what /sys/class/thermal/thermal_zone0/temp holds on a Pi
-    assert cpu_temperature_c(zone) == 48.312
-    assert cpu_temperature_c(tmp_path / "missing") is None
-    # A `vcgencmd` on PATH printing what the Pi's does after an under-voltage (bits 0 and 16).
-    tool = tmp_path / "bin" / "vcgencmd"
-    tool.parent.mkdir()
-    tool.write_text("#!/bin/sh\n[ \"$1\" = get_throttled ] && echo throttled=0x50005\n")
-    tool.chmod(tool.stat().st_mode | stat.S_IXUSR)
-    monkeypatch.setenv("PATH", f"{tool.parent}{os.pathsep}{os.environ['PATH']}")
-    assert throttled_bits() == 0x50005
-    text = ServeMetrics(["m"]).render(temperature_c=48.312, throttled=0x50005)
-    assert "edgeship_cpu_temperature_celsius 48.312" in text.splitlines()
-    assert "edgeship_throttled_bits 327685" in text.splitlines()
-    assert "edgeship_throttled_now 1" in text.splitlines()
+def test_board_gauges_from_a_pi_like_root(edge_models, tmp_path):
+    """A real server whose doctor reads a Pi's sysfs (EDGESHIP_ROOT): /metrics has the gauges
+    (a machine that exposes neither gets none: see the test above)."""
+    root = tmp_path / "root"
+    zone = root / "sys/class/thermal/thermal_zone0/temp"
+    zone.parent.mkdir(parents=True)
+    zone.write_text("48312\n")  # millidegrees, as a Pi's kernel writes it
+    firmware = root / "sys/devices/platform/soc/soc:firmware/get_throttled"
+    firmware.parent.mkdir(parents=True)
+    firmware.write_text("50005\n")  # under-voltage now and since boot (bits 0, 2, 16, 18)
+    served = start_server(
+        [edge_models["cnn_uint8"]], tmp_path, env={**os.environ, "EDGESHIP_ROOT": str(root)}
+    )
+    try:
+        lines = served.metrics().splitlines()
+    finally:
+        assert served.stop() == 0
+    assert "edgeship_cpu_temperature_celsius 48.300" in lines
+    assert "edgeship_throttled_bits 327685" in lines
+    assert "edgeship_throttled_now 1" in lines
