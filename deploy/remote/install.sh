@@ -52,7 +52,7 @@ WANT=$("$PYTHON" -c 'import hashlib, sys
 data = open(sys.argv[1], "rb").read()
 print(hashlib.sha256(data).hexdigest(), "python%d.%d" % sys.version_info[:2], sys.argv[2])' \
     "$HERE/$REQUIREMENTS" "$TARGET")
-CHECK="import $RUNTIME, numpy, PIL"
+CHECK="import $RUNTIME, numpy, PIL, starlette, uvicorn, python_multipart"
 STAMP="$VENV/.edgeship-requirements"
 mkdir -p "$(dirname "$VENV")"
 if command -v flock >/dev/null 2>&1; then
@@ -101,7 +101,7 @@ if [ "$VENV" != "$HERE/venv" ]; then
     ln -s "$VENV" "$HERE/venv"
 fi
 "$HERE/venv/bin/python" -c "$CHECK" || {
-    echo "error: the venv cannot import $RUNTIME, numpy and PIL. Received: venv=$VENV" >&2
+    echo "error: the venv cannot import $RUNTIME, numpy, PIL and the service's starlette, uvicorn, python_multipart. Received: venv=$VENV" >&2
     exit 2
 }
 echo "installed ($TARGET): cd $HERE && venv/bin/python -m edge_runtime predict models/*.tflite samples/*.png"
