@@ -173,8 +173,8 @@ def convert_command(
         bool,
         typer.Option(
             "--fallback",
-            help="int8 missing the budget (--min-agreement/--max-accuracy-drop): keep its "
-            "costliest layers in float until the budget holds.",
+            help="int8/int16x8 missing the budget (--min-agreement/--max-accuracy-drop): "
+            "keep its costliest layers in float until the budget holds.",
         ),
     ] = False,
     fallback_max_layers: Annotated[

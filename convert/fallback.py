@@ -1,4 +1,4 @@
-"""Accuracy-budgeted float fallback for int8, after NNCF's `quantize_with_accuracy_control`.
+"""Accuracy-budgeted float fallback for int8 and int16x8, after NNCF's `quantize_with_accuracy_control`.
 
 1. Candidates: one per Keras layer; keeping a layer "in float" keeps its output tensor float,
    so its own ops and the ops that read that tensor run in float (an int8 op would quantize
@@ -20,7 +20,7 @@ import numpy as np
 
 from convert.errors import ConvertError
 from convert.graph import Graph, float_closure, op_layers
-from convert.selective import SelectiveQuantizer
+from convert.selective import PartialQuantizer
 
 # Samples of the search data used to rank the layers. The ranking is by output error (NNCF's
 # normalized MSE), which tells layers apart even where no top-1 answer flips; NNCF ranks on
@@ -189,7 +189,7 @@ def _quality(budget: Budget, c: Check) -> tuple[float, float, float]:
 
 
 def rank(
-    quantizer: SelectiveQuantizer,
+    quantizer: PartialQuantizer,
     cands: Sequence[Candidate],
     predict: Predict,
     x: np.ndarray,
@@ -205,7 +205,7 @@ def rank(
 
 
 def search(
-    quantizer: SelectiveQuantizer,
+    quantizer: PartialQuantizer,
     layer_names: Sequence[str],
     predict: Predict,
     x: np.ndarray,
@@ -226,7 +226,7 @@ def search(
             "--calibration-data DIR with one folder per class. Use --min-agreement instead. "
             "Received: no labels"
         )
-    graph = quantizer.calibrated_graph
+    graph = quantizer.graph
     layers = op_layers(graph, layer_names)
     by_node = {graph.output_name(op): layers.get(op.index) for op in graph.ops}
 

@@ -529,12 +529,12 @@ def _check_fallback_options(
             "--min-agreement X (e.g. 0.98) or --max-accuracy-drop X (e.g. 0.01). "
             "Received: no budget"
         )
-    if "int8" not in modes:
+    if not {"int8", "int16x8"} & set(modes):
         raise ConvertError(
-            "--fallback works on the int8 mode; add int8 to --quantize. "
+            "--fallback works on the int8 and int16x8 modes; add one to --quantize. "
             f"Received: quantize={','.join(modes)}"
         )
-    if int8_io:
+    if int8_io and "int8" in modes:
         raise ConvertError(
             "--fallback keeps float input and output (layers in float need them); drop "
             "--int8-io. Received: --int8-io with --fallback"
@@ -549,6 +549,7 @@ def _predictor(meta: dict[str, Any]):
     """(model bytes, pixels) -> probabilities, through `edge_runtime.EdgeClassifier`."""
     from edge_runtime.backends import load_backend
     from edge_runtime.classifier import EdgeClassifier
+    from edge_runtime.graph import output_head
 
     backend = load_backend()
 
@@ -556,8 +557,13 @@ def _predictor(meta: dict[str, Any]):
         with captured_stderr():
             interpreter = backend.make_interpreter(model_bytes)
             interpreter.allocate_tensors()
-            classifier = EdgeClassifier(
-                interpreter, backend, metadata=meta, size_bytes=len(model_bytes)
+            out = int(interpreter.get_output_details()[0]["index"])
+            classifier = EdgeClassifier(  # the head as `EdgeClassifier.load` finds it: a
+                interpreter,  # softmax's output is not softmaxed again
+                backend,
+                metadata=meta,
+                size_bytes=len(model_bytes),
+                output_head=output_head(model_bytes, out),
             )
             return np.asarray(classifier.predict_proba(x), dtype=np.float64)
 
@@ -596,6 +602,7 @@ def _study(
 ) -> _Study:
     from convert.fallback import candidates, check, rank
     from convert.layers import STATS_SAMPLES, layer_stats
+    from convert.partial16 import PartialInt16x8
     from convert.selective import SelectiveQuantizer
 
     predict = _predictor(base_meta)
@@ -607,11 +614,15 @@ def _study(
     quantizer = ranking = ranking_agreement = ranking_error = None
     n = 0
     if ranked:
-        quantizer = SelectiveQuantizer(export_dir, inputs.model_input(inputs.calibration.x))
+        calib = inputs.model_input(inputs.calibration.x)
+        if mode == "int16x8":
+            quantizer = PartialInt16x8.convert(export_dir, calib, plain)
+        else:
+            quantizer = SelectiveQuantizer(export_dir, calib)
         n = min(len(inputs.verify_x), RANKING_SAMPLES)
         x, ref = inputs.verify_x[:n], keras_probs[:n]
         ranking = tuple(
-            rank(quantizer, candidates(quantizer.calibrated_graph, layer_names), predict, x, ref)
+            rank(quantizer, candidates(quantizer.graph, layer_names), predict, x, ref)
         )
         base = check(predict(plain, x), ref, None)
         ranking_agreement, ranking_error = base.agreement, base.output_error
@@ -663,12 +674,12 @@ def _fallback_one(
     kept = ", ".join(result.float_layers) or "none"
     if not result.met:
         return ModeResult(
-            "int8",
+            study.mode,
             error=f"--fallback reached {reached} on {n} search samples with "
             f"{len(result.float_layers)} layer(s) in float ({kept}), short of "
             f"{budget.describe()}; it stopped because {result.stopped}",
             hint="Allow more float layers (--fallback-max-layers), loosen the budget, "
-            "or try int16x8 or float16.",
+            + ("or try int16x8 or float16." if study.mode == "int8" else "or try float16."),
         )
     held = None
     if inputs.holdout_x is not None:
@@ -696,7 +707,7 @@ def _fallback_one(
     }
     return _convert_one(
         export_dir,
-        "int8",
+        study.mode,
         path,
         base_meta,
         inputs,
@@ -777,8 +788,8 @@ def convert_model(
     `report.raise_for_failures()`. Bad input raises `ConvertError` before anything is written.
 
     `layer_report` writes `out_dir/quantization/<mode>_layers.{csv,md,png}` for int8 and
-    int16x8 (`convert.layers`). `fallback` keeps int8's costliest layers in float until the
-    budget (`min_agreement`, `max_accuracy_drop`) holds (`convert.fallback`).
+    int16x8 (`convert.layers`). `fallback` keeps int8's or int16x8's costliest layers in float
+    until the budget (`min_agreement`, `max_accuracy_drop`) holds (`convert.fallback`).
 
     `class_names` (a list, or "a,b,c") or `labels` (a labels file) name the outputs in the
     model's own index order; they go into the metadata. `resize` ("stretch" or "crop") is how
@@ -896,7 +907,7 @@ def convert_model(
             if progress:
                 progress(mode, "convert", None)
             path = out / tflite_name(mode)
-            deep = mode in CALIBRATED_MODES and (layer_report or (fallback and mode == "int8"))
+            deep = mode in CALIBRATED_MODES and (layer_report or fallback)
             plain: bytes | None = None
             started = time.perf_counter()
             if deep:
@@ -917,7 +928,8 @@ def convert_model(
                 model_bytes=plain,
                 seconds=time.perf_counter() - started,
             )
-            if plain is not None:
+            if plain is not None and (result.ok or result.missed_budget):
+                # (a model that does not run in edge_runtime has nothing to study)
                 study = _study(
                     export_dir,
                     mode,
@@ -927,11 +939,11 @@ def convert_model(
                     base_meta,
                     inputs,
                     keras_probs,
-                    ranked=mode == "int8" and (layer_report or result.missed_budget),
+                    ranked=layer_report or result.missed_budget,
                     with_stats=layer_report,
                     keras_fn=keras_fn,
                 )
-                if fallback and mode == "int8" and result.missed_budget:
+                if fallback and result.missed_budget:
                     if progress:
                         progress(mode, "fallback", None)
                     result = _fallback_one(
@@ -946,12 +958,6 @@ def convert_model(
                         fallback_max_layers,
                         float32_size,
                         progress,
-                    )
-                if fallback and mode == "int16x8" and result.missed_budget:
-                    result = dataclasses.replace(
-                        result,
-                        hint="--fallback covers int8 only (the quantizer that keeps layers in "
-                        "float has no int16x8 path): try int8 with --fallback, or float16.",
                     )
                 if layer_report:
                     layer_reports.append(

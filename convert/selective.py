@@ -12,12 +12,22 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable
+from typing import Protocol
 
 import numpy as np
 
 from convert.converter import CALIBRATION_BATCH, ModeConversionError, _reason, make_converter
 from convert.graph import Graph, read_graph
 from train.quiet import captured_stderr
+
+
+class PartialQuantizer(Protocol):
+    """A quantized model whose ops (named by output tensor) can be kept in float: int8 here,
+    int16x8 in `convert.partial16`."""
+
+    graph: Graph
+
+    def quantize(self, float_nodes: Iterable[str] = ()) -> bytes: ...
 
 
 class SelectiveQuantizer:
@@ -44,6 +54,7 @@ class SelectiveQuantizer:
         except Exception as err:  # the converter raises anything
             raise ModeConversionError(_reason(err, log)) from None
         self.calibrated_graph: Graph = read_graph(self._debugger.calibrated_model)
+        self.graph = self.calibrated_graph  # the graph whose ops `quantize` names
 
     def quantize(self, float_nodes: Iterable[str] = ()) -> bytes:
         """The int8 model with the ops named in `float_nodes` (output tensor names) in float."""
