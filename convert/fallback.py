@@ -1,4 +1,4 @@
-"""Accuracy-budgeted float fallback for int8 and int16x8, after NNCF's `quantize_with_accuracy_control`.
+"""Accuracy-budgeted float fallback (int8, int16x8), after NNCF's `quantize_with_accuracy_control`.
 
 1. Candidates: one per Keras layer; keeping a layer "in float" keeps its output tensor float,
    so its own ops and the ops that read that tensor run in float (an int8 op would quantize
