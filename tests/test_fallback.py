@@ -20,7 +20,14 @@ from typer.testing import CliRunner
 from convert.calibration import CALIBRATION_SEED, DEFAULT_CALIBRATION_SAMPLES, seeded_subset
 from edge_runtime.metadata import read_metadata
 from edgeship.cli import app
-from tests.support.collapsing import SAMPLES, SHAPE, as_pixel_model, build, write_class_folders
+from tests.support.collapsing import (
+    SAMPLES,
+    SHAPE,
+    as_pixel_model,
+    build,
+    with_outlier,
+    write_class_folders,
+)
 from tests.support.predictions import assert_predict_matches_desktop
 from tests.test_convert import assert_clean_failure, litert_predict
 
@@ -126,21 +133,21 @@ def test_fallback_reaches_the_budget_with_a_float_layer(models, tmp_path):
     assert "--fallback kept in float: " in flat and "held-out" in flat
 
 
-def test_a_healthy_model_is_unchanged_by_fallback(models, tmp_path):
+@pytest.mark.parametrize("mode", ["int8", "int16x8"])
+def test_a_healthy_model_is_unchanged_by_fallback(models, tmp_path, mode):
     healthy, _, calib, _, _ = models
-    common = ["--quantize", "int8", "--calibration-data", calib, "--verify-samples", VERIFY]
+    common = ["--quantize", mode, "--calibration-data", calib, "--verify-samples", VERIFY]
     plain = invoke(healthy, *common, "--out", tmp_path / "plain")
     assert plain.exit_code == 0, plain.output
     helped = invoke(
         healthy, *common, "--fallback", "--min-agreement", "0.9", "--out", tmp_path / "fb"
     )
     assert helped.exit_code == 0, helped.output
-    a = (tmp_path / "plain" / "model_int8.tflite").read_bytes()
-    b = (tmp_path / "fb" / "model_int8.tflite").read_bytes()
+    a = (tmp_path / "plain" / f"model_{mode}.tflite").read_bytes()
+    b = (tmp_path / "fb" / f"model_{mode}.tflite").read_bytes()
     assert a == b
-    assert "float_layers" not in read_metadata(tmp_path / "fb" / "model_int8.tflite")[
-        "quantization"
-    ]
+    meta = read_metadata(tmp_path / "fb" / f"model_{mode}.tflite")["quantization"]
+    assert "float_layers" not in meta
 
 
 def test_an_unreachable_budget_fails_with_exit_1(models, tmp_path):
@@ -164,7 +171,7 @@ def test_an_unreachable_budget_fails_with_exit_1(models, tmp_path):
         (["--quantize", "int8", "--fallback"], "--fallback keeps layers in float until a budget"),
         (
             ["--quantize", "float16", "--fallback", "--min-agreement", "0.9"],
-            "--fallback works on the int8 mode",
+            "--fallback works on the int8 and int16x8 modes",
         ),
         (
             ["--quantize", "int8", "--fallback", "--min-agreement", "0.9", "--int8-io"],
@@ -219,6 +226,108 @@ def test_max_accuracy_drop_with_class_folders(pixel_run):
     keras_pred = import_keras().saving.load_model(model).predict(pixels, verbose=0).argmax(1)
     pred = litert_predict(tflite, pixels.astype(np.float32)).argmax(1)
     assert np.mean(keras_pred == labels) - np.mean(pred == labels) <= 0.03
+
+
+# --- int16x8 ------------------------------------------------------------------------------
+# At an outlier of 1000 int16x8 is fine (its step, 1000 / 32767, is small); at 1e6 the step is
+# about 30 and int16x8 collapses as int8 does at 1000.
+EXTREME = 1e6
+
+
+@pytest.fixture(scope="module")
+def extreme(built, tmp_path_factory):
+    """(the 1e6-outlier model, its plain int16x8 conversion's folder)."""
+    root = tmp_path_factory.mktemp("extreme")
+    model = with_outlier(built.collapsing, root / "extreme.keras", EXTREME)
+    result = invoke(
+        model, "--quantize", "int16x8", "--calibration-data", built.calibration,
+        "--verify-samples", VERIFY, "--out", root / "plain",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return model, root / "plain"
+
+
+def test_int16x8_fallback_reaches_the_budget_with_float_layers(models, extreme, tmp_path):
+    _, _, calib, x, _ = models
+    model, plain_dir = extreme
+    from train.quiet import import_keras
+
+    keras_probs = import_keras().saving.load_model(model).predict(x, verbose=0)
+    # Plain int16x8 collapses on this model (a raw interpreter's answers).
+    assert agreement(plain_dir / "model_int16x8.tflite", x, keras_probs) < 0.5
+    out = tmp_path / "run"
+    result = invoke(
+        model, "--quantize", "float32,int16x8", "--calibration-data", calib,
+        "--verify-samples", VERIFY, "--fallback", "--min-agreement", "0.98", "--layer-report",
+        "--out", out,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    tflite = out / "model_int16x8.tflite"
+    meta = read_metadata(tflite)["quantization"]
+    assert meta["mode"] == "int16x8"
+    assert "outlier" in meta["float_layers"] and len(meta["float_layers"]) < 4
+    fb = meta["fallback"]
+    assert fb["plain"]["agreement"] < 0.5 and fb["search"]["agreement"] >= 0.98
+    searched = agreement(tflite, x[:VERIFY], keras_probs[:VERIFY])
+    assert searched == pytest.approx(fb["search"]["agreement"], abs=1e-6) and searched >= 0.98
+    held = agreement(tflite, x[VERIFY:], keras_probs[VERIFY:])
+    assert held == pytest.approx(fb["held_out"]["agreement"], abs=1e-6) and held >= 0.95
+    # Smaller than float32 (the int16x8 weights of the float ops are dropped, not kept too),
+    # and an ordinary .tflite: float FULLY_CONNECTED ops next to int16 ones.
+    assert tflite.stat().st_size < (out / "model_float32.tflite").stat().st_size
+    from ai_edge_litert.interpreter import Interpreter
+
+    ops = Interpreter(model_path=str(tflite))._get_ops_details()
+    types = {str(t) for op in ops if op["op_name"] == "FULLY_CONNECTED" for t in op["result_types"]}
+    assert any("float32" in t for t in types) and any("int16" in t for t in types)
+    # edge_runtime gives the raw interpreter's answers.
+    from edge_runtime.classifier import EdgeClassifier
+
+    probs = EdgeClassifier.load(tflite).predict_proba(x)
+    np.testing.assert_allclose(probs, litert_predict(tflite, x), atol=1e-6)
+    # The layer report ranks the outlier first and says how much of the error it removes.
+    rows = list(csv.DictReader((out / "quantization" / "int16x8_layers.csv").open()))
+    assert rows[0]["layer"] == "outlier" and rows[0]["kept_float"] == "True"
+    assert float(rows[0]["agreement_if_float"]) >= 0.98
+    assert float(rows[0]["error_removed_if_float"]) > 0.9
+    assert all(r["error_removed_if_float"] != "" for r in rows)
+    assert all(float(r["error_removed_if_float"]) < 0.5 for r in rows[1:])
+    flat = " ".join(result.output.split())
+    assert "int16x8, 2 layers" in flat and "int16x8 --fallback kept in float: " in flat
+
+
+def test_int16x8_unreachable_budget_fails_with_exit_1(models, extreme, tmp_path):
+    _, _, calib, _, _ = models
+    out = tmp_path / "run"
+    result = invoke(
+        extreme[0], "--quantize", "int16x8", "--calibration-data", calib,
+        "--verify-samples", VERIFY, "--fallback", "--min-agreement", "0.98",
+        "--fallback-max-layers", "1", "--out", out,
+    )  # fmt: skip
+    assert result.exit_code == 1, result.output
+    flat = result.stderr.strip().splitlines()[-1]
+    assert "mode int16x8 failed: --fallback reached agreement" in flat
+    assert not (out / "model_int16x8.tflite").exists()
+
+
+def test_partial_int16x8_with_every_op_float_matches_keras(built, extreme, tmp_path):
+    """The flatbuffer edit itself: nothing chosen gives the plain bytes back; everything
+    chosen gives a float model (only the input's int16 rounding left) that agrees with Keras."""
+    from convert.converter import saved_model
+    from convert.partial16 import PartialInt16x8
+    from train.quiet import import_keras
+
+    keras_model = import_keras().saving.load_model(extreme[0])
+    x = built.x[:200]
+    with saved_model(keras_model, SHAPE) as export_dir:
+        partial = PartialInt16x8.convert(export_dir, built.x)
+    assert partial.quantize(()) == partial.plain
+    every = partial.quantize(partial.node_names())
+    path = tmp_path / "every.tflite"
+    path.write_bytes(every)
+    np.testing.assert_allclose(
+        litert_predict(path, x), keras_model.predict(x, verbose=0), atol=2e-3
+    )
 
 
 # --- the partly-float model on the deploy targets' runtimes ---------------------------------
