@@ -4,7 +4,8 @@ Trained on synthetic data (a few seconds), then one unit of the middle Dense lay
 bias of 1000 while the next layer ignores that unit: the answers hardly move, but per-tensor
 int8 must cover 0..1000 with 256 levels, so every other unit of that tensor falls on one or
 two levels. Runnable: `python -m tests.support.collapsing DIR` writes DIR/healthy.keras,
-DIR/collapsing.keras and DIR/calibration.npy (the training images, the model's input layout).
+DIR/collapsing.keras, DIR/extreme.keras (the outlier at 1e6: int16x8 collapses too) and
+DIR/calibration.npy (the training images, the model's input layout).
 """
 
 from __future__ import annotations
@@ -120,4 +121,5 @@ if __name__ == "__main__":
     if len(sys.argv) != 2:
         sys.exit("usage: python -m tests.support.collapsing DIR")
     built = build(sys.argv[1])
-    print(f"wrote {built.healthy}, {built.collapsing}, {built.calibration}")
+    extreme = with_outlier(built.collapsing, Path(sys.argv[1]) / "extreme.keras", 1e6)
+    print(f"wrote {built.healthy}, {built.collapsing}, {extreme}, {built.calibration}")
