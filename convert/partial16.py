@@ -3,8 +3,9 @@
 TensorFlow has no int16x8 path that keeps ops in float: plain int16x8 goes through the old
 calibrate-and-quantize quantizer, whose Python binding takes no op list, and the MLIR
 quantizer behind `QuantizationDebugger`/`mlir_quantize(denylisted_nodes=...)` accepts
-`inference_type=QUANTIZED_INT16` but writes int16 activations with non-zero zero points,
-which LiteRT's int16 kernels refuse ("output->params.zero_point != 0" in FULLY_CONNECTED).
+`inference_type=QUANTIZED_INT16` but (TF 2.21) writes int16 activations with non-zero zero
+points, which LiteRT's int16 kernels refuse ("output->params.zero_point != 0" in
+FULLY_CONNECTED).
 
 So the partly-float model is built from two files the converter writes anyway, both out of
 the same converted graph: the plain int16x8 model and the calibrated float model (the graph
@@ -23,20 +24,12 @@ from collections.abc import Iterable
 import numpy as np
 
 from convert.converter import ModeConversionError, _reason, make_converter, to_tflite
-from convert.graph import Graph, read_graph
+from convert.graph import Graph, _builtin_names, read_graph
 from train.quiet import captured_stderr
 
-_FLOAT32, _INT32 = 0, 2
+_FLOAT32 = 0
 _QUANTIZED = frozenset({7, 9, 3})  # int16, int8, uint8
 _CONVERT_OPS = ("QUANTIZE", "DEQUANTIZE")
-
-
-def _names(schema) -> dict[int, str]:
-    return {
-        value: name
-        for name, value in vars(schema.BuiltinOperator).items()
-        if not name.startswith("_") and isinstance(value, int)
-    }
 
 
 def _op_name(model, op, names: dict[int, str]) -> str:
@@ -56,7 +49,7 @@ def _pack(schema, model) -> bytes:
     return bytes(builder.Output())
 
 
-def _opcode(schema, model, code) -> int:
+def _opcode(model, code) -> int:
     """The index of `code` (builtin code and version) in `model`, added if missing."""
     for i, have in enumerate(model.operatorCodes):
         if (
@@ -79,11 +72,7 @@ def _builtin_opcode(schema, model, name: str) -> int:
     for i, have in enumerate(model.operatorCodes):
         if max(have.builtinCode, have.deprecatedBuiltinCode) == value:
             return i
-    return _opcode(schema, model, code)
-
-
-def _shape(tensor) -> list[int]:
-    return [] if tensor.shape is None else [int(d) for d in tensor.shape]
+    return _opcode(model, code)
 
 
 def _drop_unused(model) -> None:
@@ -138,7 +127,7 @@ class PartialInt16x8:
         self.plain = bytes(plain)
         self._q = _unpack(schema, plain)
         self._f = _unpack(schema, calibrated)
-        names = _names(schema)
+        names = _builtin_names(schema)
         qsub, fsub = self._q.subgraphs[0], self._f.subgraphs[0]
         q_ops = [op for op in qsub.operators if _op_name(self._q, op, names) not in _CONVERT_OPS]
         f_ops = [op for op in fsub.operators if _op_name(self._f, op, names) not in _CONVERT_OPS]
@@ -151,7 +140,6 @@ class PartialInt16x8:
             )
         # id() of each int16x8 op -> its float twin
         self._twin = {id(q): f for q, f in zip(q_ops, f_ops, strict=True)}
-        self._names = names
         self.graph: Graph = read_graph(self.plain)
 
     @classmethod
@@ -267,7 +255,7 @@ class PartialInt16x8:
                 else:
                     outputs.append(q_index)
             new = copy.deepcopy(twin)
-            new.opcodeIndex = _opcode(schema, m, self._f.operatorCodes[twin.opcodeIndex])
+            new.opcodeIndex = _opcode(m, self._f.operatorCodes[twin.opcodeIndex])
             new.inputs = np.array(inputs, dtype=np.int32)
             new.outputs = np.array(outputs, dtype=np.int32)
             new.intermediates = None
