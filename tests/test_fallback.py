@@ -87,6 +87,10 @@ def test_layer_report_ranks_the_outlier_layer_first(models, tmp_path):
     assert float(top["levels"]) <= 2
     assert float(top["agreement_if_float"]) >= 0.98
     assert all(float(r["agreement_if_float"]) < 0.9 for r in rows[1:])
+    # ... and removes nearly all of the output error (probabilities compared as the model
+    # gives them: a softmax output is not softmaxed again, which would shrink every error).
+    assert float(top["error_removed_if_float"]) > 0.9
+    assert all(float(r["error_removed_if_float"]) < 0.1 for r in rows[1:])
     # An all-float-in-disguise row: RMSE / scale is RMSE divided by the scale.
     for r in rows:
         if r["scale"]:
