@@ -4,9 +4,10 @@ For every layer, its output tensor in the quantized `.tflite` is compared (dequa
 the same tensor of the float32 `.tflite` on the same inputs, errors accumulated from the input
 on: RMSE, RMSE / scale (a tensor rounded as well as int8 can is at 1/sqrt(12) ~ 0.29: the
 error of rounding to a grid of step `scale`), the largest absolute error, and cosine
-similarity. For int8 each layer also gets its effect on the outputs: the top-1 agreement with
-Keras when that layer's output alone stays in float (`convert.fallback.rank`). The rows come
-worst first: by that agreement when known, else by cosine similarity.
+similarity. Each layer also gets its effect on the outputs (int8 and int16x8): the share of
+the output error removed, and the top-1 agreement with Keras, when that layer's output alone
+stays in float (`convert.fallback.rank`). The rows come worst first: by that effect when
+known, else by cosine similarity.
 """
 
 from __future__ import annotations
@@ -128,7 +129,7 @@ class LayerReport:
             "'error removed' is the share of the model's output error (mean squared "
             "difference of the probabilities from Keras's) that goes away when only this "
             "layer's output stays float, and 'agree if float' the top-1 agreement with Keras "
-            f"then (on {self.ranking_samples} samples; all int8: {_pct(self.agreement)}): "
+            f"then (on {self.ranking_samples} samples; all {self.mode}: {_pct(self.agreement)}): "
             "the higher, the more this layer's quantization costs. "
             "'levels' is the median, over the tensor's channels, of the distinct integer "
             "values a channel takes: a handful means one range (often an outlier channel) "

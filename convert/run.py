@@ -585,6 +585,8 @@ class _Study:
     ranking_samples: int = 0
     keras_probs: Any = None  # model input -> Keras probabilities
     stats_samples: int = 0
+    # Why the layers could not be kept in float one at a time (no ranking, no fallback).
+    problem: str | None = None
 
 
 def _study(
@@ -611,19 +613,25 @@ def _study(
         stats = tuple(
             layer_stats(plain, float32_bytes, layer_names, inputs.model_input(inputs.verify_x))
         )
-    quantizer = ranking = ranking_agreement = ranking_error = None
+    quantizer = ranking = ranking_agreement = ranking_error = problem = None
     n = 0
     if ranked:
         calib = inputs.model_input(inputs.calibration.x)
-        if mode == "int16x8":
-            quantizer = PartialInt16x8.convert(export_dir, calib, plain)
-        else:
-            quantizer = SelectiveQuantizer(export_dir, calib)
         n = min(len(inputs.verify_x), RANKING_SAMPLES)
         x, ref = inputs.verify_x[:n], keras_probs[:n]
-        ranking = tuple(
-            rank(quantizer, candidates(quantizer.graph, layer_names), predict, x, ref)
-        )
+        try:
+            if mode == "int16x8":
+                quantizer = PartialInt16x8.convert(export_dir, calib, plain)
+            else:
+                quantizer = SelectiveQuantizer(export_dir, calib)
+            ranking = tuple(
+                rank(quantizer, candidates(quantizer.graph, layer_names), predict, x, ref)
+            )
+        except (EdgeshipError, RuntimeError, ValueError) as err:
+            # A model whose layers cannot be re-quantized or run one by one: the report goes
+            # without the ranking columns, and --fallback fails this mode saying why.
+            quantizer = ranking = None
+            problem = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
         base = check(predict(plain, x), ref, None)
         ranking_agreement, ranking_error = base.agreement, base.output_error
     return _Study(
@@ -638,6 +646,7 @@ def _study(
         ranking_samples=n,
         keras_probs=keras_fn,
         stats_samples=min(len(inputs.verify_x), STATS_SAMPLES) if stats else 0,
+        problem=problem,
     )
 
 
@@ -943,7 +952,14 @@ def convert_model(
                     with_stats=layer_report,
                     keras_fn=keras_fn,
                 )
-                if fallback and result.missed_budget:
+                if fallback and result.missed_budget and study.quantizer is None:
+                    result = ModeResult(
+                        mode,
+                        error=f"--fallback cannot keep layers of this {mode} model in float "
+                        f"({study.problem})",
+                        hint="Try float16 or dynamic, or loosen the budget.",
+                    )
+                elif fallback and result.missed_budget:
                     if progress:
                         progress(mode, "fallback", None)
                     result = _fallback_one(
