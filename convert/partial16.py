@@ -124,7 +124,7 @@ class PartialInt16x8:
         from edge_runtime.metadata import _schema_module
 
         self._schema = schema = _schema_module()
-        self.plain = bytes(plain)
+        self.plain, self.calibrated = bytes(plain), bytes(calibrated)
         self._q = _unpack(schema, plain)
         self._f = _unpack(schema, calibrated)
         names = _builtin_names(schema)

@@ -332,6 +332,15 @@ def test_partial_int16x8_with_every_op_float_matches_keras(built, extreme, tmp_p
     np.testing.assert_allclose(
         litert_predict(path, x), keras_model.predict(x, verbose=0), atol=2e-3
     )
+    # Graphs that do not line up op for op (here: the pixel model has a Rescaling in front)
+    # are refused, never edited.
+    from convert.converter import ModeConversionError
+
+    pixels = as_pixel_model(extreme[0], tmp_path / "pixels.keras")
+    with saved_model(import_keras().saving.load_model(pixels), SHAPE) as export_dir:
+        other = PartialInt16x8.convert(export_dir, built.x * 255)
+    with pytest.raises(ModeConversionError, match="do not line up"):
+        PartialInt16x8(partial.plain, other.calibrated)
 
 
 # --- the partly-float model on the deploy targets' runtimes ---------------------------------
