@@ -147,6 +147,7 @@ def bench_with_progress(
         TimeElapsedColumn(),
         console=console,
         transient=True,
+        disable=not console.is_terminal,  # piped stderr: no bar, so an error stays one line
     )
     with contextlib.nullcontext(progress) if progress else own as progress:
         task = progress.add_task("bench", total=None)

@@ -12,6 +12,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from convert.calibration import DEFAULT_CALIBRATION_SAMPLES
+from convert.errors import ConvertError
 from convert.fallback import DEFAULT_MAX_FLOAT_LAYERS
 from convert.modes import MODES
 from convert.run import DEFAULT_VERIFY_SAMPLES, ConvertReport
@@ -178,8 +179,12 @@ def convert_command(
         ),
     ] = False,
     fallback_max_layers: Annotated[
-        int, typer.Option(help="--fallback: at most this many Keras layers in float.")
-    ] = DEFAULT_MAX_FLOAT_LAYERS,
+        int | None,
+        typer.Option(
+            help=f"--fallback: at most this many Keras layers in float "
+            f"(default: {DEFAULT_MAX_FLOAT_LAYERS})."
+        ),
+    ] = None,
     verify_samples: Annotated[
         int, typer.Option(help="Held-out samples to check each mode against Keras.")
     ] = DEFAULT_VERIFY_SAMPLES,
@@ -198,6 +203,11 @@ def convert_command(
     ] = None,
 ) -> None:
     """Convert a Keras model to TensorFlow Lite in each mode and check it against Keras."""
+    if fallback_max_layers is not None and not fallback:
+        raise ConvertError(
+            "--fallback-max-layers caps what --fallback keeps in float; add --fallback (with a "
+            f"budget) or leave it out. Received: --fallback-max-layers={fallback_max_layers}"
+        )
     report = run_convert(
         model,
         out,
@@ -211,7 +221,9 @@ def convert_command(
         max_accuracy_drop=max_accuracy_drop,
         layer_report=layer_report,
         fallback=fallback,
-        fallback_max_layers=fallback_max_layers,
+        fallback_max_layers=(
+            DEFAULT_MAX_FLOAT_LAYERS if fallback_max_layers is None else fallback_max_layers
+        ),
         class_names=class_names,
         labels=labels,
         resize=resize,

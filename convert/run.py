@@ -815,13 +815,10 @@ def convert_model(
             "--int8-io makes the int8 model's input and output int8; it needs the int8 mode. "
             f"Add int8 to --quantize. Received: quantize={','.join(mode_list)}"
         )
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ConvertError(f"--out must be a directory. Received: out={out}")
-    model_path = check_model_file(model_path)
-    if calibration_data is not None and not Path(calibration_data).expanduser().exists():
+    if layer_report and not set(mode_list) & set(CALIBRATED_MODES):
         raise ConvertError(
-            f"Calibration data not found. Received: calibration_data={calibration_data}"
+            "--layer-report compares a quantized model's layers with float's; it needs the "
+            f"int8 or int16x8 mode. Add one to --quantize. Received: quantize={','.join(mode_list)}"
         )
 
     from edge_runtime.preprocess import RESIZE_RULES
@@ -829,6 +826,15 @@ def convert_model(
     if resize is not None and resize not in RESIZE_RULES:
         raise ConvertError(
             f"--resize must be one of {', '.join(RESIZE_RULES)}. Received: resize={resize!r}"
+        )
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ConvertError(f"--out must be a directory. Received: out={out}")
+    model_path = check_model_file(model_path)
+    if calibration_data is not None and not Path(calibration_data).expanduser().exists():
+        raise ConvertError(
+            "Calibration data not found: pass an image folder or a .npy array. "
+            f"Received: calibration_data={calibration_data}"
         )
     model = load_keras_model(model_path)
     signature = model_signature(model)

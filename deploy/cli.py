@@ -23,21 +23,21 @@ def _console():
 
 @deploy_app.command("bundle")
 def bundle_command(
-    run: Annotated[Path, typer.Argument(help="the run folder holding model_<mode>.tflite")],
-    out: Annotated[Path, typer.Option("--out", help="the bundle file to write (.tar.gz)")],
+    run: Annotated[Path, typer.Argument(help="Run directory holding model_<mode>.tflite.")],
+    out: Annotated[Path, typer.Option("--out", help="The bundle file to write (.tar.gz).")],
     models: Annotated[
-        str, typer.Option("--models", help="comma-separated modes to ship")
+        str, typer.Option("--models", help="Comma-separated modes to ship.")
     ] = "int8,float32",
     with_wheels: Annotated[
         bool,
-        typer.Option("--with-wheels", help="add every wheel each target needs (offline Pi)"),
+        typer.Option("--with-wheels", help="Add every wheel each target needs (offline Pi)."),
     ] = False,
     target: Annotated[
         str,
         typer.Option(
             "--target",
-            help="comma-separated OS targets: trixie-arm64, bookworm-arm64, bookworm-armhf "
-            "(default: all)",
+            help="Comma-separated OS targets out of trixie-arm64, bookworm-arm64, "
+            "bookworm-armhf, or all.",
         ),
     ] = "all",
 ) -> None:
@@ -66,60 +66,68 @@ _STYLE = {"failed": "bold red", "done": "bold green"}
 
 @deploy_app.command("push")
 def push_command(
-    bundle: Annotated[Path, typer.Argument(help="the bundle from `edgeship deploy bundle`")],
+    bundle: Annotated[Path, typer.Argument(help="The bundle from `edgeship deploy bundle`.")],
     host: Annotated[
-        list[str], typer.Option("--host", help="USER@HOST[:PORT]; repeat for several devices")
+        list[str], typer.Option("--host", help="USER@HOST[:PORT]; repeat for several devices.")
     ],
-    port: Annotated[int | None, typer.Option("--port", help="SSH port (default 22)")] = None,
+    port: Annotated[int | None, typer.Option("--port", help="SSH port (default: 22).")] = None,
     identity: Annotated[
-        Path | None, typer.Option("--identity", help="private key file (ssh -i)")
+        Path | None, typer.Option("--identity", help="Private key file (ssh -i).")
     ] = None,
     known_hosts: Annotated[
         Path | None,
-        typer.Option("--known-hosts", help="known_hosts file (default ~/.ssh/known_hosts)"),
+        typer.Option("--known-hosts", help="known_hosts file (default: ~/.ssh/known_hosts)."),
     ] = None,
     ssh_config: Annotated[
-        Path | None, typer.Option("--ssh-config", help="ssh config file (ssh -F)")
+        Path | None, typer.Option("--ssh-config", help="ssh config file (ssh -F).")
     ] = None,
     remote_dir: Annotated[
-        str, typer.Option("--remote-dir", help="folder on the device (relative to home)")
+        str, typer.Option("--remote-dir", help="Folder on the device (relative to home).")
     ] = "edgeship",
     bench: Annotated[
-        bool, typer.Option("--bench", help="run `python -m edge_runtime bench --json` there")
+        bool, typer.Option("--bench", help="Run `python -m edge_runtime bench --json` there.")
     ] = False,
     results: Annotated[
         Path | None,
         typer.Option(
             "--results",
-            help="bench results file (default device-bench.json beside "
-            "the bundle; one file per host when several)",
+            help="With --bench: the results file (default: device-bench.json beside "
+            "the bundle; one file per host when several).",
         ),
     ] = None,
-    keep: Annotated[int, typer.Option("--keep", help="releases to keep on the device")] = 3,
+    keep: Annotated[
+        int, typer.Option("--keep", help="Releases to keep on the device (0: all).")
+    ] = 3,
     connect_timeout: Annotated[
-        int, typer.Option("--connect-timeout", help="seconds to wait for the TCP connection")
+        int, typer.Option("--connect-timeout", help="Seconds to wait for the TCP connection.")
     ] = 10,
     target: Annotated[
         str | None,
-        typer.Option("--target", help="install this OS target instead of the probed one"),
+        typer.Option("--target", help="Install this OS target, not the probed one."),
     ] = None,
     threads: Annotated[
         str | None,
-        typer.Option("--threads", help="with --bench: thread counts to measure, e.g. 1,2,4"),
+        typer.Option("--threads", help="With --bench: thread counts to measure, e.g. 1,2,4."),
     ] = None,
     serve: Annotated[
         bool,
         typer.Option(
             "--serve",
-            help="run `python -m edge_runtime serve` as a service (systemd user unit) on the "
-            "new release; roll back if its /healthz fails",
+            help="Run `python -m edge_runtime serve` as a service (systemd user unit) on the "
+            "new release; roll back if its /healthz fails.",
         ),
     ] = False,
-    serve_port: Annotated[int, typer.Option("--serve-port", help="the service's port")] = 8080,
+    serve_port: Annotated[
+        int | None,
+        typer.Option("--serve-port", help="With --serve: the service's port (default: 8080)."),
+    ] = None,
     serve_host: Annotated[
-        str,
-        typer.Option("--serve-host", help="the service's address (0.0.0.0: the LAN)"),
-    ] = "127.0.0.1",
+        str | None,
+        typer.Option(
+            "--serve-host",
+            help="With --serve: the service's address (default: 127.0.0.1; 0.0.0.0: the LAN).",
+        ),
+    ] = None,
 ) -> None:
     """Upload, verify, install, smoke-test, switch `current` (bench, serve) on each host."""
     from deploy.errors import DeployError
@@ -127,10 +135,22 @@ def push_command(
     from deploy.service import ServeSettings
     from deploy.ssh import SshOptions, parse_targets
 
+    given = {"--threads": threads, "--serve-port": serve_port, "--serve-host": serve_host}
+    for option, needs, on in (
+        ("--threads", "--bench", bench),
+        ("--serve-port", "--serve", serve),
+        ("--serve-host", "--serve", serve),
+    ):
+        if given[option] is not None and not on:
+            raise DeployError(
+                f"{option} goes with {needs}; add {needs} or leave {option} out. "
+                f"Received: {option}={given[option]}"
+            )
     settings = None
     if serve:
         try:
-            settings = ServeSettings(port=serve_port, host=serve_host)
+            chosen = {"port": serve_port, "host": serve_host}
+            settings = ServeSettings(**{k: v for k, v in chosen.items() if v is not None})
         except ValueError as err:
             raise DeployError(str(err)) from None
     targets = parse_targets(host, port)
@@ -166,7 +186,7 @@ def push_command(
             venv = "venv reused" if r.reused_venv else "venv installed"
             extra = f", bench -> {r.bench_path}" if r.bench_path else ""
             if settings is not None:
-                extra += f", serving on {serve_host}:{serve_port} ({r.serve_manager})"
+                extra += f", serving on {settings.host}:{settings.port} ({r.serve_manager})"
             typer.echo(
                 f"ok {r.target}: {r.device_target}, release {r.release}, {venv}, "
                 f"{r.seconds:.1f} s{extra}"
@@ -186,25 +206,27 @@ def push_command(
 
 @deploy_app.command("status")
 def status_command(
-    host: Annotated[list[str], typer.Option("--host", help="USER@HOST[:PORT]; repeatable")],
-    port: Annotated[int | None, typer.Option("--port", help="SSH port (default 22)")] = None,
+    host: Annotated[
+        list[str], typer.Option("--host", help="USER@HOST[:PORT]; repeat for several devices.")
+    ],
+    port: Annotated[int | None, typer.Option("--port", help="SSH port (default: 22).")] = None,
     identity: Annotated[
-        Path | None, typer.Option("--identity", help="private key file (ssh -i)")
+        Path | None, typer.Option("--identity", help="Private key file (ssh -i).")
     ] = None,
     known_hosts: Annotated[
         Path | None,
-        typer.Option("--known-hosts", help="known_hosts file (default ~/.ssh/known_hosts)"),
+        typer.Option("--known-hosts", help="known_hosts file (default: ~/.ssh/known_hosts)."),
     ] = None,
     ssh_config: Annotated[
-        Path | None, typer.Option("--ssh-config", help="ssh config file (ssh -F)")
+        Path | None, typer.Option("--ssh-config", help="ssh config file (ssh -F).")
     ] = None,
     remote_dir: Annotated[
-        str, typer.Option("--remote-dir", help="folder on the device (relative to home)")
+        str, typer.Option("--remote-dir", help="Folder on the device (relative to home).")
     ] = "edgeship",
     connect_timeout: Annotated[
-        int, typer.Option("--connect-timeout", help="seconds to wait for the TCP connection")
+        int, typer.Option("--connect-timeout", help="Seconds to wait for the TCP connection.")
     ] = 10,
-    as_json: Annotated[bool, typer.Option("--json", help="one JSON object per host")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per host.")] = False,
 ) -> None:
     """The running release, the service's health and a summary of its metrics, per host."""
     import json

@@ -452,6 +452,31 @@ class _Deployer:
         return results
 
 
+def _check_push_options(
+    b: _Bundle, device_target: str | None, bench_threads: str | None
+) -> None:
+    """`--target` and `--threads`, refused before any host is contacted."""
+    from edge_runtime.bench import parse_threads
+    from edge_runtime.targets import get_target
+
+    if device_target is not None:
+        try:
+            get_target(device_target)
+        except ValueError as err:
+            raise DeployError(f"--target: {err}") from None
+        if device_target not in b.manifest["targets"]:
+            raise DeployError(
+                f"--target {device_target} is not in the bundle (built for "
+                f"{', '.join(b.manifest['targets'])}); rebuild it with `edgeship deploy bundle "
+                f"RUN --target {device_target}`. Received: --target={device_target}"
+            )
+    if bench_threads is not None:
+        try:
+            parse_threads(bench_threads)
+        except ValueError as err:
+            raise DeployError(str(err)) from None
+
+
 def push_bundle(
     bundle: str | os.PathLike,
     targets: Sequence[SshTarget],
@@ -474,6 +499,7 @@ def push_bundle(
     if not targets:
         raise DeployError("Pass at least one --host USER@HOST. Received: none")
     b = _load_bundle(bundle)
+    _check_push_options(b, device_target, bench_threads)
     say = progress or (lambda _t, _s, _d: None)
     many = len(targets) > 1
 

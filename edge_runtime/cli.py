@@ -13,6 +13,7 @@ import os
 import platform
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 from edge_runtime.errors import EdgeshipError
@@ -182,9 +183,18 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
     labels_option(p)
     p.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
-    p.add_argument("--top-k", type=int, default=DEFAULT_TOP_K, help="classes to report")
+    p.add_argument(
+        "--top-k",
+        type=int,
+        default=DEFAULT_TOP_K,
+        metavar="K",
+        help=f"classes to report (default {DEFAULT_TOP_K})",
+    )
     p.add_argument("--json", action="store_true", help="one JSON object per image per line")
-    p.add_argument("--threads", type=int, default=None, help="interpreter threads")
+    p.add_argument(
+        "--threads", type=int, default=None, metavar="N",
+        help="interpreter threads (default: the runtime's)",
+    )
     p.add_argument(
         "--invert",
         choices=("auto", "yes", "no"),
@@ -195,12 +205,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="time the model on this machine")
     common(p)
-    p.add_argument("--runs", type=int, default=200)
-    p.add_argument("--warmup", type=int, default=20)
     p.add_argument(
-        "--threads", default=None, help="interpreter threads; 1,2,4 measures each (JSON lines)"
+        "--runs", type=int, default=200, metavar="N", help="timed calls (default 200)"
     )
-    p.add_argument("--batch", type=int, default=1)
+    p.add_argument(
+        "--warmup", type=int, default=20, metavar="N", help="untimed calls first (default 20)"
+    )
+    p.add_argument(
+        "--threads",
+        default=None,
+        metavar="N[,N...]",
+        help="interpreter threads; 1,2,4 measures each (JSON lines)",
+    )
+    p.add_argument(
+        "--batch", type=int, default=1, metavar="N", help="images per call (default 1)"
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
     p = sub.add_parser("info", help="inputs, outputs, quantization, metadata, backend")
@@ -211,7 +230,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("doctor", help="is this device ready? (board, OS, runtime, heat, power)")
     p.add_argument("model", nargs="?", help="a .tflite model: also check it loads with XNNPACK")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--root", default=None, help="read /proc, /sys, /etc under this folder")
+    p.add_argument(
+        "--root",
+        default=None,
+        metavar="DIR",
+        help="read /proc, /sys, /etc under DIR (a fake device tree; or set EDGESHIP_ROOT)",
+    )
     p.add_argument("--dir", default=None, help="the install folder (free disk; default: cwd)")
 
     from edge_runtime.server import add_serve_parser
@@ -290,9 +314,9 @@ def _serve(args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `python -m edge_runtime`; returns the exit code."""
     args = build_parser().parse_args(argv)
-    if args.command == "doctor":
-        return _doctor(args)
     try:
+        if args.command == "doctor":
+            return _doctor(args)
         if args.command == "serve":
             _serve(args)
             return 0
@@ -314,6 +338,9 @@ def _doctor(args: argparse.Namespace) -> int:
     """Print the doctor's report; exit 1 when a check failed."""
     from edge_runtime.doctor import doctor_json, doctor_text, exit_code, run_doctor
 
+    for option, folder in (("--root", args.root), ("--dir", args.dir)):
+        if folder is not None and not Path(folder).is_dir():
+            raise _usage(f"{option} must name an existing folder. Received: {option}={folder}")
     report = run_doctor(root=args.root, install_dir=args.dir, model=args.model)
     print(doctor_json(report) if args.json else doctor_text(report))
     return exit_code(report)

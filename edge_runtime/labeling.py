@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from edge_runtime.errors import LabelsError
+from edge_runtime.errors import LabelsError, OutputError
 from edge_runtime.files import atomic_write_bytes
 from edge_runtime.labels import Labels, resolve_labels
 from edge_runtime.metadata import embed_metadata, read_metadata, read_model_bytes
@@ -61,5 +61,13 @@ def label_model(
     meta["input"] = block
     if labels is not None:
         meta["class_names"] = list(resolve_labels(labels, classifier.num_classes, f"path={path}"))
-    atomic_write_bytes(path, embed_metadata(data, meta))
+    try:
+        atomic_write_bytes(path, embed_metadata(data, meta))
+    except OutputError as err:  # worded for this command: it has no --out
+        raise OutputError(
+            f"Cannot write {path}: {err.reason}. The model is changed in place: copy it to a "
+            f"writable folder (or free space) and label the copy. Received: path={path}",
+            path=err.path,
+            reason=err.reason,
+        ) from None
     return meta

@@ -57,7 +57,7 @@ def resolve_labels(labels: Labels, num_classes: int, source: str = "") -> tuple[
         given = f"labels={os.fspath(labels)}"
     elif isinstance(labels, Sequence) and all(isinstance(n, str) for n in labels):
         names = tuple(n.strip() for n in labels)
-        given = "labels=a list of names"
+        given = f"names={list(names)[:10]}"
         if any(not n for n in names):
             raise LabelsError(f"Class names must not be empty. Received: {list(labels)[:10]}")
     else:

@@ -87,6 +87,11 @@ class ServeOptions:
             raise ServeError(f"--port must be in 0..65535. Received: --port {self.port}")
         if not self.max_upload_mb > 0:
             raise ServeError(f"--max-upload-mb must be > 0. Received: {self.max_upload_mb}")
+        if self.threads is not None and self.threads < 1:
+            raise ServeError(
+                f"--threads must be at least 1 (leave it out for the runtime's default). "
+                f"Received: --threads {self.threads}"
+            )
         if self.token is not None and not self.token.strip():
             raise ServeError("--token must not be empty. Received: an empty token")
         if self.results is not None and self.watch is None:
@@ -548,21 +553,49 @@ def add_serve_parser(sub: Any) -> None:
     """The `serve` subcommand's arguments."""
     p = sub.add_parser("serve", help="serve the models over HTTP (page, JSON API, metrics)")
     p.add_argument("models", nargs="+", metavar="MODEL", help=".tflite model files")
-    p.add_argument("--host", default=DEFAULT_HOST, help="address to bind (0.0.0.0: the LAN)")
-    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="TCP port (0: any free one)")
-    p.add_argument("--labels", default=None, help="class names, one per line")
     p.add_argument(
-        "--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB, help="largest upload"
+        "--host",
+        default=DEFAULT_HOST,
+        help=f"address to bind (default {DEFAULT_HOST}; 0.0.0.0: the LAN, then use --token)",
     )
-    p.add_argument("--threads", type=int, default=None, help="interpreter threads per model")
+    p.add_argument(
+        "--port", type=int, default=DEFAULT_PORT,
+        help=f"TCP port (default {DEFAULT_PORT}; 0: any free one)",
+    )
+    p.add_argument(
+        "--labels",
+        default=None,
+        metavar="FILE",
+        help="class names, one per line in output order (replaces the models' own)",
+    )
+    p.add_argument(
+        "--max-upload-mb",
+        type=float,
+        default=DEFAULT_MAX_UPLOAD_MB,
+        metavar="MB",
+        help=f"largest image upload (default {DEFAULT_MAX_UPLOAD_MB}; larger: 413)",
+    )
+    p.add_argument(
+        "--threads", type=int, default=None, metavar="N",
+        help="interpreter threads per model (default: the runtime's)",
+    )
     p.add_argument(
         "--token",
         default=None,
         help="require 'Authorization: Bearer TOKEN' on POSTs (or set EDGESHIP_TOKEN)",
     )
     p.add_argument("--watch", default=None, metavar="DIR", help="classify new images in DIR")
-    p.add_argument("--results", default=None, metavar="FILE", help="JSON lines for --watch")
-    p.add_argument("--backend", default=None, help="ai_edge_litert, tflite_runtime or tensorflow")
+    p.add_argument(
+        "--results",
+        default=None,
+        metavar="FILE",
+        help="with --watch: append one JSON line per image to FILE",
+    )
+    p.add_argument(
+        "--backend",
+        default=None,
+        help="ai_edge_litert, tflite_runtime or tensorflow (default: the first installed)",
+    )
 
 
 def exposure_warning(options: ServeOptions) -> str | None:

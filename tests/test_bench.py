@@ -14,6 +14,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from edgeship.cli import app
+from tests.support.procs import one_error_line
 
 runner = CliRunner()
 LIMIT = 300
@@ -250,6 +251,35 @@ def test_run_dir_without_models(tmp_path):
     assert_one_line_error(result, 2, "does not exist")
     assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
     assert not (tmp_path / "bench").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--test-data", "{d}/missing"], "--test-data is not found"),
+        (["--test-data", "{d}/empty_dir"], "holds no images in class subfolders"),
+        (["--test-data", "{d}/arrays.npz"], "must hold arrays `x` (images) and `y`"),
+        (["--test-data", "{d}/text.npz"], "Cannot read the .npz test data"),
+        (["--keras", "{d}/missing.keras"], "--keras names no Keras model file"),
+        (["--labels", "{d}/two.txt"], "2 class names for a model with 10 outputs"),
+        (["--labels", "{d}/empty.txt"], "The labels file is empty"),
+        (["--threads", "0"], "--threads must be at least 1"),
+        (["--threads", "abc"], "--threads must be an integer"),
+    ],
+)
+def test_bad_new_options_one_line_exit_2(deploy_run, tmp_path, args, fragment):
+    """`--test-data`, `--keras`, `--labels` (issue 12) in a real process: exactly one stderr
+    line (no progress bar's blank line before it), exit 2, no report folder."""
+    (tmp_path / "empty_dir").mkdir()
+    np.savez(tmp_path / "arrays.npz", y=np.zeros(3, np.int64))
+    (tmp_path / "text.npz").write_text("not a zip\n")
+    (tmp_path / "two.txt").write_text("a\nb\n")
+    (tmp_path / "empty.txt").write_text("")
+    out = tmp_path / "bench"
+    argv = ["bench", deploy_run, *(a.format(d=tmp_path) for a in args), "--out", out]
+    line = one_error_line("edgeship", argv)
+    assert line.startswith("error: ") and fragment in line, line
+    assert not out.exists()
 
 
 def test_bad_device_file_one_line_exit_2(tiny_run, tmp_path):

@@ -21,6 +21,7 @@ from convert.calibration import balanced_indices, seeded_subset
 from convert.run import VERIFY_SEED
 from edge_runtime.metadata import read_metadata
 from edgeship.cli import app
+from tests.support.procs import one_error_line
 
 runner = CliRunner()
 VERIFY = 200
@@ -437,6 +438,42 @@ def test_bad_numbers_and_out(tmp_path):
     (tmp_path / "file").write_text("x")
     result = invoke(tmp_path / "m.keras", "--out", tmp_path / "file")
     assert result.exit_code == 2 and "--out must be a directory" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def tiny_keras(tmp_path_factory) -> Path:
+    """A folder with a 3-class Keras model `m.keras` and labels files (empty, two names)."""
+    import keras
+
+    folder = tmp_path_factory.mktemp("tiny_keras")
+    layers = [keras.layers.Flatten(), keras.layers.Dense(3, activation="softmax")]
+    keras.Sequential([keras.Input((4, 4, 1)), *layers]).save(folder / "m.keras")
+    (folder / "empty.txt").write_text("")
+    (folder / "two.txt").write_text("a\nb\n")
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--quantize", "float32,float16", "--layer-report"], "it needs the int8 or int16x8 mode"),
+        (["--quantize", "int8", "--fallback-max-layers", "3"], "add --fallback (with a budget)"),
+        (["--quantize", "float32", "--resize", "bogus"], "--resize must be one of stretch, crop"),
+        (["--quantize", "float32", "--class-names", "a,b"], "2 class names for a model with 3"),
+        (["--class-names", "a,b,c", "--labels", "{d}/two.txt"], "--class-names or --labels, not"),
+        (["--quantize", "float32", "--labels", "{d}/missing.txt"], "Labels file not found"),
+        (["--quantize", "float32", "--labels", "{d}/empty.txt"], "The labels file is empty"),
+        (["--quantize", "float32", "--labels", "{d}/two.txt"], "2 class names for a model with 3"),
+    ],
+)
+def test_bad_new_options_one_line_exit_2(tiny_keras, args, fragment):
+    """The options of issues 11 and 12, in a real `edgeship convert` process: one line, exit 2,
+    no --out folder."""
+    out = tiny_keras / "out"
+    argv = ["convert", tiny_keras / "m.keras", *(a.format(d=tiny_keras) for a in args)]
+    line = one_error_line("edgeship", [*argv, "--out", out])
+    assert line.startswith("error: ") and fragment in line, line
+    assert not out.exists()
 
 
 def test_modes_are_parsed_in_canonical_order():

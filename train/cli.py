@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from train.datasets import FASHION_MNIST, load_dataset
-from train.models import MODELS
+from train.models import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, MODELS
 from train.training import TrainConfig, prepare_out_dir, subsample, train
 
 _MODEL_HELP = f"Architecture: {' or '.join(MODELS)} (mlp is the tutorial's network)."
@@ -22,10 +22,18 @@ def train_command(
     out: Annotated[Path, typer.Option("--out", help="Run directory to write.")],
     model: Annotated[str, typer.Option(help=_MODEL_HELP)] = "mlp",
     epochs: Annotated[
-        int | None, typer.Option(help="Epochs (default: 5 for mlp, 10 for cnn).")
+        int | None,
+        typer.Option(
+            help="Epochs (default: "
+            + ", ".join(f"{n} for {m}" for m, n in DEFAULT_EPOCHS.items()) + ")."
+        ),
     ] = None,
     batch_size: Annotated[
-        int | None, typer.Option(help="Batch size (default: 32 for mlp, 64 for cnn).")
+        int | None,
+        typer.Option(
+            help="Batch size (default: "
+            + ", ".join(f"{n} for {m}" for m, n in DEFAULT_BATCH_SIZE.items()) + ")."
+        ),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed for weights, shuffling and --limit.")] = 0,
     dataset: Annotated[

@@ -29,6 +29,6 @@ def one_error_line(
         timeout=120,
     )
     assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.strip().splitlines()
+    lines = proc.stderr.rstrip("\n").splitlines()  # a blank line before it counts
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
     return lines[0]
