@@ -231,3 +231,30 @@ def test_install_sh_refuses_a_device_the_bundle_was_not_built_for(foreign_bundle
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1 and "not built for" in errors[0], proc.stderr
     assert not (top / "venv").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--target", "bogus"], "Unknown target. Choose from trixie-arm64"),
+        (["--target", "bookworm-armhf"], "--target bookworm-armhf is not in the bundle"),
+        (["--bench", "--threads", "0,abc"], "--threads takes counts >= 1"),
+        (["--threads", "1,2"], "--threads goes with --bench"),
+        (["--serve-port", "8081"], "--serve-port goes with --serve"),
+        (["--serve-host", "0.0.0.0"], "--serve-host goes with --serve"),
+        (["--serve", "--serve-port", "70000"], "--serve-port must be in 1..65535"),
+    ],
+)
+def test_push_option_errors_before_any_host_is_contacted(deploy_run, tmp_path, args, fragment):
+    """Bad push options are one line, exit 2, and no `connect` step (port 1 never answers)."""
+    from tests.support.procs import one_error_line
+
+    bundle = tmp_path / "arm64.tar.gz"
+    result = runner.invoke(
+        app, ["deploy", "bundle", str(deploy_run), "--out", str(bundle), "--target",
+              "trixie-arm64,bookworm-arm64"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    argv = ["deploy", "push", bundle, "--host", "pi@127.0.0.1", "--port", "1", *args]
+    line = one_error_line("edgeship", argv)
+    assert line.startswith("error: ") and fragment in line, line

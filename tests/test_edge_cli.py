@@ -16,6 +16,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from edge_runtime.cli import main as edge_main
+from tests.support.procs import one_error_line
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -301,6 +302,42 @@ def test_usage_errors_one_line_exit_2(edge_models, args, command, message):
     prog = " ".join(["python -m edge_runtime", command]).strip()
     assert lines[0].startswith(f"error: {message}")
     assert lines[0].endswith(f". See '{prog} --help'.")
+
+
+@pytest.mark.parametrize(
+    ("module", "args", "fragment"),
+    [
+        ("edge_runtime", ["doctor", "--root", "{d}/nonexistent"], "--root must name an existing"),
+        ("edge_runtime", ["doctor", "--dir", "{d}/nonexistent"], "--dir must name an existing"),
+        ("edge_runtime", ["bench", "{model}", "--threads", "0,abc"], "--threads takes counts"),
+        ("edge_runtime", ["predict", "{model}", "x.png", "--labels", "{d}/missing.txt"],
+         "Labels file not found"),
+        ("edge_runtime", ["predict", "{model}", "x.png", "--labels", "{d}/empty.txt"],
+         "The labels file is empty"),
+        ("edge_runtime", ["info", "{model}", "--labels", "{d}/two.txt"],
+         "2 class names for a model with 10 outputs"),
+        ("edgeship", ["predict", "{model}", "x.png", "--labels", "{d}/two.txt"],
+         "2 class names for a model with 10 outputs"),
+        ("edgeship", ["label", "{d}/not.tflite", "--labels", "{d}/two.txt"], "truncated"),
+        ("edgeship", ["label", "{d}/missing.tflite", "--labels", "{d}/two.txt"], "not found"),
+        ("edgeship", ["label", "{model}", "--labels", "{d}/two.txt"],
+         "2 class names for a model with 10 outputs"),
+        ("edgeship", ["label", "{model}", "--labels", "{d}/empty.txt"], "labels file is empty"),
+        ("edgeship", ["label", "{model}", "--labels", "{d}/ten.txt", "--input-scale", "0"],
+         "input_scale must not be 0"),
+    ],
+)
+def test_bad_new_options_one_line_exit_2(edge_models, tmp_path, module, args, fragment):
+    """--labels, --threads 1,2,4, doctor's folders and `edgeship label` (issues 9 and 12)."""
+    (tmp_path / "empty.txt").write_text("")
+    (tmp_path / "two.txt").write_text("a\nb\n")
+    (tmp_path / "ten.txt").write_text("".join(f"c{i}\n" for i in range(10)))
+    (tmp_path / "not.tflite").write_text("hi\n")
+    before = edge_models["mlp_int8"].read_bytes()
+    values = {"d": tmp_path, "model": edge_models["mlp_int8"]}
+    line = one_error_line(module, [a.format(**values) for a in args])
+    assert line.startswith("error: ") and fragment in line, line
+    assert edge_models["mlp_int8"].read_bytes() == before  # `label` changed nothing
 
 
 def test_help_still_prints_full_usage():

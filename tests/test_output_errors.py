@@ -168,3 +168,24 @@ def test_convert_to_an_unwritable_out(tmp_path, under_a_file):
         ],
     )
     assert_output_failure(result, under_a_file, "Not a directory")
+
+
+def test_label_on_a_read_only_mount_leaves_the_model(tmp_path, edge_models):
+    """`edgeship label` writes in place: a read-only model is one line naming that, unchanged."""
+    from tests.support.procs import one_error_line
+
+    folder = tmp_path / "ro"
+    _mount_tmpfs(folder, "size=1m")
+    try:
+        model = folder / "m.tflite"
+        model.write_bytes(edge_models["mlp_int8"].read_bytes())
+        subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
+        labels = tmp_path / "labels.txt"
+        labels.write_text("".join(f"c{i}\n" for i in range(10)))
+        line = one_error_line("edgeship", ["label", model, "--labels", labels])
+        assert line.startswith(f"error: Cannot write {model}: Read-only file system"), line
+        assert "changed in place" in line and "--out" not in line
+        assert model.read_bytes() == edge_models["mlp_int8"].read_bytes()
+        assert [p.name for p in folder.iterdir()] == ["m.tflite"]
+    finally:
+        subprocess.run(["umount", str(folder)], check=False)

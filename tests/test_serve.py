@@ -321,6 +321,8 @@ def test_watch_classifies_complete_files_once(edge_models, tmp_path):
         (["{model}", "--results", "{tmp}/r.jsonl"], "--results goes with --watch"),
         (["{model}", "--watch", "{tmp}/nope"], "--watch"),
         (["{model}", "--max-upload-mb", "0"], "--max-upload-mb"),
+        (["{model}", "--threads", "0"], "--threads must be at least 1"),
+        (["{model}", "--port", "70000"], "--port must be in 0..65535"),
         (["{model}", "--port", "{busy}"], "Cannot listen"),
     ],
 )
