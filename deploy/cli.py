@@ -61,29 +61,49 @@ def bundle_command(
     )
 
 
+# The SSH options that `push` and `status` share.
+_Hosts = Annotated[
+    list[str], typer.Option("--host", help="USER@HOST[:PORT]; repeat for several devices.")
+]
+_Port = Annotated[int | None, typer.Option("--port", help="SSH port (default: 22).")]
+_Identity = Annotated[Path | None, typer.Option("--identity", help="Private key file (ssh -i).")]
+_KnownHosts = Annotated[
+    Path | None,
+    typer.Option("--known-hosts", help="known_hosts file (default: ~/.ssh/known_hosts)."),
+]
+_SshConfig = Annotated[Path | None, typer.Option("--ssh-config", help="ssh config file (ssh -F).")]
+_RemoteDir = Annotated[
+    str, typer.Option("--remote-dir", help="Folder on the device (relative to home).")
+]
+_ConnectTimeout = Annotated[
+    int, typer.Option("--connect-timeout", help="Seconds to wait for the TCP connection.")
+]
+
+
+def _ssh_options(
+    identity: Path | None, known_hosts: Path | None, ssh_config: Path | None, connect_timeout: int
+):
+    """The `deploy.ssh.SshOptions` of the shared options."""
+    from deploy.ssh import SshOptions
+
+    return SshOptions(
+        identity=identity, known_hosts=known_hosts, config=ssh_config,
+        connect_timeout=connect_timeout,
+    )
+
+
 _STYLE = {"failed": "bold red", "done": "bold green"}
 
 
 @deploy_app.command("push")
 def push_command(
     bundle: Annotated[Path, typer.Argument(help="The bundle from `edgeship deploy bundle`.")],
-    host: Annotated[
-        list[str], typer.Option("--host", help="USER@HOST[:PORT]; repeat for several devices.")
-    ],
-    port: Annotated[int | None, typer.Option("--port", help="SSH port (default: 22).")] = None,
-    identity: Annotated[
-        Path | None, typer.Option("--identity", help="Private key file (ssh -i).")
-    ] = None,
-    known_hosts: Annotated[
-        Path | None,
-        typer.Option("--known-hosts", help="known_hosts file (default: ~/.ssh/known_hosts)."),
-    ] = None,
-    ssh_config: Annotated[
-        Path | None, typer.Option("--ssh-config", help="ssh config file (ssh -F).")
-    ] = None,
-    remote_dir: Annotated[
-        str, typer.Option("--remote-dir", help="Folder on the device (relative to home).")
-    ] = "edgeship",
+    host: _Hosts,
+    port: _Port = None,
+    identity: _Identity = None,
+    known_hosts: _KnownHosts = None,
+    ssh_config: _SshConfig = None,
+    remote_dir: _RemoteDir = "edgeship",
     bench: Annotated[
         bool, typer.Option("--bench", help="Run `python -m edge_runtime bench --json` there.")
     ] = False,
@@ -98,9 +118,7 @@ def push_command(
     keep: Annotated[
         int, typer.Option("--keep", help="Releases to keep on the device (0: all).")
     ] = 3,
-    connect_timeout: Annotated[
-        int, typer.Option("--connect-timeout", help="Seconds to wait for the TCP connection.")
-    ] = 10,
+    connect_timeout: _ConnectTimeout = 10,
     target: Annotated[
         str | None,
         typer.Option("--target", help="Install this OS target, not the probed one."),
@@ -133,7 +151,7 @@ def push_command(
     from deploy.errors import DeployError
     from deploy.push import push_bundle
     from deploy.service import ServeSettings
-    from deploy.ssh import SshOptions, parse_targets
+    from deploy.ssh import parse_targets
 
     given = {"--threads": threads, "--serve-port": serve_port, "--serve-host": serve_host}
     for option, needs, on in (
@@ -154,12 +172,7 @@ def push_command(
         except ValueError as err:
             raise DeployError(str(err)) from None
     targets = parse_targets(host, port)
-    options = SshOptions(
-        identity=identity,
-        known_hosts=known_hosts,
-        config=ssh_config,
-        connect_timeout=connect_timeout,
-    )
+    options = _ssh_options(identity, known_hosts, ssh_config, connect_timeout)
     console = _console()
 
     def progress(target: str, step: str, detail: str) -> None:
@@ -206,26 +219,13 @@ def push_command(
 
 @deploy_app.command("status")
 def status_command(
-    host: Annotated[
-        list[str], typer.Option("--host", help="USER@HOST[:PORT]; repeat for several devices.")
-    ],
-    port: Annotated[int | None, typer.Option("--port", help="SSH port (default: 22).")] = None,
-    identity: Annotated[
-        Path | None, typer.Option("--identity", help="Private key file (ssh -i).")
-    ] = None,
-    known_hosts: Annotated[
-        Path | None,
-        typer.Option("--known-hosts", help="known_hosts file (default: ~/.ssh/known_hosts)."),
-    ] = None,
-    ssh_config: Annotated[
-        Path | None, typer.Option("--ssh-config", help="ssh config file (ssh -F).")
-    ] = None,
-    remote_dir: Annotated[
-        str, typer.Option("--remote-dir", help="Folder on the device (relative to home).")
-    ] = "edgeship",
-    connect_timeout: Annotated[
-        int, typer.Option("--connect-timeout", help="Seconds to wait for the TCP connection.")
-    ] = 10,
+    host: _Hosts,
+    port: _Port = None,
+    identity: _Identity = None,
+    known_hosts: _KnownHosts = None,
+    ssh_config: _SshConfig = None,
+    remote_dir: _RemoteDir = "edgeship",
+    connect_timeout: _ConnectTimeout = 10,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per host.")] = False,
 ) -> None:
     """The running release, the service's health and a summary of its metrics, per host."""
@@ -233,14 +233,9 @@ def status_command(
 
     from deploy.errors import DeployError
     from deploy.service import status_lines, status_script
-    from deploy.ssh import SshOptions, parse_targets, remote_path, session
+    from deploy.ssh import parse_targets, remote_path, session
 
-    options = SshOptions(
-        identity=identity,
-        known_hosts=known_hosts,
-        config=ssh_config,
-        connect_timeout=connect_timeout,
-    )
+    options = _ssh_options(identity, known_hosts, ssh_config, connect_timeout)
     down = []
     for target in parse_targets(host, port):
         with session(target, options) as sess:
