@@ -162,3 +162,7 @@ def main() -> None:
     # TensorFlow's C++ start-up chatter (CUDA probes, oneDNN notes) is noise for a CLI user.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     app()
+
+
+if __name__ == "__main__":  # `python -m edgeship.cli` as `python -m edgeship`
+    main()
