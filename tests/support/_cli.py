@@ -32,6 +32,40 @@ class CachedEnv(Protocol):
     ) -> dict[str, str]: ...
 
 
+def foreign_environ(
+    env: Mapping[str, str] | None = None,
+    extra_paths: Sequence[str | os.PathLike] = (),
+    last_paths: Sequence[str | os.PathLike] = (),
+) -> dict[str, str]:
+    """The host's environment minus its Python settings, plus `env`, for another Python:
+    PYTHONPATH is `extra_paths`, any PYTHONPATH in `env`, then `last_paths`."""
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "VIRTUAL_ENV"}
+    }
+    base["PYTHONNOUSERSITE"] = "1"
+    env = dict(env or {})
+    paths = [str(p) for p in extra_paths]
+    if env.get("PYTHONPATH"):
+        paths.extend(env.pop("PYTHONPATH").split(os.pathsep))
+    base.update(env)
+    paths.extend(str(p) for p in last_paths)
+    if paths:
+        base["PYTHONPATH"] = os.pathsep.join(paths)
+    return base
+
+
+def run_captured(
+    argv: Sequence[str], cwd: str | os.PathLike | None, env: Mapping[str, str], timeout: float,
+    check: bool,
+) -> subprocess.CompletedProcess:
+    """`argv` with stdout and stderr captured as text."""
+    return subprocess.run(
+        argv, cwd=cwd, env=dict(env), capture_output=True, text=True, timeout=timeout, check=check
+    )
+
+
 def env_main(
     argv: Sequence[str] | None,
     *,

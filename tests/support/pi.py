@@ -37,6 +37,7 @@ from tests.support._cache import (
     fresh_dir,
     write_json,
 )
+from tests.support._cli import foreign_environ, run_captured
 from tests.support.debian import fetch_debs, unpack_debs
 from tests.support.qemu import ensure_qemu
 
@@ -120,22 +121,7 @@ class PiPython:
     ) -> dict[str, str]:
         """The host's environment minus its Python settings, plus `env`; PYTHONPATH is
         `extra_paths`, any PYTHONPATH in `env`, then the site folder."""
-        base = {
-            k: v
-            for k, v in os.environ.items()
-            if k not in {"PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "VIRTUAL_ENV"}
-        }
-        base["PYTHONNOUSERSITE"] = "1"
-        env = dict(env or {})
-        paths = [str(p) for p in extra_paths]
-        if env.get("PYTHONPATH"):
-            paths.extend(env.pop("PYTHONPATH").split(os.pathsep))
-        base.update(env)
-        if self.site:
-            paths.append(str(self.site))
-        if paths:
-            base["PYTHONPATH"] = os.pathsep.join(paths)
-        return base
+        return foreign_environ(env, extra_paths, [self.site] if self.site else ())
 
     def run(
         self,
@@ -147,14 +133,8 @@ class PiPython:
         check: bool = False,
     ) -> subprocess.CompletedProcess:
         """Run the emulated `python3.X ARGS...`; stdout and stderr captured as text."""
-        return subprocess.run(
-            self.command(args),
-            cwd=cwd,
-            env=self.environ(env, extra_paths),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=check,
+        return run_captured(
+            self.command(args), cwd, self.environ(env, extra_paths), timeout, check
         )
 
 

@@ -33,7 +33,7 @@ from tests.support._cache import (
     run_step,
     write_json,
 )
-from tests.support._cli import env_main
+from tests.support._cli import env_main, foreign_environ, run_captured
 
 REQUIREMENTS: dict[str, str] = {
     "tflite-runtime": "2.14.0",
@@ -100,20 +100,7 @@ class TfliteEnv:
     ) -> dict[str, str]:
         """The host's environment minus its Python settings, plus `env`; PYTHONPATH =
         `extra_paths` then any PYTHONPATH given in `env`."""
-        base = {
-            k: v
-            for k, v in os.environ.items()
-            if k not in {"PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "VIRTUAL_ENV"}
-        }
-        base["PYTHONNOUSERSITE"] = "1"
-        env = dict(env or {})
-        paths = [str(p) for p in extra_paths]
-        if env.get("PYTHONPATH"):
-            paths.extend(env.pop("PYTHONPATH").split(os.pathsep))
-        base.update(env)
-        if paths:
-            base["PYTHONPATH"] = os.pathsep.join(paths)
-        return base
+        return foreign_environ(env, extra_paths, ())
 
     def run(
         self,
@@ -125,14 +112,8 @@ class TfliteEnv:
         check: bool = False,
     ) -> subprocess.CompletedProcess:
         """Run the venv's `python ARGS...`; stdout and stderr captured as text."""
-        return subprocess.run(
-            self.command(args),
-            cwd=cwd,
-            env=self.environ(env, extra_paths),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=check,
+        return run_captured(
+            self.command(args), cwd, self.environ(env, extra_paths), timeout, check
         )
 
 
