@@ -37,6 +37,7 @@ from benchmarks.measure import (
 from benchmarks.options import BenchOptions
 from edge_runtime.errors import EdgeshipError
 from edge_runtime.native_log import filtered_native_stderr
+from edge_runtime.scores import as_probabilities
 
 SCHEMA_VERSION = 1
 MODE_ORDER = ("float32", "dynamic", "float16", "int8", "int16x8")
@@ -288,9 +289,8 @@ def _measure_keras(path: Path, x: np.ndarray, meta: dict, options: BenchOptions)
     model = keras.models.load_model(path, compile=False)
     load_ms = (time.perf_counter() - t0) * 1e3
     xf = to_input(x)
-    probs = np.asarray(model.predict(xf, batch_size=ACCURACY_BATCH, verbose=0), np.float32)
-    if probs.min() < -1e-6 or np.abs(probs.sum(axis=1) - 1).max() > 0.05:  # logits head
-        probs = np.asarray(tf.nn.softmax(probs, axis=1), np.float32)
+    # logits get a softmax, one sigmoid unit becomes [1 - p, p] (edge_runtime.scores)
+    probs = as_probabilities(model.predict(xf, batch_size=ACCURACY_BATCH, verbose=0))
     spec = tf.TensorSpec([None, *xf.shape[1:]], tf.float32)
     compiled = tf.function(lambda a: model(a, training=False), input_signature=[spec])
     singles = [xf[i : i + 1] for i in range(min(LATENCY_IMAGES, len(xf)))]

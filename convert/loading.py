@@ -35,7 +35,8 @@ class ModelSignature:
             )
         if self.num_classes < 2:
             raise ConvertError(
-                "The model must output one score per class (at least 2). "
+                "The model must output one score per class (at least 2), or one sigmoid unit "
+                "(a binary classifier). "
                 f"Received: num_classes={self.num_classes}"
             )
 
@@ -118,5 +119,8 @@ def model_signature(model) -> ModelSignature:
         raise ConvertError(
             f"The model's output must be (batch, classes). Received: output shape={out_shape}"
         )
-    return ModelSignature(tuple(int(d) for d in in_shape[1:]), int(out_shape[1]))
+    from edge_runtime.scores import class_count
+
+    # One output unit is a binary classifier (a sigmoid): two classes, as edge_runtime reads it.
+    return ModelSignature(tuple(int(d) for d in in_shape[1:]), class_count(int(out_shape[1])))
 

@@ -196,17 +196,15 @@ class _Rejected(Exception):
 
 def as_probabilities(scores: np.ndarray) -> np.ndarray:
     """Keras outputs as probabilities: rows that already are distributions (a softmax head)
-    as they are, else their softmax.
+    as they are, else their softmax; one sigmoid unit (a binary model) as `[1 - p, p]`.
 
     So a model that outputs logits is compared probability to probability with
     `EdgeClassifier.predict_proba`, which decides the same from the .tflite graph itself (its
     last op, `edge_runtime.graph`).
     """
-    scores = np.asarray(scores, dtype=np.float64)
-    if scores.min() >= -1e-6 and np.abs(scores.sum(axis=1) - 1.0).max() <= 0.05:
-        return scores
-    z = np.exp(scores - scores.max(axis=1, keepdims=True))
-    return z / z.sum(axis=1, keepdims=True)
+    from edge_runtime.scores import as_probabilities as _as_probabilities
+
+    return np.asarray(_as_probabilities(scores), dtype=np.float64)
 
 
 def _check_options(

@@ -34,6 +34,7 @@ from edge_runtime.labels import Labels, resolve_labels
 from edge_runtime.metadata import read_embedded_metadata, read_model_bytes, read_sidecar
 from edge_runtime.options import normalize_invert, positive_int
 from edge_runtime.preprocess import MAX_PIXELS, load_and_preprocess, preprocess_image
+from edge_runtime.scores import as_probabilities, class_count
 from edge_runtime.tensors import TensorSpec
 
 DEFAULT_BATCH_SIZE = 256
@@ -83,11 +84,6 @@ def _quantize(values: np.ndarray, spec: TensorSpec) -> np.ndarray:
     if spec.quantized:
         values = values / spec.scale + spec.zero_point
     return np.clip(np.rint(values), info.min, info.max).astype(spec.dtype)
-
-
-def _softmax(x: np.ndarray) -> np.ndarray:
-    e = np.exp(x - x.max(axis=1, keepdims=True))
-    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32, copy=False)
 
 
 class EdgeClassifier:
@@ -213,7 +209,9 @@ class EdgeClassifier:
         # A one-channel model also takes (H, W) images and (N, H, W) batches.
         self._gray_shape = self.input_shape[:-1] if self.input_shape[-1] == 1 else None
         self._one_image = (1, *self.input_shape)  # a batch of one
-        self.num_classes = int(np.prod(self.output_spec.shape[1:] or self.output_spec.shape))
+        # One output unit is a binary classifier (a sigmoid): two classes, [1 - p, p].
+        self.output_units = int(np.prod(self.output_spec.shape[1:] or self.output_spec.shape))
+        self.num_classes = class_count(self.output_units)
         self._allocated_batch = int(tensor_shape[0])
 
     def _setup_names(self, labels: Labels | None) -> None:
@@ -234,10 +232,13 @@ class EdgeClassifier:
         if "scale" in meta_input:
             scale = float(meta_input["scale"])
             offset = float(meta_input.get("offset", 0.0))
-        elif self.input_spec.dtype == np.uint8 and self.input_spec.quantized:
-            # No metadata, uint8 input tensor (a stock model): raw pixels go in unchanged.
+        elif self.input_spec.quantized and self.input_spec.dtype.itemsize == 1:
+            # No metadata, an 8-bit input tensor (a stock model): raw pixels go in unchanged
+            # (uint8), or shifted by -128 (int8, TFLite's uint8 -> int8 rule): whatever the
+            # tensor's quantization says the model sees, it sees it for the pixels it expects.
+            shift = -128 if self.input_spec.dtype == np.int8 else 0
             scale = self.input_spec.scale
-            offset = -self.input_spec.zero_point * scale
+            offset = (shift - self.input_spec.zero_point) * scale
         else:
             scale, offset = 1.0, 0.0
         self.input_scale, self.input_offset = scale, offset
@@ -285,6 +286,7 @@ class EdgeClassifier:
             "raw_pixel_offset": self.input_offset,
             "resize": self.resize_rule,
             "num_classes": self.num_classes,
+            "output_units": self.output_units,
             "class_names": list(self.class_names),
             "dynamic_batch": self.input_spec.batch_resizable,
             "metadata": self.metadata,
@@ -442,7 +444,9 @@ class EdgeClassifier:
             scores = (scores.astype(np.float32) - zero_point) * scale
         else:
             scores = scores.astype(np.float32, copy=False)
-        return scores if self.outputs_probabilities else _softmax(scores)
+        if self.output_units == 1 or not self.outputs_probabilities:
+            return as_probabilities(scores, self.outputs_probabilities)
+        return scores
 
 
 def _first_line(err: BaseException) -> str:

@@ -127,14 +127,23 @@ def _info_text(info: dict[str, Any]) -> str:
         + (f"probabilities (the model ends in {info['output_head']})"
            if info["outputs_probabilities"] and info["output_head"] in ("SOFTMAX", "LOGISTIC")
            else "probabilities (softmax quantization)" if info["outputs_probabilities"]
-           else "scores: a softmax is applied"),
+           else "scores: a sigmoid is applied" if info.get("output_units") == 1
+           else "scores: a softmax is applied")
+        + (", one unit: a binary classifier, classes [1 - p, p]"
+           if info.get("output_units") == 1 else ""),
         f"image:    {info['image_shape']} raw pixel * {info['raw_pixel_scale']:.6g} + "
         f"{info['raw_pixel_offset']:.6g}",
         f"classes:  {info['num_classes']}: {', '.join(info['class_names'][:12])}"
         + (" ..." if info["num_classes"] > 12 else ""),
     ]
     if meta is None:
-        lines.append("metadata: none (no pixel scaling; class names only from --labels)")
+        lines.append(
+            "metadata: none (class names only from --labels; "
+            + ("raw 0-255 pixels go in as floats: if the model expects [0, 1] or [-1, 1], "
+               "embed its scaling with edgeship label --input-scale S --input-offset O)"
+               if info["input"]["dtype"].startswith("float")
+               else "raw pixels go in as the input tensor's 8-bit values)")
+        )
     else:
         quant = meta.get("quantization") or {}
         metrics = meta.get("metrics") or {}

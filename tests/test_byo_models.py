@@ -1,0 +1,123 @@
+"""Models users bring that are not 10-class softmax Fashion-MNIST: a binary classifier with one
+sigmoid unit (or one logit), a stock int8-input .tflite without metadata.
+
+Each answer is compared with Keras's own `model.predict` on the same input.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from edge_runtime.classifier import EdgeClassifier
+from edgeship.cli import app
+from tests.conftest import _convert
+
+SHAPE = (12, 20, 3)  # H, W, C: not square
+runner = CliRunner()
+FAST = ["--runs", "3", "--warmup", "1", "--batch", "4", "--predict-runs", "1", "--no-memory",
+        "--no-plots"]
+
+
+def cli(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def _pixels(n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, size=(n, *SHAPE), dtype=np.uint8)
+    x[: n // 2, ..., 0] //= 4  # half the images have a dark red channel: both answers occur
+    return x
+
+
+@pytest.fixture(scope="module")
+def binary(tmp_path_factory):
+    """A binary Keras classifier (Rescaling inside, one sigmoid unit) saved as .keras, a logit
+    twin (the same weights, no sigmoid) converted to float32, and photos in neg/ and pos/."""
+    import keras
+
+    root = tmp_path_factory.mktemp("binary")
+    keras.utils.set_random_seed(4)
+    x = _pixels(64, 1)
+    y = (np.arange(64) >= 32).astype(np.float32)
+    logit = keras.Sequential([
+        keras.Input(SHAPE), keras.layers.Rescaling(1 / 255.0), keras.layers.Flatten(),
+        keras.layers.Dense(1),
+    ])
+    sigmoid = keras.Sequential([logit, keras.layers.Activation("sigmoid")])
+    sigmoid.compile(optimizer=keras.optimizers.Adam(0.01), loss="binary_crossentropy")
+    sigmoid.fit(x.astype(np.float32), y, epochs=3, batch_size=16, verbose=0)
+    sigmoid.save(root / "binary.keras")
+    logit_path = root / "logit.tflite"
+    logit_path.write_bytes(_convert(logit, root / "export", SHAPE, "float32", x[:8]))
+    for name, images in (("neg", x[:4]), ("pos", x[-4:])):
+        (root / "photos" / name).mkdir(parents=True)
+        for i, image in enumerate(images):
+            Image.fromarray(image).save(root / "photos" / name / f"{i}.png")
+    return {"root": root, "keras": sigmoid, "logit_keras": logit, "logit": logit_path, "x": x}
+
+
+def test_one_sigmoid_unit_is_two_classes_through_convert_bench_predict(binary):
+    root, x = binary["root"], binary["x"]
+    run = root / "run"
+    result = cli("convert", root / "binary.keras", "--quantize", "float32,int8",
+                 "--calibration-data", root / "photos", "--class-names", "neg,pos", "--out", run)
+    assert result.exit_code == 0, result.output
+    p = binary["keras"].predict(x.astype(np.float32), verbose=0)[:, 0]
+    want = np.stack([1 - p, p], axis=1)
+    assert 0 < (p > 0.5).sum() < len(p)  # both classes are answered
+    clf = EdgeClassifier.load(run / "model_float32.tflite")
+    assert clf.num_classes == 2 and clf.class_names == ("neg", "pos")
+    np.testing.assert_allclose(clf.predict_proba(x), want, atol=1e-5)
+    answers = clf.predict(x[:2])
+    assert [a.label for a in answers] == [("neg", "pos")[int(v > 0.5)] for v in p[:2]]
+    int8 = EdgeClassifier.load(run / "model_int8.tflite").predict_proba(x)
+    assert np.mean(int8.argmax(1) == want.argmax(1)) >= 0.9
+
+    result = cli("bench", run, "--test-data", root / "photos", *FAST, "--out", run / "bench")
+    assert result.exit_code == 0, result.output
+    report = json.loads((run / "bench" / "report.json").read_text())
+    rows = {m["name"]: m for m in report["models"]}
+    assert rows["float32"]["agreement"] == 1.0
+    assert rows["float32"]["accuracy"] == rows["keras"]["accuracy"]
+
+
+def test_one_logit_unit_gets_a_sigmoid_not_a_softmax(binary):
+    """A softmax of one value is 1.0 whatever the image: the runtime must apply a sigmoid."""
+    x = binary["x"]
+    z = binary["logit_keras"].predict(x.astype(np.float32), verbose=0)[:, 0]
+    p = 1 / (1 + np.exp(-z))
+    clf = EdgeClassifier.load(binary["logit"])
+    assert clf.output_head != "LOGISTIC" and clf.num_classes == 2
+    np.testing.assert_allclose(clf.predict_proba(x.astype(np.float32)),
+                               np.stack([1 - p, p], axis=1), atol=1e-5)
+
+
+def test_stock_int8_input_model_without_metadata_takes_raw_pixels(tmp_path):
+    """A stock model with an int8 input tensor (trained on [0, 1], quantized scale 1/255,
+    zero point -128) and no edgeship metadata: a raw pixel p goes in as p - 128, as a uint8
+    model's goes in as p, so its answers are Keras's on p / 255."""
+    import keras
+
+    keras.utils.set_random_seed(2)
+    model = keras.Sequential([
+        keras.Input(SHAPE), keras.layers.Conv2D(4, 3, strides=2, activation="relu"),
+        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(5, activation="softmax",
+                           kernel_initializer=keras.initializers.RandomNormal(stddev=3.0)),
+    ])
+    calib = np.random.default_rng(0).uniform(0, 1, size=(32, *SHAPE)).astype(np.float32)
+    calib[0], calib[1] = 0.0, 1.0  # the full [0, 1] range
+    path = tmp_path / "stock_int8.tflite"
+    path.write_bytes(_convert(model, tmp_path / "export", SHAPE, "int8", calib))
+    x = _pixels(16, 3)
+    want = model.predict(x.astype(np.float32) / 255.0, verbose=0)
+    clf = EdgeClassifier.load(path)
+    assert clf.input_spec.dtype == np.int8 and clf.metadata is None
+    got = clf.predict_proba(x)
+    assert np.abs(got - want).max() < 0.03
+    assert np.mean(got.argmax(1) == want.argmax(1)) >= 0.9
