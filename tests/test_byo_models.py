@@ -121,3 +121,17 @@ def test_stock_int8_input_model_without_metadata_takes_raw_pixels(tmp_path):
     got = clf.predict_proba(x)
     assert np.abs(got - want).max() < 0.03
     assert np.mean(got.argmax(1) == want.argmax(1)) >= 0.9
+
+
+def test_tutorial_grids_sample_a_class_ordered_test_set_across_classes():
+    """Photos read folder by folder come grouped by class: the grids take one of each class in
+    turn, not the first class's images only; a mixed set (Fashion-MNIST's) shows its first."""
+    from benchmarks.plots import grid_indices
+
+    by_folder = np.repeat([0, 1, 2], [10, 3, 6])
+    shown = grid_indices(by_folder, 15)
+    assert list(by_folder[shown][:9]) == [0, 1, 2] * 3
+    assert len(set(shown.tolist())) == 15 and list(shown[:3]) == [0, 10, 13]
+    mixed = np.array([9, 2, 1, 1, 6, 1, 4, 6, 5, 7, 4, 5, 7, 3, 4, 0])
+    assert list(grid_indices(mixed, 15)) == list(range(15))
+    assert list(grid_indices(np.repeat([0, 1], 2), 15)) == [0, 2, 1, 3]
