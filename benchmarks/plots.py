@@ -108,19 +108,28 @@ def confusion(model: dict, class_names: list[str], path: Path) -> Path:
     plt = _pyplot()
     cm = np.asarray(model["confusion_matrix"])
     fig, ax = plt.subplots(figsize=(7, 6))
-    ax.imshow(cm, cmap="Blues")
+    ax.imshow(cm, cmap="Blues", interpolation="nearest")
     n = len(class_names)
-    ax.set_xticks(range(n), class_names, rotation=45, ha="right", fontsize=8)
-    ax.set_yticks(range(n), class_names, fontsize=8)
-    threshold = cm.max() / 2 if cm.size else 0
-    for i in range(n):
-        for j in range(n):
-            ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7,
-                    color="white" if cm[i, j] > threshold else "black")
+    # One name per tick and a count per cell read well up to a few dozen classes; a 1001-class
+    # model would draw a million texts (minutes): there, index ticks and the colours only.
+    if n <= MAX_NAMED_CLASSES:
+        ax.set_xticks(range(n), class_names, rotation=45, ha="right", fontsize=8)
+        ax.set_yticks(range(n), class_names, fontsize=8)
+        threshold = cm.max() / 2 if cm.size else 0
+        for i in range(n):
+            for j in range(n):
+                ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7,
+                        color="white" if cm[i, j] > threshold else "black")
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(f"Confusion matrix: {model['name']} (accuracy {model['accuracy']:.2%})")
     return _save(fig, path)
+
+
+# Past this many classes the confusion matrix drops its names and counts, and each probability
+# plot shows the image's MAX_BARS likeliest classes (the true one among them) instead of all.
+MAX_NAMED_CLASSES = 30
+MAX_BARS = 10
 
 
 def _show_image(ax, image: np.ndarray) -> None:
@@ -154,13 +163,21 @@ def prediction_grid(
 def probability_grid(
     name: str, x: np.ndarray, y: np.ndarray, probs: np.ndarray, class_names: list[str], path: Path
 ) -> Path:
-    """The tutorial's 5x3 grid of (image, probability bars) pairs: predicted red, true blue."""
+    """The tutorial's 5x3 grid of (image, probability bars) pairs: predicted red, true blue.
+    With more than MAX_BARS classes, each plot shows the image's likeliest classes."""
     plt = _pyplot()
     rows, cols = 5, 3
     fig = plt.figure(figsize=(2 * 2 * cols, 2 * rows + 0.6))
-    n = len(class_names)
     for i in range(min(rows * cols, len(x))):
         pred, true = int(probs[i].argmax()), int(y[i])
+        # All classes, as in the tutorial; with many, the image's most likely ones (and the true)
+        shown = np.arange(len(class_names))
+        if len(shown) > MAX_BARS:
+            shown = np.argsort(-probs[i], kind="stable")[:MAX_BARS]
+            if true not in shown:
+                shown[-1] = true
+            shown = np.sort(shown)
+        n = len(shown)
         ax = fig.add_subplot(rows, 2 * cols, 2 * i + 1)
         _show_image(ax, x[i])
         color = "blue" if pred == true else "red"
@@ -169,13 +186,15 @@ def probability_grid(
             color=color, fontsize=8,
         )
         ax = fig.add_subplot(rows, 2 * cols, 2 * i + 2)
-        bars = ax.bar(range(n), probs[i], color="#777777")
+        bars = ax.bar(range(n), probs[i][shown], color="#777777")
         ax.set_ylim(0, 1)
         ax.set_xticks(range(n))
-        ax.set_xticklabels([str(k) for k in range(n)], fontsize=6)
+        ax.set_xticklabels([str(k) for k in shown], fontsize=6,
+                           rotation=90 if len(class_names) > MAX_BARS else 0)
         ax.set_yticks([])
-        bars[pred].set_color("red")
-        bars[true].set_color("blue")
+        where = {int(k): b for k, b in zip(shown, bars, strict=True)}
+        where[pred].set_color("red")
+        where[true].set_color("blue")
     fig.suptitle(f"{name}: class probabilities (bar red = predicted, blue = true)")
     fig.tight_layout()
     return _save(fig, path)

@@ -135,3 +135,29 @@ def test_tutorial_grids_sample_a_class_ordered_test_set_across_classes():
     mixed = np.array([9, 2, 1, 1, 6, 1, 4, 6, 5, 7, 4, 5, 7, 3, 4, 0])
     assert list(grid_indices(mixed, 15)) == list(range(15))
     assert list(grid_indices(np.repeat([0, 1], 2), 15)) == [0, 2, 1, 3]
+
+
+def test_bench_plots_a_1001_class_stock_model(tmp_path):
+    """An ImageNet-sized head: the confusion matrix used to draw 1001 x 1001 texts and every
+    probability plot 1001 labelled bars (over ten minutes, on one test image per class).
+    Now the plots come with the report, and the bars are each image's likeliest classes."""
+    import keras
+
+    keras.utils.set_random_seed(6)
+    shape = (8, 8, 3)
+    model = keras.Sequential([
+        keras.Input(shape), keras.layers.Flatten(),
+        keras.layers.Dense(1001, activation="softmax"),
+    ])
+    run = tmp_path / "run"
+    run.mkdir()
+    calib = np.random.default_rng(0).uniform(0, 1, size=(8, *shape)).astype(np.float32)
+    (run / "stock.tflite").write_bytes(_convert(model, tmp_path / "export", shape, "uint8", calib))
+    rng = np.random.default_rng(1)
+    npz = tmp_path / "test.npz"
+    np.savez(npz, x=rng.integers(0, 256, (20, *shape), dtype=np.uint8), y=np.arange(20) * 50)
+    result = cli("bench", run, "--test-data", npz, *[a for a in FAST if a != "--no-plots"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((run / "bench" / "report.json").read_text())
+    assert {"confusion_stock.png", "probabilities_stock.png"} <= set(report["plots"])
+    assert len(report["models"][0]["per_class_accuracy"]) == 1001
