@@ -201,6 +201,14 @@ def convert_command(
         typer.Option(help="Fit photos to the input: stretch (default) or crop (center, aspect "
                      "kept). Recorded in the metadata for bench and the runtime."),
     ] = None,
+    input_scale: Annotated[
+        float | None,
+        typer.Option(help="A model edgeship did not train, normalized outside it: raw pixel p "
+                     "becomes p*S+O (1/255 for [0, 1]; 1/127.5 with offset -1 for [-1, 1])."),
+    ] = None,
+    input_offset: Annotated[
+        float | None, typer.Option(help="O in p*S+O (see --input-scale); default 0.")
+    ] = None,
 ) -> None:
     """Convert a Keras model to TensorFlow Lite in each mode and check it against Keras."""
     if fallback_max_layers is not None and not fallback:
@@ -227,6 +235,8 @@ def convert_command(
         class_names=class_names,
         labels=labels,
         resize=resize,
+        input_scale=input_scale,
+        input_offset=input_offset,
     )
     console = Console()
     console.print(report_table(report))

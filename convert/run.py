@@ -226,8 +226,35 @@ def _check_options(
         )
 
 
+def _pixel_scaling(
+    input_scale: float | None, input_offset: float | None, meta: dict[str, Any] | None
+) -> tuple[float, float]:
+    """`--input-scale`/`--input-offset` checked: (scale, offset) of raw pixels, (1, 0) if left
+    out. An edgeship run's own scaling comes from its model.json and may not be overridden."""
+    import math
+
+    given = {"input_scale": input_scale, "input_offset": input_offset}
+    for name, value in given.items():
+        if value is not None and not math.isfinite(value):
+            raise ConvertError(f"--{name.replace('_', '-')} must be a finite number. "
+                               f"Received: {name}={value}")
+    if input_scale == 0:
+        raise ConvertError("--input-scale must not be 0. Received: input_scale=0")
+    if meta is not None and (input_scale is not None or input_offset is not None):
+        raise ConvertError(
+            "This model was trained by edgeship: its pixel scaling comes from model.json. "
+            f"Leave out --input-scale/--input-offset. Received: input_scale={input_scale}, "
+            f"input_offset={input_offset}"
+        )
+    return (1.0 if input_scale is None else float(input_scale),
+            0.0 if input_offset is None else float(input_offset))
+
+
 def _foreign_metadata(
-    signature: ModelSignature, class_names: tuple[str, ...] | None, resize: str
+    signature: ModelSignature,
+    class_names: tuple[str, ...] | None,
+    resize: str,
+    pixel_scaling: tuple[float, float] = (1.0, 0.0),
 ) -> dict[str, Any]:
     """Metadata for a model edgeship did not train: raw pixels in, class indices as names."""
     names = list(class_names) if class_names else [str(i) for i in range(signature.num_classes)]
@@ -238,8 +265,8 @@ def _foreign_metadata(
         "input": {
             "shape": list(signature.input_shape),
             "dtype": "float32",
-            "scale": 1.0,
-            "offset": 0.0,
+            "scale": pixel_scaling[0],
+            "offset": pixel_scaling[1],
             "color_mode": signature.color_mode,
             "background": "unknown",
             "resize": resize,
@@ -308,6 +335,7 @@ def _prepare_inputs(
     verify_samples: int,
     resize: str = "stretch",
     class_names: tuple[str, ...] | None = None,
+    pixel_scaling: tuple[float, float] = (1.0, 0.0),
 ) -> _Inputs:
     needs_calibration = any(m in CALIBRATED_MODES for m in modes)
     calibration: CalibrationData | None = None
@@ -363,15 +391,14 @@ def _prepare_inputs(
             x,
             y,
             "calibration data",
-            1.0,
-            0.0,
+            *pixel_scaling,
             holdout_x=rest if len(rest) else None,
             holdout_y=rest_y if len(rest) else None,
         )
     rng = np.random.default_rng(VERIFY_SEED)
     n = min(verify_samples, RANDOM_VERIFY_SAMPLES)
     x = rng.integers(0, 256, size=(n, *signature.input_shape), dtype=np.uint8)
-    return _Inputs(None, x, None, "random pixels (no data given)", 1.0, 0.0)
+    return _Inputs(None, x, None, "random pixels (no data given)", *pixel_scaling)
 
 
 def _io_block(classifier) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -786,6 +813,8 @@ def convert_model(
     class_names: str | list[str] | tuple[str, ...] | None = None,
     labels: str | os.PathLike | None = None,
     resize: str | None = None,
+    input_scale: float | None = None,
+    input_offset: float | None = None,
 ) -> ConvertReport:
     """Convert a `.keras`/`.h5` model to `out_dir/model_<mode>.tflite` for each mode.
 
@@ -803,6 +832,12 @@ def convert_model(
     photos are fitted to the input, recorded so calibration, bench and the runtime agree. A
     model from outside the run (not `out/model.keras`) has its path and sha256 recorded
     (`source_model`): bench measures it as the desktop reference.
+
+    `input_scale`/`input_offset`: how a raw pixel p becomes the model's input, `p * S + O`, for
+    a model edgeship did not train whose normalization is outside it (trained on `x / 255`:
+    S = 1/255; on [-1, 1]: S = 1/127.5, O = -1). Photos are scaled so for calibration and the
+    check, and the scaling is recorded for bench and the runtime. Left out: raw 0-255 pixels
+    (a model with its own `Rescaling` layer).
     """
     mode_list = parse_modes(modes)
     _check_options(calibration_samples, verify_samples, min_agreement)
@@ -852,6 +887,7 @@ def convert_model(
             f"must be prepared the same way. Leave out --resize. Received: resize={resize!r}"
         )
     resize = resize or trained_rule
+    pixel_scaling = _pixel_scaling(input_scale, input_offset, meta)
     if meta is not None:
         meta_shape = tuple(int(d) for d in meta["input"].get("shape", ()))
         if meta_shape != signature.input_shape:
@@ -870,13 +906,14 @@ def convert_model(
         verify_samples,
         resize,
         names,
+        pixel_scaling,
     )
     if meta is not None:
         base_meta = copy.deepcopy(meta)
         base_meta.pop("quantization", None)
     else:
         folder_names = inputs.calibration.class_names if inputs.calibration else None
-        base_meta = _foreign_metadata(signature, folder_names, resize)
+        base_meta = _foreign_metadata(signature, folder_names, resize, pixel_scaling)
     if max_accuracy_drop is not None and inputs.verify_y is None:
         raise ConvertError(
             "--max-accuracy-drop needs labelled data: an edgeship run (model.json), or "

@@ -161,3 +161,42 @@ def test_bench_plots_a_1001_class_stock_model(tmp_path):
     report = json.loads((run / "bench" / "report.json").read_text())
     assert {"confusion_stock.png", "probabilities_stock.png"} <= set(report["plots"])
     assert len(report["models"][0]["per_class_accuracy"]) == 1001
+
+
+def test_a_model_normalized_outside_converts_with_input_scale(binary, tmp_path):
+    """The tutorial's own pattern: a model without a Rescaling layer, trained on `x / 255`.
+    `--input-scale` tells convert: calibration, the check, bench's Keras row and the runtime
+    all feed p / 255; each answer is Keras's on p / 255."""
+    import keras
+
+    keras.utils.set_random_seed(7)
+    x = binary["x"]
+    y = (np.arange(64) >= 32).astype(np.int64)
+    model = keras.Sequential([
+        keras.Input(SHAPE), keras.layers.Flatten(), keras.layers.Dense(2, activation="softmax"),
+    ])
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy")
+    model.fit(x.astype(np.float32) / 255, y, epochs=5, batch_size=16, verbose=0)
+    model.save(tmp_path / "tutorial.keras")
+    run = tmp_path / "run"
+    photos = binary["root"] / "photos"
+    result = cli("convert", tmp_path / "tutorial.keras", "--quantize", "float32,int8",
+                 "--calibration-data", photos, "--class-names", "neg,pos",
+                 "--input-scale", 1 / 255, "--out", run)
+    assert result.exit_code == 0, result.output
+    want = model.predict(x.astype(np.float32) / 255, verbose=0)
+    for mode in ("float32", "int8"):
+        clf = EdgeClassifier.load(run / f"model_{mode}.tflite")
+        assert clf.input_scale == pytest.approx(1 / 255) and clf.input_offset == 0
+        np.testing.assert_allclose(clf.predict_proba(x), want, atol=1e-5 if mode == "float32"
+                                   else 0.05)
+    result = cli("bench", run, "--test-data", photos, *FAST, "--out", run / "bench")
+    assert result.exit_code == 0, result.output
+    rows = {m["name"]: m for m in json.loads((run / "bench" / "report.json").read_text())["models"]}
+    assert rows["keras"]["accuracy"] == rows["float32"]["accuracy"]
+    assert rows["float32"]["agreement"] == 1.0
+
+    result = cli("convert", tmp_path / "tutorial.keras", "--quantize", "float32",
+                 "--input-scale", 0, "--out", tmp_path / "bad")
+    assert result.exit_code == 2 and "--input-scale must not be 0" in result.stderr
+    assert not (tmp_path / "bad").exists()
