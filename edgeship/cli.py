@@ -115,8 +115,9 @@ def _predict_command(
 def _label_command(
     model: Annotated[Path, typer.Argument(help="The .tflite model file (changed in place).")],
     labels: Annotated[
-        Path, typer.Option(help="Class names, one per line, in the model's output order.")
-    ],
+        Path | None,
+        typer.Option(help="Class names, one per line, in the model's output order."),
+    ] = None,
     input_scale: Annotated[
         float | None,
         typer.Option(help="Raw pixel p becomes p * S + O: S (e.g. 0.00392157 for [0, 1]).",
@@ -126,15 +127,24 @@ def _label_command(
         float | None, typer.Option(help="O (e.g. -1 with S = 1/127.5 for [-1, 1]).", metavar="O")
     ] = None,
 ) -> None:
-    """Embed class names (and pixel scaling) into any .tflite, atomically."""
+    """Embed class names and/or pixel scaling into any .tflite, atomically."""
     from edge_runtime.labeling import label_model
     from edge_runtime.native_log import filtered_native_stderr
 
     with filtered_native_stderr():
         meta = label_model(model, labels, input_scale=input_scale, input_offset=input_offset)
-    names = meta["class_names"]
-    shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
-    typer.echo(f"{model}: {len(names)} class names ({shown}) written")
+    written = []
+    if labels is not None:
+        names = meta["class_names"]
+        shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+        written.append(f"{len(names)} class names ({shown})")
+    if input_scale is not None or input_offset is not None:
+        block = meta["input"]
+        sign = "-" if block["offset"] < 0 else "+"
+        written.append(
+            f"pixel scaling p * {block['scale']:.6g} {sign} {abs(block['offset']):.6g}"
+        )
+    typer.echo(f"{model}: {' and '.join(written)} written")
 
 
 def _mount() -> None:

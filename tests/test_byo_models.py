@@ -200,3 +200,29 @@ def test_a_model_normalized_outside_converts_with_input_scale(binary, tmp_path):
                  "--input-scale", 0, "--out", tmp_path / "bad")
     assert result.exit_code == 2 and "--input-scale must not be 0" in result.stderr
     assert not (tmp_path / "bad").exists()
+
+
+def test_label_writes_pixel_scaling_alone_and_keeps_the_other_half(tmp_path):
+    """A stock float32 model trained on [-1, 1]: `edgeship label --input-scale S
+    --input-offset O` (no labels file) makes its answers Keras's; a later `--input-scale`
+    alone keeps the offset."""
+    import keras
+
+    keras.utils.set_random_seed(8)
+    model = keras.Sequential([
+        keras.Input(SHAPE), keras.layers.Flatten(),
+        keras.layers.Dense(4, activation="softmax",
+                           kernel_initializer=keras.initializers.RandomNormal(stddev=0.5)),
+    ])
+    path = tmp_path / "mobilenet_style.tflite"
+    path.write_bytes(_convert(model, tmp_path / "export", SHAPE, "float32", None))
+    x = _pixels(8, 4)
+    want = model.predict(x.astype(np.float32) / 127.5 - 1, verbose=0)
+    result = cli("label", path, "--input-scale", 1 / 127.5, "--input-offset", -1)
+    assert result.exit_code == 0, result.output
+    assert "pixel scaling p * 0.00784314 - 1 written" in result.stdout
+    np.testing.assert_allclose(EdgeClassifier.load(path).predict_proba(x), want, atol=1e-5)
+    result = cli("label", path, "--input-scale", 2 / 255)
+    assert result.exit_code == 0, result.output
+    clf = EdgeClassifier.load(path)
+    assert clf.input_scale == pytest.approx(2 / 255) and clf.input_offset == -1
