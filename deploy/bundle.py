@@ -1,7 +1,7 @@
 """Build the device bundle: one folder in a deterministic .tar.gz, every file in its manifest.
 
 <name>/edge_runtime/      the runtime package source (no __pycache__)
-<name>/models/            model_<mode>.tflite
+<name>/models/            model_<mode>.tflite (or the run's own .tflite files: a stock model)
 <name>/samples/           one PNG per input shape, the smoke test's image
 <name>/requirements-<target>.txt   exact pins per target (deploy.requirements)
 <name>/install.sh         verify, detect the target (edge_runtime/targets.py), make or reuse a
@@ -99,6 +99,27 @@ def _top_name(out: Path) -> str:
     return name or "edgeship-bundle"
 
 
+def default_models(run_dir: Path) -> tuple[str, ...]:
+    """What a bundle ships without --models: int8 and float32 of an edgeship run; a folder of
+    other .tflite files (a stock model, `edgeship label`led) ships all of them."""
+    if run_dir.is_dir() and not any(run_dir.glob("model_*.tflite")):
+        found = tuple(sorted(p.stem for p in run_dir.glob("*.tflite") if p.is_file()))
+        if found:
+            return found
+    return DEFAULT_MODELS
+
+
+def _model_path(run_dir: Path, item: str) -> Path:
+    """`int8` -> RUN/model_int8.tflite; any other name -> RUN/<name>[.tflite] if it exists."""
+    mode_file = run_dir / f"model_{item}.tflite"
+    if mode_file.is_file():
+        return mode_file
+    for candidate in (run_dir / item, run_dir / f"{item}.tflite"):
+        if candidate.suffix == ".tflite" and candidate.is_file():
+            return candidate
+    return mode_file
+
+
 def _model_entries(run_dir: Path, modes: Sequence[str]) -> list[_Entry]:
     if not run_dir.is_dir():
         raise BundleError(
@@ -107,13 +128,14 @@ def _model_entries(run_dir: Path, modes: Sequence[str]) -> list[_Entry]:
         )
     entries = []
     for mode in modes:
-        path = run_dir / f"model_{mode}.tflite"
+        path = _model_path(run_dir, mode)
         if not path.is_file():
-            have = sorted(p.name for p in run_dir.glob("model_*.tflite")) or ["none"]
+            have = sorted(p.name for p in run_dir.glob("*.tflite")) or ["none"]
             raise BundleError(
                 f"The run has no model_{mode}.tflite; convert it first (edgeship convert "
                 f"{run_dir}/model.keras --quantize {mode} --out {run_dir}) or pick other "
-                f"--models. Received: path={path}, available={', '.join(have)}"
+                f"--models (a mode, or a .tflite file's name in the run). "
+                f"Received: path={path}, available={', '.join(have)}"
             )
         head = path.read_bytes()[:8]
         if len(head) < 8 or head[4:8] != b"TFL3":
@@ -282,15 +304,17 @@ def _write_tar(out: Path, top: str, entries: list[_Entry]) -> None:
 def build_bundle(
     run_dir: str | os.PathLike,
     out: str | os.PathLike,
-    models: Sequence[str] = DEFAULT_MODELS,
+    models: str | Sequence[str] | None = None,
     with_wheels: bool = False,
     progress: ProgressCallback | None = None,
     targets: str | Sequence[str] | None = None,
 ) -> BundleInfo:
     """Build the device bundle of `run_dir`'s models into the .tar.gz `out`.
 
-    `targets` (default: all) are the OS targets it installs on (`edge_runtime.targets`); each
-    gets its requirements file and, `with_wheels`, every wheel it needs under wheels/<target>/.
+    `models`: modes (`model_<mode>.tflite`) or names of .tflite files in the run; default
+    `default_models(run_dir)`. `targets` (default: all) are the OS targets it installs on
+    (`edge_runtime.targets`); each gets its requirements file and, `with_wheels`, every wheel
+    it needs under wheels/<target>/.
     """
     say = progress or (lambda _msg: None)
     run_dir, out = Path(run_dir), Path(out)
@@ -299,7 +323,7 @@ def build_bundle(
             f"--out is a folder; name the bundle file to write, e.g. --out "
             f"{out / 'edgeship-bundle.tar.gz'}. Received: out={out}"
         )
-    modes = parse_modes(models)
+    modes = parse_modes(default_models(run_dir) if models is None else models)
     target_names = parse_target_names(targets)
     model_entries = _model_entries(run_dir, modes)
     run_meta = _run_metadata(run_dir)

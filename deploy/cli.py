@@ -23,11 +23,18 @@ def _console():
 
 @deploy_app.command("bundle")
 def bundle_command(
-    run: Annotated[Path, typer.Argument(help="Run directory holding model_<mode>.tflite.")],
+    run: Annotated[
+        Path, typer.Argument(help="Run directory holding model_<mode>.tflite (or any .tflite).")
+    ],
     out: Annotated[Path, typer.Option("--out", help="The bundle file to write (.tar.gz).")],
     models: Annotated[
-        str, typer.Option("--models", help="Comma-separated modes to ship.")
-    ] = "int8,float32",
+        str | None,
+        typer.Option(
+            "--models",
+            help="Comma-separated modes (or .tflite names in the run) to ship; default "
+            "int8,float32, or every .tflite of a run without model_<mode>.tflite files.",
+        ),
+    ] = None,
     with_wheels: Annotated[
         bool,
         typer.Option("--with-wheels", help="Add every wheel each target needs (offline Pi)."),
@@ -48,7 +55,7 @@ def bundle_command(
     info = build_bundle(
         run,
         out,
-        models=models.split(","),
+        models=models,
         with_wheels=with_wheels,
         progress=lambda msg: console.print(f"[dim]bundle:[/] {msg}"),
         targets=target,

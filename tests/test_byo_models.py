@@ -226,3 +226,30 @@ def test_label_writes_pixel_scaling_alone_and_keeps_the_other_half(tmp_path):
     assert result.exit_code == 0, result.output
     clf = EdgeClassifier.load(path)
     assert clf.input_scale == pytest.approx(2 / 255) and clf.input_offset == -1
+
+
+def test_deploy_bundle_of_a_run_of_stock_tflite_files(tmp_path):
+    """A folder of anyone's .tflite files (no model_<mode>.tflite) bundles them all by
+    default, or the ones `--models` names; a name the run lacks is one error line."""
+    import tarfile
+
+    import keras
+
+    model = keras.Sequential([keras.Input(SHAPE), keras.layers.Flatten(), keras.layers.Dense(3)])
+    run = tmp_path / "stock_run"
+    run.mkdir()
+    data = _convert(model, tmp_path / "export", SHAPE, "float32", None)
+    (run / "mobilenet.tflite").write_bytes(data)
+    (run / "other.tflite").write_bytes(data)
+    for args, want in (([], ["models/mobilenet.tflite", "models/other.tflite"]),
+                       (["--models", "mobilenet"], ["models/mobilenet.tflite"])):
+        out = tmp_path / f"b{len(args)}.tar.gz"
+        result = cli("deploy", "bundle", run, "--out", out, "--target", "trixie-arm64", *args)
+        assert result.exit_code == 0, result.output
+        with tarfile.open(out) as tar:
+            manifest = json.load(tar.extractfile(f"{out.name[:-7]}/manifest.json"))
+        assert [m["file"] for m in manifest["models"]] == want
+    result = cli("deploy", "bundle", run, "--out", tmp_path / "c.tar.gz", "--models", "int8")
+    assert result.exit_code == 2
+    assert "available=mobilenet.tflite, other.tflite" in result.stderr
+    assert not (tmp_path / "c.tar.gz").exists()
