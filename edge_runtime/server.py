@@ -183,22 +183,15 @@ class Service:
     def classify(self, model: _Model, data: bytes, top_k: int) -> tuple[dict[str, Any], float]:
         """Decode, preprocess and classify one image's bytes (in a worker thread): the
         response record and the seconds it took."""
-        from edge_runtime.preprocess import load_image, preprocess_image
+        from edge_runtime.preprocess import load_image
 
         clf = model.classifier
         started = time.perf_counter()
         img = load_image(data, max_pixels=clf.max_pixels)
-        try:
-            x = preprocess_image(
-                img,
-                clf.input_shape,
-                invert=clf.invert,
-                background=clf.background,
-                max_pixels=clf.max_pixels,
-            )
+        try:  # the classifier prepares the photo as predict does: its resize rule, invert, ...
+            pred = clf.predict(img)[0]
         finally:
             img.close()
-        pred = clf.predict(x)[0]
         seconds = time.perf_counter() - started
         return _record(model, pred, top_k, seconds), seconds
 

@@ -253,3 +253,42 @@ def test_deploy_bundle_of_a_run_of_stock_tflite_files(tmp_path):
     assert result.exit_code == 2
     assert "available=mobilenet.tflite, other.tflite" in result.stderr
     assert not (tmp_path / "c.tar.gz").exists()
+
+
+def test_serve_applies_the_models_crop_rule_like_predict(tmp_path):
+    """A model converted with `--resize crop`: the service answered for the stretched photo
+    (it prepared photos itself, without the rule); now it answers as `predict` does."""
+    import keras
+
+    from edge_runtime.files import atomic_write_bytes
+    from edge_runtime.metadata import embed_metadata
+    from tests.support.serving import start_server
+
+    keras.utils.set_random_seed(9)
+    model = keras.Sequential([
+        keras.Input(SHAPE), keras.layers.Rescaling(1 / 255.0), keras.layers.Flatten(),
+        keras.layers.Dense(4, activation="softmax",
+                           kernel_initializer=keras.initializers.RandomNormal(stddev=0.3)),
+    ])
+    data = _convert(model, tmp_path / "export", SHAPE, "float32", None)
+    meta = {"schema_version": 1, "model": "custom", "class_names": ["a", "b", "c", "d"],
+            "input": {"shape": list(SHAPE), "scale": 1.0, "offset": 0.0, "resize": "crop"}}
+    path = atomic_write_bytes(tmp_path / "crop.tflite", embed_metadata(data, meta))
+    ramp = np.linspace(0, 255, 60)[None, :, None]  # a square photo, left dark, right bright
+    photo = (np.zeros((60, 60, 3)) + ramp).astype(np.uint8)
+    photo[:, :, 1] = np.linspace(255, 0, 60)[:, None].astype(np.uint8)
+    png = tmp_path / "square.png"
+    Image.fromarray(photo).save(png)
+    clf = EdgeClassifier.load(path)
+    want = clf.predict(png)[0].probabilities
+    stretched = clf.predict(np.asarray(Image.open(png).resize((SHAPE[1], SHAPE[0]),
+                                                                Image.Resampling.BILINEAR)))
+    assert np.abs(stretched[0].probabilities - want).max() > 1e-3  # the rules differ here
+    served = start_server([path], tmp_path)
+    try:
+        status, body = served.predict(png.read_bytes(), "?top_k=4")
+    finally:
+        assert served.stop() == 0
+    assert status == 200, body
+    got = {row["index"]: row["confidence"] for row in body["top_k"]}
+    np.testing.assert_allclose([got[i] for i in range(4)], want, atol=1e-5)
