@@ -40,7 +40,7 @@ __all__ = [
     "preprocess_image",
 ]
 
-MAX_PIXELS = 40_000_000  # 40 megapixels: any real photo; beyond it, a bomb or a mistake
+MAX_PIXELS = 40_000_000  # 40 megapixels decoded; bigger JPEGs decode smaller (_draft_big_jpeg)
 RESIZE_RULES = ("stretch", "crop")
 
 
@@ -68,6 +68,19 @@ def _open_quietly(fp: io.BytesIO | Path) -> Image.Image:
     with _OPEN_LOCK, warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         return Image.open(fp)
+
+
+def _draft_big_jpeg(img: Image.Image, max_pixels: int) -> None:
+    """A JPEG over `max_pixels` (a 48-108 MP phone photo) is decoded at 1/2, 1/4 or 1/8 of its
+    size, the first that fits: JPEG decodes so for free, and it is still far larger than any
+    model's input. Other formats cannot, and keep the limit."""
+    width, height = img.size
+    if img.format != "JPEG" or width * height <= max_pixels:
+        return
+    for k in (2, 4, 8):
+        if -(-width // k) * -(-height // k) <= max_pixels:
+            img.draft(img.mode, (-(-width // k), -(-height // k)))
+            return
 
 
 def load_image(
@@ -102,6 +115,7 @@ def load_image(
     except OSError as err:
         raise ImageError(f"Cannot open the image ({err}). Received: {label}") from None
     try:
+        _draft_big_jpeg(img, max_pixels)
         _check_size(img.size, max_pixels, label)  # from the header, before any decoding
         try:
             img.load()

@@ -292,3 +292,20 @@ def test_serve_applies_the_models_crop_rule_like_predict(tmp_path):
     assert status == 200, body
     got = {row["index"]: row["confidence"] for row in body["top_k"]}
     np.testing.assert_allclose([got[i] for i in range(4)], want, atol=1e-5)
+
+
+def test_a_48_megapixel_phone_jpeg_classifies(tmp_path):
+    """8064 x 6048 (a 48 MP phone photo) was refused as a decompression bomb (limit 40 MP);
+    a JPEG decodes at a fraction of its size for free, and answers as its small copy does."""
+    from edge_runtime.preprocess import load_and_preprocess
+
+    big = Image.new("RGB", (8064, 6048), (30, 60, 200))
+    big.paste((220, 40, 20), (0, 0, 4032, 6048))  # left half red, right half blue
+    path = tmp_path / "phone.jpg"
+    big.save(path, quality=90)
+    small = tmp_path / "small.png"
+    big.resize((504, 378), Image.Resampling.BILINEAR).save(small)
+    del big
+    got = load_and_preprocess(path, SHAPE, invert="no")
+    want = load_and_preprocess(small, SHAPE, invert="no")
+    assert got.shape == SHAPE and np.abs(got.astype(int) - want).mean() < 3
