@@ -70,6 +70,22 @@ def _open_quietly(fp: io.BytesIO | Path) -> Image.Image:
         return Image.open(fp)
 
 
+_HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1")
+
+
+def _is_heif(source: bytes | bytearray | Path) -> bool:
+    """An ISO-BMFF file whose `ftyp` box names a HEIF brand (bytes 4-12: `ftypheic`, ...)."""
+    if isinstance(source, Path):
+        try:
+            with source.open("rb") as f:
+                head = f.read(12)
+        except OSError:
+            return False
+    else:
+        head = bytes(source[:12])
+    return head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS
+
+
 def _draft_big_jpeg(img: Image.Image, max_pixels: int) -> None:
     """A JPEG over `max_pixels` (a 48-108 MP phone photo) is decoded at 1/2, 1/4 or 1/8 of its
     size, the first that fits: JPEG decodes so for free, and it is still far larger than any
@@ -103,6 +119,12 @@ def load_image(
     try:
         img = _open_quietly(fp)
     except UnidentifiedImageError:
+        if _is_heif(source if isinstance(source, (bytes, bytearray)) else fp):
+            raise ImageError(
+                "The image is HEIC/HEIF (an iPhone's default photo format), which Pillow does "
+                "not read. Export it as JPEG (iPhone: Settings > Camera > Formats > Most "
+                f"Compatible). Received: {label}"
+            ) from None
         raise ImageError(
             "The file is not an image Pillow can read (PNG, JPEG, BMP, ...). "
             f"Pass an image file. Received: {label}"

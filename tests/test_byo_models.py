@@ -309,3 +309,19 @@ def test_a_48_megapixel_phone_jpeg_classifies(tmp_path):
     got = load_and_preprocess(path, SHAPE, invert="no")
     want = load_and_preprocess(small, SHAPE, invert="no")
     assert got.shape == SHAPE and np.abs(got.astype(int) - want).mean() < 3
+
+
+def test_an_iphone_heic_photo_says_what_it_is(tmp_path):
+    """Pillow reads no HEIC: the error names the format and the fix, not 'not an image'."""
+    from edge_runtime.errors import ImageError
+    from edge_runtime.preprocess import load_image
+
+    heic = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(64)  # its ftyp box
+    path = tmp_path / "IMG_0001.HEIC"
+    path.write_bytes(heic)
+    for source in (path, heic):
+        with pytest.raises(ImageError, match="HEIC/HEIF .* Export it as JPEG"):
+            load_image(source)
+    (tmp_path / "x.jpg").write_bytes(b"hello")
+    with pytest.raises(ImageError, match="not an image Pillow can read"):
+        load_image(tmp_path / "x.jpg")
