@@ -289,6 +289,9 @@ def _measure_keras(path: Path, x: np.ndarray, meta: dict, options: BenchOptions)
     model = keras.models.load_model(path, compile=False)
     load_ms = (time.perf_counter() - t0) * 1e3
     xf = to_input(x)
+    shape = tuple(model.inputs[0].shape[1:]) if model.inputs else ()
+    if len(shape) == 2 and xf.shape[1:] == (*shape, 1):  # a (batch, H, W) grayscale model
+        xf = xf[..., 0]
     # logits get a softmax, one sigmoid unit becomes [1 - p, p] (edge_runtime.scores)
     probs = as_probabilities(model.predict(xf, batch_size=ACCURACY_BATCH, verbose=0))
     spec = tf.TensorSpec([None, *xf.shape[1:]], tf.float32)

@@ -98,7 +98,27 @@ def load_keras_model(path: str | os.PathLike):
         ) from None
     if not isinstance(model, keras.Model):
         raise ConvertError(f"The file holds no Keras model. Received: path={p}")
-    return model
+    return with_channel_axis(model)
+
+
+def with_channel_axis(model):
+    """A model of grayscale images without a channel axis, input (batch, H, W) (the Keras
+    tutorial's `Flatten(input_shape=(28, 28))`), as one taking (batch, H, W, 1), the layout of
+    every other stage; any other model unchanged. The layers (and their names, which the layer
+    report and the fallback use) are the model's own."""
+    inputs = list(model.inputs or [])
+    if len(inputs) != 1 or len(inputs[0].shape) != 3 or None in tuple(inputs[0].shape[1:]):
+        return model
+    keras = import_keras()
+    height, width = (int(d) for d in inputs[0].shape[1:])
+    image = keras.Input((height, width, 1), name="image")
+    x = keras.layers.Reshape((height, width), name="drop_channel_axis")(image)
+    if isinstance(model, keras.Sequential):
+        for layer in model.layers:
+            x = layer(x)
+    else:
+        x = model(x)
+    return keras.Model(image, x, name=model.name)
 
 
 def model_signature(model) -> ModelSignature:

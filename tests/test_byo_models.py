@@ -325,3 +325,44 @@ def test_an_iphone_heic_photo_says_what_it_is(tmp_path):
     (tmp_path / "x.jpg").write_bytes(b"hello")
     with pytest.raises(ImageError, match="not an image Pillow can read"):
         load_image(tmp_path / "x.jpg")
+
+
+def test_the_keras_tutorials_own_model_converts_and_benches(tmp_path):
+    """The Fashion-MNIST tutorial's model as its users have it: `Flatten(input_shape=(H, W))`
+    (no channel axis), logits (no softmax), trained on `x / 255` outside the model. It was
+    refused ("input must be (batch, height, width, channels)"); now it converts with
+    --input-scale, and every variant answers as Keras does."""
+    import keras
+
+    keras.utils.set_random_seed(10)
+    hw = (10, 12)
+    rng = np.random.default_rng(10)
+    y = np.arange(60) % 3
+    x = np.clip(y[:, None, None] * 90 + rng.normal(20, 25, (60, *hw)), 0, 255).astype(np.uint8)
+    model = keras.Sequential([
+        keras.Input(hw), keras.layers.Flatten(), keras.layers.Dense(8, activation="relu"),
+        keras.layers.Dense(3),
+    ])
+    model.compile(optimizer=keras.optimizers.Adam(0.02),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x / 255.0, y, epochs=5, batch_size=16, verbose=0)
+    model.save(tmp_path / "tutorial.keras")
+    photos = tmp_path / "photos"
+    for i, (image, label) in enumerate(zip(x[:30], y[:30], strict=True)):
+        (photos / f"c{label}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(photos / f"c{label}" / f"{i}.png")
+    run = tmp_path / "run"
+    result = cli("convert", tmp_path / "tutorial.keras", "--quantize", "float32,int8",
+                 "--calibration-data", photos, "--class-names", "c0,c1,c2",
+                 "--input-scale", 1 / 255, "--out", run)
+    assert result.exit_code == 0, result.output
+    logits = model.predict(x / 255.0, verbose=0)
+    want = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    clf = EdgeClassifier.load(run / "model_float32.tflite")
+    assert clf.input_shape == (*hw, 1)
+    np.testing.assert_allclose(clf.predict_proba(x), want, atol=1e-5)
+    result = cli("bench", run, "--test-data", photos, *FAST, "--out", run / "bench")
+    assert result.exit_code == 0, result.output
+    rows = {m["name"]: m for m in json.loads((run / "bench" / "report.json").read_text())["models"]}
+    assert rows["keras"]["accuracy"] == rows["float32"]["accuracy"] > 0.5
+    assert rows["float32"]["agreement"] == 1.0 and rows["int8"]["agreement"] >= 0.9
