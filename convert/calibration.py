@@ -147,7 +147,9 @@ def _from_npy(path: Path, signature: ModelSignature, limit: int, seed: int) -> C
         raise ConvertError(
             f"The calibration array must be numeric. Received: dtype={x.dtype}, path={path}"
         )
-    x = np.asarray(x[seeded_subset(len(x), limit, seed)], dtype=np.float32)
+    x = x[seeded_subset(len(x), limit, seed)]
+    # uint8: raw pixels, scaled like photos (--input-scale); anything else: model input as is
+    x = np.asarray(x, dtype=np.uint8 if x.dtype == np.uint8 else np.float32)
     if not np.isfinite(x).all():
         raise ConvertError(f"The calibration array holds NaN or infinity. Received: path={path}")
     return CalibrationData(x=x, source=str(path.resolve()))
@@ -167,7 +169,8 @@ def load_calibration_data(
     An image folder gives raw pixels, prepared like the runtime prepares photos
     (`edge_runtime.preprocess`, the `resize` rule); its class subfolders give labels, by
     `class_names` (the model's output order) when given. A `.npy` must already be in the
-    model's input layout and scale.
+    model's input layout: uint8 is raw pixels (scaled as photos are), any other dtype is
+    already model input.
     """
     path = Path(spec).expanduser()
     if not path.exists():

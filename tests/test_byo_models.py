@@ -366,3 +366,27 @@ def test_the_keras_tutorials_own_model_converts_and_benches(tmp_path):
     rows = {m["name"]: m for m in json.loads((run / "bench" / "report.json").read_text())["models"]}
     assert rows["keras"]["accuracy"] == rows["float32"]["accuracy"] > 0.5
     assert rows["float32"]["agreement"] == 1.0 and rows["int8"]["agreement"] >= 0.9
+
+
+def test_a_uint8_npy_calibration_is_raw_pixels_scaled_by_input_scale(binary, tmp_path):
+    """`--calibration-data x.npy` of uint8 photos with `--input-scale 1/255`: it calibrated on
+    0-255 values a [0, 1] model never sees (the int8 input tensor's range 255 times too
+    wide). Now uint8 arrays are pixels, scaled as photos are."""
+    import keras
+
+    keras.utils.set_random_seed(11)
+    x = binary["x"]
+    model = keras.Sequential([
+        keras.Input(SHAPE), keras.layers.Flatten(), keras.layers.Dense(3, activation="softmax"),
+    ])
+    model.save(tmp_path / "m.keras")
+    np.save(tmp_path / "calib.npy", x)
+    run = tmp_path / "run"
+    result = cli("convert", tmp_path / "m.keras", "--quantize", "int8", "--int8-io",
+                 "--calibration-data", tmp_path / "calib.npy", "--input-scale", 1 / 255,
+                 "--out", run)
+    assert result.exit_code == 0, result.output
+    clf = EdgeClassifier.load(run / "model_int8.tflite")
+    assert clf.input_spec.scale == pytest.approx(1 / 255, rel=0.02)
+    want = model.predict(x / 255.0, verbose=0)
+    assert np.abs(clf.predict_proba(x) - want).max() < 0.05
