@@ -169,3 +169,40 @@ def test_token_field_and_dropped_photo(browser, edge_models, tmp_path):
     finally:
         context.close()
         assert served.stop() == 0
+
+
+def test_a_1001_class_model_shows_its_ten_likeliest_bars(browser, tmp_path):
+    """An ImageNet-sized head: the page drew 1001 bar rows (the answer lost far down a phone's
+    screen); now the 10 likeliest classes, best first, the predicted one on top."""
+    import keras
+
+    from tests.conftest import _convert
+
+    keras.utils.set_random_seed(12)
+    model = keras.Sequential([
+        keras.Input((8, 8, 3)), keras.layers.Flatten(),
+        keras.layers.Dense(1001, activation="softmax",
+                           kernel_initializer=keras.initializers.RandomNormal(stddev=0.5)),
+    ])
+    path = tmp_path / "imagenet.tflite"
+    path.write_bytes(_convert(model, tmp_path / "export", (8, 8, 3), "float32", None))
+    photo = tmp_path / "cat.png"
+    Image.fromarray(np.random.default_rng(4).integers(0, 256, (40, 40, 3), np.uint8)).save(photo)
+    served = start_server([path], tmp_path)
+    context = browser.new_context(**VIEWPORTS["phone"])
+    page = context.new_page()
+    try:
+        status, want = served.predict(photo.read_bytes(), "?top_k=10")
+        assert status == 200
+        page.goto(f"http://127.0.0.1:{served.port}/")
+        page.wait_for_selector("#model option", state="attached")
+        page.set_input_files("#file", str(photo))
+        page.wait_for_selector(".bar.predicted", timeout=30_000)
+        bars = page.query_selector_all("#bars .bar")
+        assert [b.get_attribute("data-index") for b in bars] == [
+            str(e["index"]) for e in want["top_k"]
+        ]
+        assert bars[0].get_attribute("class") == "bar predicted"
+    finally:
+        context.close()
+        assert served.stop() == 0
