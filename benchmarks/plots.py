@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.testdata import spread_indices
 from edge_runtime.files import atomic_path
 
 DPI = 110
@@ -235,23 +236,6 @@ def flipped_gallery(
     return _save(fig, path)
 
 
-def grid_indices(y: np.ndarray, k: int) -> np.ndarray:
-    """Which `k` test images the tutorial's grids show, deterministically.
-
-    A mixed test set (Fashion-MNIST's, like the tutorial) shows its first `k` images. A set
-    ordered by class (one folder per class, read folder by folder) would show `k` images of the
-    first class only: there, one image of each class in turn (its first, then its second, ...).
-    """
-    y = np.asarray(y)
-    k = min(int(k), len(y))
-    changes = int(np.count_nonzero(y[1:] != y[:-1])) if len(y) > 1 else 0
-    if changes + 1 > len(np.unique(y)):  # some class comes back later: already mixed
-        return np.arange(k)
-    pools = [np.flatnonzero(y == c) for c in dict.fromkeys(y.tolist())]
-    picked = [int(pool[depth]) for depth in range(len(y)) for pool in pools if depth < len(pool)]
-    return np.asarray(picked[:k], dtype=np.int64)
-
-
 def write_plots(
     report: dict[str, Any], out: Path, x: np.ndarray, y: np.ndarray
 ) -> list[str]:
@@ -271,12 +255,12 @@ def write_plots(
     for m in dict.fromkeys(k for k in ("keras", focus["name"]) if k in by_name):
         written.append(confusion(by_name[m], names, out / f"confusion_{m}.png"))
     probs = focus["_probs"]
-    shown = grid_indices(y, 25)
+    shown = spread_indices(y, 25)
     written.append(
         prediction_grid(focus["name"], x[shown], y[shown], probs[shown], names,
                         out / f"predictions_{focus['name']}.png")
     )
-    shown = grid_indices(y, 15)
+    shown = spread_indices(y, 15)
     written.append(
         probability_grid(
             focus["name"], x[shown], y[shown], probs[shown], names,

@@ -35,6 +35,7 @@ from benchmarks.measure import (
     timer_overhead_ns,
 )
 from benchmarks.options import BenchOptions
+from benchmarks.testdata import spread_indices
 from edge_runtime.errors import EdgeshipError
 from edge_runtime.native_log import filtered_native_stderr
 from edge_runtime.scores import as_probabilities
@@ -168,8 +169,9 @@ def _test_set(meta: dict[str, Any], options: BenchOptions):
         block.get("resize", "stretch"),
     )
     x, y = data.x_test, data.y_test
-    if options.limit is not None:
-        x, y = x[: options.limit], y[: options.limit]
+    if options.limit is not None:  # a folder read class by class: some of every class
+        keep = np.sort(spread_indices(y, options.limit))
+        x, y = x[keep], y[keep]
     return data, x, y, []
 
 

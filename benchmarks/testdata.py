@@ -22,6 +22,23 @@ from edge_runtime.errors import EdgeshipError
 from train.datasets import Dataset
 
 
+def spread_indices(y: np.ndarray, k: int) -> np.ndarray:
+    """`k` test images to show or keep, deterministically, across the classes.
+
+    A mixed test set (Fashion-MNIST's) gives its first `k`, as the tutorial shows them. A set
+    ordered by class (one folder per class, read folder by folder) would give `k` images of
+    the first classes only: there, one image of each class in turn (its first, its second...).
+    """
+    y = np.asarray(y)
+    k = min(int(k), len(y))
+    changes = int(np.count_nonzero(y[1:] != y[:-1])) if len(y) > 1 else 0
+    if changes + 1 > len(np.unique(y)):  # some class comes back later: already mixed
+        return np.arange(k)
+    pools = [np.flatnonzero(y == c) for c in dict.fromkeys(y.tolist())]
+    picked = [int(pool[depth]) for depth in range(len(y)) for pool in pools if depth < len(pool)]
+    return np.asarray(picked[:k], dtype=np.int64)
+
+
 def _image_files(folder: Path) -> list[Path]:
     from PIL import Image
 

@@ -61,12 +61,19 @@ def binary(tmp_path_factory):
     return {"root": root, "keras": sigmoid, "logit_keras": logit, "logit": logit_path, "x": x}
 
 
-def test_one_sigmoid_unit_is_two_classes_through_convert_bench_predict(binary):
-    root, x = binary["root"], binary["x"]
+@pytest.fixture(scope="module")
+def binary_run(binary):
+    """`edgeship convert` of the binary model (float32, int8), calibrated on its photos."""
+    root = binary["root"]
     run = root / "run"
     result = cli("convert", root / "binary.keras", "--quantize", "float32,int8",
                  "--calibration-data", root / "photos", "--class-names", "neg,pos", "--out", run)
     assert result.exit_code == 0, result.output
+    return run
+
+
+def test_one_sigmoid_unit_is_two_classes_through_convert_bench_predict(binary, binary_run):
+    root, x, run = binary["root"], binary["x"], binary_run
     p = binary["keras"].predict(x.astype(np.float32), verbose=0)[:, 0]
     want = np.stack([1 - p, p], axis=1)
     assert 0 < (p > 0.5).sum() < len(p)  # both classes are answered
@@ -126,7 +133,7 @@ def test_stock_int8_input_model_without_metadata_takes_raw_pixels(tmp_path):
 def test_tutorial_grids_sample_a_class_ordered_test_set_across_classes():
     """Photos read folder by folder come grouped by class: the grids take one of each class in
     turn, not the first class's images only; a mixed set (Fashion-MNIST's) shows its first."""
-    from benchmarks.plots import grid_indices
+    from benchmarks.testdata import spread_indices as grid_indices
 
     by_folder = np.repeat([0, 1, 2], [10, 3, 6])
     shown = grid_indices(by_folder, 15)
@@ -390,3 +397,14 @@ def test_a_uint8_npy_calibration_is_raw_pixels_scaled_by_input_scale(binary, tmp
     assert clf.input_spec.scale == pytest.approx(1 / 255, rel=0.02)
     want = model.predict(x / 255.0, verbose=0)
     assert np.abs(clf.predict_proba(x) - want).max() < 0.05
+
+
+def test_bench_limit_on_a_photo_folder_keeps_every_class(binary, binary_run, tmp_path):
+    """`--limit 4` on photos read folder by folder kept the first folder's 4 (all `neg`):
+    now 2 of each class."""
+    result = cli("bench", binary_run, "--test-data", binary["root"] / "photos", "--limit", 4,
+                 *FAST, "--out", tmp_path / "bench")
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "bench" / "report.json").read_text())
+    for model in report["models"]:
+        assert np.asarray(model["confusion_matrix"]).sum(axis=1).tolist() == [2, 2]
