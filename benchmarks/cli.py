@@ -172,9 +172,11 @@ def print_summary(report: dict, console: Console, out: Path) -> None:
     if summary:
         console.print(summary)
     timer = report["timer"]
+    keras = any(m.get("format") == "keras" for m in report["models"])
     console.print(
-        f"timer overhead {timer['median_ns']:.0f} ns per measurement (median, not subtracted); "
-        f"Keras latency: compiled tf.function call, model.predict on its own row"
+        f"timer overhead {timer['median_ns']:.0f} ns per measurement (median, not subtracted)"
+        + ("; Keras latency: compiled tf.function call, model.predict on its own row"
+           if keras else "")
     )
     for c in report["budgets"]["checks"]:
         if not c["ok"]:
@@ -186,4 +188,6 @@ def print_summary(report: dict, console: Console, out: Path) -> None:
         console.print(f"[green]all {len(report['budgets']['checks'])} budget checks met[/green]")
     for f in report["failed"]:
         console.print(f"[red]not measured[/red]: {f['path']}: {f['error']}")
+    for note in report.get("notes") or []:
+        console.print(f"[yellow]note[/yellow]: {note}", markup=True, highlight=False)
     console.print(f"report: {out / 'report.md'} ({report['wall_seconds']} s)")

@@ -122,6 +122,33 @@ def recorded_source_model(tflites: list[Path]) -> Path | None:
     return None
 
 
+def _no_keras_note(tflites: list[Path]) -> str:
+    """Why the report has no Keras row: none in the run, or the recorded source is gone."""
+    import hashlib
+
+    from edge_runtime.metadata import read_metadata
+
+    for path in tflites:
+        try:
+            source = (read_metadata(path, sidecar=False) or {}).get("source_model") or {}
+        except EdgeshipError:
+            continue
+        if not source.get("path"):
+            continue
+        keras_path = Path(source["path"])
+        if not keras_path.is_file():
+            what = "is gone"
+        elif hashlib.sha256(keras_path.read_bytes()).hexdigest() != source.get("sha256"):
+            what = "has changed since (another sha256)"
+        else:
+            continue
+        return (
+            f"the Keras model {path.name} was converted from {what}: {keras_path}. No Keras "
+            "row, no agreement figures; name the desktop model with --keras PATH"
+        )
+    return "no model.keras in the run: no agreement figures"
+
+
 def _read_run_metadata(
     run_dir: Path, tflites: list[Path], options: BenchOptions | None = None
 ) -> dict[str, Any]:
@@ -476,7 +503,7 @@ def run_bench(
         except Exception as err:  # noqa: BLE001 - Keras raises anything on a bad file
             failed.append({"name": "keras", "path": str(keras_path), "error": _first_line(err)})
     else:
-        notes.append("no model.keras in the run: no agreement figures")
+        notes.append(_no_keras_note(tflites))
     models = ([keras_entry] if keras_entry else []) + measured
     reference = keras_entry["_probs"] if keras_entry else None
     num_classes = len(data.class_names)

@@ -408,3 +408,23 @@ def test_bench_limit_on_a_photo_folder_keeps_every_class(binary, binary_run, tmp
     report = json.loads((tmp_path / "bench" / "report.json").read_text())
     for model in report["models"]:
         assert np.asarray(model["confusion_matrix"]).sum(axis=1).tolist() == [2, 2]
+
+
+def test_bench_says_why_the_keras_row_is_missing(binary_run, tmp_path):
+    """The Keras file convert recorded is gone (the run was copied to another machine): the
+    Keras row went missing without a word on the terminal."""
+    from edge_runtime.files import atomic_write_bytes
+    from edge_runtime.metadata import embed_metadata, read_metadata
+
+    run = tmp_path / "copied_run"
+    run.mkdir()
+    for mode in ("float32", "int8"):
+        src = binary_run / f"model_{mode}.tflite"
+        meta = read_metadata(src)
+        meta["source_model"]["path"] = str(tmp_path / "elsewhere" / "binary.keras")
+        atomic_write_bytes(run / src.name, embed_metadata(src.read_bytes(), meta))
+    result = cli("bench", run, "--test-data", binary_run.parent / "photos", *FAST)
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.stderr.split())
+    assert "note: the Keras model model_float32.tflite was converted from is gone" in text
+    assert "--keras PATH" in text and "Keras latency" not in text
