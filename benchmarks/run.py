@@ -321,6 +321,14 @@ def _measure_keras(path: Path, x: np.ndarray, meta: dict, options: BenchOptions)
     shape = tuple(model.inputs[0].shape[1:]) if model.inputs else ()
     if len(shape) == 2 and xf.shape[1:] == (*shape, 1):  # a (batch, H, W) grayscale model
         xf = xf[..., 0]
+    if len(shape) != xf.ndim - 1 or any(
+        d is not None and d != have for d, have in zip(shape, xf.shape[1:], strict=False)
+    ):  # a fully convolutional model would even run, on another model's images
+        raise BenchError(
+            f"The Keras model takes images of {shape}, the run's models {tuple(x.shape[1:])}: "
+            f"it is another model. Name the one they were converted from with --keras. "
+            f"Received: keras={path}"
+        )
     # logits get a softmax, one sigmoid unit becomes [1 - p, p] (edge_runtime.scores)
     probs = as_probabilities(model.predict(xf, batch_size=ACCURACY_BATCH, verbose=0))
     spec = tf.TensorSpec([None, *xf.shape[1:]], tf.float32)

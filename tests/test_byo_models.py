@@ -428,3 +428,20 @@ def test_bench_says_why_the_keras_row_is_missing(binary_run, tmp_path):
     text = " ".join(result.stderr.split())
     assert "note: the Keras model model_float32.tflite was converted from is gone" in text
     assert "--keras PATH" in text and "Keras latency" not in text
+
+
+def test_bench_keras_of_another_input_shape_is_refused(binary, binary_run, tmp_path):
+    """`--keras` naming another model: a convolutional one even ran on the run's images and
+    gave agreement figures against the wrong model."""
+    import keras
+
+    other = keras.Sequential([
+        keras.Input((32, 32, 3)), keras.layers.Conv2D(2, 3), keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(2, activation="softmax"),
+    ])
+    other.save(tmp_path / "other.keras")
+    result = cli("bench", binary_run, "--test-data", binary["root"] / "photos", "--keras",
+                 tmp_path / "other.keras", *FAST, "--out", tmp_path / "bench")
+    assert result.exit_code == 2
+    assert "The Keras model takes images of (32, 32, 3), the run's models (12, 20, 3)" in " ".join(
+        result.stderr.split())
