@@ -64,9 +64,13 @@ def resolve_labels(labels: Labels, num_classes: int, source: str = "") -> tuple[
         raise LabelsError("labels must be a labels file path or a sequence of class names. "
                           f"Received: {type(labels).__name__}")
     if len(names) != num_classes:
+        hint = ""
+        if len(names) == num_classes + 1 and names[0].lower() in ("background", "???"):
+            hint = (f" (line 1, {names[0]!r}, is class 0 of {len(names)}-class models: this "
+                    "model has none; remove that line)")
         raise LabelsError(
             f"{len(names)} class names for a model with {num_classes} outputs: give exactly one "
-            f"name per output, in output-index order. Received: {given}"
+            f"name per output, in output-index order{hint}. Received: {given}"
             + (f", {source}" if source else "")
         )
     return names

@@ -445,3 +445,17 @@ def test_bench_keras_of_another_input_shape_is_refused(binary, binary_run, tmp_p
     assert result.exit_code == 2
     assert "The Keras model takes images of (32, 32, 3), the run's models (12, 20, 3)" in " ".join(
         result.stderr.split())
+
+
+def test_a_1001_line_labels_file_for_a_1000_class_model_says_which_line(tmp_path):
+    """TF's ImageNet labels.txt starts with `background` (1001 lines); Keras's MobileNets have
+    1000 outputs: the error says to drop that line."""
+    from edge_runtime.errors import LabelsError
+    from edge_runtime.labels import resolve_labels
+
+    labels = tmp_path / "labels.txt"
+    labels.write_text("background\n" + "\n".join(f"class {i}" for i in range(1000)) + "\n")
+    with pytest.raises(LabelsError, match="line 1, 'background', is class 0 of 1001-class "
+                                          "models: this model has none; remove that line"):
+        resolve_labels(labels, 1000)
+    assert len(resolve_labels(labels, 1001)) == 1001
