@@ -23,11 +23,35 @@ CSV_FIELDS = (
 )
 
 
+# Past this many classes `confusion_matrix` is written sparse, as `confusion_sparse`: a dense
+# 1001 x 1001 matrix made report.json 13 MB per model, almost all zeros.
+MAX_DENSE_CONFUSION = 100
+
+
+def _sparse_confusion(m: dict[str, Any]) -> dict[str, Any]:
+    cm = m.get("confusion_matrix")
+    if cm is None or len(cm) <= MAX_DENSE_CONFUSION:
+        return m
+    a = np.asarray(cm)
+    rows, cols = np.nonzero(a)
+    return {
+        **m,
+        "confusion_matrix": None,
+        "confusion_sparse": {
+            "classes": len(a),
+            "cells": [[int(i), int(j), int(a[i, j])] for i, j in zip(rows, cols, strict=True)],
+        },
+    }
+
+
 def clean(report: dict[str, Any]) -> dict[str, Any]:
-    """The JSON-safe report: private keys (`_probs`) and raw latency samples dropped."""
+    """The JSON-safe report: private keys (`_probs`) and raw latency samples dropped; a
+    many-class confusion matrix as its non-zero cells `[true, predicted, count]`."""
     out = {k: v for k, v in report.items() if not k.startswith("_")}
     out["models"] = [
-        {k: v for k, v in m.items() if not k.startswith("_") and k != "latency_samples_us"}
+        _sparse_confusion(
+            {k: v for k, v in m.items() if not k.startswith("_") and k != "latency_samples_us"}
+        )
         for m in report["models"]
     ]
     return json.loads(json.dumps(out, default=_json_default))

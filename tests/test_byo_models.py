@@ -167,7 +167,12 @@ def test_bench_plots_a_1001_class_stock_model(tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads((run / "bench" / "report.json").read_text())
     assert {"confusion_stock.png", "probabilities_stock.png"} <= set(report["plots"])
-    assert len(report["models"][0]["per_class_accuracy"]) == 1001
+    model = report["models"][0]
+    assert len(model["per_class_accuracy"]) == 1001
+    # the confusion matrix as its non-zero cells, not a million numbers (13 MB per model)
+    assert model["confusion_matrix"] is None and model["confusion_sparse"]["classes"] == 1001
+    assert sum(c for _, _, c in model["confusion_sparse"]["cells"]) == 20
+    assert (run / "bench" / "report.json").stat().st_size < 200_000
 
 
 def test_a_model_normalized_outside_converts_with_input_scale(binary, tmp_path):
