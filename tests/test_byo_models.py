@@ -464,3 +464,16 @@ def test_a_1001_line_labels_file_for_a_1000_class_model_says_which_line(tmp_path
                                           "models: this model has none; remove that line"):
         resolve_labels(labels, 1000)
     assert len(resolve_labels(labels, 1001)) == 1001
+
+
+def test_python_m_edgeship_cli_runs_the_command():
+    """`python -m edgeship.cli convert ...` did nothing and exited 0 (no __main__ guard)."""
+    import subprocess
+    import sys
+
+    from tests.support.procs import REPO
+
+    proc = subprocess.run([sys.executable, "-m", "edgeship.cli", "label", "/nonexistent.tflite",
+                           "--labels", "/nonexistent.txt"], capture_output=True, text=True,
+                          cwd=REPO, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: "), proc.stderr
