@@ -125,6 +125,8 @@ class EdgeClassifier:
         self.outputs_probabilities = output_head in PROBABILITY_HEADS or (
             out.quantized and is_softmax_quantization(out.dtype.name, out.scale, out.zero_point)
         )
+        # Probabilities as they come out (one check per call): a softmax head of 2+ classes.
+        self._final = self.outputs_probabilities and self.output_units > 1
 
     @classmethod
     def load(
@@ -444,9 +446,9 @@ class EdgeClassifier:
             scores = (scores.astype(np.float32) - zero_point) * scale
         else:
             scores = scores.astype(np.float32, copy=False)
-        if self.output_units == 1 or not self.outputs_probabilities:
-            return as_probabilities(scores, self.outputs_probabilities)
-        return scores
+        if self._final:
+            return scores
+        return as_probabilities(scores, self.outputs_probabilities)
 
 
 def _first_line(err: BaseException) -> str:
