@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as _dt
+import hashlib
 import json
 import os
 import platform
@@ -248,6 +249,24 @@ def check_same_source(path: Path, run_meta: dict[str, Any] | None) -> None:
             f"model.json); re-run `edgeship convert {path.parent}/model.keras --out "
             f"{path.parent}`. Received: path={path}, model={meta.get('model')}, "
             f"run model={run_meta.get('model')}"
+        )
+
+
+def check_recorded_source(path: Path, reference: Path | None, reference_sha: str | None) -> None:
+    """Raise `BenchError` if `path` records a source Keras file (`convert` of a file outside
+    the run) other than the run's desktop reference: a leftover of another model's conversion
+    into the same folder, which would be compared with the wrong Keras model."""
+    from edge_runtime.metadata import read_metadata
+
+    if reference_sha is None:
+        return
+    source = (read_metadata(path, sidecar=False) or {}).get("source_model") or {}
+    if source.get("sha256") and source["sha256"] != reference_sha:
+        raise BenchError(
+            f"stale: converted from another Keras file ({source.get('path')}) than the run's "
+            f"desktop reference ({reference}); convert it again (edgeship convert {reference} "
+            f"--quantize {_mode_of(path)} --out {path.parent}) or remove it. Received: "
+            f"path={path}"
         )
 
 
@@ -496,10 +515,14 @@ def run_bench(
     timer = timer_overhead_ns()
     measured: list[dict] = []
     failed: list[dict] = []
+    reference_sha = None  # the recorded source's, when that is the reference (not --keras)
+    if keras_path is not None and options.keras is None and keras_path != run / "model.keras":
+        reference_sha = hashlib.sha256(keras_path.read_bytes()).hexdigest()
     for path in tflites:
         step(f"measuring {path.name}")
         try:
             check_same_source(path, run_json)
+            check_recorded_source(path, keras_path, reference_sha)
             measured.append(_measure_tflite(path, x, y, options))
         except (EdgeshipError, ValueError, RuntimeError) as err:
             failed.append({"name": _mode_of(path), "path": str(path), "error": _first_line(err)})

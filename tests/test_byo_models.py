@@ -477,3 +477,26 @@ def test_python_m_edgeship_cli_runs_the_command():
                            "--labels", "/nonexistent.txt"], capture_output=True, text=True,
                           cwd=REPO, timeout=120)
     assert proc.returncode == 2 and proc.stderr.startswith("error: "), proc.stderr
+
+
+def test_bench_refuses_a_leftover_of_another_keras_files_conversion(binary, binary_run, tmp_path):
+    """Two Keras files converted into one folder: the first one's int8 was benched against the
+    second one's Keras model (a 'quantization disaster' that was another model)."""
+    import shutil
+
+    from edge_runtime.files import atomic_write_bytes
+    from edge_runtime.metadata import embed_metadata, read_metadata
+
+    run = tmp_path / "mixed"
+    run.mkdir()
+    shutil.copyfile(binary_run / "model_float32.tflite", run / "model_float32.tflite")
+    src = binary_run / "model_int8.tflite"
+    meta = read_metadata(src)
+    meta["source_model"] = {"path": str(tmp_path / "older.keras"), "sha256": "0" * 64}
+    atomic_write_bytes(run / src.name, embed_metadata(src.read_bytes(), meta))
+    result = cli("bench", run, "--test-data", binary["root"] / "photos", *FAST)
+    assert result.exit_code == 2
+    text = " ".join(result.stderr.split())
+    assert "model_int8.tflite: stale: converted from another Keras file" in text
+    report = json.loads((run / "bench" / "report.json").read_text())
+    assert [m["name"] for m in report["models"]] == ["keras", "float32"]
