@@ -44,6 +44,24 @@ def _reason(err: BaseException, log: list[str]) -> str:
     return f"{type(err).__name__}: {first[:300]}"
 
 
+def _export_inference(model, export_dir: str, spec) -> None:
+    """`model.export`'s SavedModel, with the endpoint called as inference (`training=False`).
+
+    Keras 3 resolves a `training=None` call to each layer's own default, and its random
+    augmentation layers (RandomFlip, RandomRotation, RandomZoom, ... inside the model, as in
+    TensorFlow's image classification tutorial) default to True: exported as `model.export`
+    traces it, the graph augments every image and holds random-seed ops TFLite cannot convert.
+    """
+    from keras.export import ExportArchive
+
+    archive = ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(
+        "serve", lambda image: model(image, training=False), input_signature=[spec]
+    )
+    archive.write_out(export_dir, verbose=False)
+
+
 @contextlib.contextmanager
 def saved_model(model, input_shape: tuple[int, int, int]) -> Iterator[str]:
     """Export the model's inference function (dynamic batch) to a temporary SavedModel."""
@@ -56,9 +74,7 @@ def saved_model(model, input_shape: tuple[int, int, int]) -> Iterator[str]:
         try:
             with warnings.catch_warnings(), captured_stderr() as log:
                 warnings.simplefilter("ignore")
-                model.export(
-                    export_dir, format="tf_saved_model", input_signature=[spec], verbose=False
-                )
+                _export_inference(model, export_dir, spec)
         except Exception as err:  # tracing errors surface as anything
             raise ConvertError(
                 f"Cannot export the model for conversion ({_reason(err, log)}). "

@@ -500,3 +500,34 @@ def test_bench_refuses_a_leftover_of_another_keras_files_conversion(binary, bina
     assert "model_int8.tflite: stale: converted from another Keras file" in text
     report = json.loads((run / "bench" / "report.json").read_text())
     assert [m["name"] for m in report["models"]] == ["keras", "float32"]
+
+
+def test_a_model_with_augmentation_layers_inside_converts_without_them(tmp_path):
+    """TensorFlow's image classification tutorial keeps RandomFlip/RandomRotation/RandomZoom in
+    the model. Exported as Keras 3 traces `model(x)` (their training default: True), every
+    mode failed ('StatelessRandomGetKeyCounter' cannot be converted); inference has none."""
+    import keras
+
+    keras.utils.set_random_seed(13)
+    layers = keras.layers
+    augmentation = keras.Sequential(
+        [layers.RandomFlip("horizontal"), layers.RandomRotation(0.1), layers.RandomZoom(0.1)]
+    )
+    model = keras.Sequential([
+        keras.Input(SHAPE), augmentation, layers.Rescaling(1 / 255.0),
+        layers.Conv2D(4, 3, activation="relu"), layers.Flatten(), layers.Dense(3),
+    ])
+    model.save(tmp_path / "flowers.keras")
+    photos = tmp_path / "photos"
+    x = _pixels(6, 5)
+    for i, image in enumerate(x):
+        (photos / f"c{i % 3}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(photos / f"c{i % 3}" / f"{i}.png")
+    run = tmp_path / "run"
+    result = cli("convert", tmp_path / "flowers.keras", "--quantize", "float32,int8",
+                 "--calibration-data", photos, "--out", run)
+    assert result.exit_code == 0, result.output
+    logits = model.predict(x.astype(np.float32), verbose=0)
+    want = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    got = EdgeClassifier.load(run / "model_float32.tflite").predict_proba(x)
+    np.testing.assert_allclose(got, want, atol=1e-5)  # and no random flip at inference
