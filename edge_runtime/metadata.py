@@ -118,10 +118,15 @@ def check_tflite(data: bytes, source: str = "<bytes>") -> None:
             f"Re-export or re-copy it. Received: {source}"
         )
     if data[4:8] != FILE_IDENTIFIER:
+        what = ""
+        if data[:4] == b"PK\x03\x04":
+            what = " (it is a zip archive: a Keras .keras model? convert it first)"
+        elif data[:8] == b"\x89HDF\r\n\x1a\n":
+            what = " (it is an HDF5 file: a Keras .h5 model? convert it first)"
         raise ModelFileError(
             "The file is not a TensorFlow Lite model: its flatbuffer identifier is "
-            f"{bytes(data[4:8])!r}, expected {FILE_IDENTIFIER!r}. Pass a .tflite file "
-            f"(edgeship convert writes them). Received: {source}"
+            f"{bytes(data[4:8])!r}, expected {FILE_IDENTIFIER!r}{what}. Pass a .tflite file "
+            f"(edgeship convert MODEL --out RUN writes them). Received: {source}"
         )
     root = struct.unpack_from("<I", data, 0)[0]
     if root + 4 > len(data):

@@ -531,3 +531,15 @@ def test_a_model_with_augmentation_layers_inside_converts_without_them(tmp_path)
     want = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
     got = EdgeClassifier.load(run / "model_float32.tflite").predict_proba(x)
     np.testing.assert_allclose(got, want, atol=1e-5)  # and no random flip at inference
+
+
+def test_predict_on_the_keras_file_says_convert_it_first(binary, tmp_path):
+    """`edgeship predict model.keras photo.jpg`, the first thing a Keras user tries."""
+    from edge_runtime.errors import ModelFileError
+    from edge_runtime.metadata import read_model_bytes
+
+    with pytest.raises(ModelFileError, match=r"zip archive: a Keras \.keras model\? convert it"):
+        read_model_bytes(binary["root"] / "binary.keras")
+    binary["keras"].save(tmp_path / "binary.h5")
+    with pytest.raises(ModelFileError, match=r"HDF5 file: a Keras \.h5 model\? convert it"):
+        read_model_bytes(tmp_path / "binary.h5")
