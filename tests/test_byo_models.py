@@ -543,3 +543,24 @@ def test_predict_on_the_keras_file_says_convert_it_first(binary, tmp_path):
     binary["keras"].save(tmp_path / "binary.h5")
     with pytest.raises(ModelFileError, match=r"HDF5 file: a Keras \.h5 model\? convert it"):
         read_model_bytes(tmp_path / "binary.h5")
+
+
+def test_watch_says_why_an_iphone_heic_photo_is_not_classified(binary_run, tmp_path):
+    """A phone syncing HEIC photos into the watched folder: they were skipped without a word."""
+    import time
+
+    from tests.support.serving import start_server
+
+    watch, results = tmp_path / "incoming", tmp_path / "results.jsonl"
+    watch.mkdir()
+    served = start_server([binary_run / "model_float32.tflite", "--watch", watch, "--results",
+                           results], tmp_path)
+    try:
+        (watch / "IMG_0002.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic" + bytes(80))
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not results.read_text().strip():
+            time.sleep(0.05)
+    finally:
+        assert served.stop() == 0
+    (line,) = [json.loads(x) for x in results.read_text().splitlines()]
+    assert line["image"].endswith("IMG_0002.HEIC") and "HEIC/HEIF" in line["error"]
