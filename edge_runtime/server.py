@@ -236,7 +236,7 @@ class Service:
                       f"path={self.options.results}", file=sys.stderr, flush=True)
 
     def start_watch(self) -> None:
-        if self.options.watch is None:
+        if self.options.watch is None or self._watcher is not None:
             return
         from edge_runtime.watch import FolderWatcher
 
@@ -502,6 +502,8 @@ def run(service: Service, sock: socket.socket, *, announce: Any = None) -> None:
     server = uvicorn.Server(config)
     say = announce or (lambda text: print(text, file=sys.stderr, flush=True))
     shown = f"[{host}]" if ":" in host else host
+    # Watching before the line that says so: a file landing right after it is not missed.
+    service.start_watch()
     say(
         f"serving {', '.join(service.models)} on http://{shown}:{port} "
         f"(token {'required' if options.token else 'off'}"
@@ -516,6 +518,7 @@ def run(service: Service, sock: socket.socket, *, announce: Any = None) -> None:
     try:
         asyncio.run(server.serve(sockets=[sock]))
     finally:
+        service.stop_watch()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         sock.close()
