@@ -17,6 +17,8 @@ from edge_runtime.classifier import EdgeClassifier
 from edgeship.cli import app
 from tests.conftest import _convert
 
+pytestmark = pytest.mark.slow  # converts real (tiny) models: a few seconds each
+
 SHAPE = (12, 20, 3)  # H, W, C: not square
 runner = CliRunner()
 FAST = ["--runs", "3", "--warmup", "1", "--batch", "4", "--predict-runs", "1", "--no-memory",
