@@ -220,7 +220,10 @@ class EdgeClassifier:
         """Class names: `labels` if given, else the metadata's, else the indices as text."""
         names = (self.metadata or {}).get("class_names")
         if labels is not None:
-            self.class_names = resolve_labels(labels, self.num_classes, f"path={self.path}")
+            where = f"path={self.path}"
+            if self.output_units == 1:
+                where += " (one sigmoid output: a binary model, class 0 then class 1)"
+            self.class_names = resolve_labels(labels, self.num_classes, where)
         elif isinstance(names, list) and len(names) == self.num_classes:
             self.class_names = tuple(str(n) for n in names)
         else:

@@ -14,6 +14,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from edge_runtime.classifier import EdgeClassifier
+from edge_runtime.errors import LabelsError
 from edgeship.cli import app
 from tests.conftest import _convert
 
@@ -84,6 +85,9 @@ def test_one_sigmoid_unit_is_two_classes_through_convert_bench_predict(binary, b
     np.testing.assert_allclose(clf.predict_proba(x), want, atol=1e-5)
     answers = clf.predict(x[:2])
     assert [a.label for a in answers] == [("neg", "pos")[int(v > 0.5)] for v in p[:2]]
+    with pytest.raises(LabelsError, match=r"1 class names for a model with 2 outputs.*one "
+                                          r"sigmoid output: a binary model, class 0 then class 1"):
+        EdgeClassifier.load(run / "model_float32.tflite", labels=["pos"])
     int8 = EdgeClassifier.load(run / "model_int8.tflite").predict_proba(x)
     assert np.mean(int8.argmax(1) == want.argmax(1)) >= 0.9
 
