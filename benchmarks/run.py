@@ -173,7 +173,15 @@ def _read_run_metadata(
 
         with filtered_native_stderr():
             clf = EdgeClassifier.load(tflites[0])
-        return {"class_names": list(clf.class_names), "input": {"shape": list(clf.input_shape)}}
+        # The pixel scaling the runtime applies, so that a --keras row is fed the same input.
+        return {
+            "class_names": list(clf.class_names),
+            "input": {
+                "shape": list(clf.input_shape),
+                "scale": clf.input_scale,
+                "offset": clf.input_offset,
+            },
+        }
     raise BenchError(
         "No model.json and no .tflite with edgeship metadata: cannot tell which test set to use. "
         f"Pass your own with --test-data DIR|FILE.npz. Received: path={run_dir}"

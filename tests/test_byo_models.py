@@ -570,3 +570,24 @@ def test_watch_says_why_an_iphone_heic_photo_is_not_classified(binary_run, tmp_p
         assert served.stop() == 0
     (line,) = [json.loads(x) for x in results.read_text().splitlines()]
     assert line["image"].endswith("IMG_0002.HEIC") and "HEIC/HEIF" in line["error"]
+
+
+def test_a_stock_run_with_keras_feeds_keras_what_the_tflite_gets(binary, tmp_path):
+    """A stock float32 .tflite (no metadata: raw 0-255 pixels in; the model has its own
+    Rescaling) benched with `--keras` of its source: the Keras row was fed p / 255 (a default
+    for edgeship's runs), so it disagreed with its own conversion."""
+    run = tmp_path / "stock"
+    run.mkdir()
+    keras_model = binary["keras"]
+    (run / "binary.tflite").write_bytes(
+        _convert(keras_model, tmp_path / "export", SHAPE, "float32", None))
+    keras_model.save(tmp_path / "binary.keras")
+    x = binary["x"]
+    npz = tmp_path / "test.npz"
+    np.savez(npz, x=x, y=(np.arange(len(x)) >= 32).astype(np.int64))
+    result = cli("bench", run, "--test-data", npz, "--keras", tmp_path / "binary.keras", *FAST)
+    assert result.exit_code == 0, result.output
+    rows = {m["name"]: m for m in json.loads((run / "bench" / "report.json").read_text())["models"]}
+    assert rows["binary"]["agreement"] == 1.0
+    assert rows["binary"]["prob_diff_max"] < 1e-4  # was 0.49: Keras saw other pixels
+    assert rows["keras"]["accuracy"] == rows["binary"]["accuracy"]
