@@ -98,7 +98,48 @@ def load_keras_model(path: str | os.PathLike):
         ) from None
     if not isinstance(model, keras.Model):
         raise ConvertError(f"The file holds no Keras model. Received: path={p}")
-    return with_channel_axis(model)
+    return with_channel_axis(in_float32(model))
+
+
+def _float32_policies(config):
+    """`config` with every mixed-precision dtype policy (mixed_float16, mixed_bfloat16) made
+    float32."""
+    if isinstance(config, dict):
+        if config.get("class_name") == "DTypePolicy" and str(
+            (config.get("config") or {}).get("name", "")
+        ).startswith("mixed_"):
+            return {**config, "config": {**config["config"], "name": "float32"}}
+        return {k: _float32_policies(v) for k, v in config.items()}
+    if isinstance(config, list):
+        return [_float32_policies(v) for v in config]
+    if isinstance(config, str) and config.startswith("mixed_"):
+        return "float32"
+    return config
+
+
+def in_float32(model):
+    """A model trained with mixed precision (`mixed_float16`, the GPU default of Keras's
+    guide) rebuilt to compute in float32 with the same weights (its variables are float32
+    already); any other model unchanged. TFLite cannot convert its float16 graph, and every
+    mode is float32 at heart (float16 mode is a storage format)."""
+    def layers(m):
+        for layer in getattr(m, "layers", []):
+            yield layer
+            yield from layers(layer)
+
+    policies = {layer.dtype_policy.name for layer in layers(model)}
+    if not any(name.startswith("mixed_") for name in policies):
+        return model
+    try:
+        clone = type(model).from_config(_float32_policies(model.get_config()))
+        clone.set_weights(model.get_weights())
+    except Exception as err:  # noqa: BLE001 - Keras raises anything on an odd config
+        raise ConvertError(
+            f"The model computes in mixed precision ({', '.join(sorted(policies))}), which "
+            f"TFLite cannot convert, and it could not be rebuilt in float32 ({err}). Save it "
+            "with keras.mixed_precision.set_global_policy('float32') in effect."
+        ) from None
+    return clone
 
 
 def with_channel_axis(model):

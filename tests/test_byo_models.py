@@ -591,3 +591,31 @@ def test_a_stock_run_with_keras_feeds_keras_what_the_tflite_gets(binary, tmp_pat
     assert rows["binary"]["agreement"] == 1.0
     assert rows["binary"]["prob_diff_max"] < 1e-4  # was 0.49: Keras saw other pixels
     assert rows["keras"]["accuracy"] == rows["binary"]["accuracy"]
+
+
+def test_a_mixed_precision_model_converts_in_float32(tmp_path):
+    """Trained with `mixed_float16` (Keras's GPU recipe): the float16 graph failed every mode
+    in the TFLite converter. convert rebuilds it in float32 with the same weights."""
+    import keras
+
+    keras.utils.set_random_seed(14)
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        layers = keras.layers
+        inputs = keras.Input(SHAPE)
+        x = layers.Conv2D(4, 3, activation="relu")(layers.Rescaling(1 / 255.0)(inputs))
+        x = keras.Sequential([layers.GlobalAveragePooling2D(), layers.Dense(8)])(x)
+        outputs = layers.Dense(3, activation="softmax", dtype="float32")(x)
+        model = keras.Model(inputs, outputs)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    model.save(tmp_path / "mixed.keras")
+    x = _pixels(6, 6)
+    np.save(tmp_path / "calib.npy", x)
+    run = tmp_path / "run"
+    result = cli("convert", tmp_path / "mixed.keras", "--quantize", "float32,int8",
+                 "--calibration-data", tmp_path / "calib.npy", "--out", run)
+    assert result.exit_code == 0, result.output
+    want = model.predict(x.astype(np.float32), verbose=0)  # in float16: within its precision
+    got = EdgeClassifier.load(run / "model_float32.tflite").predict_proba(x)
+    assert np.abs(got - want).max() < 2e-3
