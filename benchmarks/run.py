@@ -125,8 +125,6 @@ def recorded_source_model(tflites: list[Path]) -> Path | None:
 
 def _no_keras_note(tflites: list[Path]) -> str:
     """Why the report has no Keras row: none in the run, or the recorded source is gone."""
-    import hashlib
-
     from edge_runtime.metadata import read_metadata
 
     for path in tflites:

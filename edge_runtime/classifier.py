@@ -13,7 +13,9 @@ one conversion to the input tensor's values (`_to_tensor`):
 Outputs are dequantized, and get a softmax only when the model does not end in one. That is
 decided once at load from the graph itself (`edge_runtime.graph`): the op that computes the
 output (SOFTMAX or LOGISTIC: probabilities) or, failing that, the output's quantization
-(TFLite's softmax quantization, scale 1/256). One interpreter serves all threads behind a lock.
+(TFLite's softmax quantization, scale 1/256). A model with one output unit is binary: its p
+(after a sigmoid if it is a logit) becomes two classes, [1 - p, p] (`edge_runtime.scores`).
+One interpreter serves all threads behind a lock.
 """
 
 from __future__ import annotations
