@@ -215,6 +215,15 @@ def load_test_set(meta: dict[str, Any], limit: int | None):
 
     info = meta.get("dataset") or {}
     name, source = info.get("name"), info.get("source")
+    if not info and meta.get("model") == "custom":  # converted from the user's own Keras file
+        calibrated = (meta.get("quantization") or {}).get("calibration_source")
+        raise BenchError(
+            "These models were converted from your own Keras model: there is no test set of "
+            "their own to fall back to (Fashion-MNIST would fit none of them). Pass "
+            "--test-data DIR (one folder per class) or FILE.npz"
+            + (f", e.g. the photos they were calibrated on: {calibrated}" if calibrated else "")
+            + f". Received: model={meta.get('model')}, dataset=none"
+        )
     if name == FASHION_MNIST or (name is None and source is None):
         data_dir = source if source and Path(source).is_dir() else None
         data = load_dataset(FASHION_MNIST, data_dir)

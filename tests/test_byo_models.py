@@ -619,3 +619,14 @@ def test_a_mixed_precision_model_converts_in_float32(tmp_path):
     want = model.predict(x.astype(np.float32), verbose=0)  # in float16: within its precision
     got = EdgeClassifier.load(run / "model_float32.tflite").predict_proba(x)
     assert np.abs(got - want).max() < 2e-3
+
+
+def test_bench_of_a_byo_run_without_test_data_says_to_give_it(binary_run, tmp_path):
+    """Issue 12's first symptom: `edgeship bench RUN` fell back to Fashion-MNIST, then failed
+    every model ('input does not match the test images'). Now one line: pass --test-data."""
+    result = cli("bench", binary_run, *FAST, "--out", tmp_path / "bench")
+    assert result.exit_code == 2
+    line = " ".join(result.stderr.split())
+    assert line.startswith("error: These models were converted from your own Keras model")
+    assert "--test-data DIR" in line and "does not match" not in line
+    assert not (tmp_path / "bench").exists()
