@@ -538,11 +538,44 @@ def options_from_args(args: Any) -> ServeOptions:
         labels=Path(args.labels) if args.labels else None,
         max_upload_mb=args.max_upload_mb,
         threads=args.threads,
-        token=args.token if args.token is not None else os.environ.get("EDGESHIP_TOKEN"),
+        token=_token(args),
         watch=Path(args.watch) if args.watch else None,
         results=Path(args.results) if args.results else None,
         backend=args.backend,
     )
+
+
+def read_token_file(path: str | os.PathLike) -> str:
+    """The token in `path` (its first line, stripped); ServeError when unreadable or empty."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        reason = err.strerror if isinstance(err, OSError) else "not UTF-8 text"
+        raise ServeError(
+            f"Cannot read the token file ({reason}); pass a readable file holding the token on "
+            f"one line. Received: --token-file {path}"
+        ) from None
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if len(lines) != 1:
+        raise ServeError(
+            "The token file must hold the token on one line "
+            f"({'it is empty' if not lines else f'it has {len(lines)} lines'}). "
+            f"Received: --token-file {path}"
+        )
+    return lines[0]
+
+
+def _token(args: Any) -> str | None:
+    """--token, --token-file (never both) or EDGESHIP_TOKEN."""
+    token_file = getattr(args, "token_file", None)
+    if token_file is not None and args.token is not None:
+        raise ServeError(
+            "Pass --token or --token-file, not both. Received: --token and --token-file "
+            f"{token_file}"
+        )
+    if token_file is not None:
+        return read_token_file(token_file)
+    return args.token if args.token is not None else os.environ.get("EDGESHIP_TOKEN")
 
 
 def add_serve_parser(sub: Any) -> None:
@@ -578,7 +611,14 @@ def add_serve_parser(sub: Any) -> None:
     p.add_argument(
         "--token",
         default=None,
-        help="require 'Authorization: Bearer TOKEN' on POSTs (or set EDGESHIP_TOKEN)",
+        help="require 'Authorization: Bearer TOKEN' on POSTs (or set EDGESHIP_TOKEN); "
+        "visible in `ps`: prefer --token-file",
+    )
+    p.add_argument(
+        "--token-file",
+        default=None,
+        metavar="FILE",
+        help="like --token, the token read from FILE (one line; keep it mode 0600)",
     )
     p.add_argument("--watch", default=None, metavar="DIR", help="classify new images in DIR")
     p.add_argument(
@@ -599,6 +639,6 @@ def exposure_warning(options: ServeOptions) -> str | None:
     if options.token is None and options.host not in ("127.0.0.1", "localhost", "::1"):
         return (
             f"warning: serving on {options.host} without --token: anyone on the network can "
-            "use the classifier; pass --token TOKEN"
+            "use the classifier; pass --token-file FILE (or --token TOKEN)"
         )
     return None

@@ -204,8 +204,15 @@ def test_bad_requests_get_their_status_and_the_server_stays_healthy(server, tmp_
     assert "# TYPE edgeship_predict_latency_seconds histogram" in after
 
 
-def test_token_guards_posts_only(edge_models, tmp_path):
-    served = start_server([edge_models["mlp_int8"], "--token", "s3cret"], tmp_path)
+@pytest.mark.parametrize("how", ["--token", "--token-file"])
+def test_token_guards_posts_only(edge_models, tmp_path, how):
+    if how == "--token-file":  # the token stays out of `ps`: the command line names a file
+        token_file = tmp_path / "token"
+        token_file.write_text("s3cret\n")
+        token_file.chmod(0o600)
+        served = start_server([edge_models["mlp_int8"], how, token_file], tmp_path)
+    else:
+        served = start_server([edge_models["mlp_int8"], how, "s3cret"], tmp_path)
     try:
         image = _png(np.full((28, 28), 128, np.uint8))
         status, got = served.predict(image)
@@ -324,11 +331,15 @@ def test_watch_classifies_complete_files_once(edge_models, tmp_path):
         (["{model}", "--threads", "0"], "--threads must be at least 1"),
         (["{model}", "--port", "70000"], "--port must be in 0..65535"),
         (["{model}", "--port", "{busy}"], "Cannot listen"),
+        (["{model}", "--token-file", "{tmp}/nope"], "Cannot read the token file"),
+        (["{model}", "--token-file", "{empty}"], "it is empty"),
+        (["{model}", "--token", "t", "--token-file", "{empty}"], "not both"),
     ],
 )
 def test_startup_errors_are_one_line_exit_2(edge_models, tmp_path, args, needle):
     labels3 = tmp_path / "labels3.txt"
     labels3.write_text("a\nb\nc\n")
+    (tmp_path / "empty").write_text("\n")
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen(1)
@@ -338,6 +349,7 @@ def test_startup_errors_are_one_line_exit_2(edge_models, tmp_path, args, needle)
             "labels3": labels3,
             "tmp": tmp_path,
             "busy": busy.getsockname()[1],
+            "empty": tmp_path / "empty",
         }
         argv = ["serve", "--port", "0", *(a.format(**values) for a in args)]
         line = one_error_line("edge_runtime", argv)
