@@ -153,6 +153,14 @@ def push_command(
             help="With --serve: the service's address (default: 127.0.0.1; 0.0.0.0: the LAN).",
         ),
     ] = None,
+    serve_token_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--serve-token-file",
+            help="With --serve: POSTs need 'Authorization: Bearer TOKEN', TOKEN the file's one "
+            "line (copied to the device with mode 0600, never on a command line).",
+        ),
+    ] = None,
 ) -> None:
     """Upload, verify, install, smoke-test, switch `current` (bench, serve) on each host."""
     from deploy.errors import DeployError
@@ -160,11 +168,17 @@ def push_command(
     from deploy.service import ServeSettings
     from deploy.ssh import parse_targets
 
-    given = {"--threads": threads, "--serve-port": serve_port, "--serve-host": serve_host}
+    given = {
+        "--threads": threads,
+        "--serve-port": serve_port,
+        "--serve-host": serve_host,
+        "--serve-token-file": serve_token_file,
+    }
     for option, needs, on in (
         ("--threads", "--bench", bench),
         ("--serve-port", "--serve", serve),
         ("--serve-host", "--serve", serve),
+        ("--serve-token-file", "--serve", serve),
     ):
         if given[option] is not None and not on:
             raise DeployError(
@@ -181,6 +195,11 @@ def push_command(
     targets = parse_targets(host, port)
     options = _ssh_options(identity, known_hosts, ssh_config, connect_timeout)
     console = _console()
+    if settings is not None and serve_token_file is None and settings.exposed:
+        console.print(
+            f"[bold yellow]warning:[/] --serve-host {settings.host} without --serve-token-file: "
+            "anyone on the network can use the classifier"
+        )
 
     def progress(target: str, step: str, detail: str) -> None:
         if step == "failed":
@@ -200,13 +219,14 @@ def push_command(
         device_target=target,
         bench_threads=threads,
         serve=settings,
+        serve_token_file=serve_token_file,
     )
     for r in found:
         if r.ok:
             venv = "venv reused" if r.reused_venv else "venv installed"
             extra = f", bench -> {r.bench_path}" if r.bench_path else ""
-            if settings is not None:
-                extra += f", serving on {settings.host}:{settings.port} ({r.serve_manager})"
+            if r.serve_at:
+                extra += f", serving on {r.serve_at} ({r.serve_manager})"
             typer.echo(
                 f"ok {r.target}: {r.device_target}, release {r.release}, {venv}, "
                 f"{r.seconds:.1f} s{extra}"

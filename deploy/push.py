@@ -16,12 +16,15 @@ runs in the new release before the switch, so a failed bench is a failed deploy,
 
 With `--serve` (deploy/service.py), after the switch the service is (re)started on the new
 release and its `/healthz` asked from the device; if it is not healthy, `current` goes back to
-the previous release and the service is restarted there before the push fails.
+the previous release and the service is restarted there before the push fails. A push without
+`--serve` to a device whose service is installed (its `serve.json` there) does the same with the
+installed settings, so the service never keeps serving the release that `current` left.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -75,6 +78,7 @@ class PushResult:
     device_target: str | None = None  # the OS target installed (edge_runtime.targets)
     device: dict[str, Any] | None = None  # the probe's facts
     serve_manager: str | None = None
+    serve_at: str | None = None  # host:port of the service restarted on the new release
 
     def __post_init__(self) -> None:
         if self.ok == bool(self.error):
@@ -190,6 +194,8 @@ class _Deployer:
         self.steps: dict[str, float] = {}
         self.reused_venv: bool | None = None
         self.serve_manager: str | None = None
+        self.serve_at: str | None = None
+        self.serve_token_file: Path | None = None
 
     def _say(self, step: str, detail: str = "") -> None:
         self.progress(str(self.target), step, detail)
@@ -274,9 +280,10 @@ class _Deployer:
                 self._smoke(sess)
                 self._doctor(sess)
                 bench_path = self._bench(sess, results) if bench else None
-                previous = self._step(
-                    sess, "switch", f"cd {self.dir} && (readlink current || true)"
-                ).strip()
+                previous, installed = self._installed(sess)
+                if serve is None and installed is not None:
+                    self._say("serve", "the installed service restarts on the new release")
+                    serve = installed
                 self._switch(sess, f"releases/{self.release}")
                 if serve is not None:
                     self._serve(sess, serve, previous)
@@ -285,6 +292,21 @@ class _Deployer:
                 raise
             self._prune(sess)
         return bench_path, bool(self.reused_venv)
+
+    def _installed(self, sess: SshSession) -> tuple[str, service.ServeSettings | None]:
+        """`current`'s target now, and the installed service's settings (None: none)."""
+        out = self._step(sess, "switch", service.installed_script(self.dir))
+        previous, _, settings = out.partition("\n")
+        if not settings.strip():
+            return previous.strip(), None
+        try:
+            return previous.strip(), service.ServeSettings.from_json(settings)
+        except (ValueError, KeyError, TypeError) as err:
+            raise RemoteStepError(
+                f"{self.target}: the installed service's {service.SETTINGS_FILE} is unreadable "
+                f"({err}); push with --serve to install the service again; `current` was not "
+                f"switched. Received: {_one_line(settings)}"
+            ) from None
 
     def _probe(self, sess: SshSession) -> None:
         """One round trip: the host's facts; pick its target or refuse before any upload."""
@@ -346,12 +368,19 @@ class _Deployer:
         failure switch back to `previous`, restart it there, and raise."""
         models = [m["file"] for m in self.bundle.manifest["models"]]
         abs_dir = self._step(sess, "serve", f"cd {self.dir} && pwd").strip()
+        if self.serve_token_file is not None:
+            self._say("serve", f"token -> {service.TOKEN_FILE} (mode 0600)")
+            self._step(
+                sess, "serve", service.token_upload_script(self.dir),
+                stdin_path=self.serve_token_file,
+            )
         self._say("serve", f"restart on port {settings.port}")
         out = self._step(sess, "serve", service.restart_script(abs_dir, models, settings))
         self.serve_manager = next(
             (ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("manager:")),
             None,
         )
+        self.serve_at = f"{settings.host}:{settings.port}"
         self._say("health", f"http://{settings.check_host}:{settings.port}/healthz on the device")
         try:
             self._step(sess, "health", service.health_script(self.dir, settings, self.release))
@@ -477,6 +506,23 @@ def _check_push_options(
             raise DeployError(str(err)) from None
 
 
+def _with_token(serve: service.ServeSettings | None, path: Path) -> service.ServeSettings:
+    """`serve` needing the token in `path`, checked (readable, one line) before any host."""
+    from edge_runtime.errors import EdgeshipError
+    from edge_runtime.server import read_token_file
+
+    if serve is None:
+        raise DeployError(
+            "--serve-token-file goes with --serve; add --serve. "
+            f"Received: --serve-token-file {path}"
+        )
+    try:
+        read_token_file(path, option="--serve-token-file")
+    except EdgeshipError as err:
+        raise DeployError(str(err)) from None
+    return dataclasses.replace(serve, token=True)
+
+
 def push_bundle(
     bundle: str | os.PathLike,
     targets: Sequence[SshTarget],
@@ -490,16 +536,21 @@ def push_bundle(
     device_target: str | None = None,
     bench_threads: str | None = None,
     serve: service.ServeSettings | None = None,
+    serve_token_file: str | os.PathLike | None = None,
 ) -> list[PushResult]:
     """Deploy `bundle` to every target in parallel; one `PushResult` per target, in order.
 
     Each host's OS target is probed (`device_target` forces one); an unsupported host fails
     before anything is uploaded to it. `bench_threads` ("1,2,4") benches each thread count.
+    `serve_token_file` (with `serve`): the service's token, copied to the device with mode 0600.
+    Without `serve`, a device whose service is installed gets it restarted on the new release.
     """
     if not targets:
         raise DeployError("Pass at least one --host USER@HOST. Received: none")
     b = _load_bundle(bundle)
     _check_push_options(b, device_target, bench_threads)
+    if serve_token_file is not None:
+        serve = _with_token(serve, Path(serve_token_file))
     say = progress or (lambda _t, _s, _d: None)
     many = len(targets) > 1
 
@@ -507,6 +558,7 @@ def push_bundle(
         started = time.perf_counter()
         deployer = _Deployer(b, target, options, remote_dir, keep, say, device_target)
         deployer.bench_threads = bench_threads
+        deployer.serve_token_file = Path(serve_token_file) if serve_token_file else None
         out = _results_path(Path(results) if results else None, b.path, target, many)
         try:
             bench_path, reused = deployer.deploy(bench, out, serve)
@@ -538,6 +590,7 @@ def push_bundle(
             device_target=deployer.device_target,
             device=deployer.device,
             serve_manager=deployer.serve_manager,
+            serve_at=deployer.serve_at,
         )
 
     if not many:

@@ -11,6 +11,13 @@ A device without a systemd user manager (a container, a minimal image; the tests
 "Pi") gets the same command line started as a plain background process, its pid in
 `<remote dir>/serve.pid`, its log in `<remote dir>/serve.log`, and is told so.
 
+With `--serve-token-file FILE` the token is copied to `<remote dir>/serve.token` (mode 0600, over
+the SSH session's stdin) and the service reads it with `serve --token-file`: the token is never in
+the unit, in a command line (`ps`), in `serve.json` or in the push's output.
+
+A plain push (without `--serve`) to a device whose service is installed (`serve.json` there)
+restarts it on the new release with the settings in `serve.json`, through the same steps.
+
 After the switch, the push restarts the service and asks `/healthz` from the device itself
 until the new release answers (its working folder is the release). If it does not, `current`
 goes back to the previous release, the service is restarted there and checked again, and the
@@ -30,6 +37,8 @@ DEFAULT_SERVE_PORT = 8080
 DEFAULT_SERVE_HOST = "127.0.0.1"
 HEALTH_WAIT_S = 45
 SETTINGS_FILE = "serve.json"
+TOKEN_FILE = "serve.token"
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 @dataclass(frozen=True)
@@ -38,6 +47,7 @@ class ServeSettings:
 
     port: int = DEFAULT_SERVE_PORT
     host: str = DEFAULT_SERVE_HOST
+    token: bool = False  # POSTs need the token in <remote dir>/serve.token
 
     def __post_init__(self) -> None:
         if not 1 <= self.port <= 65535:
@@ -51,8 +61,33 @@ class ServeSettings:
         return "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
 
 
-def serve_argv(python: str, models: Sequence[str], settings: ServeSettings) -> list[str]:
-    """The service's command line (run in the release folder)."""
+    @property
+    def exposed(self) -> bool:
+        """Reachable from the network without a token."""
+        return not self.token and self.host not in LOOPBACK
+
+    def to_json(self, models: Sequence[str]) -> str:
+        """`serve.json`: the settings and models (never the token itself)."""
+        return json.dumps(
+            {"port": self.port, "host": self.host, "token": self.token, "models": list(models)}
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> ServeSettings:
+        """The settings in a `serve.json` (ValueError when it is not one)."""
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError(f"{SETTINGS_FILE} is not a JSON object")
+        return cls(
+            port=int(data["port"]), host=str(data["host"]), token=bool(data.get("token", False))
+        )
+
+
+def serve_argv(
+    python: str, models: Sequence[str], settings: ServeSettings, remote_dir: str
+) -> list[str]:
+    """The service's command line (run in the release folder; `remote_dir` absolute)."""
+    token = ["--token-file", f"{remote_dir.rstrip('/')}/{TOKEN_FILE}"] if settings.token else []
     return [
         python,
         "-m",
@@ -63,6 +98,7 @@ def serve_argv(python: str, models: Sequence[str], settings: ServeSettings) -> l
         settings.host,
         "--port",
         str(settings.port),
+        *token,
     ]
 
 
@@ -74,7 +110,7 @@ def _percent(text: str) -> str:
 def unit_text(remote_dir: str, models: Sequence[str], settings: ServeSettings) -> str:
     """The systemd user unit for the release under `remote_dir/current` (absolute path)."""
     current = f"{remote_dir.rstrip('/')}/current"
-    argv = serve_argv(f"{current}/venv/bin/python", models, settings)
+    argv = serve_argv(f"{current}/venv/bin/python", models, settings, remote_dir)
     return "\n".join(
         [
             "[Unit]",
@@ -105,12 +141,20 @@ def restart_script(abs_dir: str, models: Sequence[str], settings: ServeSettings)
     `abs_dir/current` points at; prints `manager: systemd` or `manager: process ...`."""
     d = shlex.quote(abs_dir)
     unit = shlex.quote(unit_text(abs_dir, models, settings))
-    argv = " ".join(shlex.quote(a) for a in serve_argv("venv/bin/python", models, settings))
-    settings_json = shlex.quote(
-        json.dumps({"port": settings.port, "host": settings.host, "models": list(models)})
+    argv = " ".join(
+        shlex.quote(a) for a in serve_argv("venv/bin/python", models, settings, abs_dir)
     )
+    settings_json = shlex.quote(settings.to_json(models))
+    if settings.token:
+        token = (
+            f"[ -s {TOKEN_FILE} ] || {{ echo 'error: {abs_dir}/{TOKEN_FILE} is missing: "
+            f"push with --serve --serve-token-file FILE' >&2; exit 3; }}"
+        )
+    else:
+        token = f"rm -f {TOKEN_FILE}"
     return f"""set -e
 cd {d}
+{token}
 printf '%s\\n' {settings_json} > {SETTINGS_FILE}
 alive() {{ state=$(ps -o stat= -p "$1" 2>/dev/null) && [ -n "$state" ] && \\
     [ "${{state#Z}}" = "$state" ]; }}
@@ -141,6 +185,25 @@ else
     echo "manager: process (no systemd user manager: pid in {abs_dir}/serve.pid)"
 fi
 """
+
+
+def token_upload_script(remote_dir: str) -> str:
+    """sh: the token file from stdin to `remote_dir/serve.token`, mode 0600 from the start
+    (`remote_dir` sh-quoted)."""
+    return (
+        f"set -e; cd {remote_dir}; umask 077; rm -f .{TOKEN_FILE}.part; "
+        f"cat > .{TOKEN_FILE}.part; chmod 600 .{TOKEN_FILE}.part; mv -f .{TOKEN_FILE}.part "
+        f"{TOKEN_FILE}"
+    )
+
+
+def installed_script(remote_dir: str) -> str:
+    """sh: `current`'s target on the first line, then `serve.json` when the service is
+    installed (`remote_dir` sh-quoted)."""
+    return (
+        f"cd {remote_dir} && {{ readlink current || echo; }} && "
+        f"{{ cat {SETTINGS_FILE} 2>/dev/null || true; }}"
+    )
 
 
 def health_script(remote_dir: str, settings: ServeSettings, release: str | None) -> str:

@@ -545,7 +545,7 @@ def options_from_args(args: Any) -> ServeOptions:
     )
 
 
-def read_token_file(path: str | os.PathLike) -> str:
+def read_token_file(path: str | os.PathLike, option: str = "--token-file") -> str:
     """The token in `path` (its first line, stripped); ServeError when unreadable or empty."""
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -553,14 +553,14 @@ def read_token_file(path: str | os.PathLike) -> str:
         reason = err.strerror if isinstance(err, OSError) else "not UTF-8 text"
         raise ServeError(
             f"Cannot read the token file ({reason}); pass a readable file holding the token on "
-            f"one line. Received: --token-file {path}"
+            f"one line. Received: {option} {path}"
         ) from None
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     if len(lines) != 1:
         raise ServeError(
             "The token file must hold the token on one line "
             f"({'it is empty' if not lines else f'it has {len(lines)} lines'}). "
-            f"Received: --token-file {path}"
+            f"Received: {option} {path}"
         )
     return lines[0]
 

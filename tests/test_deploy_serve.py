@@ -3,7 +3,9 @@
 The "Pi" is this machine, which runs no systemd user manager: the push starts the service as a
 background process (deploy/service.py says so) with the unit's own command line; the unit
 itself is checked in test_serve_systemd.py. A release whose service is unhealthy is rolled
-back: `current` goes back and the previous release serves again.
+back: `current` goes back and the previous release serves again. `--serve-token-file` puts the
+token on the device (mode 0600) and nowhere else; a plain push (no `--serve`) restarts the
+installed service on the new release, and rolls back the same way.
 """
 
 from __future__ import annotations
@@ -12,14 +14,18 @@ import contextlib
 import hashlib
 import json
 import os
+import secrets
 import signal
+import stat
 import tarfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
 
+from deploy.service import ServeSettings, unit_text
 from edgeship.cli import app
 from tests._sshd import free_port
 from tests.test_deploy_push import (  # noqa: F401 - fixtures
@@ -63,6 +69,26 @@ def _get(port: int, path: str, data: bytes | None = None) -> dict:
     )
     with urllib.request.urlopen(request, timeout=10) as r:
         return json.load(r)
+
+
+def _post_status(port: int, body: bytes, token: str | None = None) -> int:
+    """The HTTP status of `POST /v1/predict` (with `Authorization: Bearer token` when given)."""
+    headers = {"Content-Type": "image/png"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/v1/predict", data=body, headers=headers
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as r:
+            return r.status
+    except urllib.error.HTTPError as err:
+        return err.code
+
+
+def _sample(remote: Path) -> bytes:
+    manifest = json.loads((remote / "current" / "manifest.json").read_text())
+    return (remote / "current" / manifest["models"][0]["sample"]).read_bytes()
 
 
 def _unhealthy(bundle: Path, dest: Path) -> Path:
@@ -146,3 +172,93 @@ def test_status_of_a_stopped_service_fails(deploy_bundle, device):
     assert result.exit_code == 2
     assert "service: DOWN" in result.stdout
     assert "the service is down" in _one_error_line(result)
+
+
+def test_serve_token_file_guards_posts_and_stays_secret(deploy_bundle, device, tmp_path):
+    server, remote = device
+    port, token = free_port(), "tok-" + secrets.token_hex(12)
+    token_file = tmp_path / "token"
+    token_file.write_text(token + "\n")
+    token_file.chmod(0o600)
+    results = tmp_path / "bench.json"
+    pushed = push(deploy_bundle, server, remote, "--serve", "--serve-port", str(port),
+                  "--serve-token-file", str(token_file), "--bench", "--results", str(results))
+    assert pushed.exit_code == 0, pushed.output
+    assert token not in pushed.output and "warning" not in pushed.stderr
+    on_device = remote / "serve.token"
+    assert on_device.read_text().strip() == token
+    assert stat.S_IMODE(on_device.stat().st_mode) == 0o600
+
+    health = _get(port, "/healthz")
+    assert health["token_required"] is True and health["status"] == "ok"
+    sample = _sample(remote)
+    assert _post_status(port, sample) == 401
+    assert _post_status(port, sample, "wrong") == 401
+    assert _post_status(port, sample, token) == 200
+
+    # Not on the service's command line (what `ps` shows), not in the settings, the unit or
+    # the results: only the file's path is.
+    cmdline = Path(f"/proc/{health['pid']}/cmdline").read_bytes().decode().split("\0")
+    assert "--token-file" in cmdline and str(on_device) in cmdline
+    assert token not in " ".join(cmdline)
+    settings_text = (remote / "serve.json").read_text()
+    assert token not in settings_text
+    settings = ServeSettings.from_json(settings_text)
+    assert settings.token is True
+    models = json.loads(settings_text)["models"]
+    unit = unit_text(str(remote), models, settings)
+    assert f"--token-file {on_device}" in unit and token not in unit
+    assert token not in results.read_text()
+
+
+def test_serve_token_file_is_checked_before_any_host(deploy_bundle, device, tmp_path):
+    server, remote = device
+    empty = tmp_path / "empty"
+    empty.write_text("\n")
+    before = _releases(remote)
+    result = push(deploy_bundle, server, remote, "--serve", "--serve-token-file", str(empty))
+    assert result.exit_code == 2 and "it is empty" in _one_error_line(result)
+    result = push(deploy_bundle, server, remote, "--serve-token-file", str(empty))
+    assert result.exit_code == 2 and "goes with --serve" in _one_error_line(result)
+    assert _releases(remote) == before
+    # On the LAN without a token: allowed, with one warning line (this push stops early).
+    result = push(tmp_path / "missing.tar.gz", server, remote, "--serve", "--serve-host",
+                  "0.0.0.0")
+    assert result.exit_code == 2
+    warnings = [ln for ln in result.stderr.splitlines() if ln.startswith("warning:")]
+    assert len(warnings) == 1 and "--serve-token-file" in warnings[0], result.stderr
+
+
+def test_plain_push_restarts_the_installed_service(deploy_bundle, device, tmp_path):
+    server, remote = device
+    if not (remote / "serve.json").exists() or not (remote / "serve.token").exists():
+        pytest.skip("needs the service installed by the token test above")
+    settings = ServeSettings.from_json((remote / "serve.json").read_text())
+    port, token = settings.port, (remote / "serve.token").read_text().strip()
+    old = _get(port, "/healthz")
+
+    pushed = push(deploy_bundle, server, remote)  # no --serve
+    assert pushed.exit_code == 0, pushed.output
+    assert f"serving on 127.0.0.1:{port} (process" in pushed.stdout
+    assert "installed service restarts" in pushed.stderr and "health" in pushed.stderr
+    release = _current(remote).rsplit("/", 1)[-1]
+    health = _get(port, "/healthz")
+    assert Path(health["workdir"]).name == release != Path(old["workdir"]).name
+    assert health["pid"] != old["pid"]
+    sample = _sample(remote)
+    assert _post_status(port, sample) == 401  # the installed token still guards it
+    assert _post_status(port, sample, token) == 200
+    status = runner.invoke(app, ["deploy", "status", *server.cli_args(),
+                                 "--remote-dir", str(remote)])
+    assert status.exit_code == 0, status.output
+    assert "not current" not in status.stdout
+
+    # A plain push of an unhealthy release rolls back like --serve does.
+    pushed = push(_unhealthy(deploy_bundle, tmp_path), server, remote)
+    assert pushed.exit_code == 2, pushed.output
+    line = _one_error_line(pushed)
+    assert "rolled back" in line and f"{release} serves again" in line, line
+    assert _current(remote) == f"releases/{release}"
+    health = _get(port, "/healthz")
+    assert health["status"] == "ok" and Path(health["workdir"]).name == release
+    assert health["token_required"] is True
