@@ -36,6 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_runtime.native_log import filtered_native_stderr
+
 # predict() on one image over the bare round trip, per model (issue 12).
 SINGLE_TARGETS = {"int8 MLP": 2.5, "CNN": 1.25}
 
@@ -215,10 +217,14 @@ def main(argv: list[str] | None = None) -> int:
 
             atomic_write_bytes(args.save_model, models[0].read_bytes())
         for model in models:
+            # LiteRT's own "INFO: Created ... XNNPACK delegate" line stays off the terminal.
+            with filtered_native_stderr():
+                single = bench_single(model, x_test[0, :, :, 0], args.calls, args.repeats)
+                batch = bench_batch(model, x_test, y_test, max(3, args.repeats // 2))
             results = {
                 "model": str(model) if args.model else "built: 1-epoch tutorial MLP, int8 I/O",
-                "single": bench_single(model, x_test[0, :, :, 0], args.calls, args.repeats),
-                "batch": bench_batch(model, x_test, y_test, max(3, args.repeats // 2)),
+                "single": single,
+                "batch": batch,
                 "cold": bench_cold(model, max(3, args.repeats // 2)),
             }
             all_results.append(results)
