@@ -62,11 +62,15 @@ def _directive(text: str, key: str) -> str:
     return line.split("=", 1)[1]
 
 
-def test_unit_verifies_and_its_execstart_serves_healthz(deploy_bundle, tmp_path):
+@pytest.mark.parametrize("token", [False, True])
+def test_unit_verifies_and_its_execstart_serves_healthz(deploy_bundle, tmp_path, token):
     root = tmp_path / "edgeship"
     release = _release(deploy_bundle, root)
-    settings = ServeSettings(port=free_port())
+    settings = ServeSettings(port=free_port(), token=token)
+    if token:  # as `push --serve-token-file` leaves it: the unit names the file, not the token
+        (root / "serve.token").write_text("unit-s3cret\n")
     text = unit_text(str(root), _models(release), settings)
+    assert "unit-s3cret" not in text
     unit = tmp_path / "edgeship.service"
     unit.write_text(text)
     runtime = tmp_path / "runtime"
@@ -95,6 +99,7 @@ def test_unit_verifies_and_its_execstart_serves_healthz(deploy_bundle, tmp_path)
         assert health["status"] == "ok"
         assert health["models"] == [Path(m).stem for m in _models(release)]
         assert Path(health["workdir"]).name == "r1"  # the release `current` pointed at
+        assert health["token_required"] is token
     finally:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=60)
