@@ -298,7 +298,8 @@ def status_lines(target: str, data: dict) -> list[str]:
     same = "" if current.endswith(workdir) else f" (serving {workdir}, not current!)"
     lines.append(
         f"  service: {health.get('status')} on {where}, pid {health.get('pid')}, up "
-        f"{health.get('uptime_s', 0):.0f} s, models {', '.join(health.get('models', []))}{same}"
+        f"{health.get('uptime_s', 0):.0f} s, models {', '.join(health.get('models', []))}"
+        f"{', token required' if health.get('token_required') else ''}{same}"
     )
     metrics = data.get("metrics") or {}
     preds = metrics.get("predictions") or {}

@@ -251,7 +251,7 @@ def test_plain_push_restarts_the_installed_service(deploy_bundle, device, tmp_pa
     status = runner.invoke(app, ["deploy", "status", *server.cli_args(),
                                  "--remote-dir", str(remote)])
     assert status.exit_code == 0, status.output
-    assert "not current" not in status.stdout
+    assert "not current" not in status.stdout and "token required" in status.stdout
 
     # A plain push of an unhealthy release rolls back like --serve does.
     pushed = push(_unhealthy(deploy_bundle, tmp_path), server, remote)
