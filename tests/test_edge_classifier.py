@@ -188,12 +188,21 @@ def test_threads_match_sequential(edge_models):
 def test_conv_model_rgb_image_kinds(edge_models, tmp_path):
     clf = EdgeClassifier.load(edge_models["cnn_float32"])
     assert clf.input_shape == (32, 32, 3)
-    rgba = Image.new("RGBA", (64, 48), (10, 200, 30, 128))
-    pal = Image.new("RGB", (20, 20), (5, 5, 250)).convert("P")
-    gray16 = Image.fromarray(np.full((40, 40), 40000, np.uint16))
-    for img in (rgba, pal, gray16, Image.new("L", (7, 90), 128)):
+    pal = Image.new("P", (20, 20), 0)
+    pal.putpalette([5, 5, 250])
+    # Each kind's pixels, worked out by hand: the prediction is the plain RGB image's.
+    cases = [
+        # half-transparent over white: c * 128/255 + 255 * 127/255
+        (Image.new("RGBA", (64, 48), (10, 200, 30, 128)), (132, 227, 142)),
+        (pal, (5, 5, 250)),
+        # 16-bit gray scaled to 8 bits: 40000 / 65535 * 255 = 155.6
+        (Image.fromarray(np.full((40, 40), 40000, np.uint16)), (156, 156, 156)),
+        (Image.new("L", (7, 90), 128), (128, 128, 128)),
+    ]
+    for img, rgb in cases:
+        (want,) = clf.predict(np.full((32, 32, 3), rgb, np.uint8))
         (p,) = clf.predict(img)
-        assert 0 <= p.index < 10
+        np.testing.assert_array_equal(p.probabilities, want.probabilities, err_msg=img.mode)
 
 
 def test_preprocess_modes_and_invert():
