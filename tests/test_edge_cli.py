@@ -56,7 +56,13 @@ def test_predict_json_and_info_without_tensorflow(edge_models, pictures, no_tf_e
     lines = proc.stdout.strip().splitlines()
     assert len(lines) == 3
     records = [json.loads(line) for line in lines]
-    for record, picture in zip(records, pictures, strict=True):
+    from edge_runtime.classifier import EdgeClassifier
+
+    # without TensorFlow: the same answers as the library gives in this process
+    want = EdgeClassifier.load(model).predict(pictures)
+    for record, picture, w in zip(records, pictures, want, strict=True):
+        assert record["index"] == w.index
+        assert record["confidence"] == pytest.approx(w.confidence, abs=1e-4)
         assert set(record) == {"image", "index", "label", "confidence", "top_k"}
         assert record["image"] == str(picture)
         assert record["label"] == f"class_{record['index']}"
@@ -103,10 +109,16 @@ def test_bench_json(edge_models, no_tf_env):
 
 
 def test_bench_batch_in_process(edge_models, capsys):
-    code = edge_main(["bench", str(edge_models["cnn_uint8"]), "--runs", "3", "--warmup", "0",
-                      "--batch", "4"])
-    assert code == 0
-    assert "images/s" in capsys.readouterr().out
+    argv = ["bench", str(edge_models["cnn_uint8"]), "--runs", "3", "--warmup", "0",
+            "--batch", "4"]
+    assert edge_main(argv) == 0
+    assert "(batch 4)" in capsys.readouterr().out
+    assert edge_main([*argv, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["batch"] == 4 and data["runs"] == 3
+    # 4 images per timed call: images/s is 4 / the mean call time
+    mean_s = data["latency_us"]["mean"] / 1e6
+    assert data["throughput_ips"] == pytest.approx(4 / mean_s, rel=0.01, abs=0.1)
 
 
 def _huge_png(path: Path, width: int, height: int) -> None:
