@@ -262,6 +262,8 @@ def test_sigterm_finishes_the_request_in_flight_and_exits_0(edge_models, tmp_pat
             except OSError:
                 break
             time.sleep(0.05)
+        else:
+            pytest.fail("still accepting new connections 10 s after SIGTERM")
         assert served.proc.poll() is None  # still finishing ours
         sock.sendall(image[20:])
         data = b""
