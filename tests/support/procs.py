@@ -32,3 +32,15 @@ def one_error_line(
     lines = proc.stderr.rstrip("\n").splitlines()  # a blank line before it counts
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
     return lines[0]
+
+
+def terminate(proc: subprocess.Popen, timeout: float) -> int | None:
+    """SIGTERM `proc` if it still runs, wait `timeout` s, then SIGKILL; return its exit code."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+    return proc.returncode

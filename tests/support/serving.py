@@ -5,7 +5,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -14,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support.procs import REPO
+from tests.support.procs import REPO, terminate
 
 STARTUP_S = 60.0
 
@@ -61,14 +60,7 @@ class Served:
 
     def stop(self) -> int:
         """SIGTERM, then the exit code (SIGKILL after 30 s, which the tests then see)."""
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
-        return self.proc.returncode
+        return terminate(self.proc, 30)
 
 
 def start_server(args: Sequence[str | os.PathLike], log_dir: Path, env=None) -> Served:
