@@ -509,7 +509,7 @@ def _check_push_options(
 def _with_token(serve: service.ServeSettings | None, path: Path) -> service.ServeSettings:
     """`serve` needing the token in `path`, checked (readable, one line) before any host."""
     from edge_runtime.errors import EdgeshipError
-    from edge_runtime.server import read_token_file
+    from edge_runtime.serve_options import read_token_file
 
     if serve is None:
         raise DeployError(

@@ -247,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--dir", default=None, help="the install folder (free disk; default: cwd)")
 
-    from edge_runtime.server import add_serve_parser
+    from edge_runtime.serve_options import add_serve_parser
 
     add_serve_parser(sub)
     return parser
@@ -309,7 +309,8 @@ def _run(args: argparse.Namespace) -> None:
 def _serve(args: argparse.Namespace) -> None:
     """`serve`: load and bind with the native chatter filtered, then serve with stderr as is
     (the filter holds stderr back until it ends: a service's log must flow)."""
-    from edge_runtime.server import exposure_warning, options_from_args, prepare, run
+    from edge_runtime.serve_options import exposure_warning, options_from_args
+    from edge_runtime.server import prepare, run
 
     options = options_from_args(args)
     with filtered_native_stderr():

@@ -1,0 +1,176 @@
+"""What `serve` was asked to do: its options, their checks, its CLI arguments and token."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edge_runtime.errors import EdgeRuntimeError
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8080
+DEFAULT_MAX_UPLOAD_MB = 10
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+class ServeError(EdgeRuntimeError):
+    """The service cannot start: bad option, unusable model or labels, port taken."""
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """Everything `serve` was asked to do."""
+
+    models: tuple[Path, ...]
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    labels: Path | None = None
+    max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB
+    threads: int | None = None
+    token: str | None = None
+    watch: Path | None = None
+    results: Path | None = None
+    backend: str | None = None
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+
+    def __post_init__(self) -> None:
+        if not self.models:
+            raise ServeError("Pass at least one MODEL.tflite. Received: none")
+        if not 0 <= self.port <= 65535:
+            raise ServeError(f"--port must be in 0..65535. Received: --port {self.port}")
+        if not self.max_upload_mb > 0:
+            raise ServeError(f"--max-upload-mb must be > 0. Received: {self.max_upload_mb}")
+        if self.threads is not None and self.threads < 1:
+            raise ServeError(
+                f"--threads must be at least 1 (leave it out for the runtime's default). "
+                f"Received: --threads {self.threads}"
+            )
+        if self.token is not None and not self.token.strip():
+            raise ServeError("--token must not be empty. Received: an empty token")
+        if self.results is not None and self.watch is None:
+            raise ServeError("--results goes with --watch DIR. Received: --results only")
+
+    @property
+    def max_upload_bytes(self) -> int:
+        """--max-upload-mb in bytes."""
+        return int(self.max_upload_mb * 1024 * 1024)
+
+
+def exposure_warning(options: ServeOptions) -> str | None:
+    """A warning line when the service is exposed beyond loopback without a token."""
+    if options.token is None and options.host not in LOOPBACK:
+        return (
+            f"warning: serving on {options.host} without --token: anyone on the network can "
+            "use the classifier; pass --token-file FILE (or --token TOKEN)"
+        )
+    return None
+
+
+def read_token_file(path: str | os.PathLike, option: str = "--token-file") -> str:
+    """The token in `path` (its first line, stripped); ServeError when unreadable or empty."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        reason = err.strerror if isinstance(err, OSError) else "not UTF-8 text"
+        raise ServeError(
+            f"Cannot read the token file ({reason}); pass a readable file holding the token on "
+            f"one line. Received: {option} {path}"
+        ) from None
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if len(lines) != 1:
+        raise ServeError(
+            "The token file must hold the token on one line "
+            f"({'it is empty' if not lines else f'it has {len(lines)} lines'}). "
+            f"Received: {option} {path}"
+        )
+    return lines[0]
+
+
+def _token(args: Any) -> str | None:
+    """--token, --token-file (never both) or EDGESHIP_TOKEN."""
+    if args.token_file is not None and args.token is not None:
+        raise ServeError(
+            "Pass --token or --token-file, not both. Received: --token and --token-file "
+            f"{args.token_file}"
+        )
+    if args.token_file is not None:
+        return read_token_file(args.token_file)
+    return args.token if args.token is not None else os.environ.get("EDGESHIP_TOKEN")
+
+
+def _path(value: str | None) -> Path | None:
+    return Path(value) if value else None
+
+
+def options_from_args(args: Any) -> ServeOptions:
+    """`ServeOptions` from the argparse namespace of `python -m edge_runtime serve`."""
+    return ServeOptions(
+        models=tuple(Path(m) for m in args.models),
+        host=args.host,
+        port=args.port,
+        labels=_path(args.labels),
+        max_upload_mb=args.max_upload_mb,
+        threads=args.threads,
+        token=_token(args),
+        watch=_path(args.watch),
+        results=_path(args.results),
+        backend=args.backend,
+    )
+
+
+def add_serve_parser(sub: Any) -> None:
+    """The `serve` subcommand's arguments."""
+    p = sub.add_parser("serve", help="serve the models over HTTP (page, JSON API, metrics)")
+    p.add_argument("models", nargs="+", metavar="MODEL", help=".tflite model files")
+    p.add_argument(
+        "--host",
+        default=DEFAULT_HOST,
+        help=f"address to bind (default {DEFAULT_HOST}; 0.0.0.0: the LAN, then use --token)",
+    )
+    p.add_argument(
+        "--port", type=int, default=DEFAULT_PORT,
+        help=f"TCP port (default {DEFAULT_PORT}; 0: any free one)",
+    )
+    p.add_argument(
+        "--labels",
+        default=None,
+        metavar="FILE",
+        help="class names, one per line in output order (replaces the models' own)",
+    )
+    p.add_argument(
+        "--max-upload-mb",
+        type=float,
+        default=DEFAULT_MAX_UPLOAD_MB,
+        metavar="MB",
+        help=f"largest image upload (default {DEFAULT_MAX_UPLOAD_MB}; larger: 413)",
+    )
+    p.add_argument(
+        "--threads", type=int, default=None, metavar="N",
+        help="interpreter threads per model (default: the runtime's)",
+    )
+    p.add_argument(
+        "--token",
+        default=None,
+        help="require 'Authorization: Bearer TOKEN' on POSTs (or set EDGESHIP_TOKEN); "
+        "visible in `ps`: prefer --token-file",
+    )
+    p.add_argument(
+        "--token-file",
+        default=None,
+        metavar="FILE",
+        help="like --token, the token read from FILE (one line; keep it mode 0600)",
+    )
+    p.add_argument("--watch", default=None, metavar="DIR", help="classify new images in DIR")
+    p.add_argument(
+        "--results",
+        default=None,
+        metavar="FILE",
+        help="with --watch: append one JSON line per image to FILE",
+    )
+    p.add_argument(
+        "--backend",
+        default=None,
+        help="ai_edge_litert, tflite_runtime or tensorflow (default: the first installed)",
+    )

@@ -1,0 +1,164 @@
+"""The served models and their predictions (off the event loop), counters and the --watch folder."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edge_runtime.errors import EdgeshipError
+from edge_runtime.metrics import ServeMetrics
+from edge_runtime.recent import RecentPredictions
+from edge_runtime.serve_options import ServeError, ServeOptions
+from edge_runtime.uploads import DEFAULT_TOP_K
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """One model file's classifier under its name (the file's stem)."""
+
+    name: str
+    classifier: Any
+
+    def info(self) -> dict[str, Any]:
+        """The model as /v1/models describes it."""
+        clf = self.classifier
+        meta = clf.metadata or {}
+        return {
+            "name": self.name,
+            "file": str(clf.path),
+            "size_bytes": clf.size_bytes,
+            "input": {
+                "shape": list(clf.input_shape),
+                "dtype": clf.input_spec.dtype.name,
+                "scale": clf.input_scale,
+                "offset": clf.input_offset,
+                "background": clf.background,
+            },
+            "classes": list(clf.class_names),
+            "quantization": (meta.get("quantization") or {}).get("mode")
+            or clf.input_spec.dtype.name,
+            "backend": f"{clf.backend.name} {clf.backend.version}",
+        }
+
+
+def load_models(options: ServeOptions) -> dict[str, ServedModel]:
+    """One classifier per model file, named by its stem (`model_int8`); --labels applied."""
+    from edge_runtime.classifier import EdgeClassifier
+
+    models: dict[str, ServedModel] = {}
+    for path in map(Path, options.models):
+        if path.stem in models:
+            raise ServeError(
+                f"Two models share the name {path.stem!r} (file stem); rename one. "
+                f"Received: {models[path.stem].classifier.path} and {path}"
+            )
+        clf = EdgeClassifier.load(
+            path, num_threads=options.threads, backend=options.backend, labels=options.labels
+        )
+        models[path.stem] = ServedModel(path.stem, clf)
+    return models
+
+
+def _record(model: ServedModel, pred: Any, top_k: int, seconds: float) -> dict[str, Any]:
+    """The answer to one image: the CLI's `predict --json` record (same rounding), with the
+    model's name and the latency instead of the image's path."""
+    from edge_runtime.cli import prediction_record
+
+    record = prediction_record("", pred, top_k)
+    del record["image"]
+    return {"model": model.name, **record, "latency_us": round(seconds * 1e6, 1)}
+
+
+class Service:
+    """The models, counters and recent predictions behind the HTTP routes and the watcher."""
+
+    def __init__(self, options: ServeOptions, models: dict[str, ServedModel]) -> None:
+        self.options = options
+        self.models = models
+        self.metrics = ServeMetrics(list(models))
+        self.recent = RecentPredictions()
+        self._results_lock = threading.Lock()
+        self._watcher = None
+        self._limiter = None  # an anyio CapacityLimiter, made inside the event loop
+
+    @property
+    def default(self) -> str:
+        """The name of the first model: the one used without ?model= and by --watch."""
+        return next(iter(self.models))
+
+    def classify(
+        self, model: ServedModel, data: bytes, top_k: int
+    ) -> tuple[dict[str, Any], float]:
+        """Decode, preprocess and classify one image's bytes (in a worker thread): the
+        response record and the seconds it took."""
+        from edge_runtime.preprocess import load_image
+
+        clf = model.classifier
+        started = time.perf_counter()
+        img = load_image(data, max_pixels=clf.max_pixels)
+        try:  # the classifier prepares the photo as predict does: its resize rule, invert, ...
+            pred = clf.predict(img)[0]
+        finally:
+            img.close()
+        seconds = time.perf_counter() - started
+        return _record(model, pred, top_k, seconds), seconds
+
+    async def classify_off_loop(
+        self, model: ServedModel, data: bytes, top_k: int
+    ) -> tuple[dict[str, Any], float]:
+        """`classify` in a worker thread, at most `options.workers` at a time."""
+        import anyio.to_thread
+
+        if self._limiter is None:
+            self._limiter = anyio.CapacityLimiter(self.options.workers)
+        return await anyio.to_thread.run_sync(
+            self.classify, model, data, top_k, limiter=self._limiter
+        )
+
+    def on_watched_file(self, path: Path) -> None:
+        """Classify one complete file from --watch; append its JSON line to --results."""
+        model = self.models[self.default]
+        try:
+            record, seconds = self.classify(model, path.read_bytes(), DEFAULT_TOP_K)
+        except (OSError, EdgeshipError) as err:
+            self.metrics.error("watch_bad_image")
+            outcome = {"error": getattr(err, "strerror", None) or str(err)}
+        except Exception as err:  # noqa: BLE001 - one bad file must not stop the watcher
+            self.metrics.error("internal")
+            outcome = {"error": f"{type(err).__name__}: {err}"}
+        else:
+            self.metrics.prediction(model.name, record["label"], "watch", seconds)
+            self.recent.add(record, "watch", path.name)
+            outcome = record
+        if self.options.results is not None:
+            self._append_result({"time": time.time(), "image": str(path), **outcome})
+
+    def _append_result(self, line: dict[str, Any]) -> None:
+        """One JSON line on --results; a failure is counted and logged, never raised."""
+        text = json.dumps(line, ensure_ascii=False) + "\n"
+        try:
+            with self._results_lock, open(self.options.results, "a", encoding="utf-8") as f:
+                f.write(text)
+        except OSError as err:  # disk full, folder gone: say so in the log, keep watching
+            self.metrics.error("results_write")
+            print(f"warning: cannot append to --results ({err.strerror}). Received: "
+                  f"path={self.options.results}", file=sys.stderr, flush=True)
+
+    def start_watch(self) -> None:
+        """Start watching --watch (if set and not yet started)."""
+        if self.options.watch is None or self._watcher is not None:
+            return
+        from edge_runtime.watch import FolderWatcher
+
+        self._watcher = FolderWatcher(self.options.watch, self.on_watched_file).start()
+
+    def stop_watch(self) -> None:
+        """Stop the watcher, if one runs."""
+        if self._watcher is not None:
+            self._watcher.stop()
+            self._watcher = None
