@@ -14,7 +14,7 @@ _EXPORTS = {
     "BenchError": "benchmarks.errors",
     "BudgetError": "benchmarks.errors",
     "BenchOptions": "benchmarks.options",
-    "raise_for_outcome": "benchmarks.run",
+    "raise_for_outcome": "benchmarks.budgets",
     "run_bench": "benchmarks.run",
 }
 

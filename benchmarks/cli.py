@@ -110,7 +110,7 @@ def bench_command(
         labels=str(labels) if labels else None,
     )
     console = Console(stderr=True)
-    from benchmarks.run import find_models
+    from benchmarks.models import find_models
 
     out = out or run / "bench"
     if run.is_dir() and (out.is_dir() or not out.exists()):
@@ -120,7 +120,7 @@ def bench_command(
     find_models(run, options)  # no run or no models: one error line before any progress
     report = bench_with_progress(run, out, options, console)
     print_summary(report, console, out)
-    from benchmarks.run import raise_for_outcome
+    from benchmarks.budgets import raise_for_outcome
 
     raise_for_outcome(report)
 

@@ -1,6 +1,6 @@
-"""`bench --test-data`: the user's own test images, labelled in the model's class order.
+"""The bench's test set: the run's own, or the user's (`--test-data`) in the model's class order.
 
-Two forms:
+`--test-data` takes two forms:
 - a folder with one subfolder per class, each subfolder named exactly like one of the model's
   class names (its metadata's, or `--labels`): label = that name's index in the MODEL, not the
   folder's place in an alphabetical listing. Photos are prepared by `edge_runtime.preprocess`
@@ -10,14 +10,17 @@ Two forms:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from benchmarks.errors import BenchError
+from benchmarks.options import BenchOptions
 from edge_runtime.errors import EdgeshipError
 from train.datasets import Dataset
 
@@ -148,3 +151,66 @@ def load_test_data(
         f"--test-data is {what}: pass a folder of class subfolders or an .npz with x and y. "
         f"Received: test_data={path}"
     )
+
+
+def bench_test_set(
+    meta: dict[str, Any], options: BenchOptions
+) -> tuple[Dataset, np.ndarray, np.ndarray, list[str]]:
+    """The test set, images, labels and notes: `--test-data` in the model's class order, else
+    the run's own."""
+    if options.test_data is None:
+        data, x, y, notes = load_test_set(meta, options.limit)
+        if options.labels is not None:  # the run's own test set, named by --labels
+            data = dataclasses.replace(data, class_names=tuple(meta["class_names"]))
+        return data, x, y, notes
+    block = meta.get("input") or {}
+    data = load_test_data(
+        options.test_data,
+        meta["class_names"],
+        tuple(block["shape"]),
+        block.get("resize", "stretch"),
+    )
+    x, y = data.x_test, data.y_test
+    if options.limit is not None:  # a folder read class by class: some of every class
+        keep = np.sort(spread_indices(y, options.limit))
+        x, y = x[keep], y[keep]
+    return data, x, y, []
+
+
+def load_test_set(
+    meta: dict[str, Any], limit: int | None
+) -> tuple[Dataset, np.ndarray, np.ndarray, list[str]]:
+    """The test images (uint8 NHWC), labels and class names named by the run's metadata."""
+    from train.datasets import FASHION_MNIST, load_dataset
+
+    info = meta.get("dataset") or {}
+    name, source = info.get("name"), info.get("source")
+    if not info and meta.get("model") == "custom":  # converted from the user's own Keras file
+        calibrated = (meta.get("quantization") or {}).get("calibration_source")
+        raise BenchError(
+            "These models were converted from your own Keras model: there is no test set of "
+            "their own to fall back to (Fashion-MNIST would fit none of them). Pass "
+            "--test-data DIR (one folder per class) or FILE.npz"
+            + (f", e.g. the photos they were calibrated on: {calibrated}" if calibrated else "")
+            + f". Received: model={meta.get('model')}, dataset=none"
+        )
+    if name == FASHION_MNIST or (name is None and source is None):
+        data_dir = source if source and Path(source).is_dir() else None
+        data = load_dataset(FASHION_MNIST, data_dir)
+    elif source and Path(source).is_dir():
+        data = load_dataset(source)
+    else:
+        raise BenchError(
+            "The run's test set is not available: its image folder is gone. Restore it or "
+            f"retrain. Received: dataset={name}, source={source}"
+        )
+    x, y = data.x_test, data.y_test
+    if limit is not None:
+        x, y = x[:limit], y[:limit]
+    notes = []
+    if info.get("sha256") and data.sha256 and info["sha256"] != data.sha256:
+        notes.append(
+            f"dataset content differs from the one the model was trained with "
+            f"(sha256 {data.sha256[:12]}... vs {info['sha256'][:12]}...)"
+        )
+    return data, x, y, notes

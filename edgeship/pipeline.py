@@ -30,9 +30,9 @@ def pipeline_command(
 
     Writes RUN/model.keras, model.json, model_<mode>.tflite and RUN/bench/report.md.
     """
+    from benchmarks.budgets import raise_for_outcome
     from benchmarks.cli import bench_with_progress, print_summary
     from benchmarks.options import BenchOptions
-    from benchmarks.run import raise_for_outcome
     from convert.cli import report_table, run_convert
     from train.cli import run_training
     from train.progress import make_progress
