@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_runtime.errors import EdgeRuntimeError
+from edge_runtime.webapp import add_web_arguments, check_site, check_tls
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
@@ -34,6 +35,9 @@ class ServeOptions:
     results: Path | None = None
     backend: str | None = None
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    web: Path | None = None  # the `deploy web` site, served at /app/ (edge_runtime/webapp.py)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -51,6 +55,9 @@ class ServeOptions:
             raise ServeError("--token must not be empty. Received: an empty token")
         if self.results is not None and self.watch is None:
             raise ServeError("--results goes with --watch DIR. Received: --results only")
+        if self.web is not None:
+            check_site(Path(self.web))
+        check_tls(self.tls_cert, self.tls_key)
 
     @property
     def max_upload_bytes(self) -> int:
@@ -117,6 +124,9 @@ def options_from_args(args: Any) -> ServeOptions:
         watch=_path(args.watch),
         results=_path(args.results),
         backend=args.backend,
+        web=_path(args.web),
+        tls_cert=_path(args.tls_cert),
+        tls_key=_path(args.tls_key),
     )
 
 
@@ -174,3 +184,4 @@ def add_serve_parser(sub: Any) -> None:
         default=None,
         help="ai_edge_litert, tflite_runtime or tensorflow (default: the first installed)",
     )
+    add_web_arguments(p)

@@ -9,6 +9,8 @@
                       "confidence", "top_k", "latency_us"}
     GET  /v1/recent   the last predictions, newest first (HTTP and --watch)
     GET  /metrics     Prometheus text
+    GET  /app/        with --web SITE: the offline web app of `edgeship deploy web`
+                      (edge_runtime/webapp.py; --tls-cert/--tls-key: all of it over HTTPS)
 
 Errors are JSON `{"error": "..."}`: 400 unreadable image or bad parameter, 401 missing or wrong
 token (POSTs, when --token is set), 404 unknown model, 413 body over --max-upload-mb (reading
@@ -43,6 +45,7 @@ from edge_runtime.serve_options import (
 from edge_runtime.service import Service, load_models
 from edge_runtime.startup import prepare
 from edge_runtime.uploads import HttpError, check_token, image_bytes, top_k
+from edge_runtime.webapp import load_tls, uvicorn_tls, web_routes
 
 GRACEFUL_SHUTDOWN_S = 30
 PAGE = Path(__file__).with_name("page.html")
@@ -162,6 +165,7 @@ def build_app(service: Service):
             Route("/v1/predict", predict_route, methods=["POST"]),
             Route("/v1/recent", recent),
             Route("/metrics", metrics),
+            *web_routes(service.options.web),
         ],
         exception_handlers={HTTPException: http_error},
         lifespan=lifespan,
@@ -174,12 +178,14 @@ def run(service: Service, sock: socket.socket, *, announce: Any = None) -> None:
 
     options = service.options
     host, port = sock.getsockname()[:2]
+    load_tls(options.tls_cert, options.tls_key)
     config = uvicorn.Config(
         build_app(service),
         log_level="warning",
         access_log=False,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         lifespan="on",
+        **uvicorn_tls(options.tls_cert, options.tls_key),
     )
     server = uvicorn.Server(config)
     say = announce or (lambda text: print(text, file=sys.stderr, flush=True))
@@ -187,9 +193,10 @@ def run(service: Service, sock: socket.socket, *, announce: Any = None) -> None:
     # Watching before the line that says so: a file landing right after it is not missed.
     service.start_watch()
     say(
-        f"serving {', '.join(service.models)} on http://{shown}:{port} "
-        f"(token {'required' if options.token else 'off'}"
+        f"serving {', '.join(service.models)} on http{'s' if options.tls_cert else ''}://"
+        f"{shown}:{port} (token {'required' if options.token else 'off'}"
         + (f", watching {options.watch}" if options.watch else "")
+        + (", web app at /app/" if options.web else "")
         + ")"
     )
     # Uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown, with the handlers that were

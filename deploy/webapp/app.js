@@ -1,0 +1,375 @@
+// The edgeship web app: the phone-ready model runs here, in the browser (LiteRT.js, WASM or
+// WebGPU). A photo (chosen, taken, or a live camera frame) is decoded by the browser, resized to
+// the model's H x W in JS (resize.js, the model's own rule), and classified; nothing is uploaded.
+
+import { toModelPixels, rgbaToRgb } from "./resize.js";
+
+const $ = (id) => document.getElementById(id);
+const LITERT = "./vendor/litertjs/core/dist/index.js";
+const WASM_DIR = "./vendor/litertjs/core/wasm/";
+const CAMERA_INTERVAL_MS = 300; // a few frames a second
+const RECENT_MAX = 10;
+
+const state = { models: [], model: null, compiled: new Map(), backend: null, litert: null,
+  stream: null, paused: false, busy: false, timer: null, recent: [] };
+
+function setStatus(text) { $("status").textContent = text; }
+function setError(text) { $("error").textContent = text || ""; }
+function setNote(text) { $("note").textContent = text || ""; }
+
+function clearResult() {
+  $("answer").textContent = "";
+  $("detail").textContent = "";
+  $("bars").replaceChildren();
+}
+
+// ------------------------------------------------------------------------------ the runtime
+// The WASM runtime writes its own log (INFO/WARNING lines) to stderr, which Emscripten sends
+// to console.error: keep those at their level, so a real error still stands out.
+function runtimeLog(text) {
+  if (/^(INFO|VERBOSE|DEBUG)\b/.test(text)) console.debug(text);
+  else if (/^WARNING\b/.test(text)) console.warn(text);
+  else console.error(text);
+}
+
+async function hasGpu() {
+  try {
+    return Boolean(navigator.gpu && (await navigator.gpu.requestAdapter()));
+  } catch {
+    return false;
+  }
+}
+
+async function loadRuntime() {
+  self.Module = { print: (text) => console.debug(text), printErr: runtimeLog };
+  const litert = await import(LITERT);
+  await litert.loadLiteRt(WASM_DIR);
+  state.litert = litert;
+  const relaxed = await litert.supportsFeature("relaxedSimd");
+  const build = relaxed ? "litert_wasm_internal" : "litert_wasm_compat_internal";
+  return [`${WASM_DIR}${build}.js`, `${WASM_DIR}${build}.wasm`];
+}
+
+async function compiled(model) {
+  if (state.compiled.has(model.name)) return state.compiled.get(model.name);
+  const { loadAndCompile, isWebGPUSupported } = state.litert;
+  let result = null;
+  if (state.backend === null) state.backend = (await hasGpu()) && isWebGPUSupported() ? "try" : "wasm";
+  if (state.backend !== "wasm") {
+    try {
+      result = await loadAndCompile(model.file, { accelerator: "webgpu" });
+      state.backend = "webgpu";
+    } catch (err) {
+      console.info(`WebGPU cannot run ${model.name} (${err}); using WASM`);
+    }
+  }
+  if (result === null) {
+    result = await loadAndCompile(model.file, { accelerator: "wasm" });
+    state.backend = "wasm";
+  }
+  state.compiled.set(model.name, result);
+  return result;
+}
+
+function inputTensor(pixels, model) {
+  const spec = model.input;
+  if (spec.dtype === "float32") {
+    const data = new Float32Array(pixels.length);
+    for (let i = 0; i < pixels.length; i++) data[i] = pixels[i] * spec.scale + spec.offset;
+    return new state.litert.Tensor(data, spec.shape);
+  }
+  const table = spec.table;
+  const data = new Uint8Array(pixels.length);
+  for (let i = 0; i < pixels.length; i++) data[i] = table[pixels[i]];
+  return new state.litert.Tensor(data, spec.shape);
+}
+
+function probabilities(raw, model) {
+  const out = model.output;
+  const f = Math.fround;
+  let scores = Array.from(raw, (q) => (out.scale ? f(f(q - out.zero_point) * f(out.scale)) : f(q)));
+  if (scores.length === 1) { // one sigmoid unit: [1 - p, p]
+    const p = out.probabilities ? scores[0] : 1 / (1 + Math.exp(-scores[0]));
+    return [1 - p, p];
+  }
+  if (!out.probabilities) {
+    const top = Math.max(...scores);
+    const e = scores.map((s) => Math.exp(s - top));
+    const sum = e.reduce((a, b) => a + b, 0);
+    scores = e.map((v) => v / sum);
+  }
+  return scores;
+}
+
+// Raw RGB pixels at the model's size -> {index, label, confidence, probabilities, ms}
+async function classifyPixels(pixels, model = state.model) {
+  const runner = await compiled(model);
+  const start = performance.now();
+  const input = inputTensor(pixels, model);
+  let outputs;
+  try {
+    outputs = await runner.run([input]);
+  } finally {
+    input.delete();
+  }
+  const raw = await outputs[0].data();
+  const ms = performance.now() - start;
+  for (const t of outputs) t.delete();
+  const probs = probabilities(raw, model);
+  let index = 0;
+  for (let i = 1; i < probs.length; i++) if (probs[i] > probs[index]) index = i;
+  const names = model.class_names;
+  return { index, label: names[index] ?? String(index), confidence: probs[index],
+    probabilities: probs, ms, backend: state.backend, model: model.name };
+}
+
+// ------------------------------------------------------------------------------- images
+// A decoded image or video frame -> RGB pixels at its own size (transparency over white).
+function framePixels(source, width, height) {
+  const canvas = document.createElement("canvas");
+  canvas.width = width;
+  canvas.height = height;
+  const ctx = canvas.getContext("2d", { willReadFrequently: true });
+  ctx.fillStyle = "#fff";
+  ctx.fillRect(0, 0, width, height);
+  ctx.drawImage(source, 0, 0, width, height);
+  return rgbaToRgb(ctx.getImageData(0, 0, width, height).data);
+}
+
+function preview(source, width, height) {
+  const canvas = $("photo");
+  const scale = Math.min(1, 1024 / Math.max(width, height));
+  canvas.width = Math.max(1, Math.round(width * scale));
+  canvas.height = Math.max(1, Math.round(height * scale));
+  canvas.getContext("2d").drawImage(source, 0, 0, canvas.width, canvas.height);
+  canvas.hidden = false;
+}
+
+async function classifySource(source, width, height, name) {
+  const model = state.model;
+  const rgb = framePixels(source, width, height);
+  const pixels = toModelPixels(rgb, width, height, model);
+  const result = await classifyPixels(pixels, model);
+  show(result, name);
+  return result;
+}
+
+// A file or blob (chosen, taken, or given by a test): decode, classify, show.
+async function classifyBlob(blob, name) {
+  setError("");
+  let bitmap;
+  try {
+    bitmap = await createImageBitmap(blob);
+  } catch (err) {
+    clearResult();
+    $("photo").hidden = true;
+    setError(`“${name}” is not an image this browser can read (JPEG, PNG, WebP…). ` +
+      "Choose another photo.");
+    return null;
+  }
+  try {
+    preview(bitmap, bitmap.width, bitmap.height);
+    return await classifySource(bitmap, bitmap.width, bitmap.height, name);
+  } finally {
+    bitmap.close();
+  }
+}
+
+// ------------------------------------------------------------------------------ display
+function show(result, name) {
+  const model = state.model;
+  $("answer").textContent = result.label;
+  $("detail").textContent = `${(result.confidence * 100).toFixed(1)}% · ` +
+    `${result.ms.toFixed(1)} ms on this device (${result.backend === "webgpu" ? "WebGPU" : "WASM"})`;
+  const probs = result.probabilities;
+  let order = probs.map((_, i) => i);
+  if (order.length > 10) order = order.sort((a, b) => probs[b] - probs[a]).slice(0, 10);
+  $("bars").replaceChildren(...order.map((i) => {
+    const li = document.createElement("li");
+    li.className = "bar" + (i === result.index ? " predicted" : "");
+    li.dataset.index = String(i);
+    const label = document.createElement("span");
+    label.className = "name";
+    label.textContent = model.class_names[i] ?? String(i);
+    const track = document.createElement("span");
+    track.className = "track";
+    const fill = document.createElement("span");
+    fill.className = "fill";
+    fill.style.display = "block";
+    fill.style.width = `${Math.max(0, Math.min(1, probs[i])) * 100}%`;
+    track.append(fill);
+    const pct = document.createElement("span");
+    pct.className = "pct";
+    pct.textContent = `${(probs[i] * 100).toFixed(0)}%`;
+    li.append(label, track, pct);
+    return li;
+  }));
+  state.recent.unshift({ name, label: result.label, confidence: result.confidence, ms: result.ms });
+  state.recent.length = Math.min(state.recent.length, RECENT_MAX);
+  $("recent").tBodies[0].replaceChildren(...state.recent.map((r) => {
+    const tr = document.createElement("tr");
+    for (const text of [r.name, r.label, `${(r.confidence * 100).toFixed(0)}%`, r.ms.toFixed(1)]) {
+      const td = document.createElement("td");
+      td.textContent = text;
+      tr.append(td);
+    }
+    return tr;
+  }));
+}
+
+// ------------------------------------------------------------------------------- camera
+function cameraProblem(err) {
+  if (!window.isSecureContext) {
+    return "The live camera needs a secure page (HTTPS, or localhost): this page was opened " +
+      `over ${location.protocol}//${location.host}. Choose or take a photo instead, or serve ` +
+      "the app with --tls-cert/--tls-key.";
+  }
+  if (!err) return "This browser has no camera access (navigator.mediaDevices is missing).";
+  if (err.name === "NotAllowedError" || err.name === "SecurityError") {
+    return "Camera permission was refused. Allow the camera for this site in the browser's " +
+      "settings, or choose a photo instead.";
+  }
+  if (err.name === "NotFoundError" || err.name === "OverconstrainedError") {
+    return "No camera was found on this device. Choose a photo instead.";
+  }
+  if (err.name === "NotReadableError") {
+    return "The camera is in use by another app. Close it and try again.";
+  }
+  return `The camera could not start (${err.name}: ${err.message}).`;
+}
+
+async function startCamera() {
+  setError("");
+  if (!window.isSecureContext || !navigator.mediaDevices?.getUserMedia) {
+    setError(cameraProblem(null));
+    return;
+  }
+  let stream;
+  try {
+    stream = await navigator.mediaDevices.getUserMedia({
+      video: { facingMode: { ideal: "environment" } }, audio: false });
+  } catch (err) {
+    setError(cameraProblem(err));
+    return;
+  }
+  state.stream = stream;
+  const video = $("video");
+  video.srcObject = stream;
+  video.hidden = false;
+  $("photo").hidden = true;
+  await video.play();
+  state.paused = false;
+  $("pause").hidden = false;
+  $("pause").textContent = "Pause";
+  $("camera").textContent = "Stop camera";
+  state.timer = setInterval(cameraTick, CAMERA_INTERVAL_MS);
+}
+
+function stopCamera() {
+  clearInterval(state.timer);
+  state.timer = null;
+  for (const track of state.stream?.getTracks() ?? []) track.stop();
+  state.stream = null;
+  $("video").hidden = true;
+  $("pause").hidden = true;
+  $("camera").textContent = "Live camera";
+}
+
+let frameCount = 0;
+async function cameraTick() {
+  const video = $("video");
+  if (state.paused || state.busy || !video.videoWidth) return;
+  state.busy = true;
+  try {
+    frameCount += 1;
+    await classifySource(video, video.videoWidth, video.videoHeight, `camera #${frameCount}`);
+  } catch (err) {
+    setError(`Classifying the camera frame failed: ${err}`);
+  } finally {
+    state.busy = false;
+  }
+}
+
+// ------------------------------------------------------------------------------ offline
+async function registerOffline(wasmFiles) {
+  if (!("serviceWorker" in navigator)) {
+    setNote("Offline use needs a secure page (HTTPS or localhost).");
+    return false;
+  }
+  await navigator.serviceWorker.register("sw.js");
+  const registration = await navigator.serviceWorker.ready;
+  const reply = await new Promise((resolve) => {
+    const channel = new MessageChannel();
+    channel.port1.onmessage = (event) => resolve(event.data);
+    registration.active.postMessage({ cache: wasmFiles }, [channel.port2]);
+  });
+  if (!reply.ok) throw new Error(reply.error);
+  return true;
+}
+
+// -------------------------------------------------------------------------------- start
+function chooseModel(name) {
+  state.model = state.models.find((m) => m.name === name) ?? state.models[0];
+}
+
+async function main() {
+  if (typeof WebAssembly !== "object" || typeof WebAssembly.instantiate !== "function") {
+    setStatus("Not supported");
+    setError("This browser cannot run WebAssembly, which the classifier needs. Use a recent " +
+      "Chrome, Safari, Firefox or Edge (or turn off a mode that disables WebAssembly).");
+    for (const id of ["file", "capture", "camera"]) $(id).disabled = true;
+    return;
+  }
+  const response = await fetch("models.json");
+  const site = await response.json();
+  state.models = site.models;
+  const select = $("model");
+  select.replaceChildren(...state.models.map((m) => new Option(m.name, m.name)));
+  $("model-row").hidden = state.models.length < 2;
+  chooseModel(state.models[0].name);
+  select.addEventListener("change", () => chooseModel(select.value));
+  for (const id of ["file", "capture"]) {
+    $(id).addEventListener("change", async (event) => {
+      const file = event.target.files[0];
+      event.target.value = "";
+      if (file) await classifyBlob(file, file.name).catch((err) => setError(String(err)));
+    });
+  }
+  $("camera").addEventListener("click", () => (state.stream ? stopCamera() : startCamera()));
+  $("pause").addEventListener("click", () => {
+    state.paused = !state.paused;
+    $("pause").textContent = state.paused ? "Resume" : "Pause";
+  });
+  if (!window.isSecureContext) setNote(cameraProblem(null));
+
+  const wasmFiles = await loadRuntime();
+  await compiled(state.model);
+  $("runtime").textContent = `LiteRT.js ${site.litertjs}`;
+  const backend = state.backend === "webgpu" ? "WebGPU" : "WASM";
+  setStatus(`Ready: ${state.model.name} on ${backend}`);
+  window.edgeship.backend = backend;
+  window.edgeship.ready = true;
+  try {
+    window.edgeship.offline = await registerOffline(wasmFiles);
+    if (window.edgeship.offline) setStatus(`Ready, also offline: ${state.model.name} on ${backend}`);
+  } catch (err) {
+    setNote(`Offline use is not available (${err}).`);
+    window.edgeship.offline = false;
+  }
+}
+
+// For tests and the benchmark: the page's own code paths, from outside.
+window.edgeship = {
+  ready: false,
+  offline: null,
+  classifyPixels: (pixels, name) =>
+    classifyPixels(Uint8Array.from(pixels), state.models.find((m) => m.name === name) ?? state.model),
+  classifyBlob,
+  chooseModel,
+};
+
+main().catch((err) => {
+  setStatus("Failed to start");
+  setError(`The classifier could not start: ${err}`);
+  console.error(err);
+});
