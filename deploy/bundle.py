@@ -9,6 +9,7 @@
 <name>/verify.py          every file against manifest.json (standard library only)
 <name>/README.md
 <name>/wheels/<target>/   with --with-wheels: every wheel each target needs (offline install)
+<name>/web/               with --web: the offline web app (deploy/web.py), for `serve --web web`
 <name>/manifest.json      sha256 of every other file, targets, models, samples, expected answers
 """
 
@@ -308,13 +309,15 @@ def build_bundle(
     with_wheels: bool = False,
     progress: ProgressCallback | None = None,
     targets: str | Sequence[str] | None = None,
+    web: bool | str | os.PathLike = False,
 ) -> BundleInfo:
     """Build the device bundle of `run_dir`'s models into the .tar.gz `out`.
 
     `models`: modes (`model_<mode>.tflite`) or names of .tflite files in the run; default
     `default_models(run_dir)`. `targets` (default: all) are the OS targets it installs on
     (`edge_runtime.targets`); each gets its requirements file and, `with_wheels`, every wheel
-    it needs under wheels/<target>/.
+    it needs under wheels/<target>/. `web`: the web app under web/ (True: `deploy web` of the
+    run; a folder: that site, already written).
     """
     say = progress or (lambda _msg: None)
     run_dir, out = Path(run_dir), Path(out)
@@ -376,6 +379,9 @@ def build_bundle(
             target_info[name]["wheels"] = [w.name for w in found]
             wheels.extend(f"wheels/{name}/{w.name}" for w in found)
 
+    if web:
+        entries.extend(_web_entries(run_dir, say, None if web is True else Path(web)))
+
     say("hashing files")
     files = {e.name: _sha256(e.read()) for e in sorted(entries, key=lambda e: e.name)}
     manifest = {
@@ -391,6 +397,7 @@ def build_bundle(
             for mode, e in zip(modes, model_entries, strict=True)
         ],
         "wheels": wheels,
+        "web": "web" if web else None,
         "files": files,
     }
     entries.append(_Entry("manifest.json", data=(json.dumps(manifest, indent=2) + "\n").encode()))
@@ -409,6 +416,23 @@ def build_bundle(
         files=len(entries),
         targets=target_names,
     )
+
+
+def _web_entries(run_dir: Path, say: ProgressCallback, site: Path | None) -> list[_Entry]:
+    """The web app (`site`, else `deploy web` of `run_dir`, int8) as entries under web/."""
+    from deploy.web import SITE_MARKER, write_web_site
+
+    if site is not None and not (site / SITE_MARKER).is_file():
+        raise BundleError(f"Not a site written by `edgeship deploy web`. Received: web={site}")
+    with tempfile.TemporaryDirectory(prefix="edgeship-web-") as tmp:
+        if site is None:
+            say("writing the web app (deploy web)")
+            site = write_web_site(run_dir, Path(tmp) / "web").path
+        return [
+            _Entry(f"web/{p.relative_to(site).as_posix()}", data=p.read_bytes())
+            for p in sorted(site.rglob("*"))
+            if p.is_file()
+        ]
 
 
 def read_manifest(bundle: str | os.PathLike) -> tuple[str, dict[str, Any]]:

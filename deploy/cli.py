@@ -47,6 +47,14 @@ def bundle_command(
             "bookworm-armhf, or all.",
         ),
     ] = "all",
+    web: Annotated[
+        bool,
+        typer.Option(
+            "--web",
+            help="Add the offline web app (`deploy web`, int8) under web/: serve it with "
+            "`python -m edge_runtime serve ... --web web`.",
+        ),
+    ] = False,
 ) -> None:
     """Build FILE.tar.gz: edge_runtime, models, sample images, install.sh, manifest."""
     from deploy.bundle import build_bundle
@@ -59,12 +67,34 @@ def bundle_command(
         with_wheels=with_wheels,
         progress=lambda msg: console.print(f"[dim]bundle:[/] {msg}"),
         targets=target,
+        web=web,
     )
     wheels = f", {len(info.wheels)} wheels" if info.wheels else ""
     typer.echo(
         f"{info.path}: {info.size_bytes / 1e6:.2f} MB, {info.files} files, "
         f"{len(info.models)} models{wheels}, targets {','.join(info.targets)}, "
         f"sha256 {info.sha256[:16]}"
+    )
+
+
+@deploy_app.command("web")
+def web_command(
+    run: Annotated[Path, typer.Argument(help="Run directory (model.json, model_<mode>.tflite).")],
+    out: Annotated[Path, typer.Option("--out", help="The site folder to write (replaced).")],
+    models: Annotated[
+        str, typer.Option("--models", help="Comma-separated modes of `deploy mobile`'s models.")
+    ] = "int8",
+    title: Annotated[str, typer.Option("--title", help="The app's name.")] = "edgeship",
+) -> None:
+    """Write SITE: a static web app that classifies in the phone's browser, offline (LiteRT.js)."""
+    from deploy.web import write_web_site
+
+    modes = tuple(m.strip() for m in models.split(",") if m.strip())
+    info = write_web_site(run, out, modes=modes or ("int8",), title=title)
+    typer.echo(
+        f"{info.path}: {info.size_bytes / 1e6:.2f} MB, {info.files} files, "
+        f"models {', '.join(info.models)}; serve it: python -m edge_runtime serve "
+        f"MODEL.tflite --web {info.path} (the app at /app/), or any static host"
     )
 
 

@@ -1,4 +1,4 @@
-"""The web app's tests: a trained Fashion-MNIST run, its phone-ready models, a camera clip."""
+"""The web app's tests: a camera clip, a self-signed TLS pair, a TLS server."""
 
 from __future__ import annotations
 
@@ -8,26 +8,6 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-
-# Pillow's "L" conversion, which the phone-ready models do inside (RGB pixels in).
-LUMA = (0.299, 0.587, 0.114)
-
-
-def train_run(fashion, run: Path, model: str = "mlp", limit: int = 3000, epochs: int = 2) -> Path:
-    """A small real run: `model` trained on `limit` Fashion-MNIST images, converted to int8."""
-    from convert.run import convert_run
-    from train.training import TrainConfig, train
-
-    train(TrainConfig(model=model, epochs=epochs, limit=limit, seed=1), run, data=fashion)
-    convert_run(run, modes=["int8"], calibration_samples=200, verify_samples=200)
-    return run
-
-
-def phone_models(run: Path, out: Path) -> list[Path]:
-    """`deploy mobile`'s int8 model of `run` (RGB pixels in, uint8): model_int8.tflite."""
-    from deploy.mobile import write_mobile_models
-
-    return write_mobile_models(run, out, modes=("int8",))
 
 
 def mjpeg_clip(frames: list[np.ndarray], path: Path, repeat: int, size: int = 280) -> Path:
@@ -72,51 +52,34 @@ def self_signed_pair(folder: Path) -> tuple[Path, Path]:
     return cert, key
 
 
-def interim_phone_model(run: Path, out: Path) -> Path:
-    """Until `deploy mobile` lands: the run's Keras model behind RGB uint8 pixels, int8."""
-    import json
+def start_tls_server(args, log_dir: Path):
+    """`python -m edge_runtime serve --port 0 ARGS` with TLS; waits for its `on https://` line."""
+    import re
+    import sys
+    import time
+    import uuid
 
-    import keras
-    import tensorflow as tf
+    from tests.support.procs import REPO
+    from tests.support.serving import STARTUP_S, Served
 
-    from edge_runtime.metadata import embed_metadata
-
-    meta = json.loads((run / "model.json").read_text())
-    model = keras.saving.load_model(run / "model.keras")
-    h, w, c = meta["input"]["shape"]
-    scale, offset = meta["input"]["scale"], meta["input"]["offset"]
-    inp = keras.Input((h, w, 3))
-    x = inp
-    if c == 1:
-        x = keras.layers.Lambda(
-            lambda t: tf.reduce_sum(t * tf.constant(LUMA, tf.float32), axis=-1, keepdims=True)
-        )(x)
-    x = keras.layers.Rescaling(scale, offset)(x)
-    wrapped = keras.Model(inp, model(x))
-    export = out / "export"
-    wrapped.export(
-        str(export), verbose=False, input_signature=[tf.TensorSpec([None, h, w, 3], tf.float32)]
-    )
-    conv = tf.lite.TFLiteConverter.from_saved_model(str(export))
-    from train.datasets import load_dataset
-
-    calib = load_dataset("fashion-mnist").x_train[:200]
-    calib = np.repeat(calib[..., None] if calib.ndim == 3 else calib, 3, axis=-1)
-    calib = calib.astype(np.float32)
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = lambda: ([c_[None]] for c_ in calib)
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    conv.inference_input_type = tf.uint8
-    conv.inference_output_type = tf.uint8
-    phone_meta = dict(meta)
-    phone_meta["input"] = {
-        **meta["input"],
-        "shape": [h, w, 3],
-        "scale": 1.0,
-        "offset": 0.0,
-        "color_mode": "rgb",
-    }
-    data = embed_metadata(conv.convert(), phone_meta)
-    path = out / "model_int8.tflite"
-    path.write_bytes(data)
-    return path
+    log = log_dir / f"serve-tls-{uuid.uuid4().hex[:8]}.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "edge_runtime", "serve", "--port", "0", *map(str, args)],
+            stdout=out,
+            stderr=out,
+            stdin=subprocess.DEVNULL,
+            cwd=REPO,
+        )
+    deadline = time.monotonic() + STARTUP_S
+    while time.monotonic() < deadline:
+        text = log.read_text(errors="replace")
+        found = re.search(r"^serving .* on https://127\.0\.0\.1:(\d+) ", text, re.M)
+        if found:
+            return Served(proc, int(found.group(1)), log)
+        if proc.poll() is not None:
+            raise AssertionError(f"serve exited with {proc.returncode}: {text[-2000:]}")
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait(timeout=10)
+    raise AssertionError(f"serve did not start in {STARTUP_S} s: {log.read_text()[-2000:]}")

@@ -1,0 +1,413 @@
+"""The offline web app (`edgeship deploy web`) in a real browser: Debian's chromium, LiteRT.js.
+
+One site (deploy mobile's Fashion-MNIST MLP and CNN, int8), one server (`serve --web`), one
+browser launch (with chromium's fake camera playing a clip of test images), a phone-sized
+context per test. Every request is recorded (none may leave the origin) and so is every console
+error (none allowed).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.support.procs import REPO
+from tests.support.serving import start_server
+from tests.support.webapp import mjpeg_clip, self_signed_pair, start_tls_server
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--use-fake-device-for-media-stream",
+]
+PHONE = {
+    "viewport": {"width": 390, "height": 844},
+    "device_scale_factor": 3,
+    "is_mobile": True,
+    "has_touch": True,
+}
+DESKTOP = {"viewport": {"width": 1280, "height": 800}}
+READY_MS = 90_000
+CLIP_IMAGES = 3
+CLIP_REPEAT = 45  # frames per image: 1.5 s each at the fake camera's 30 fps
+# `EDGESHIP_WEB_SCREENSHOTS=docs` writes the README's screenshots there (else a temp folder).
+SCREENSHOTS_ENV = "EDGESHIP_WEB_SCREENSHOTS"
+
+
+def _screenshot(page, name: str, tmp_path: Path) -> None:
+    folder = Path(os.environ.get(SCREENSHOTS_ENV) or tmp_path)
+    page.screenshot(path=str(folder / name))
+    assert (folder / name).stat().st_size > 10_000
+
+
+def _png(pixels: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+# ----------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="session")
+def fashion_test():
+    from train.datasets import load_dataset
+    from train.errors import DatasetError
+
+    try:
+        data = load_dataset("fashion-mnist")
+    except DatasetError as err:
+        pytest.skip(f"Fashion-MNIST not available: {err}")
+    return data.x_test[..., 0] if data.x_test.ndim == 4 else data.x_test
+
+
+@pytest.fixture(scope="session")
+def site(mobile_models, tmp_path_factory):
+    """The web app of deploy mobile's MLP and CNN int8 models (MLP first: the default)."""
+    from deploy.web import build_site
+
+    folder = tmp_path_factory.mktemp("web_models")
+    models = []
+    for name in ("mlp_int8", "cnn_int8"):
+        models.append(folder / f"{name}.tflite")
+        shutil.copyfile(mobile_models[name], models[-1])
+    return build_site(models, tmp_path_factory.mktemp("web") / "site", title="edgeship test").path
+
+
+@pytest.fixture(scope="session")
+def site_models(site):
+    return {p.stem: p for p in (site / "models").glob("*.tflite")}
+
+
+@pytest.fixture(scope="session")
+def native(site_models):
+    """EdgeClassifier on the site's own model files: what `predict` answers."""
+    from edge_runtime.classifier import EdgeClassifier
+
+    return {name: EdgeClassifier.load(path) for name, path in site_models.items()}
+
+
+@pytest.fixture(scope="session")
+def clip_frames(fashion_test, native):
+    """Three test images the MLP tells apart with confidence, one per class."""
+    chosen, labels = [], []
+    probs = native["mlp_int8"].predict_proba(np.repeat(fashion_test[:300, ..., None], 3, axis=-1))
+    for i in np.argsort(-probs.max(axis=1)):
+        label = int(probs[i].argmax())
+        if label not in labels:
+            chosen.append(i)
+            labels.append(label)
+        if len(chosen) == CLIP_IMAGES:
+            break
+    return [fashion_test[i] for i in chosen]
+
+
+@pytest.fixture(scope="session")
+def clip(clip_frames, tmp_path_factory):
+    path = tmp_path_factory.mktemp("clip") / "clip.mjpeg"
+    return mjpeg_clip(clip_frames, path, repeat=CLIP_REPEAT)
+
+
+@pytest.fixture(scope="session")
+def browser(clip):
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
+    if shutil.which(CHROMIUM) is None:
+        pytest.skip("no /usr/bin/chromium: apt-get install chromium")
+    with sync_api.sync_playwright() as p:
+        chromium = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[*CHROMIUM_ARGS, f"--use-file-for-fake-video-capture={clip}"],
+        )
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="session")
+def served(site, site_models, tmp_path_factory):
+    server = start_server(
+        [site_models["mlp_int8"], "--web", site], tmp_path_factory.mktemp("web_serve")
+    )
+    yield server
+    assert server.stop() == 0
+
+
+class App:
+    """A page of the app in a fresh context; records requests and console errors."""
+
+    def __init__(self, browser, origin: str, **context):
+        self.origin = origin
+        self.context = browser.new_context(**{**PHONE, **context})
+        self.requests: list[str] = []
+        self.errors: list[str] = []
+        self.context.on("request", lambda r: self.requests.append(r.url))
+        self.page = self.context.new_page()
+        self.page.on("console", lambda m: m.type == "error" and self.errors.append(m.text))
+        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+
+    def open(self, path: str = "/app/"):
+        self.page.goto(self.origin + path)
+        self.page.wait_for_function("window.edgeship && window.edgeship.ready", timeout=READY_MS)
+        return self.page
+
+    def choose(self, path: Path) -> str:
+        """Choose a photo with the file input; the label the page shows."""
+        self.page.evaluate("document.getElementById('answer').textContent = ''")
+        self.page.set_input_files("#file", str(path))
+        self.page.wait_for_function("document.getElementById('answer').textContent.length > 0")
+        return self.page.inner_text("#answer")
+
+    def classify_all(self, pngs: list[bytes], models: list[str]) -> dict[str, list[dict]]:
+        """Each PNG through the page's own path (decode, resize, run), with each model."""
+        return self.page.evaluate(
+            """async ([pngs, models]) => {
+                const blobs = pngs.map((b64) => new Blob(
+                    [Uint8Array.from(atob(b64), (c) => c.charCodeAt(0))], {type: 'image/png'}));
+                const out = {};
+                for (const model of models) {
+                    window.edgeship.chooseModel(model);
+                    out[model] = [];
+                    for (const [i, blob] of blobs.entries()) {
+                        const r = await window.edgeship.classifyBlob(blob, `img-${i}.png`);
+                        out[model].push({index: r.index, probabilities: r.probabilities});
+                    }
+                }
+                return out;
+            }""",
+            [[base64.b64encode(p).decode() for p in pngs], models],
+        )
+
+    def close(self):
+        """Close, then check: nothing left the origin, no console error."""
+        self.context.close()
+        outside = [u for u in self.requests if not u.startswith(self.origin + "/")]
+        assert outside == [], outside
+        assert self.errors == [], self.errors
+
+
+@pytest.fixture
+def app(browser, served):
+    opened = App(browser, f"http://127.0.0.1:{served.port}", permissions=["camera"])
+    yield opened
+    opened.close()
+
+
+def _predict_json(model: Path, image: Path) -> dict:
+    proc = subprocess.run(
+        [sys.executable, "-m", "edge_runtime", "predict", "--json", str(model), str(image)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+        check=True,
+    )
+    return json.loads(proc.stdout.splitlines()[-1])
+
+
+# -------------------------------------------------------------------------------- tests
+def test_choose_a_photo_label_equals_predict(app, fashion_test, site_models, tmp_path):
+    page = app.open()
+    assert page.inner_text("#status").startswith("Ready")
+    assert page.evaluate("window.edgeship.backend") == "WASM"  # no GPU here
+    photo = tmp_path / "garment.png"  # a phone photo: bigger, RGB, needs resizing
+    Image.fromarray(fashion_test[7]).convert("RGB").resize((300, 400), Image.BICUBIC).save(photo)
+    want = _predict_json(site_models["mlp_int8"], photo)
+    assert app.choose(photo) == want["label"]
+    assert f"{want['confidence'] * 100:.1f}%" in page.inner_text("#detail")
+    assert "ms on this device (WASM)" in page.inner_text("#detail")
+    bars = page.query_selector_all("#bars .bar")
+    assert len(bars) == 10
+    predicted = page.query_selector_all("#bars .bar.predicted")
+    assert [b.get_attribute("data-index") for b in predicted] == [str(want["index"])]
+    assert "garment.png" in page.inner_text("#recent")
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["viewport"]["width"]
+    _screenshot(page, "web-phone.png", tmp_path)
+    # a file that is no image: the page says so, and shows no answer
+    bad = tmp_path / "notes.png"
+    bad.write_bytes(b"not a picture")
+    page.set_input_files("#file", str(bad))
+    page.wait_for_function("document.getElementById('error').textContent.length > 0")
+    assert "not an image this browser can read" in page.inner_text("#error")
+    assert page.query_selector_all("#bars .bar") == []
+
+
+def test_fashion_mnist_at_model_size_agrees_with_edgeclassifier(app, fashion_test, native):
+    """100 test images at 28x28: the same top-1 on all, probabilities within 1/256 (int8)."""
+    app.open()
+    images = fashion_test[1000:1100]
+    pngs = [_png(x) for x in images]
+    got = app.classify_all(pngs, ["mlp_int8"])["mlp_int8"]
+    want = native["mlp_int8"].predict_proba([Image.open(io.BytesIO(p)) for p in pngs])
+    top1 = np.array([g["index"] for g in got])
+    assert (top1 == want.argmax(axis=1)).mean() == 1.0
+    diff = np.abs(np.array([g["probabilities"] for g in got]) - want).max()
+    assert diff <= 1 / 256, diff
+
+
+def test_photos_needing_resize_agree_with_predict(app, fashion_test, native, capsys):
+    """100 photos of other sizes and aspects (stretch rule): >= 98 % the same top-1."""
+    app.open()
+    rng = np.random.default_rng(16)
+    pngs = []
+    for i, x in enumerate(fashion_test[2000:2100]):
+        w, h = int(rng.integers(40, 320)), int(rng.integers(40, 320))
+        img = Image.fromarray(x).convert("RGB").resize((w, h), Image.BICUBIC)
+        noisy = np.asarray(img, np.int16) + rng.integers(-12, 13, (h, w, 3))
+        tint = np.array([1.0, 0.95, 0.9]) if i % 2 else np.ones(3)
+        pngs.append(_png(np.clip(noisy * tint, 0, 255).astype(np.uint8)))
+    answers = app.classify_all(pngs, ["mlp_int8", "cnn_int8"])
+    for name, got in answers.items():
+        got = np.array([g["index"] for g in got])
+        want = native[name].predict_proba([Image.open(io.BytesIO(p)) for p in pngs]).argmax(1)
+        agreement = float((got == want).mean())
+        with capsys.disabled():
+            print(f"\nweb app vs EdgeClassifier, 100 resized photos, {name}: {agreement:.0%}")
+        assert agreement >= 0.98, (name, agreement)
+
+
+def test_live_camera_labels_follow_the_clip(app, clip_frames, native):
+    page = app.open()
+    want = {
+        native["mlp_int8"].predict(np.repeat(f[..., None], 3, -1))[0].label for f in clip_frames
+    }
+    assert len(want) == CLIP_IMAGES
+    page.click("#camera")
+    page.wait_for_selector("#video", state="visible")
+    seen: list[str] = []
+    for _ in range(60):  # up to ~12 s: the clip loops every 4.5 s
+        page.wait_for_timeout(200)
+        label = page.inner_text("#answer")
+        if label and (not seen or seen[-1] != label):
+            seen.append(label)
+        if set(seen) >= want and len(seen) > CLIP_IMAGES:
+            break
+    assert set(seen) == want, seen  # every image of the clip, and nothing else
+    assert len(seen) > CLIP_IMAGES  # it went round: the labels follow the frames
+    page.click("#pause")
+    page.wait_for_timeout(400)  # a frame in flight finishes
+    rows = page.evaluate("document.querySelectorAll('#recent tbody tr')[0].innerText")
+    page.wait_for_timeout(1200)
+    assert page.evaluate("document.querySelectorAll('#recent tbody tr')[0].innerText") == rows
+    page.click("#pause")  # resume
+    page.wait_for_function(
+        f"document.querySelectorAll('#recent tbody tr')[0].innerText !== {json.dumps(rows)}",
+        timeout=10_000,
+    )
+    page.click("#camera")  # stop
+    assert not page.is_visible("#video")
+
+
+def test_camera_permission_refused_says_so(browser, served):
+    app = App(browser, f"http://127.0.0.1:{served.port}")  # no camera permission granted
+    try:
+        page = app.open()
+        page.click("#camera")
+        page.wait_for_function("document.getElementById('error').textContent.length > 0")
+        assert "permission was refused" in page.inner_text("#error")
+    finally:
+        app.close()
+
+
+def test_offline_after_one_visit(app, fashion_test, site_models, tmp_path):
+    page = app.open()
+    page.wait_for_function("window.edgeship.offline === true", timeout=READY_MS)
+    assert "also offline" in page.inner_text("#status")
+    app.context.set_offline(True)
+    page.reload()
+    page.wait_for_function("window.edgeship && window.edgeship.ready", timeout=READY_MS)
+    photo = tmp_path / "offline.png"
+    Image.fromarray(fashion_test[3]).save(photo)
+    assert app.choose(photo) == _predict_json(site_models["mlp_int8"], photo)["label"]
+    app.context.set_offline(False)
+
+
+def test_lan_http_address_explains_camera_needs_https(browser, site, fashion_test, tmp_path):
+    """http://<LAN name>/ is no secure context: a note, the camera refuses clearly, files work."""
+    origin = "http://edgeship-pi.lan:8080"
+    app = App(browser, origin, permissions=["camera"])
+
+    def from_site(route):
+        rel = route.request.url[len(origin) + len("/app/") :].split("?")[0] or "index.html"
+        path = site / rel
+        if not path.is_file():
+            return route.fulfill(status=404, body="")
+        types = {".js": "text/javascript", ".wasm": "application/wasm", ".json": "application/json"}
+        return route.fulfill(
+            status=200,
+            body=path.read_bytes(),
+            content_type=types.get(path.suffix, "text/html" if rel.endswith(".html") else None),
+        )
+
+    app.context.route(f"{origin}/app/**", from_site)
+    try:
+        page = app.open()
+        assert "needs a secure page (HTTPS" in page.inner_text("#note")
+        page.click("#camera")
+        assert "needs a secure page (HTTPS" in page.inner_text("#error")
+        photo = tmp_path / "lan.png"
+        Image.fromarray(fashion_test[5]).save(photo)
+        assert app.choose(photo)
+    finally:
+        app.close()
+
+
+def test_served_over_tls_with_a_self_signed_pair(
+    browser, site, site_models, fashion_test, tmp_path
+):
+    cert, key = self_signed_pair(tmp_path)
+    server = start_tls_server(
+        [site_models["mlp_int8"], "--web", site, "--tls-cert", cert, "--tls-key", key], tmp_path
+    )
+    app = App(
+        browser,
+        f"https://127.0.0.1:{server.port}",
+        ignore_https_errors=True,
+        permissions=["camera"],
+    )
+    try:
+        page = app.open()
+        assert page.evaluate("window.isSecureContext")
+        photo = tmp_path / "tls.png"
+        Image.fromarray(fashion_test[9]).save(photo)
+        assert app.choose(photo) == _predict_json(site_models["mlp_int8"], photo)["label"]
+        # A certificate the phone does not trust: the camera works (after the warning), the
+        # service worker does not register (the browser refuses its script): no offline use.
+        page.wait_for_function("window.edgeship.offline === false", timeout=READY_MS)
+        assert "Offline use is not available" in page.inner_text("#note")
+    finally:
+        app.errors.remove("An SSL certificate error occurred when fetching the script.")
+        app.close()
+        assert server.stop() == 0
+
+
+def test_desktop_screenshot(browser, served, fashion_test, tmp_path):
+    app = App(
+        browser,
+        f"http://127.0.0.1:{served.port}",
+        **DESKTOP,
+        is_mobile=False,
+        has_touch=False,
+        device_scale_factor=1,
+    )
+    try:
+        page = app.open()
+        page.select_option("#model", "cnn_int8")
+        photo = tmp_path / "ankle-boot.png"
+        Image.fromarray(fashion_test[0]).convert("RGB").resize((240, 240)).save(photo)
+        assert app.choose(photo)
+        _screenshot(page, "web.png", tmp_path)
+    finally:
+        app.close()
