@@ -10,9 +10,10 @@ MODEL  ?= mlp
 # the Debian archive keyring for the emulated Raspberry Pi userlands (tests/support/pi.py
 # fetches Debian's arm64/armhf packages and Debian 13's qemu-user 10 into the cache itself),
 # chromium (the serve page in a real browser, driven by Playwright) and systemd
-# (`systemd-analyze verify` of the service unit; nothing of systemd runs).
+# (`systemd-analyze verify` of the service unit; nothing of systemd runs) and openssl (the web
+# app's throwaway TLS pair).
 DATA_PKG  := dataset-fashion-mnist
-TEST_PKGS := openssh-server python3-venv debian-archive-keyring chromium systemd
+TEST_PKGS := openssh-server python3-venv debian-archive-keyring chromium systemd openssl
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 
 .PHONY: demo test install data system-test-deps lint clean

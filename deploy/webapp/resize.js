@@ -20,7 +20,7 @@ function triangle(x) {
 function coefficients(inSize, box0, box1, outSize) {
   const f = Math.fround;
   const in0 = f(box0), in1 = f(box1);
-  const scale = f(f(in1 - in0) / outSize);
+  const scale = f(in1 - in0) / outSize;
   const filterscale = Math.max(scale, 1.0);
   const support = 1.0 * filterscale;
   const ksize = Math.ceil(support) * 2 + 1;
@@ -56,37 +56,49 @@ function clip8(v) {
   return v < 0 ? 0 : v > 255 ? 255 : v;
 }
 
-// Pillow's ImagingResample (BILINEAR) of an RGB image: horizontal pass, then vertical.
-function resample(src, w, h, outW, outH, box) {
-  const hc = coefficients(w, box[0], box[2], outW);
-  const vc = coefficients(h, box[1], box[3], outH);
-  const tmp = new Uint8Array(outW * h * 3);
-  for (let y = 0; y < h; y++) {
+function horizontalPass(src, w, rows, outW, c) {
+  const out = new Uint8Array(outW * rows * 3);
+  for (let y = 0; y < rows; y++) {
     for (let xx = 0; xx < outW; xx++) {
-      const xmin = hc.bounds[xx * 2], xmax = hc.bounds[xx * 2 + 1], o = xx * hc.ksize;
+      const xmin = c.bounds[xx * 2], xmax = c.bounds[xx * 2 + 1], o = xx * c.ksize;
       let s0 = HALF, s1 = HALF, s2 = HALF;
       for (let x = 0; x < xmax; x++) {
-        const p = (y * w + xmin + x) * 3, c = hc.kk[o + x];
-        s0 += src[p] * c; s1 += src[p + 1] * c; s2 += src[p + 2] * c;
+        const p = (y * w + xmin + x) * 3, k = c.kk[o + x];
+        s0 += src[p] * k; s1 += src[p + 1] * k; s2 += src[p + 2] * k;
       }
       const q = (y * outW + xx) * 3;
-      tmp[q] = clip8(s0); tmp[q + 1] = clip8(s1); tmp[q + 2] = clip8(s2);
-    }
-  }
-  const out = new Uint8Array(outW * outH * 3);
-  for (let yy = 0; yy < outH; yy++) {
-    const ymin = vc.bounds[yy * 2], ymax = vc.bounds[yy * 2 + 1], o = yy * vc.ksize;
-    for (let xx = 0; xx < outW; xx++) {
-      let s0 = HALF, s1 = HALF, s2 = HALF;
-      for (let y = 0; y < ymax; y++) {
-        const p = ((ymin + y) * outW + xx) * 3, c = vc.kk[o + y];
-        s0 += tmp[p] * c; s1 += tmp[p + 1] * c; s2 += tmp[p + 2] * c;
-      }
-      const q = (yy * outW + xx) * 3;
       out[q] = clip8(s0); out[q + 1] = clip8(s1); out[q + 2] = clip8(s2);
     }
   }
   return out;
+}
+
+function verticalPass(src, w, outH, c) {
+  const out = new Uint8Array(w * outH * 3);
+  for (let yy = 0; yy < outH; yy++) {
+    const ymin = c.bounds[yy * 2], ymax = c.bounds[yy * 2 + 1], o = yy * c.ksize;
+    for (let x = 0; x < w; x++) {
+      let s0 = HALF, s1 = HALF, s2 = HALF;
+      for (let y = 0; y < ymax; y++) {
+        const p = ((ymin + y) * w + x) * 3, k = c.kk[o + y];
+        s0 += src[p] * k; s1 += src[p + 1] * k; s2 += src[p + 2] * k;
+      }
+      const q = (yy * w + x) * 3;
+      out[q] = clip8(s0); out[q + 1] = clip8(s1); out[q + 2] = clip8(s2);
+    }
+  }
+  return out;
+}
+
+// Pillow's ImagingResampleInner (BILINEAR) of an RGB image: two passes, vertical first when
+// the height shrinks by more than twice as many pixels as the width (Pillow 13's rule).
+function resample(src, w, h, outW, outH, box) {
+  const hc = coefficients(w, box[0], box[2], outW);
+  const vc = coefficients(h, box[1], box[3], outH);
+  if (h - outH > 0 && h - outH > (w - outW) * 2) {
+    return horizontalPass(verticalPass(src, w, outH, vc), w, outH, outW, hc);
+  }
+  return verticalPass(horizontalPass(src, w, h, outW, hc), outW, outH, vc);
 }
 
 // Pillow's ImagingReduce: the mean of each fx x fy block of `box` (partial blocks at the edges),

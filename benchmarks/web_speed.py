@@ -1,0 +1,228 @@
+"""The web app's speed: `python -m benchmarks.web_speed SITE [SITE...] [--runs N] [--json FILE]`.
+
+For each site written by `edgeship deploy web`, served by `python -m edge_runtime serve --web`
+on 127.0.0.1 and opened in Debian's headless chromium (Playwright, phone emulation):
+
+- first load, cold (a fresh browser profile): time from navigation to "ready" (LiteRT.js and
+  the model loaded and compiled) and the bytes fetched;
+- reload (warm, the service worker answering): the same time;
+- per image, in the browser (LiteRT.js on WASM): p50/p99 of one `run` on H x W x 3 pixels
+  (input tensor, run, output read: `performance.now()`, which chromium rounds to 0.1 ms outside
+  a cross-origin-isolated page), against `EdgeClassifier.predict` on the same pixels in Python
+  (native LiteRT), and their ratio;
+- the site's size on disk, and what a browser downloads of it (one of the two WASM builds).
+
+Images: Fashion-MNIST test images when the dataset is on disk, else random pixels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+PHONE = {
+    "viewport": {"width": 390, "height": 844},
+    "device_scale_factor": 3,
+    "is_mobile": True,
+    "has_touch": True,
+}
+READY = "window.edgeship && window.edgeship.ready"
+WARMUP = 20
+BYTES_JS = """() => [performance.getEntriesByType('navigation'),
+    performance.getEntriesByType('resource')].flat()
+    .reduce((sum, e) => sum + (e.encodedBodySize || 0), 0)"""
+
+
+def _percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values, dtype=np.float64), q))
+
+
+def _images(shape: tuple[int, int, int], n: int) -> np.ndarray:
+    """n images (uint8, H x W x 3): Fashion-MNIST's test set resized, else random pixels."""
+    from PIL import Image
+
+    try:
+        from train.datasets import load_dataset
+
+        x = load_dataset("fashion-mnist").x_test[:n]
+        x = x[..., 0] if x.ndim == 4 else x
+        h, w, _ = shape
+        return np.stack([np.asarray(Image.fromarray(i).convert("RGB").resize((w, h))) for i in x])
+    except Exception:  # noqa: BLE001 - no dataset (or no TensorFlow): random pixels do as well
+        return np.random.default_rng(0).integers(0, 256, (n, *shape), dtype=np.uint8)
+
+
+def native_latency(model_path: Path, images: np.ndarray) -> list[float]:
+    """Milliseconds of `EdgeClassifier.predict` per image (after a warm-up)."""
+    from edge_runtime.classifier import EdgeClassifier
+    from edge_runtime.native_log import filtered_native_stderr
+
+    with filtered_native_stderr():
+        clf = EdgeClassifier.load(model_path)
+    for x in images[:WARMUP]:
+        clf.predict(x)
+    times = []
+    for x in images:
+        start = time.perf_counter_ns()
+        clf.predict(x)
+        times.append((time.perf_counter_ns() - start) / 1e6)
+    return times
+
+
+def site_bytes(site: Path) -> tuple[int, int]:
+    """(every file, what one browser downloads: all but the WASM build it does not use)."""
+    files = [p for p in site.rglob("*") if p.is_file()]
+    total = sum(p.stat().st_size for p in files)
+    compat = sum(p.stat().st_size for p in files if "litert_wasm_compat_internal" in p.name)
+    return total, total - compat
+
+
+def measure_site(browser, site: Path, runs: int) -> dict:
+    """Load, reload and per-image figures of one site (served by edge_runtime serve --web)."""
+    import tempfile
+
+    from benchmarks.serve_load import _start_server
+
+    meta = json.loads((site / "models.json").read_text())
+    first = site / meta["models"][0]["file"]
+    log = Path(tempfile.mkdtemp(prefix="web_speed-")) / "serve.log"
+    proc, port = _start_server(first, log, ["--web", str(site)])
+    try:
+        origin = f"http://127.0.0.1:{port}/app/"
+        context = browser.new_context(**PHONE)
+        page = context.new_page()
+        start = time.perf_counter()
+        page.goto(origin)
+        page.wait_for_function(READY, timeout=120_000)
+        cold_s = time.perf_counter() - start
+        cold_bytes = page.evaluate(BYTES_JS)
+        page.wait_for_function("window.edgeship.offline === true", timeout=120_000)
+        start = time.perf_counter()
+        page.reload()
+        page.wait_for_function(READY, timeout=120_000)
+        reload_s = time.perf_counter() - start
+        reload_bytes = page.evaluate(BYTES_JS)
+        models = []
+        for m in meta["models"]:
+            shape = (m["height"], m["width"], 3)
+            images = _images(shape, runs)
+            web_ms = page.evaluate(
+                """async ([images, name, warmup]) => {
+                    const times = [];
+                    for (const [i, px] of images.entries()) {
+                        const r = await window.edgeship.classifyPixels(px, name);
+                        if (i >= warmup) times.push(r.ms);
+                    }
+                    return times;
+                }""",
+                [
+                    [x.ravel().tolist() for x in np.concatenate([images[:WARMUP], images])],
+                    m["name"],
+                    WARMUP,
+                ],
+            )
+            native_ms = native_latency(site / m["file"], images)
+            web_p50, native_p50 = _percentile(web_ms, 50), _percentile(native_ms, 50)
+            models.append(
+                {
+                    "model": m["name"],
+                    "input": list(shape),
+                    "size_bytes": m["size_bytes"],
+                    "web_ms": {
+                        "p50": web_p50,
+                        "p99": _percentile(web_ms, 99),
+                        "mean": statistics.fmean(web_ms),
+                    },
+                    "native_ms": {
+                        "p50": native_p50,
+                        "p99": _percentile(native_ms, 99),
+                        "mean": statistics.fmean(native_ms),
+                    },
+                    "ratio_p50": web_p50 / native_p50 if native_p50 else None,
+                    "runs": len(web_ms),
+                }
+            )
+        backend = page.evaluate("window.edgeship.backend")
+        context.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    total, fetched = site_bytes(site)
+    return {
+        "site": str(site),
+        "backend": backend,
+        "first_load_s": cold_s,
+        "first_load_bytes": cold_bytes,
+        "reload_s": reload_s,
+        "reload_network_bytes": reload_bytes,
+        "site_bytes": total,
+        "site_bytes_one_build": fetched,
+        "models": models,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Measure each SITE and print a table (and JSON with --json)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.web_speed",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("sites", nargs="+", type=Path, metavar="SITE")
+    parser.add_argument("--runs", type=int, default=200, help="images per model (default 200)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    args = parser.parse_args(argv)
+    for site in args.sites:
+        if not (site / "models.json").is_file():
+            print(f"error: not a site written by `edgeship deploy web`: {site}", file=sys.stderr)
+            return 2
+    from playwright.sync_api import sync_playwright
+
+    results = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            results = [measure_site(browser, site, args.runs) for site in args.sites]
+        finally:
+            browser.close()
+    for r in results:
+        print(f"== {r['site']} ({r['backend']})")
+        print(
+            f"first load (cold): {r['first_load_s']:.2f} s, {r['first_load_bytes'] / 1e6:.2f} MB;"
+            f" reload (service worker): {r['reload_s']:.2f} s, "
+            f"{r['reload_network_bytes'] / 1e6:.2f} MB over the network"
+        )
+        print(
+            f"site: {r['site_bytes'] / 1e6:.2f} MB on disk, "
+            f"{r['site_bytes_one_build'] / 1e6:.2f} MB for one browser"
+        )
+        for m in r["models"]:
+            w, n = m["web_ms"], m["native_ms"]
+            print(
+                f"  {m['model']} {m['input']}: browser p50 {w['p50']:.2f} ms p99 {w['p99']:.2f} ms"
+                f" | EdgeClassifier.predict p50 {n['p50']:.3f} ms p99 {n['p99']:.3f} ms"
+                f" | ratio p50 {m['ratio_p50']:.1f}x ({m['runs']} images)"
+            )
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
