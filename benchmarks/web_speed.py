@@ -18,6 +18,7 @@ Images: Fashion-MNIST test images when the dataset is on disk, else random pixel
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import sys
@@ -44,9 +45,7 @@ PHONE = {
 }
 READY = "window.edgeship && window.edgeship.ready"
 WARMUP = 20
-BYTES_JS = """() => [performance.getEntriesByType('navigation'),
-    performance.getEntriesByType('resource')].flat()
-    .reduce((sum, e) => sum + (e.encodedBodySize || 0), 0)"""
+LOADS = 3  # cold loads (a fresh context each) and reloads; the medians are reported
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -85,6 +84,26 @@ def native_latency(model_path: Path, images: np.ndarray) -> list[float]:
     return times
 
 
+def _load(page, navigate) -> tuple[float, int]:
+    """Seconds from `navigate()` to the app being ready, and the bytes that came from the
+    server (responses the service worker answered do not count)."""
+    responses = []
+
+    def record(response) -> None:
+        responses.append(response)
+
+    page.on("response", record)
+    start = time.perf_counter()
+    navigate()
+    page.wait_for_function(READY, timeout=120_000)
+    seconds = time.perf_counter() - start
+    page.remove_listener("response", record)
+    network = sum(
+        int(r.headers.get("content-length", 0)) for r in responses if not r.from_service_worker
+    )
+    return seconds, network
+
+
 def site_bytes(site: Path) -> tuple[int, int]:
     """(every file, what one browser downloads: all but the WASM build it does not use)."""
     files = [p for p in site.rglob("*") if p.is_file()]
@@ -105,19 +124,20 @@ def measure_site(browser, site: Path, runs: int) -> dict:
     proc, port = _start_server(first, log, ["--web", str(site)])
     try:
         origin = f"http://127.0.0.1:{port}/app/"
-        context = browser.new_context(**PHONE)
-        page = context.new_page()
-        start = time.perf_counter()
-        page.goto(origin)
-        page.wait_for_function(READY, timeout=120_000)
-        cold_s = time.perf_counter() - start
-        cold_bytes = page.evaluate(BYTES_JS)
+        cold, cold_bytes, reload, reload_bytes = [], [], [], []
+        for i in range(LOADS):
+            context = browser.new_context(**PHONE)
+            page = context.new_page()
+            seconds, network = _load(page, functools.partial(page.goto, origin))
+            cold.append(seconds)
+            cold_bytes.append(network)
+            if i < LOADS - 1:
+                context.close()
         page.wait_for_function("window.edgeship.offline === true", timeout=120_000)
-        start = time.perf_counter()
-        page.reload()
-        page.wait_for_function(READY, timeout=120_000)
-        reload_s = time.perf_counter() - start
-        reload_bytes = page.evaluate(BYTES_JS)
+        for _ in range(LOADS):
+            seconds, network = _load(page, page.reload)
+            reload.append(seconds)
+            reload_bytes.append(network)
         models = []
         for m in meta["models"]:
             shape = (m["height"], m["width"], 3)
@@ -155,6 +175,7 @@ def measure_site(browser, site: Path, runs: int) -> dict:
                         "mean": statistics.fmean(native_ms),
                     },
                     "ratio_p50": web_p50 / native_p50 if native_p50 else None,
+                    "ratio_mean": statistics.fmean(web_ms) / statistics.fmean(native_ms),
                     "runs": len(web_ms),
                 }
             )
@@ -167,10 +188,10 @@ def measure_site(browser, site: Path, runs: int) -> dict:
     return {
         "site": str(site),
         "backend": backend,
-        "first_load_s": cold_s,
-        "first_load_bytes": cold_bytes,
-        "reload_s": reload_s,
-        "reload_network_bytes": reload_bytes,
+        "first_load_s": statistics.median(cold),
+        "first_load_bytes": statistics.median(cold_bytes),
+        "reload_s": statistics.median(reload),
+        "reload_network_bytes": statistics.median(reload_bytes),
         "site_bytes": total,
         "site_bytes_one_build": fetched,
         "models": models,
@@ -204,8 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     for r in results:
         print(f"== {r['site']} ({r['backend']})")
         print(
-            f"first load (cold): {r['first_load_s']:.2f} s, {r['first_load_bytes'] / 1e6:.2f} MB;"
-            f" reload (service worker): {r['reload_s']:.2f} s, "
+            f"first load (cold, median of {LOADS}): {r['first_load_s']:.2f} s, "
+            f"{r['first_load_bytes'] / 1e6:.2f} MB; reload (service worker, median of {LOADS}): "
+            f"{r['reload_s']:.2f} s, "
             f"{r['reload_network_bytes'] / 1e6:.2f} MB over the network"
         )
         print(
@@ -216,8 +238,9 @@ def main(argv: list[str] | None = None) -> int:
             w, n = m["web_ms"], m["native_ms"]
             print(
                 f"  {m['model']} {m['input']}: browser p50 {w['p50']:.2f} ms p99 {w['p99']:.2f} ms"
-                f" | EdgeClassifier.predict p50 {n['p50']:.3f} ms p99 {n['p99']:.3f} ms"
-                f" | ratio p50 {m['ratio_p50']:.1f}x ({m['runs']} images)"
+                f" mean {w['mean']:.3f} ms | EdgeClassifier.predict p50 {n['p50']:.3f} ms"
+                f" p99 {n['p99']:.3f} ms mean {n['mean']:.3f} ms | ratio p50 "
+                f"{m['ratio_p50']:.1f}x, mean {m['ratio_mean']:.1f}x ({m['runs']} images)"
             )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
