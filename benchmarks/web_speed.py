@@ -112,7 +112,7 @@ def site_bytes(site: Path) -> tuple[int, int]:
     return total, total - compat
 
 
-def measure_site(browser, site: Path, runs: int) -> dict:
+def measure_site(browser, site: Path, runs: int, loads: int = LOADS) -> dict:
     """Load, reload and per-image figures of one site (served by edge_runtime serve --web)."""
     import tempfile
 
@@ -125,16 +125,16 @@ def measure_site(browser, site: Path, runs: int) -> dict:
     try:
         origin = f"http://127.0.0.1:{port}/app/"
         cold, cold_bytes, reload, reload_bytes = [], [], [], []
-        for i in range(LOADS):
+        for i in range(loads):
             context = browser.new_context(**PHONE)
             page = context.new_page()
             seconds, network = _load(page, functools.partial(page.goto, origin))
             cold.append(seconds)
             cold_bytes.append(network)
-            if i < LOADS - 1:
+            if i < loads - 1:
                 context.close()
         page.wait_for_function("window.edgeship.offline === true", timeout=120_000)
-        for _ in range(LOADS):
+        for _ in range(loads):
             seconds, network = _load(page, page.reload)
             reload.append(seconds)
             reload_bytes.append(network)

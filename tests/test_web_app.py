@@ -411,3 +411,18 @@ def test_desktop_screenshot(browser, served, fashion_test, tmp_path):
         _screenshot(page, "web.png", tmp_path)
     finally:
         app.close()
+
+
+def test_web_speed_benchmark_measures_the_site(browser, site):
+    """benchmarks.web_speed on the shared browser: the reload comes from the service worker
+    alone, and a first visit fetches one of the two WASM builds, not both."""
+    from benchmarks.web_speed import measure_site, site_bytes
+
+    result = measure_site(browser, site, runs=10, loads=1)
+    assert result["backend"] == "WASM"
+    assert result["reload_network_bytes"] == 0
+    total, one_build = site_bytes(site)
+    assert 9_000_000 < result["first_load_bytes"] <= one_build < total
+    assert [m["model"] for m in result["models"]] == ["mlp_int8", "cnn_int8"]
+    for m in result["models"]:
+        assert m["runs"] == 10 and m["web_ms"]["mean"] > 0 and m["native_ms"]["mean"] > 0
