@@ -154,7 +154,7 @@ def measure_site(browser, site: Path, runs: int, loads: int = LOADS) -> dict:
                 [
                     [x.ravel().tolist() for x in np.concatenate([images[:WARMUP], images])],
                     m["name"],
-                    WARMUP,
+                    len(images[:WARMUP]),
                 ],
             )
             native_ms = native_latency(site / m["file"], images)
