@@ -86,21 +86,24 @@ def native_latency(model_path: Path, images: np.ndarray) -> list[float]:
 
 def _load(page, navigate) -> tuple[float, int]:
     """Seconds from `navigate()` to the app being ready, and the bytes that came from the
-    server (responses the service worker answered do not count)."""
-    responses = []
+    server: every request of the page or of its service worker (the context sees both) whose
+    response did not come from the service worker."""
+    requests = []
 
-    def record(response) -> None:
-        responses.append(response)
+    def record(request) -> None:
+        requests.append(request)
 
-    page.on("response", record)
+    page.context.on("request", record)
     start = time.perf_counter()
     navigate()
     page.wait_for_function(READY, timeout=120_000)
     seconds = time.perf_counter() - start
-    page.remove_listener("response", record)
-    network = sum(
-        int(r.headers.get("content-length", 0)) for r in responses if not r.from_service_worker
-    )
+    page.context.remove_listener("request", record)
+    network = 0
+    for request in requests:
+        response = request.response()
+        if response is not None and not response.from_service_worker:
+            network += int(response.headers.get("content-length", 0))
     return seconds, network
 
 

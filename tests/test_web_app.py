@@ -354,7 +354,9 @@ def test_lan_http_address_explains_camera_needs_https(browser, site, fashion_tes
     app.context.route(f"{origin}/app/**", from_site)
     try:
         page = app.open()
-        assert "needs a secure page (HTTPS" in page.inner_text("#note")
+        note = page.inner_text("#note")
+        assert "The live camera needs a secure page (HTTPS" in note
+        assert "Offline use needs a secure page too" in note
         page.click("#camera")
         assert "needs a secure page (HTTPS" in page.inner_text("#error")
         photo = tmp_path / "lan.png"

@@ -15,7 +15,10 @@ const state = { models: [], model: null, compiled: new Map(), backend: null, lit
 
 function setStatus(text) { $("status").textContent = text; }
 function setError(text) { $("error").textContent = text || ""; }
-function setNote(text) { $("note").textContent = text || ""; }
+function addNote(text) {
+  const note = $("note");
+  note.textContent = note.textContent ? `${note.textContent} ${text}` : text;
+}
 
 function clearResult() {
   $("answer").textContent = "";
@@ -300,7 +303,7 @@ async function cameraTick() {
 // ------------------------------------------------------------------------------ offline
 async function registerOffline(wasmFiles) {
   if (!("serviceWorker" in navigator)) {
-    setNote("Offline use needs a secure page (HTTPS or localhost).");
+    addNote("Offline use needs a secure page too (HTTPS or localhost).");
     return false;
   }
   await navigator.serviceWorker.register("sw.js");
@@ -347,7 +350,7 @@ async function main() {
     state.paused = !state.paused;
     $("pause").textContent = state.paused ? "Resume" : "Pause";
   });
-  if (!window.isSecureContext) setNote(cameraProblem(null));
+  if (!window.isSecureContext) addNote(cameraProblem(null));
 
   const wasmFiles = await loadRuntime();
   await compiled(state.model);
@@ -360,7 +363,7 @@ async function main() {
     window.edgeship.offline = await registerOffline(wasmFiles);
     if (window.edgeship.offline) setStatus(`Ready, also offline: ${state.model.name} on ${backend}`);
   } catch (err) {
-    setNote(`Offline use is not available (${err}).`);
+    addNote(`Offline use is not available (${err}).`);
     window.edgeship.offline = false;
   }
 }
