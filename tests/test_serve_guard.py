@@ -299,6 +299,8 @@ def test_no_input_gets_a_5xx(guarded):
     latin1_body, latin1_type = _multipart_raw(b"caf\xe9.png", png)
     requests = [  # (query, headers, body)
         ("?model=%FF", {}, png),
+        ("?top_k=%C2%B2", {}, png),  # ², a digit to str.isdigit, not to int
+        ("?top_k=" + "9" * 5000, {}, png),
         ("?model=%00&top_k=%FF%FE", {}, png),
         ("?model=" + "x" * 4000, {}, png),
         ("?top_k=1&top_k=2&model=mlp_int8&model=x", {}, png),
