@@ -14,6 +14,7 @@ times how long the server keeps it open (at most 30 s). Linux only (/proc).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import socket
@@ -47,10 +48,8 @@ def _stall(port: int, n: int, mib: float) -> list[socket.socket]:
             b"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
             b"Content-Length: %d\r\n\r\n" % (10 * 1000 * 1000)
         )
-        try:
+        with contextlib.suppress(OSError):  # refused and closed (503): an answer too
             sock.sendall(chunk)
-        except OSError:  # refused and closed by the server (503): that is an answer too
-            pass
         socks.append(sock)
     return socks
 
@@ -76,10 +75,8 @@ def _half_header_held_s(port: int) -> float:
     sock = socket.create_connection(("127.0.0.1", port), timeout=HALF_HEADER_WAIT_S)
     started = time.monotonic()
     sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
-    try:
+    with contextlib.suppress(TimeoutError, OSError):
         sock.recv(100)
-    except (TimeoutError, OSError):
-        pass
     sock.close()
     return round(time.monotonic() - started, 1)
 

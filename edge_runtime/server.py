@@ -68,16 +68,17 @@ __all__ = [
 def health(service: Service) -> dict[str, Any]:
     """GET /healthz: the service is up, its models, where it runs and its counters."""
     options = service.options
+    watch = service.watch_state()
     return {
-        "status": "failed" if service.watch_state() == "failed" else "ok",
+        "status": "ok",
         "models": list(service.models),
         "pid": os.getpid(),
         "workdir": os.getcwd(),  # under `deploy push --serve`: the release folder
         "token_required": options.token is not None,
-        "watch": service.watch_state(),
+        "watch": watch,
         "watch_folder": str(options.watch) if options.watch else None,
         **service.metrics.snapshot(),
-    }
+    } | ({"status": "failed"} if watch == "failed" else {})
 
 
 async def predict(service: Service, request: Any) -> dict[str, Any]:
@@ -124,7 +125,7 @@ def build_app(service: Service):
 
     async def healthz(request):
         state = health(service)
-        return JSONResponse(state, status_code=200 if state["status"] == "ok" else 503)
+        return JSONResponse(state, status_code=503 if state["watch"] == "failed" else 200)
 
     async def models(request):
         return JSONResponse(
