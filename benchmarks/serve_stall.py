@@ -5,8 +5,8 @@ connection that never finishes its headers, and whether /healthz still answers.
         [-- SERVE OPTIONS...]
 
 Starts `python -m edge_runtime serve MODEL` on 127.0.0.1 (from the current folder's code),
-reads its VmRSS from /proc/PID/status, opens `--uploads` connections that each announce a
-10 MB image and send `--mb` MiB of it then stall, waits `--hold` s and reads VmRSS again (its
+reads its VmRSS from /proc/PID/status, opens `--uploads` connections that each send `--mb`
+MiB of an image 1 KiB longer, then stall, waits `--hold` s and reads VmRSS again (its
 peak, VmHWM, too), asks /healthz, then opens one connection that sends half its headers and
 times how long the server keeps it open (at most 30 s). Linux only (/proc).
 """
@@ -39,14 +39,14 @@ def _rss_mb(pid: int) -> dict[str, float]:
 
 
 def _stall(port: int, n: int, mib: float) -> list[socket.socket]:
-    """`n` uploads that announce 10 MB and send `mib` MiB of it, then nothing."""
+    """`n` uploads that send `mib` MiB of an image 1 KiB longer, then nothing."""
     chunk = b"\0" * int(mib * 1024 * 1024)
     socks = []
     for _ in range(n):
         sock = socket.create_connection(("127.0.0.1", port), timeout=30)
         sock.sendall(
             b"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
-            b"Content-Length: %d\r\n\r\n" % (10 * 1000 * 1000)
+            b"Content-Length: %d\r\n\r\n" % (len(chunk) + 1024)
         )
         with contextlib.suppress(OSError):  # refused and closed (503): an answer too
             sock.sendall(chunk)

@@ -8,6 +8,8 @@ import json
 import os
 import re
 import socket
+import subprocess
+import sys
 import time
 import uuid
 from urllib.parse import quote
@@ -17,6 +19,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import EDGE_CLASS_NAMES
+from tests.support.procs import REPO
 from tests.support.serving import start_server
 
 HEADER_TIMEOUT_S = 1
@@ -363,3 +366,19 @@ def test_metrics_read_the_board_at_most_every_few_seconds(guarded):
     assert set(calls()) == {"get_throttled"}
     # One reading per BOARD_STATE_TTL_S at most, not one per scrape.
     assert len(calls()) - before <= 1 + elapsed / BOARD_STATE_TTL_S, (calls(), elapsed)
+
+
+def test_stall_benchmark_measures_the_bounds(edge_models):
+    """`python -m benchmarks.serve_stall` (docs/serve.md's figures), small: the budget refuses
+    what passes it and a half-sent header is closed at --header-timeout, not held."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.serve_stall", str(edge_models["mlp_int8"]),
+         "--uploads", "4", "--mb", "0.9", "--hold", "0.5", "--json", "--",
+         "--max-upload-mb", "1", "--max-inflight-mb", "2", "--header-timeout", "1"],
+        capture_output=True, text=True, cwd=REPO, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["uploads_answered"] == {"open": 2, "HTTP/1.1 503 Service Unavailable": 2}
+    assert result["healthz_during"] == 200 and result["half_header_held_s"] < 15
+    assert result["rss_stalled_mib"] >= result["rss_idle_mib"] > 0
