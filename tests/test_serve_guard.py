@@ -382,3 +382,18 @@ def test_stall_benchmark_measures_the_bounds(edge_models):
     assert result["uploads_answered"] == {"open": 2, "HTTP/1.1 503 Service Unavailable": 2}
     assert result["healthz_during"] == 200 and result["half_header_held_s"] < 15
     assert result["rss_stalled_mib"] >= result["rss_idle_mib"] > 0
+
+
+def test_connection_limit_stays_under_the_open_file_limit():
+    """--max-connections is lowered to `ulimit -n` less a reserve (the models, inotify, the
+    loop need descriptors too), and kept when the limit is roomy."""
+    code = (
+        "import resource; from edge_runtime.connections import connection_limit, FD_RESERVE;"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (60, 60));"
+        "print(connection_limit(64), connection_limit(10), FD_RESERVE)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True
+    ).stdout.split()
+    low, roomy, reserve = map(int, out)
+    assert low == 60 - reserve and roomy == 10
