@@ -10,9 +10,11 @@
     GET  /v1/recent   the last predictions, newest first (HTTP and --watch)
     GET  /metrics     Prometheus text
 
-Errors are JSON `{"error": "..."}`: 400 unreadable image or bad parameter, 401 missing or wrong
-token (POSTs, when --token is set), 404 unknown model, 413 body over --max-upload-mb (reading
-stops at the limit), 415 a Content-Type that is neither image/* nor multipart/form-data.
+Errors are JSON `{"error": "..."}`: 400 unreadable image, bad parameter or a Host that is not
+this service's (guard.py), 401 missing or wrong token (POSTs, when --token is set), 403 a POST
+from a foreign Origin, 404 unknown model, 408 an upload slower than --body-timeout, 413 body over
+--max-upload-mb (reading stops at the limit), 415 a Content-Type that is neither image/* nor
+multipart/form-data, 503 busy (--max-connections, --max-inflight-mb: connections.py, uploads.py).
 
 One `EdgeClassifier` per model (thread-safe); decoding and inference run off the event loop in
 worker threads, at most one per core. SIGTERM (systemd's stop) stops accepting, finishes the
@@ -173,9 +175,14 @@ def build_app(service: Service):
             Route("/metrics", metrics),
         ],
         exception_handlers={HTTPException: http_error},
-        middleware=[Middleware(HostOriginGuard, hosts=allowed_hosts(
-            service.options.host, service.options.allowed_hosts
-        ), origins=service.options.allow_origins, on_refused=service.metrics.error)],
+        middleware=[
+            Middleware(
+                HostOriginGuard,
+                hosts=allowed_hosts(service.options.host, service.options.allowed_hosts),
+                origins=service.options.allow_origins,
+                on_refused=service.metrics.error,
+            )
+        ],
         lifespan=lifespan,
     )
 

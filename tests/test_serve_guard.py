@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import EDGE_CLASS_NAMES
-from tests.support.procs import REPO
+from tests.support.procs import REPO, one_error_line
 from tests.support.serving import start_server
 
 HEADER_TIMEOUT_S = 1
@@ -397,3 +397,17 @@ def test_connection_limit_stays_under_the_open_file_limit():
     ).stdout.split()
     low, roomy, reserve = map(int, out)
     assert low == 60 - reserve and roomy == 10
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--max-connections", "0"], "--max-connections must be at least 1"),
+        (["--header-timeout", "0"], "--header-timeout must be > 0"),
+        (["--body-timeout", "-1"], "--body-timeout must be > 0"),
+        (["--max-inflight-mb", "0"], "--max-inflight-mb must be > 0"),
+    ],
+)
+def test_bad_bounds_are_one_line_exit_2(edge_models, args, needle):
+    line = one_error_line("edge_runtime", ["serve", "--port", "0", edge_models["mlp_int8"], *args])
+    assert line.startswith("error: ") and needle in line, line
