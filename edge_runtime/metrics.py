@@ -17,6 +17,7 @@ from collections import Counter
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
                    0.25, 0.5, 1.0, 2.5)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+BOARD_STATE_TTL_S = 5.0  # /metrics reads the board (vcgencmd) at most this often
 
 
 def _label(value: str) -> str:
@@ -32,6 +33,26 @@ def board_state() -> tuple[float | None, int | None]:
     state = pi_state()
     throttled = state.get("throttled")
     return state.get("temperature_c"), None if throttled is None else int(throttled, 16)
+
+
+class CachedBoardState:
+    """`board_state()` read at most once per `ttl_s` seconds, however often /metrics is
+    scraped (`vcgencmd` is a process: a flood of scrapes must not be a flood of processes)."""
+
+    def __init__(self, ttl_s: float = BOARD_STATE_TTL_S) -> None:
+        self.ttl_s = ttl_s
+        self._lock = threading.Lock()
+        self._read_at: float | None = None
+        self._value: tuple[float | None, int | None] = (None, None)
+
+    def __call__(self) -> tuple[float | None, int | None]:
+        """The board's (temperature, throttled bits), fresh or at most `ttl_s` old."""
+        with self._lock:  # concurrent scrapes wait for the one reading
+            now = time.monotonic()
+            if self._read_at is None or now - self._read_at >= self.ttl_s:
+                self._value = board_state()
+                self._read_at = time.monotonic()
+            return self._value
 
 
 class ServeMetrics:

@@ -12,6 +12,12 @@ from edge_runtime.errors import EdgeRuntimeError
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 DEFAULT_MAX_UPLOAD_MB = 10
+# Bounds for a Pi 4 with 2 GB (docs/serve.md): connections held, seconds to send the request
+# headers and the body, megabytes of uploads held in memory at once over all requests.
+DEFAULT_MAX_CONNECTIONS = 64
+DEFAULT_HEADER_TIMEOUT_S = 10.0
+DEFAULT_BODY_TIMEOUT_S = 60.0
+DEFAULT_MAX_INFLIGHT_MB = 64
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
@@ -34,6 +40,12 @@ class ServeOptions:
     results: Path | None = None
     backend: str | None = None
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S
+    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S
+    max_inflight_mb: float = DEFAULT_MAX_INFLIGHT_MB
+    allowed_hosts: tuple[str, ...] = ()
+    allow_origins: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -51,11 +63,30 @@ class ServeOptions:
             raise ServeError("--token must not be empty. Received: an empty token")
         if self.results is not None and self.watch is None:
             raise ServeError("--results goes with --watch DIR. Received: --results only")
+        self._check_bounds()
+
+    def _check_bounds(self) -> None:
+        """The connection and upload bounds are positive."""
+        if self.max_connections < 1:
+            raise ServeError(
+                f"--max-connections must be at least 1. Received: {self.max_connections}"
+            )
+        for option, value in (("--header-timeout", self.header_timeout_s),
+                              ("--body-timeout", self.body_timeout_s)):
+            if not value > 0:
+                raise ServeError(f"{option} must be > 0 seconds. Received: {option} {value}")
+        if not self.max_inflight_mb > 0:
+            raise ServeError(f"--max-inflight-mb must be > 0. Received: {self.max_inflight_mb}")
 
     @property
     def max_upload_bytes(self) -> int:
         """--max-upload-mb in bytes."""
         return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def max_inflight_bytes(self) -> int:
+        """--max-inflight-mb in bytes, at least one upload's worth (--max-upload-mb)."""
+        return int(max(self.max_inflight_mb, self.max_upload_mb) * 1024 * 1024)
 
 
 def exposure_warning(options: ServeOptions) -> str | None:
@@ -117,6 +148,12 @@ def options_from_args(args: Any) -> ServeOptions:
         watch=_path(args.watch),
         results=_path(args.results),
         backend=args.backend,
+        max_connections=args.max_connections,
+        header_timeout_s=args.header_timeout,
+        body_timeout_s=args.body_timeout,
+        max_inflight_mb=args.max_inflight_mb,
+        allowed_hosts=tuple(args.allowed_host or ()),
+        allow_origins=tuple(args.allow_origin or ()),
     )
 
 
@@ -173,4 +210,35 @@ def add_serve_parser(sub: Any) -> None:
         "--backend",
         default=None,
         help="ai_edge_litert, tflite_runtime or tensorflow (default: the first installed)",
+    )
+    _add_bound_arguments(p)
+
+
+def _add_bound_arguments(p: Any) -> None:
+    """The connection, upload, Host and Origin bounds of `serve` (docs/serve.md)."""
+    p.add_argument(
+        "--max-connections", type=int, default=DEFAULT_MAX_CONNECTIONS, metavar="N",
+        help=f"connections held at once (default {DEFAULT_MAX_CONNECTIONS}, kept under "
+        "`ulimit -n`); past it idle ones are closed, else 503",
+    )
+    p.add_argument(
+        "--header-timeout", type=float, default=DEFAULT_HEADER_TIMEOUT_S, metavar="S",
+        help=f"seconds to send the request headers (default {DEFAULT_HEADER_TIMEOUT_S:g})",
+    )
+    p.add_argument(
+        "--body-timeout", type=float, default=DEFAULT_BODY_TIMEOUT_S, metavar="S",
+        help=f"seconds to send an upload (default {DEFAULT_BODY_TIMEOUT_S:g}; later: 408)",
+    )
+    p.add_argument(
+        "--max-inflight-mb", type=float, default=DEFAULT_MAX_INFLIGHT_MB, metavar="MB",
+        help=f"uploads held in memory at once, all requests (default {DEFAULT_MAX_INFLIGHT_MB}; "
+        "past it: 503)",
+    )
+    p.add_argument(
+        "--allowed-host", action="append", default=None, metavar="NAME",
+        help="also answer to this Host name (repeatable; '*.example.com' patterns; '*': any)",
+    )
+    p.add_argument(
+        "--allow-origin", action="append", default=None, metavar="ORIGIN",
+        help="also take POSTs from pages of this origin, e.g. https://app.example (repeatable)",
     )
