@@ -230,6 +230,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch", type=int, default=1, metavar="N", help="images per call (default 1)"
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument(
+        "--image",
+        default=None,
+        metavar="PHOTO",
+        help="time a photo's way to an answer instead, per stage: read, decode, preprocess, "
+        "invoke, postprocess, total (p50, p99)",
+    )
 
     p = sub.add_parser("info", help="inputs, outputs, quantization, metadata, backend")
     common(p)
@@ -266,6 +273,8 @@ def _run(args: argparse.Namespace) -> None:
             labels=args.labels,
         )
         print("\n".join(lines))
+    elif args.command == "bench" and args.image is not None:
+        _photo_bench(args)
     elif args.command == "bench":
         from edge_runtime.bench import parse_threads, run_bench_threads
 
@@ -304,6 +313,42 @@ def _run(args: argparse.Namespace) -> None:
     else:
         info = info_dict(args.model, backend=args.backend, labels=args.labels)
         print(json.dumps(info) if args.json else _info_text(info))
+
+
+def _photo_bench(args: argparse.Namespace) -> None:
+    """`bench MODEL --image PHOTO`: each stage's p50 and p99 (and the total), in ms."""
+    from edge_runtime.bench import parse_threads
+    from edge_runtime.stages import photo_bench
+
+    try:
+        threads = parse_threads(args.threads)
+        if len(threads) > 1 or args.batch != 1:
+            raise ValueError(
+                "--image times one photo at a time with one thread count. "
+                f"Received: --threads {args.threads} --batch {args.batch}"
+            )
+        result = photo_bench(
+            args.model,
+            args.image,
+            runs=args.runs,
+            warmup=args.warmup,
+            threads=threads[0],
+            backend=args.backend,
+        )
+    except ValueError as err:
+        raise _usage(str(err)) from None
+    data = result.to_dict()
+    if args.json:
+        print(json.dumps(data))
+        return
+    width, height = data["image_size"]
+    print(
+        f"{data['model']} on {data['image']} ({width}x{height}): {data['label']}, "
+        f"{data['runs']} runs"
+    )
+    print(f"  {'stage':<12}{'p50 ms':>10}{'p99 ms':>10}")
+    for stage, row in data["stages_us"].items():
+        print(f"  {stage:<12}{row['p50'] / 1e3:>10.3f}{row['p99'] / 1e3:>10.3f}")
 
 
 def _serve(args: argparse.Namespace) -> None:

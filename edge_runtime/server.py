@@ -12,7 +12,8 @@
 
 Errors are JSON `{"error": "..."}`: 400 unreadable image or bad parameter, 401 missing or wrong
 token (POSTs, when --token is set), 404 unknown model, 413 body over --max-upload-mb (reading
-stops at the limit), 415 a Content-Type that is neither image/* nor multipart/form-data.
+stops at the limit) or an image over --max-decoded-mb once decoded to the model's size, 415 a
+Content-Type that is neither image/* nor multipart/form-data.
 
 One `EdgeClassifier` per model (thread-safe); decoding and inference run off the event loop in
 worker threads, at most one per core. SIGTERM (systemd's stop) stops accepting, finishes the
@@ -32,6 +33,7 @@ from typing import Any
 
 from edge_runtime.errors import ImageError
 from edge_runtime.metrics import CONTENT_TYPE, board_state
+from edge_runtime.preprocess import ImageTooLargeError
 from edge_runtime.serve_options import (
     ServeError,
     ServeOptions,
@@ -92,6 +94,8 @@ async def predict(service: Service, request: Any) -> dict[str, Any]:
     data, filename = await image_bytes(request, service.options)
     try:
         record, seconds = await service.classify_off_loop(model, data, k)
+    except ImageTooLargeError as err:  # decoded, it would be over --max-decoded-mb
+        raise HttpError(413, "too_large_decoded", str(err)) from None
     except ImageError as err:
         raise HttpError(400, "bad_image", str(err)) from None
     service.metrics.prediction(model.name, record["label"], "http", seconds)
