@@ -36,7 +36,7 @@ __all__ = [
 ]
 
 REDUCING_GAP = 3.0  # the resize's own: reduce while the image stays >= 3x the target
-BAND_PIXELS = 1 << 20  # pixels converted at once (8 MB as float64, 4 MB as RGBA)
+BAND_PIXELS = 1 << 18  # pixels converted at once (2 MB as float64, 1 MB as RGBA)
 _ONE_BYTE = {"1", "L", "P"}
 _TWO_BYTES = {"I;16", "I;16B", "I;16L", "I;16N", "I;16S"}
 
