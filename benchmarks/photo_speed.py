@@ -114,20 +114,27 @@ def speed(model_paths: dict[str, Path], folder: Path, runs: int) -> list[dict[st
     return rows
 
 
-def agreement_photos(folder: Path, fashion: int) -> dict[str, list[Path]]:
-    """{"fashion": [...], "fruit": [...]} JPEG files: each source image at 3 MP and 12 MP."""
+def agreement_photos(fashion: int, fruit: int) -> dict[str, list[Path]]:
+    """{"fashion": [...], "fruit": [...]} JPEG files: each source image at 3 MP and 12 MP
+    (made once, kept in the cache: a 12 MP JPEG takes a while to make)."""
+    from benchmarks.photo_models import cache_dir
+    from edge_runtime.files import atomic_write_bytes
     from train.datasets import load_fashion_mnist
+
+    folder = cache_dir() / "photos"
+    folder.mkdir(parents=True, exist_ok=True)
 
     x = load_fashion_mnist(None).x_test[:fashion]
     out: dict[str, list[Path]] = {"fashion": [], "fruit": []}
     sources = [("fashion", f"fm{i:04d}", img[..., 0]) for i, img in enumerate(x)]
-    for n, path in enumerate(sorted(fruit_photos().rglob("*.png"))):
+    by_number = sorted(fruit_photos().rglob("*.png"), key=lambda q: int(q.stem))  # classes mixed
+    for n, path in enumerate(by_number[:fruit]):
         sources.append(("fruit", f"{path.parent.name}_{n:03d}", np.asarray(Image.open(path))))
     for kind, stem, small in sources:
         for size_name, size in SIZES.items():
             path = folder / f"{stem}_{size_name.replace(' ', '')}.jpg"
             if not path.exists():
-                path.write_bytes(phone_jpeg(small, size, seed=len(out[kind]), quality=90))
+                atomic_write_bytes(path, phone_jpeg(small, size, seed=len(out[kind]), quality=90))
             out[kind].append(path)
     return out
 
@@ -154,8 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run the measurements; print (and write) the JSON report."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.photo_speed")
     parser.add_argument("--runs", type=int, default=15, help="timed runs per way (median)")
-    parser.add_argument("--fashion", type=int, default=200, help="Fashion-MNIST images")
-    parser.add_argument("--page-photos", type=int, default=40,
+    parser.add_argument("--fashion", type=int, default=100, help="Fashion-MNIST images")
+    parser.add_argument("--fruit", type=int, default=45, help="BYO-style fruit photos")
+    parser.add_argument("--page-photos", type=int, default=20,
                         help="12 MP photos sent through the page for its agreement")
     parser.add_argument("--skip", default="", help="comma list of speed,agreement,page")
     parser.add_argument("--out", default=None, help="also write the JSON here")
@@ -168,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         if "speed" not in skip:
             report["speed"] = speed(model_paths, folder, args.runs)
         if "agreement" not in skip or "page" not in skip:
-            photos = agreement_photos(folder, args.fashion)
+            photos = agreement_photos(args.fashion, args.fruit)
         if "agreement" not in skip:
             report["agreement"] = agreement(model_paths, photos)
         if "page" not in skip:
