@@ -60,10 +60,12 @@ def predict_lines(
     backend: str | None = None,
     invert: str = "auto",
     labels: str | os.PathLike | None = None,
+    full_decode: bool = False,
 ) -> list[str]:
     """Classify image files with a .tflite model; one output line per image.
 
-    `labels`: a labels file (one class name per line, output order) naming the classes.
+    `labels`: a labels file (one class name per line, output order) naming the classes;
+    `full_decode`: decode photos in full, not at the model's size (docs/photos.md).
     """
     from edge_runtime.classifier import EdgeClassifier
 
@@ -74,6 +76,7 @@ def predict_lines(
     clf = EdgeClassifier.load(
         model, num_threads=threads, backend=backend, invert=invert, labels=labels
     )
+    clf.decode_to_size = not full_decode
     predictions = clf.predict([os.fspath(p) for p in images])
     return [
         format_prediction(os.fspath(image), pred, top_k, as_json)
@@ -188,9 +191,18 @@ def build_parser() -> argparse.ArgumentParser:
             help="class names, one per line in output order (replaces the model's own)",
         )
 
+    def full_decode_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--full-decode",
+            action="store_true",
+            help="decode photos in full before resizing, not at the model's size (slower; "
+            "docs/photos.md)",
+        )
+
     p = sub.add_parser("predict", help="classify image files")
     common(p)
     labels_option(p)
+    full_decode_option(p)
     p.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
     p.add_argument(
         "--top-k",
@@ -237,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="time a photo's way to an answer instead, per stage: read, decode, preprocess, "
         "invoke, postprocess, total (p50, p99)",
     )
+    full_decode_option(p)
 
     p = sub.add_parser("info", help="inputs, outputs, quantization, metadata, backend")
     common(p)
@@ -271,6 +284,7 @@ def _run(args: argparse.Namespace) -> None:
             backend=args.backend,
             invert=args.invert,
             labels=args.labels,
+            full_decode=args.full_decode,
         )
         print("\n".join(lines))
     elif args.command == "bench" and args.image is not None:
@@ -334,6 +348,7 @@ def _photo_bench(args: argparse.Namespace) -> None:
             warmup=args.warmup,
             threads=threads[0],
             backend=args.backend,
+            full_decode=args.full_decode,
         )
     except ValueError as err:
         raise _usage(str(err)) from None

@@ -38,6 +38,7 @@ class ServeOptions:
     backend: str | None = None
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     max_decoded_mb: float = DEFAULT_MAX_DECODED_MB
+    full_decode: bool = False
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -124,6 +125,7 @@ def options_from_args(args: Any) -> ServeOptions:
         labels=_path(args.labels),
         max_upload_mb=args.max_upload_mb,
         max_decoded_mb=args.max_decoded_mb,
+        full_decode=args.full_decode,
         threads=args.threads,
         token=_token(args),
         watch=_path(args.watch),
@@ -165,6 +167,12 @@ def add_serve_parser(sub: Any) -> None:
         metavar="MB",
         help="largest decoded image, after a JPEG's decode to the model's size "
         f"(default {DEFAULT_MAX_DECODED_MB}; larger: 413)",
+    )
+    p.add_argument(
+        "--full-decode",
+        action="store_true",
+        help="decode photos in full before resizing, not at the model's size (slower, more "
+        "memory; docs/photos.md)",
     )
     p.add_argument(
         "--threads", type=int, default=None, metavar="N",

@@ -60,6 +60,7 @@ def load_models(options: ServeOptions) -> dict[str, ServedModel]:
         clf = EdgeClassifier.load(
             path, num_threads=options.threads, backend=options.backend, labels=options.labels
         )
+        clf.decode_to_size = not options.full_decode
         models[path.stem] = ServedModel(path.stem, clf)
     return models
 

@@ -40,7 +40,7 @@ def classify_photo(
     img = load_image(
         data,
         max_pixels=clf.max_pixels,
-        size=needed_size(clf.input_shape),
+        size=needed_size(clf.input_shape) if clf.decode_to_size else None,
         max_decoded_bytes=max_decoded_bytes,
     )
     t2 = clock()
@@ -100,12 +100,14 @@ def photo_bench(
     warmup: int = 3,
     threads: int | None = None,
     backend: str | None = None,
+    full_decode: bool = False,
 ) -> PhotoBench:
     """Time `classify_photo` on the photo file `runs` times: each stage and the total, timed
     apart (the total around the whole call), so their agreement can be checked."""
     if runs < 1 or warmup < 0:
         raise ValueError(f"runs >= 1, warmup >= 0 required. Received: runs={runs}, warmup={warmup}")
     clf = EdgeClassifier.load(model_path, num_threads=threads, backend=backend)
+    clf.decode_to_size = not full_decode
     pred, _ = classify_photo(clf, image)  # a bad image fails here, before any timing
     for _ in range(warmup):
         classify_photo(clf, image)

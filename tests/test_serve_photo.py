@@ -113,3 +113,18 @@ def test_metrics_show_each_stage_per_model(photo_server):
         assert float(total.group(1)) > 0, stage
     assert len(set(counts.values())) == 1 and counts["decode"] >= 3
     assert "# TYPE edgeship_stage_seconds histogram" in text
+
+
+def test_full_decode_decodes_the_whole_photo(edge_models, tmp_path):
+    """`serve --full-decode` decodes a JPEG in full: under the same decoded budget, a 3 MP
+    photo (12 MiB as RGBX) is refused, where decoding to the model's size takes 0.2 MiB."""
+    data = photo_jpeg((2048, 1536))
+    for flags, want in ((["--full-decode"], 413), ([], 200)):
+        served = start_server(
+            [edge_models["mlp_int8"], "--max-decoded-mb", "8", *flags], tmp_path
+        )
+        try:
+            status, body = served.predict(data, "", "image/jpeg")
+        finally:
+            assert served.stop() == 0
+        assert status == want, (flags, body)
