@@ -75,7 +75,7 @@ def _ask(browser, port: int, model: str, photo: Path, margin: int | None,
 
 
 def page_measurements(model_paths: dict[str, Path], photos: dict[str, list[Path]], n: int,
-                      folder: Path) -> dict[str, Any]:
+                      folder: Path, margins: tuple[int, ...] = (4,)) -> dict[str, Any]:
     """Upload bytes and time for a 12 MP photo at 20 Mbit/s (before: as it is; after: scaled
     in the browser), and the page's top-1 vs `predict` on the original 12 MP files."""
     from playwright.sync_api import sync_playwright
@@ -108,17 +108,20 @@ def page_measurements(model_paths: dict[str, Path], photos: dict[str, list[Path]
                     print(json.dumps(upload[-1]), file=sys.stderr, flush=True)
             result["upload"] = upload
             agree = []
-            for model, kind in (("mlp", "fashion"), ("fruit", "fruit")):
-                chosen = [q for q in photos[kind] if q.stem.endswith("12MP")][:n]
-                with filtered_native_stderr():
-                    clf = EdgeClassifier.load(folder / f"{model}.tflite")
-                same = sum(
-                    _ask(browser, port, model, q, None, False)["label"] == clf.predict(q)[0].label
-                    for q in chosen
-                )
-                agree.append({"model": model, "photos": f"{kind} at 12 MP", "n": len(chosen),
-                              "equal": same, "agreement": round(same / max(len(chosen), 1), 4)})
-                print(json.dumps(agree[-1]), file=sys.stderr, flush=True)
+            for margin in margins:
+                for model, kind in (("mlp", "fashion"), ("fruit", "fruit")):
+                    chosen = [q for q in photos[kind] if q.stem.endswith("12MP")][:n]
+                    with filtered_native_stderr():
+                        clf = EdgeClassifier.load(folder / f"{model}.tflite")
+                    same = sum(
+                        _ask(browser, port, model, q, margin, False)["label"]
+                        == clf.predict(q)[0].label
+                        for q in chosen
+                    )
+                    agree.append({"margin": margin, "model": model, "photos": f"{kind} at 12 MP",
+                                  "n": len(chosen), "equal": same,
+                                  "agreement": round(same / max(len(chosen), 1), 4)})
+                    print(json.dumps(agree[-1]), file=sys.stderr, flush=True)
             result["agreement"] = agree
             browser.close()
     finally:

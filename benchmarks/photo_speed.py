@@ -165,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fruit", type=int, default=45, help="BYO-style fruit photos")
     parser.add_argument("--page-photos", type=int, default=20,
                         help="12 MP photos sent through the page for its agreement")
+    parser.add_argument("--page-margins", default="4",
+                        help="the page's upload margins to measure agreement at, e.g. 1,2,4")
     parser.add_argument("--skip", default="", help="comma list of speed,agreement,page")
     parser.add_argument("--out", default=None, help="also write the JSON here")
     args = parser.parse_args(argv)
@@ -182,7 +184,9 @@ def main(argv: list[str] | None = None) -> int:
         if "page" not in skip:
             from benchmarks.photo_page import page_measurements
 
-            report["page"] = page_measurements(model_paths, photos, args.page_photos, folder)
+            margins = tuple(int(m) for m in args.page_margins.split(","))
+            report["page"] = page_measurements(model_paths, photos, args.page_photos, folder,
+                                               margins)
     text = json.dumps(report, indent=1)
     print(text)
     if args.out:
