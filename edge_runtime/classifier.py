@@ -116,6 +116,9 @@ class EdgeClassifier:
         self.max_pixels = positive_int(max_pixels, "max_pixels")
         self.batch_size = positive_int(batch_size, "batch_size")
         self.output_head = output_head
+        # False: decode and convert photos in full before resizing (`--full-decode`), not at
+        # the model's size (edge_runtime.shrink)
+        self.decode_to_size = True
         self._lock = threading.Lock()
         self._setup_tensors()
         self._setup_names(labels)
@@ -372,6 +375,7 @@ class EdgeClassifier:
             "background": self.background,
             "max_pixels": self.max_pixels,
             "resize": self.resize_rule,
+            "to_size": self.decode_to_size,
         }
         if _is_pil(item):
             return preprocess_image(item, self.input_shape, **options)

@@ -60,10 +60,12 @@ def predict_lines(
     backend: str | None = None,
     invert: str = "auto",
     labels: str | os.PathLike | None = None,
+    full_decode: bool = False,
 ) -> list[str]:
     """Classify image files with a .tflite model; one output line per image.
 
-    `labels`: a labels file (one class name per line, output order) naming the classes.
+    `labels`: a labels file (one class name per line, output order) naming the classes;
+    `full_decode`: decode photos in full, not at the model's size (docs/photos.md).
     """
     from edge_runtime.classifier import EdgeClassifier
 
@@ -74,6 +76,7 @@ def predict_lines(
     clf = EdgeClassifier.load(
         model, num_threads=threads, backend=backend, invert=invert, labels=labels
     )
+    clf.decode_to_size = not full_decode
     predictions = clf.predict([os.fspath(p) for p in images])
     return [
         format_prediction(os.fspath(image), pred, top_k, as_json)
@@ -188,9 +191,18 @@ def build_parser() -> argparse.ArgumentParser:
             help="class names, one per line in output order (replaces the model's own)",
         )
 
+    def full_decode_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--full-decode",
+            action="store_true",
+            help="decode photos in full before resizing, not at the model's size (slower; "
+            "docs/photos.md)",
+        )
+
     p = sub.add_parser("predict", help="classify image files")
     common(p)
     labels_option(p)
+    full_decode_option(p)
     p.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
     p.add_argument(
         "--top-k",
@@ -230,6 +242,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch", type=int, default=1, metavar="N", help="images per call (default 1)"
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument(
+        "--image",
+        default=None,
+        metavar="PHOTO",
+        help="time a photo's way to an answer instead, per stage: read, decode, preprocess, "
+        "invoke, postprocess, total (p50, p99)",
+    )
+    full_decode_option(p)
 
     p = sub.add_parser("info", help="inputs, outputs, quantization, metadata, backend")
     common(p)
@@ -264,8 +284,11 @@ def _run(args: argparse.Namespace) -> None:
             backend=args.backend,
             invert=args.invert,
             labels=args.labels,
+            full_decode=args.full_decode,
         )
         print("\n".join(lines))
+    elif args.command == "bench" and args.image is not None:
+        _photo_bench(args)
     elif args.command == "bench":
         from edge_runtime.bench import parse_threads, run_bench_threads
 
@@ -304,6 +327,43 @@ def _run(args: argparse.Namespace) -> None:
     else:
         info = info_dict(args.model, backend=args.backend, labels=args.labels)
         print(json.dumps(info) if args.json else _info_text(info))
+
+
+def _photo_bench(args: argparse.Namespace) -> None:
+    """`bench MODEL --image PHOTO`: each stage's p50 and p99 (and the total), in ms."""
+    from edge_runtime.bench import parse_threads
+    from edge_runtime.stages import photo_bench
+
+    try:
+        threads = parse_threads(args.threads)
+        if len(threads) > 1 or args.batch != 1:
+            raise ValueError(
+                "--image times one photo at a time with one thread count. "
+                f"Received: --threads {args.threads} --batch {args.batch}"
+            )
+        result = photo_bench(
+            args.model,
+            args.image,
+            runs=args.runs,
+            warmup=args.warmup,
+            threads=threads[0],
+            backend=args.backend,
+            full_decode=args.full_decode,
+        )
+    except ValueError as err:
+        raise _usage(str(err)) from None
+    data = result.to_dict()
+    if args.json:
+        print(json.dumps(data))
+        return
+    width, height = data["image_size"]
+    print(
+        f"{data['model']} on {data['image']} ({width}x{height}): {data['label']}, "
+        f"{data['runs']} runs"
+    )
+    print(f"  {'stage':<12}{'p50 ms':>10}{'p99 ms':>10}")
+    for stage, row in data["stages_us"].items():
+        print(f"  {stage:<12}{row['p50'] / 1e3:>10.3f}{row['p99'] / 1e3:>10.3f}")
 
 
 def _serve(args: argparse.Namespace) -> None:

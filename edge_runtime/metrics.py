@@ -66,6 +66,9 @@ class ServeMetrics:
         self._errors: Counter[str] = Counter()
         self._buckets = {m: [0] * (len(LATENCY_BUCKETS) + 1) for m in models}
         self._sum = dict.fromkeys(models, 0.0)
+        # per (model, stage): read, decode, preprocess, invoke, postprocess (edge_runtime.stages)
+        self._stage_buckets: dict[tuple[str, str], list[int]] = {}
+        self._stage_sum: dict[tuple[str, str], float] = {}
 
     def uptime_s(self) -> float:
         """Seconds since the server started."""
@@ -78,6 +81,17 @@ class ServeMetrics:
             self._predictions[(model, label, source)] += 1
             self._buckets[model][slot] += 1
             self._sum[model] += seconds
+
+    def stages(self, model: str, seconds: dict[str, float]) -> None:
+        """Count one photo's time in each stage (`edge_runtime.stages.classify_photo`)."""
+        with self._lock:
+            for stage, value in seconds.items():
+                key = (model, stage)
+                if key not in self._stage_buckets:
+                    self._stage_buckets[key] = [0] * (len(LATENCY_BUCKETS) + 1)
+                    self._stage_sum[key] = 0.0
+                self._stage_buckets[key][bisect.bisect_left(LATENCY_BUCKETS, value)] += 1
+                self._stage_sum[key] += value
 
     def error(self, kind: str) -> None:
         """Count one failed request or watched file by kind (`bad_image`, `too_large`, ...)."""
@@ -101,6 +115,8 @@ class ServeMetrics:
             errors = sorted(self._errors.items())
             buckets = {m: list(b) for m, b in self._buckets.items()}
             sums = dict(self._sum)
+            stage_buckets = {k: list(b) for k, b in sorted(self._stage_buckets.items())}
+            stage_sums = dict(self._stage_sum)
         out = [
             "# HELP edgeship_predictions_total Predictions served, by model, class and source.",
             "# TYPE edgeship_predictions_total counter",
@@ -130,6 +146,19 @@ class ServeMetrics:
                 )
             out.append(f'edgeship_predict_latency_seconds_sum{{model="{m}"}} {sums[model]:.6f}')
             out.append(f'edgeship_predict_latency_seconds_count{{model="{m}"}} {running}')
+        out += [
+            "# HELP edgeship_stage_seconds A photo's time per stage: read, decode, preprocess, "
+            "invoke, postprocess.",
+            "# TYPE edgeship_stage_seconds histogram",
+        ]
+        for (model, stage), counts in stage_buckets.items():
+            labels = f'model="{_label(model)}",stage="{_label(stage)}"'
+            running = 0
+            for bound, n in zip([*map(str, LATENCY_BUCKETS), "+Inf"], counts, strict=True):
+                running += n
+                out.append(f'edgeship_stage_seconds_bucket{{{labels},le="{bound}"}} {running}')
+            out.append(f"edgeship_stage_seconds_sum{{{labels}}} {stage_sums[(model, stage)]:.6f}")
+            out.append(f"edgeship_stage_seconds_count{{{labels}}} {running}")
         out += [
             "# HELP edgeship_uptime_seconds Seconds since the server started.",
             "# TYPE edgeship_uptime_seconds gauge",

@@ -18,6 +18,9 @@ DEFAULT_MAX_CONNECTIONS = 64
 DEFAULT_HEADER_TIMEOUT_S = 10.0
 DEFAULT_BODY_TIMEOUT_S = 60.0
 DEFAULT_MAX_INFLIGHT_MB = 64
+# Decoded pixels one upload may take (after a JPEG's decode to size): a 12 MP PNG (46 MiB as
+# RGBX) or a 6300x6300 palette PNG (38 MiB) pass; a 16-bit one of that size (76 MiB) gets 413.
+DEFAULT_MAX_DECODED_MB = 48
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
@@ -46,6 +49,8 @@ class ServeOptions:
     max_inflight_mb: float = DEFAULT_MAX_INFLIGHT_MB
     allowed_hosts: tuple[str, ...] = ()
     allow_origins: tuple[str, ...] = ()
+    max_decoded_mb: float = DEFAULT_MAX_DECODED_MB
+    full_decode: bool = False
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -54,6 +59,8 @@ class ServeOptions:
             raise ServeError(f"--port must be in 0..65535. Received: --port {self.port}")
         if not self.max_upload_mb > 0:
             raise ServeError(f"--max-upload-mb must be > 0. Received: {self.max_upload_mb}")
+        if not self.max_decoded_mb > 0:
+            raise ServeError(f"--max-decoded-mb must be > 0. Received: {self.max_decoded_mb}")
         if self.threads is not None and self.threads < 1:
             raise ServeError(
                 f"--threads must be at least 1 (leave it out for the runtime's default). "
@@ -87,6 +94,11 @@ class ServeOptions:
     def max_inflight_bytes(self) -> int:
         """--max-inflight-mb in bytes, at least one upload's worth (--max-upload-mb)."""
         return int(max(self.max_inflight_mb, self.max_upload_mb) * 1024 * 1024)
+
+    @property
+    def max_decoded_bytes(self) -> int:
+        """--max-decoded-mb in bytes."""
+        return int(self.max_decoded_mb * 1024 * 1024)
 
 
 def exposure_warning(options: ServeOptions) -> str | None:
@@ -143,6 +155,8 @@ def options_from_args(args: Any) -> ServeOptions:
         port=args.port,
         labels=_path(args.labels),
         max_upload_mb=args.max_upload_mb,
+        max_decoded_mb=args.max_decoded_mb,
+        full_decode=args.full_decode,
         threads=args.threads,
         token=_token(args),
         watch=_path(args.watch),
@@ -182,6 +196,20 @@ def add_serve_parser(sub: Any) -> None:
         default=DEFAULT_MAX_UPLOAD_MB,
         metavar="MB",
         help=f"largest image upload (default {DEFAULT_MAX_UPLOAD_MB}; larger: 413)",
+    )
+    p.add_argument(
+        "--max-decoded-mb",
+        type=float,
+        default=DEFAULT_MAX_DECODED_MB,
+        metavar="MB",
+        help="largest decoded image, after a JPEG's decode to the model's size "
+        f"(default {DEFAULT_MAX_DECODED_MB}; larger: 413)",
+    )
+    p.add_argument(
+        "--full-decode",
+        action="store_true",
+        help="decode photos in full before resizing, not at the model's size (slower, more "
+        "memory; docs/photos.md)",
     )
     p.add_argument(
         "--threads", type=int, default=None, metavar="N",

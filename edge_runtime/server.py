@@ -13,8 +13,9 @@
 Errors are JSON `{"error": "..."}`: 400 unreadable image, bad parameter or a Host that is not
 this service's (guard.py), 401 missing or wrong token (POSTs, when --token is set), 403 a POST
 from a foreign Origin, 404 unknown model, 408 an upload slower than --body-timeout, 413 body over
---max-upload-mb (reading stops at the limit), 415 a Content-Type that is neither image/* nor
-multipart/form-data, 503 busy (--max-connections, --max-inflight-mb: connections.py, uploads.py).
+--max-upload-mb (reading stops at the limit) or an image over --max-decoded-mb once decoded to
+the model's size, 415 a Content-Type that is neither image/* nor multipart/form-data, 503 busy
+(--max-connections, --max-inflight-mb: connections.py, uploads.py).
 
 One `EdgeClassifier` per model (thread-safe); decoding and inference run off the event loop in
 worker threads, at most one per core. SIGTERM (systemd's stop) stops accepting, finishes the
@@ -36,6 +37,7 @@ from edge_runtime.connections import bounded_protocol, connection_limit, quiet_a
 from edge_runtime.errors import ImageError
 from edge_runtime.guard import HostOriginGuard, allowed_hosts
 from edge_runtime.metrics import CONTENT_TYPE
+from edge_runtime.preprocess import ImageTooLargeError
 from edge_runtime.serve_options import (
     ServeError,
     ServeOptions,
@@ -99,6 +101,8 @@ async def predict(service: Service, request: Any) -> dict[str, Any]:
     try:
         data, filename = await image_bytes(request, service.options, held)
         record, seconds = await service.classify_off_loop(model, data, k)
+    except ImageTooLargeError as err:  # decoded, it would be over --max-decoded-mb
+        raise HttpError(413, "too_large_decoded", str(err)) from None
     except ImageError as err:
         raise HttpError(400, "bad_image", str(err)) from None
     finally:

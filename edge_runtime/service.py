@@ -74,6 +74,7 @@ def load_models(options: ServeOptions) -> dict[str, ServedModel]:
         clf = EdgeClassifier.load(
             path, num_threads=options.threads, backend=options.backend, labels=options.labels
         )
+        clf.decode_to_size = not options.full_decode
         models[path.stem] = ServedModel(path.stem, clf)
     return models
 
@@ -114,16 +115,15 @@ class Service:
     ) -> tuple[dict[str, Any], float]:
         """Decode, preprocess and classify one image's bytes (in a worker thread): the
         response record and the seconds it took."""
-        from edge_runtime.preprocess import load_image
+        from edge_runtime.stages import classify_photo
 
-        clf = model.classifier
         started = time.perf_counter()
-        img = load_image(data, max_pixels=clf.max_pixels)
-        try:  # the classifier prepares the photo as predict does: its resize rule, invert, ...
-            pred = clf.predict(img)[0]
-        finally:
-            img.close()
+        # decoded to the model's size; the classifier prepares it as predict does
+        pred, stages = classify_photo(
+            model.classifier, data, max_decoded_bytes=self.options.max_decoded_bytes
+        )
         seconds = time.perf_counter() - started
+        self.metrics.stages(model.name, stages)
         return _record(model, pred, top_k, seconds), seconds
 
     async def classify_off_loop(
