@@ -29,7 +29,8 @@ from edge_runtime.files import (
     check_output_dir,
     make_output_dir,
 )
-from edge_runtime.metadata import embed_metadata, read_metadata
+from edge_runtime.metadata import read_metadata
+from edge_runtime.standard_metadata_write import embed_all_metadata
 
 __all__ = ["MOBILE_MODES", "MobileError", "write_mobile_models"]
 
@@ -253,7 +254,7 @@ def write_mobile_models(
                 f"Received: path={keras_path}"
             ) from None
         phone_meta = _phone_metadata(meta, mode, data)
-        data = embed_metadata(data, phone_meta)
+        data = embed_all_metadata(data, phone_meta)
         files[f"model_{mode}.tflite"] = data
     make_output_dir(out)
     paths = [atomic_write_bytes(out / name, data) for name, data in files.items()]
