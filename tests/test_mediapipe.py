@@ -178,3 +178,13 @@ def test_readme_snippet_runs(mp, mobile_models, fashion_pngs, tmp_path):
     name, score = proc.stdout.strip().splitlines()[-1].rsplit(" ", 1)
     expected = edge_predict(mobile_models["mlp_int8"], [fashion_pngs["light"][1]])[0][0]
     assert name == expected and 0 < float(score) <= 1
+
+
+def test_peers_benchmark_measures_both_on_the_same_answer(mp, mobile_models):
+    """`python -m benchmarks.peers` (a few runs: the figures are the docs', not asserted)."""
+    from benchmarks.peers import measure, table
+
+    row = measure(mobile_models["cnn_int8"], runs=5, warmup=2)
+    assert row["same_top1"] and row["input"] == "28x28x3 uint8"
+    assert row["mediapipe_us"]["p50"] > 0 and row["edgeship_us"]["p50"] > 0
+    assert "| yes |" in table([row])
