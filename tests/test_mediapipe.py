@@ -163,8 +163,10 @@ def test_mediapipe_names_a_stock_uint8_model(mp, edge_models, tmp_path, packer):
     assert all(name == NAMES[i] for name, i in ours)
 
 
-def test_readme_snippet_runs(mp, mobile_models, fashion_pngs, tmp_path):
-    """The README's MediaPipe snippet, as written, on a phone-ready model and a photo."""
+def test_readme_snippet_runs(mp, mobile_models, fashion_pngs, tmp_path, no_tf_env):
+    """The README's MediaPipe snippet, as written, on a phone-ready model and a photo, in a
+    process where TensorFlow cannot be imported (a phone developer's machine has none; and
+    mediapipe would otherwise import it, ~20 s, only for its docs decorators)."""
     readme = (REPO / "README.md").read_text()
     section = readme[readme.index("## On a phone or in an app") :]
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
@@ -172,7 +174,12 @@ def test_readme_snippet_runs(mp, mobile_models, fashion_pngs, tmp_path):
     (tmp_path / "phone" / "model_int8.tflite").write_bytes(mobile_models["mlp_int8"].read_bytes())
     (tmp_path / "photo.png").write_bytes(fashion_pngs["light"][1].read_bytes())
     proc = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=300
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+        env=no_tf_env,
     )
     assert proc.returncode == 0, proc.stderr
     name, score = proc.stdout.strip().splitlines()[-1].rsplit(" ", 1)
