@@ -126,7 +126,9 @@ def _calibration(meta: dict[str, Any], dark: bool, samples: int) -> np.ndarray:
         raise MobileError(
             "An int8 phone model needs calibration images, and the run's dataset cannot be "
             "found (model.json names none, or it moved). Export float32 instead "
-            f"(--models float32), or restore the dataset. Received: dataset={meta.get('dataset')}"
+            "(--models float32), restore the dataset, or, for an RGB model, ship convert's own "
+            "model_int8.tflite (it carries the standard metadata MediaPipe reads). "
+            f"Received: dataset={meta.get('dataset')}"
         )
     images = data.x_train[balanced_indices(data.y_train, samples, CALIBRATION_SEED)]
     rgb = [as_rgb(images, light=False)]

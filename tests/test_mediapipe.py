@@ -139,6 +139,19 @@ def test_mediapipe_on_converts_int8_of_a_user_rgb_model(mp, tmp_path):
     theirs, ours = classify(mp, model, sized), edge_predict(model, sized)
     assert {name for name, _ in theirs} <= set(ORDER)
     assert theirs == ours
+    # deploy mobile of such a run: float32 works; int8 has no dataset to calibrate on
+    phone = tmp_path / "phone"
+    result = CliRunner().invoke(
+        app, ["deploy", "mobile", str(run), "--out", str(phone), "--models", "int8"]
+    )
+    assert result.exit_code == 2 and "calibration images" in result.stderr
+    assert not phone.exists()
+    result = CliRunner().invoke(
+        app, ["deploy", "mobile", str(run), "--out", str(phone), "--models", "float32"]
+    )
+    assert result.exit_code == 0, result.output
+    model = phone / "model_float32.tflite"
+    assert classify(mp, model, sized) == edge_predict(model, sized)
 
 
 @pytest.mark.parametrize("packer", ["edgeship", "by hand"])
