@@ -38,7 +38,11 @@ from edge_runtime.options import normalize_invert, positive_int
 from edge_runtime.preprocess import MAX_PIXELS, load_and_preprocess, preprocess_image
 from edge_runtime.scaling import raw_pixel_scaling
 from edge_runtime.scores import as_probabilities, class_count
-from edge_runtime.standard_metadata import StandardMetadata, read_standard_metadata, warn
+from edge_runtime.standard_metadata import (
+    StandardMetadata,
+    read_standard_metadata,
+    usable_labels,
+)
 from edge_runtime.tensors import TensorSpec
 
 DEFAULT_BATCH_SIZE = 256
@@ -228,20 +232,7 @@ class EdgeClassifier:
         """Class names: `labels` if given, else edgeship's block's, else the standard
         metadata's packed labels file, else the indices as text (`names_source` says which)."""
         names = (self.metadata or {}).get("class_names")
-        standard = self.standard
-        problems = list(standard.problems) if standard is not None else []
-        packed = standard.labels if standard is not None else None
-        if packed is not None and len(packed) != self.num_classes:
-            problems.append(
-                f"its labels file {standard.labels_file} has {len(packed)} names for "
-                f"{self.num_classes} classes"
-            )
-            packed = None
-        if problems:  # one line; the model runs with what can be trusted
-            warn(
-                f"The model's standard TFLite metadata is not fully usable: "
-                f"{'; '.join(problems)}. Ignoring that part. Received: path={self.path}"
-            )
+        packed = usable_labels(self.standard, self.num_classes, f"path={self.path}")
         if labels is not None:
             where = f"path={self.path}"
             if self.output_units == 1:

@@ -198,6 +198,26 @@ def read_standard_metadata(data: bytes, source: str = "<bytes>") -> StandardMeta
     return StandardMetadata(**fields, problems=tuple(problems))
 
 
-def warn(message: str) -> None:
-    """Emit one `MetadataWarning` line."""
-    warnings.warn(message, MetadataWarning, stacklevel=3)
+def usable_labels(
+    standard: StandardMetadata | None, num_classes: int, source: str
+) -> tuple[str, ...] | None:
+    """The packed labels if they name `num_classes` classes, else None; every problem with
+    the standard metadata is one `MetadataWarning` (the model runs with what can be trusted)."""
+    if standard is None:
+        return None
+    problems = list(standard.problems)
+    packed = standard.labels
+    if packed is not None and len(packed) != num_classes:
+        problems.append(
+            f"its labels file {standard.labels_file} has {len(packed)} names for "
+            f"{num_classes} classes"
+        )
+        packed = None
+    if problems:
+        warnings.warn(
+            f"The model's standard TFLite metadata is not fully usable: {'; '.join(problems)}. "
+            f"Ignoring that part. Received: {source}",
+            MetadataWarning,
+            stacklevel=4,
+        )
+    return packed
