@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -134,12 +135,29 @@ def _info_text(info: dict[str, Any]) -> str:
            else "scores: a softmax is applied")
         + (", one unit: a binary classifier, classes [1 - p, p]"
            if info.get("output_units") == 1 else ""),
-        f"image:    {info['image_shape']} raw pixel * {info['raw_pixel_scale']:.6g} + "
-        f"{info['raw_pixel_offset']:.6g}",
+        f"image:    {info['image_shape']} raw pixel * {_number(info['raw_pixel_scale'])} + "
+        f"{_number(info['raw_pixel_offset'])} (from {info['raw_pixel_scaling_source']})",
         f"classes:  {info['num_classes']}: {', '.join(info['class_names'][:12])}"
-        + (" ..." if info["num_classes"] > 12 else ""),
+        + (" ..." if info["num_classes"] > 12 else "")
+        + f" (from {info['class_names_source']})",
     ]
-    if meta is None:
+    standard = info.get("standard_metadata")
+    if standard:
+        norm = standard["normalization"]
+        read = [f"{k}={standard[k]!r}" for k in ("name", "version", "author", "license")
+                if standard[k]]
+        if standard["color_space"]:
+            read.append(f"color_space={standard['color_space']}")
+        if norm:
+            read.append(f"mean={_number(norm['mean'])} std={_number(norm['std'])}")
+        if standard["labels_file"]:
+            read.append(f"labels={standard['labels_file']} ({standard['labels']} names)"
+                        if standard["labels"] is not None
+                        else f"labels={standard['labels_file']} (unreadable)")
+        lines.append("standard: TFLITE_METADATA " + (" ".join(read) or "(empty)"))
+    if meta is None and standard:
+        lines.append("metadata: no edgeship block (the standard metadata above is used)")
+    elif meta is None:
         lines.append(
             "metadata: none (class names only from --labels; "
             + ("raw 0-255 pixels go in as floats: if the model expects [0, 1] or [-1, 1], "
@@ -156,6 +174,18 @@ def _info_text(info: dict[str, Any]) -> str:
             f"background={(meta.get('input') or {}).get('background')}"
         )
     return "\n".join(lines)
+
+
+def one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """A warning (unusable standard metadata, ...) as one `warning: ...` line on stderr."""
+    return f"warning: {message}\n"
+
+
+def _number(value: Any) -> str:
+    """A scale, offset, mean or std: one number, or one per channel."""
+    if isinstance(value, list):
+        return "[" + ", ".join(f"{v:.6g}" for v in value) + "]"
+    return f"{value:.6g}"
 
 
 class _OneLineErrorParser(argparse.ArgumentParser):
@@ -384,6 +414,7 @@ def _serve(args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `python -m edge_runtime`; returns the exit code."""
     args = build_parser().parse_args(argv)
+    warnings.formatwarning = one_line_warning
     try:
         if args.command == "doctor":
             return _doctor(args)
