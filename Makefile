@@ -16,7 +16,7 @@ DATA_PKG  := dataset-fashion-mnist
 TEST_PKGS := openssh-server python3-venv debian-archive-keyring chromium systemd openssl
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 
-.PHONY: demo test install data system-test-deps lint clean
+.PHONY: demo test install data system-test-deps lint clean metadata-schema
 
 demo: install data
 	$(VENV)/bin/edgeship pipeline --model $(MODEL) --out $(RUN)
@@ -64,6 +64,14 @@ apt-install:
 
 lint: install
 	$(VENV)/bin/ruff check .
+
+# Regenerate the checked-in reader/writer of the standard TFLite Model Metadata from its
+# schema (Debian's flatbuffers-compiler; not needed to build, test or run edgeship).
+metadata-schema:
+	command -v flatc >/dev/null || $(MAKE) --no-print-directory apt-install PKGS=flatbuffers-compiler
+	tmp=$$(mktemp -d) && flatc --python --gen-object-api --gen-onefile -o $$tmp edge_runtime/metadata_schema.fbs && \
+	{ sed -n 1,4p edge_runtime/metadata_schema_py_generated.py; cat $$tmp/metadata_schema_generated.py; } > $$tmp/out.py && \
+	mv $$tmp/out.py edge_runtime/metadata_schema_py_generated.py && rm -rf $$tmp
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -19,7 +19,7 @@ CSV_FIELDS = (
     "prob_diff_max", "latency_p50_us", "latency_p90_us", "latency_p99_us", "latency_mean_us",
     "latency_min_us", "latency_max_us", "latency_method", "throughput_ips", "load_ms",
     "peak_rss_mb", "baseline_rss_mb", "model_rss_mb", "device_latency_p50_us",
-    "device_latency_p99_us", "device_throughput_ips", "device_peak_rss_mb",
+    "device_latency_p99_us", "device_throughput_ips", "device_peak_rss_mb", "photo_p50_us",
 )
 
 
@@ -89,6 +89,7 @@ def csv_text(report: dict[str, Any]) -> str:
         row["device_latency_p99_us"] = (dev.get("latency_us") or {}).get("p99")
         row["device_throughput_ips"] = dev.get("throughput_ips")
         row["device_peak_rss_mb"] = dev.get("peak_rss_mb")
+        row["photo_p50_us"] = (m.get("photo_latency_us") or {}).get("p50")
         writer.writerow(row)
     return buf.getvalue()
 
@@ -98,8 +99,11 @@ def table_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     with_device = report.get("device") is not None
     header = ["model", "quantization", "size", "accuracy", "agreement", "max Δp",
               "p50 µs", "p90 µs", "p99 µs", "mean µs", "img/s", "load ms", "RSS MB (+model)"]
+    with_photos = any(m.get("photo_latency_us") for m in report["models"])
     if with_device:
         header += ["device p50 µs", "device img/s"]
+    if with_photos:
+        header += ["photo → answer p50 ms"]
     rows = []
     for m in report["models"]:
         lat = m["latency_us"]
@@ -118,13 +122,16 @@ def table_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         if with_device:
             dev = m.get("device") or {}
             row += [device_p50_text(dev), _fmt(dev.get("throughput_ips"), ",.0f")]
+        if with_photos:
+            photo = m.get("photo_latency_us") or {}
+            row.append(_fmt(photo["p50"] / 1e3, ".2f") if photo else "-")
         rows.append(row)
         if m.get("latency_model_predict_us"):
             lp = m["latency_model_predict_us"]
             extra = [f"{m['name']} (model.predict)", "", "", "", "", "",
                      f"{lp['p50']:.1f}", f"{lp['p90']:.1f}", f"{lp['p99']:.1f}",
                      f"{lp['mean']:.1f}", "", "", ""]
-            rows.append(extra + (["", ""] if with_device else []))
+            rows.append(extra + (["", ""] if with_device else []) + ([""] if with_photos else []))
     return header, rows
 
 
@@ -230,6 +237,15 @@ def markdown(report: dict[str, Any], plots: list[str]) -> str:
         "pixels (preprocessing, invoke, dequantization: the code that ships). Keras: a compiled "
         "`tf.function` call (float32 input, `.numpy()` output); `model.predict` is shown "
         f"separately ({st['predict_runs']} calls) because its per-call overhead dominates.",
+        *(
+            [
+                "- **photo → answer**: from the `--test-data` files on disk, one call per photo "
+                "(the first 50): read, decode to the model's size, preprocess, invoke, "
+                "postprocess (`edge_runtime.stages.classify_photo`, what `serve` runs)."
+            ]
+            if any(m.get("photo_latency_us") for m in report["models"])
+            else []
+        ),
         f"- **timer overhead** ({timer['clock']}): median {timer['median_ns']:.0f} ns, "
         f"p99 {timer['p99_ns']:.0f} ns per measurement (not subtracted).",
         f"- **img/s**: throughput of calls on a batch of {st['batch']} images (Keras: the "

@@ -27,7 +27,7 @@ from benchmarks.measure import CLOCK, classification_stats, latency_summary, tim
 from benchmarks.measure_models import LATENCY_IMAGES, measure_keras, measure_tflite, memory_probes
 from benchmarks.models import check_stale, find_models, mode_of, models_metadata, no_keras_note
 from benchmarks.options import BenchOptions
-from benchmarks.testdata import bench_test_set
+from benchmarks.testdata import bench_test_set, test_photos
 from edge_runtime.errors import EdgeshipError
 from train.datasets import Dataset
 
@@ -152,6 +152,7 @@ def run_bench(
 
     step("loading the test set")
     data, x, y, notes = bench_test_set(meta, options)
+    photos = test_photos(options.test_data)  # photo -> answer, from the files on disk
     timer = timer_overhead_ns()
     models: list[dict] = []
     failed: list[dict] = []
@@ -159,7 +160,7 @@ def run_bench(
         step(f"measuring {path.name}")
         try:
             check_stale(path, run_json, found.keras, found.recorded_sha256)
-            models.append(measure_tflite(path, x, options))
+            models.append(measure_tflite(path, x, options, photos))
         except (EdgeshipError, ValueError, RuntimeError) as err:
             failed.append({"name": mode_of(path), "path": str(path), "error": _first_line(err)})
     if found.keras is not None:

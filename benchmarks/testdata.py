@@ -53,6 +53,18 @@ def _image_files(folder: Path) -> list[Path]:
     )
 
 
+def test_photos(spec: str | os.PathLike | None) -> list[Path] | None:
+    """The image files of a `--test-data` folder (class subfolders), spread across the classes
+    as `spread_indices` does; None for an .npz (pixels, no files) or no --test-data."""
+    if spec is None or not Path(spec).expanduser().is_dir():
+        return None
+    root = Path(spec).expanduser()
+    folders = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    files = [(n, path) for n, d in enumerate(folders) for path in _image_files(d)]
+    order = spread_indices(np.asarray([n for n, _ in files]), len(files))
+    return [files[i][1] for i in order] or None
+
+
 def _dataset(name: str, x: np.ndarray, y: np.ndarray, names: Sequence[str], source: Path,
              sha256: str, shape: tuple[int, ...]) -> Dataset:
     return Dataset(

@@ -209,6 +209,12 @@ def convert_command(
     input_offset: Annotated[
         float | None, typer.Option(help="O in p*S+O (see --input-scale); default 0.")
     ] = None,
+    author: Annotated[
+        str | None, typer.Option(help="Author, in the standard TFLite metadata.")
+    ] = None,
+    license: Annotated[  # noqa: A002 - the option's name
+        str | None, typer.Option(help="License, in the standard TFLite metadata.")
+    ] = None,
 ) -> None:
     """Convert a Keras model to TensorFlow Lite in each mode and check it against Keras."""
     if fallback_max_layers is not None and not fallback:
@@ -237,6 +243,8 @@ def convert_command(
         resize=resize,
         input_scale=input_scale,
         input_offset=input_offset,
+        author=author,
+        license=license,
     )
     console = Console()
     console.print(report_table(report))

@@ -65,6 +65,8 @@ def convert_model(
     resize: str | None = None,
     input_scale: float | None = None,
     input_offset: float | None = None,
+    author: str | None = None,
+    license: str | None = None,  # noqa: A002 - the metadata field's name
 ) -> ConvertReport:
     """Convert a `.keras`/`.h5` model to `out_dir/model_<mode>.tflite` for each mode.
 
@@ -88,6 +90,10 @@ def convert_model(
     S = 1/255; on [-1, 1]: S = 1/127.5, O = -1). Photos are scaled so for calibration and the
     check, and the scaling is recorded for bench and the runtime. Left out: raw 0-255 pixels
     (a model with its own `Rescaling` layer).
+
+    Every file also carries the standard TFLite Model Metadata (name, version, normalization,
+    the labels file packed in), for MediaPipe Tasks and Android Studio; `author`/`license` go
+    into it when given.
     """
     mode_list = parse_modes(modes)
     budget = check_options(
@@ -135,6 +141,8 @@ def convert_model(
     base_meta = base_metadata(
         meta, signature, inputs, names, resize, pixel_scaling, model_path, out
     )
+    # The standard TFLite metadata's author and license (edge_runtime.standard_metadata_write).
+    base_meta.update({k: v for k, v in (("author", author), ("license", license)) if v})
 
     from convert.converter import ModeConversionError, saved_model, to_tflite
 

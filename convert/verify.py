@@ -98,7 +98,7 @@ def convert_and_check(
     """Convert `mode` (unless `model_bytes` is given), check it against Keras and write it to
     `path` with its metadata; a mode that fails or misses the budget writes nothing."""
     from convert.converter import ModeConversionError, to_tflite
-    from edge_runtime.metadata import embed_metadata
+    from edge_runtime.standard_metadata_write import embed_all_metadata
 
     calibrated = mode in CALIBRATED_MODES
     mode_int8_io = bool(int8_io and mode == "int8")
@@ -119,7 +119,7 @@ def convert_and_check(
     start = time.perf_counter()
     try:
         with atomic_path(path) as tmp:
-            tmp.write_bytes(embed_metadata(model_bytes, meta))
+            tmp.write_bytes(embed_all_metadata(model_bytes, meta))
             probs, io_in, io_out = _run_in_edge_runtime(tmp, path, mode, inputs)
             if probs.shape != keras_probs.shape:
                 raise _Rejected(
@@ -137,7 +137,7 @@ def convert_and_check(
                 "max_abs_diff": round(max_abs_diff, 6),
                 "accuracy": round(found.accuracy, 6) if found.accuracy is not None else None,
             }
-            final = embed_metadata(model_bytes, meta)
+            final = embed_all_metadata(model_bytes, meta)
             # A fallback model was chosen on these same samples: it is not judged again.
             if fallback is None and not budget.met(found):
                 raise _missed_budget(found, budget, calibrated)

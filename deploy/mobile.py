@@ -29,7 +29,8 @@ from edge_runtime.files import (
     check_output_dir,
     make_output_dir,
 )
-from edge_runtime.metadata import embed_metadata, read_metadata
+from edge_runtime.metadata import read_metadata
+from edge_runtime.standard_metadata_write import embed_all_metadata
 
 __all__ = ["MOBILE_MODES", "MobileError", "write_mobile_models"]
 
@@ -125,7 +126,9 @@ def _calibration(meta: dict[str, Any], dark: bool, samples: int) -> np.ndarray:
         raise MobileError(
             "An int8 phone model needs calibration images, and the run's dataset cannot be "
             "found (model.json names none, or it moved). Export float32 instead "
-            f"(--models float32), or restore the dataset. Received: dataset={meta.get('dataset')}"
+            "(--models float32), restore the dataset, or, for an RGB model, ship convert's own "
+            "model_int8.tflite (it carries the standard metadata MediaPipe reads). "
+            f"Received: dataset={meta.get('dataset')}"
         )
     images = data.x_train[balanced_indices(data.y_train, samples, CALIBRATION_SEED)]
     rgb = [as_rgb(images, light=False)]
@@ -253,7 +256,7 @@ def write_mobile_models(
                 f"Received: path={keras_path}"
             ) from None
         phone_meta = _phone_metadata(meta, mode, data)
-        data = embed_metadata(data, phone_meta)
+        data = embed_all_metadata(data, phone_meta)
         files[f"model_{mode}.tflite"] = data
     make_output_dir(out)
     paths = [atomic_write_bytes(out / name, data) for name, data in files.items()]

@@ -22,8 +22,10 @@ __all__ = [
     "ModelFileError",
     "OptionError",
     "Prediction",
+    "StandardMetadata",
     "embed_metadata",
     "read_metadata",
+    "read_standard_metadata",
 ]
 
 
@@ -37,4 +39,8 @@ def __getattr__(name: str):
         from edge_runtime import metadata
 
         return getattr(metadata, name)
+    if name in ("StandardMetadata", "read_standard_metadata"):
+        from edge_runtime import standard_metadata
+
+        return getattr(standard_metadata, name)
     raise AttributeError(f"module 'edge_runtime' has no attribute {name!r}")

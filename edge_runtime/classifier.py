@@ -36,7 +36,13 @@ from edge_runtime.labels import Labels, resolve_labels
 from edge_runtime.metadata import read_embedded_metadata, read_model_bytes, read_sidecar
 from edge_runtime.options import normalize_invert, positive_int
 from edge_runtime.preprocess import MAX_PIXELS, load_and_preprocess, preprocess_image
+from edge_runtime.scaling import raw_pixel_scaling
 from edge_runtime.scores import as_probabilities, class_count
+from edge_runtime.standard_metadata import (
+    StandardMetadata,
+    read_standard_metadata,
+    usable_labels,
+)
 from edge_runtime.tensors import TensorSpec
 
 DEFAULT_BATCH_SIZE = 256
@@ -105,8 +111,10 @@ class EdgeClassifier:
         max_pixels: int = MAX_PIXELS,
         labels: Labels | None = None,
         output_head: str | None = None,
+        standard: StandardMetadata | None = None,
     ) -> None:
         self._interp = interpreter
+        self.standard = standard
         self.backend = backend
         self.metadata = metadata
         self.path = path
@@ -116,6 +124,9 @@ class EdgeClassifier:
         self.max_pixels = positive_int(max_pixels, "max_pixels")
         self.batch_size = positive_int(batch_size, "batch_size")
         self.output_head = output_head
+        # False: decode and convert photos in full before resizing (`--full-decode`), not at
+        # the model's size (edge_runtime.shrink)
+        self.decode_to_size = True
         self._lock = threading.Lock()
         self._setup_tensors()
         self._setup_names(labels)
@@ -157,6 +168,7 @@ class EdgeClassifier:
         metadata = read_embedded_metadata(data, f"path={path}")
         if metadata is None:
             metadata = read_sidecar(path)
+        standard = read_standard_metadata(data, f"path={path}")
         chosen = load_backend(backend)
         try:
             interpreter = chosen.make_interpreter(data, num_threads)
@@ -180,6 +192,7 @@ class EdgeClassifier:
             max_pixels=max_pixels,
             labels=labels,
             output_head=head,
+            standard=standard,
         )
 
     # ----------------------------------------------------------------------------- setup
@@ -219,43 +232,46 @@ class EdgeClassifier:
         self._allocated_batch = int(tensor_shape[0])
 
     def _setup_names(self, labels: Labels | None) -> None:
-        """Class names: `labels` if given, else the metadata's, else the indices as text."""
+        """Class names: `labels` if given, else edgeship's block's, else the standard
+        metadata's packed labels file, else the indices as text (`names_source` says which)."""
         names = (self.metadata or {}).get("class_names")
+        packed = usable_labels(self.standard, self.num_classes, f"path={self.path}")
         if labels is not None:
             where = f"path={self.path}"
             if self.output_units == 1:
                 where += " (one sigmoid output: a binary model, class 0 then class 1)"
             self.class_names = resolve_labels(labels, self.num_classes, where)
+            self.names_source = "labels file" if isinstance(labels, (str, os.PathLike)) else "names"
         elif isinstance(names, list) and len(names) == self.num_classes:
             self.class_names = tuple(str(n) for n in names)
+            self.names_source = "edgeship metadata"
+        elif packed is not None:
+            self.class_names = packed
+            self.names_source = "standard metadata"
         else:
             self.class_names = tuple(str(i) for i in range(self.num_classes))
+            self.names_source = "indices"
 
     def _setup_pixels(self) -> None:
         """How raw pixels become tensor values: the metadata's scaling, then the 256 table."""
         meta_input = (self.metadata or {}).get("input") or {}
         self.background = meta_input.get("background")
         self.resize_rule = meta_input.get("resize", "stretch")
-        if "scale" in meta_input:
-            scale = float(meta_input["scale"])
-            offset = float(meta_input.get("offset", 0.0))
-        elif self.input_spec.quantized and self.input_spec.dtype.itemsize == 1:
-            # No metadata, an 8-bit input tensor (a stock model): raw pixels go in unchanged
-            # (uint8), or shifted by -128 (int8, TFLite's uint8 -> int8 rule): whatever the
-            # tensor's quantization says the model sees, it sees it for the pixels it expects.
-            shift = -128 if self.input_spec.dtype == np.int8 else 0
-            scale = self.input_spec.scale
-            offset = (shift - self.input_spec.zero_point) * scale
-        else:
-            scale, offset = 1.0, 0.0
+        scale, offset, self.scaling_source = raw_pixel_scaling(
+            meta_input, self.input_spec, self.standard, self.input_shape[-1]
+        )
         self.input_scale, self.input_offset = scale, offset
-        self._scale32, self._offset32 = np.float32(scale), np.float32(offset)
-        self._has_offset = offset != 0
+        self._scale32 = np.asarray(scale, np.float32)[()]
+        self._offset32 = np.asarray(offset, np.float32)[()]
+        self._has_offset = bool(np.any(self._offset32 != 0))
         self._float_input = self.input_spec.dtype.kind == "f"
         # pixel value -> tensor value, for all 256: the float32 values `_to_tensor` computes
-        # for a float tensor, then quantized for an integer one
-        values = np.arange(256, dtype=np.uint8) * self._scale32 + self._offset32
-        self._lut = _quantize(values, self.input_spec)
+        # for a float tensor, then quantized for an integer one (per channel: (256, C))
+        self._per_channel = np.ndim(self._scale32) > 0
+        pixels = np.arange(256, dtype=np.uint8)
+        values = (pixels[:, None] if self._per_channel else pixels) * self._scale32
+        self._lut = _quantize(values + self._offset32, self.input_spec)
+        self._channels = np.arange(self.input_shape[-1])
 
     # ------------------------------------------------------------------------------ API
     def predict_proba(self, x: Any, *, invert: str | None = None) -> np.ndarray:
@@ -289,14 +305,17 @@ class EdgeClassifier:
             "output_head": self.output_head,
             "outputs_probabilities": self.outputs_probabilities,
             "image_shape": list(self.input_shape),
-            "raw_pixel_scale": self.input_scale,
-            "raw_pixel_offset": self.input_offset,
+            "raw_pixel_scale": _plain(self.input_scale),
+            "raw_pixel_offset": _plain(self.input_offset),
+            "raw_pixel_scaling_source": self.scaling_source,
             "resize": self.resize_rule,
             "num_classes": self.num_classes,
             "output_units": self.output_units,
             "class_names": list(self.class_names),
+            "class_names_source": self.names_source,
             "dynamic_batch": self.input_spec.batch_resizable,
             "metadata": self.metadata,
+            "standard_metadata": self.standard.to_dict() if self.standard else None,
         }
 
     def __repr__(self) -> str:
@@ -372,6 +391,7 @@ class EdgeClassifier:
             "background": self.background,
             "max_pixels": self.max_pixels,
             "resize": self.resize_rule,
+            "to_size": self.decode_to_size,
         }
         if _is_pil(item):
             return preprocess_image(item, self.input_shape, **options)
@@ -385,6 +405,8 @@ class EdgeClassifier:
             values = images * self._scale32
             if self._has_offset:
                 values += self._offset32
+        elif self._per_channel:
+            values = self._lut[images, self._channels]
         else:
             values = self._lut.take(images)
         if self._feed_shape != self.input_shape:  # a (batch, H, W) or flat input tensor
@@ -454,6 +476,11 @@ class EdgeClassifier:
         if self._final:
             return scores
         return as_probabilities(scores, self.outputs_probabilities)
+
+
+def _plain(value: Any) -> float | list[float]:
+    """A scale or offset as JSON: a float, or a list of floats (one per channel)."""
+    return [float(v) for v in value] if np.ndim(value) else float(value)
 
 
 def _first_line(err: BaseException) -> str:

@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -60,10 +61,12 @@ def predict_lines(
     backend: str | None = None,
     invert: str = "auto",
     labels: str | os.PathLike | None = None,
+    full_decode: bool = False,
 ) -> list[str]:
     """Classify image files with a .tflite model; one output line per image.
 
-    `labels`: a labels file (one class name per line, output order) naming the classes.
+    `labels`: a labels file (one class name per line, output order) naming the classes;
+    `full_decode`: decode photos in full, not at the model's size (docs/photos.md).
     """
     from edge_runtime.classifier import EdgeClassifier
 
@@ -74,6 +77,7 @@ def predict_lines(
     clf = EdgeClassifier.load(
         model, num_threads=threads, backend=backend, invert=invert, labels=labels
     )
+    clf.decode_to_size = not full_decode
     predictions = clf.predict([os.fspath(p) for p in images])
     return [
         format_prediction(os.fspath(image), pred, top_k, as_json)
@@ -131,12 +135,29 @@ def _info_text(info: dict[str, Any]) -> str:
            else "scores: a softmax is applied")
         + (", one unit: a binary classifier, classes [1 - p, p]"
            if info.get("output_units") == 1 else ""),
-        f"image:    {info['image_shape']} raw pixel * {info['raw_pixel_scale']:.6g} + "
-        f"{info['raw_pixel_offset']:.6g}",
+        f"image:    {info['image_shape']} raw pixel * {_number(info['raw_pixel_scale'])} + "
+        f"{_number(info['raw_pixel_offset'])} (from {info['raw_pixel_scaling_source']})",
         f"classes:  {info['num_classes']}: {', '.join(info['class_names'][:12])}"
-        + (" ..." if info["num_classes"] > 12 else ""),
+        + (" ..." if info["num_classes"] > 12 else "")
+        + f" (from {info['class_names_source']})",
     ]
-    if meta is None:
+    standard = info.get("standard_metadata")
+    if standard:
+        norm = standard["normalization"]
+        read = [f"{k}={standard[k]!r}" for k in ("name", "version", "author", "license")
+                if standard[k]]
+        if standard["color_space"]:
+            read.append(f"color_space={standard['color_space']}")
+        if norm:
+            read.append(f"mean={_number(norm['mean'])} std={_number(norm['std'])}")
+        if standard["labels_file"]:
+            read.append(f"labels={standard['labels_file']} ({standard['labels']} names)"
+                        if standard["labels"] is not None
+                        else f"labels={standard['labels_file']} (unreadable)")
+        lines.append("standard: TFLITE_METADATA " + (" ".join(read) or "(empty)"))
+    if meta is None and standard:
+        lines.append("metadata: no edgeship block (the standard metadata above is used)")
+    elif meta is None:
         lines.append(
             "metadata: none (class names only from --labels; "
             + ("raw 0-255 pixels go in as floats: if the model expects [0, 1] or [-1, 1], "
@@ -153,6 +174,18 @@ def _info_text(info: dict[str, Any]) -> str:
             f"background={(meta.get('input') or {}).get('background')}"
         )
     return "\n".join(lines)
+
+
+def one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """A warning (unusable standard metadata, ...) as one `warning: ...` line on stderr."""
+    return f"warning: {message}\n"
+
+
+def _number(value: Any) -> str:
+    """A scale, offset, mean or std: one number, or one per channel."""
+    if isinstance(value, list):
+        return "[" + ", ".join(f"{v:.6g}" for v in value) + "]"
+    return f"{value:.6g}"
 
 
 class _OneLineErrorParser(argparse.ArgumentParser):
@@ -188,9 +221,18 @@ def build_parser() -> argparse.ArgumentParser:
             help="class names, one per line in output order (replaces the model's own)",
         )
 
+    def full_decode_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--full-decode",
+            action="store_true",
+            help="decode photos in full before resizing, not at the model's size (slower; "
+            "docs/photos.md)",
+        )
+
     p = sub.add_parser("predict", help="classify image files")
     common(p)
     labels_option(p)
+    full_decode_option(p)
     p.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
     p.add_argument(
         "--top-k",
@@ -230,6 +272,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch", type=int, default=1, metavar="N", help="images per call (default 1)"
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument(
+        "--image",
+        default=None,
+        metavar="PHOTO",
+        help="time a photo's way to an answer instead, per stage: read, decode, preprocess, "
+        "invoke, postprocess, total (p50, p99)",
+    )
+    full_decode_option(p)
 
     p = sub.add_parser("info", help="inputs, outputs, quantization, metadata, backend")
     common(p)
@@ -264,8 +314,11 @@ def _run(args: argparse.Namespace) -> None:
             backend=args.backend,
             invert=args.invert,
             labels=args.labels,
+            full_decode=args.full_decode,
         )
         print("\n".join(lines))
+    elif args.command == "bench" and args.image is not None:
+        _photo_bench(args)
     elif args.command == "bench":
         from edge_runtime.bench import parse_threads, run_bench_threads
 
@@ -306,6 +359,43 @@ def _run(args: argparse.Namespace) -> None:
         print(json.dumps(info) if args.json else _info_text(info))
 
 
+def _photo_bench(args: argparse.Namespace) -> None:
+    """`bench MODEL --image PHOTO`: each stage's p50 and p99 (and the total), in ms."""
+    from edge_runtime.bench import parse_threads
+    from edge_runtime.stages import photo_bench
+
+    try:
+        threads = parse_threads(args.threads)
+        if len(threads) > 1 or args.batch != 1:
+            raise ValueError(
+                "--image times one photo at a time with one thread count. "
+                f"Received: --threads {args.threads} --batch {args.batch}"
+            )
+        result = photo_bench(
+            args.model,
+            args.image,
+            runs=args.runs,
+            warmup=args.warmup,
+            threads=threads[0],
+            backend=args.backend,
+            full_decode=args.full_decode,
+        )
+    except ValueError as err:
+        raise _usage(str(err)) from None
+    data = result.to_dict()
+    if args.json:
+        print(json.dumps(data))
+        return
+    width, height = data["image_size"]
+    print(
+        f"{data['model']} on {data['image']} ({width}x{height}): {data['label']}, "
+        f"{data['runs']} runs"
+    )
+    print(f"  {'stage':<12}{'p50 ms':>10}{'p99 ms':>10}")
+    for stage, row in data["stages_us"].items():
+        print(f"  {stage:<12}{row['p50'] / 1e3:>10.3f}{row['p99'] / 1e3:>10.3f}")
+
+
 def _serve(args: argparse.Namespace) -> None:
     """`serve`: load and bind with the native chatter filtered, then serve with stderr as is
     (the filter holds stderr back until it ends: a service's log must flow)."""
@@ -324,6 +414,7 @@ def _serve(args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `python -m edge_runtime`; returns the exit code."""
     args = build_parser().parse_args(argv)
+    warnings.formatwarning = one_line_warning
     try:
         if args.command == "doctor":
             return _doctor(args)

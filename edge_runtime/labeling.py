@@ -16,7 +16,8 @@ from typing import Any
 from edge_runtime.errors import LabelsError, OutputError
 from edge_runtime.files import atomic_write_bytes
 from edge_runtime.labels import Labels, resolve_labels
-from edge_runtime.metadata import embed_metadata, read_metadata, read_model_bytes
+from edge_runtime.metadata import read_metadata, read_model_bytes
+from edge_runtime.standard_metadata_write import embed_all_metadata
 
 METADATA_SCHEMA_VERSION = 1
 
@@ -27,19 +28,26 @@ def label_model(
     *,
     input_scale: float | None = None,
     input_offset: float | None = None,
+    author: str | None = None,
+    license: str | None = None,  # noqa: A002 - the metadata field's name
 ) -> dict[str, Any]:
     """Write `labels` (file or names) and the raw-pixel scaling into `path`; return the metadata.
 
     `input_scale`/`input_offset`: how a raw pixel p (0-255) becomes model input,
     `p * scale + offset` (1/255 and 0 for a model trained on [0, 1]; 1/127.5 and -1 for
     [-1, 1]). Left out, the model keeps what it had (a uint8 stock model takes raw pixels).
+    `author`/`license` go into the standard TFLite metadata, which is (re)written beside
+    edgeship's block with the labels packed in (for MediaPipe Tasks and Android Studio).
     The file is replaced in one step: a failure leaves it as it was.
     """
     from edge_runtime.classifier import EdgeClassifier
 
-    if labels is None and input_scale is None and input_offset is None:
+    if labels is None and input_scale is None and input_offset is None and not (
+        author or license
+    ):
         raise LabelsError(
-            "Nothing to write: pass labels and/or an input scale. Received: path=" + str(path)
+            "Nothing to write: pass labels, an input scale, an author or a license. "
+            "Received: path=" + str(path)
         )
     for name, value in (("input_scale", input_scale), ("input_offset", input_offset)):
         if value is not None and not math.isfinite(value):
@@ -62,8 +70,11 @@ def label_model(
     meta["input"] = block
     if labels is not None:
         meta["class_names"] = list(resolve_labels(labels, classifier.num_classes, f"path={path}"))
+    elif "class_names" not in meta and classifier.names_source == "standard metadata":
+        meta["class_names"] = list(classifier.class_names)  # keep a stock model's packed names
+    meta.update({k: v for k, v in (("author", author), ("license", license)) if v})
     try:
-        atomic_write_bytes(path, embed_metadata(data, meta))
+        atomic_write_bytes(path, embed_all_metadata(data, meta))
     except OutputError as err:  # worded for this command: it has no --out
         raise OutputError(
             f"Cannot write {path}: {err.reason}. The model is changed in place: copy it to a "

@@ -252,18 +252,23 @@ def _schema_module():
 
 
 def embed_metadata(
-    model_bytes: bytes, metadata: dict[str, Any], name: str = METADATA_NAME
+    model_bytes: bytes, metadata: dict[str, Any] | bytes, name: str = METADATA_NAME
 ) -> bytes:
-    """Return `model_bytes` with `metadata` (JSON) stored under `name`, replacing any old entry.
+    """Return `model_bytes` with `metadata` (a dict as JSON, or raw bytes) stored under `name`,
+    replacing any old entry.
 
-    Other entries (e.g. the converter's `CONVERSION_METADATA`) are kept.
+    Other entries (e.g. the converter's `CONVERSION_METADATA`) are kept; bytes appended after
+    the flatbuffer (a packed zip of associated files) are not.
     """
     import flatbuffers
 
-    if not isinstance(metadata, dict):
-        raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}")
+    if isinstance(metadata, bytes):
+        payload = metadata
+    elif isinstance(metadata, dict):
+        payload = json.dumps(metadata, allow_nan=False).encode("utf-8")
+    else:
+        raise TypeError(f"metadata must be a dict or bytes, got {type(metadata).__name__}")
     check_tflite(model_bytes)
-    payload = json.dumps(metadata, allow_nan=False).encode("utf-8")
     schema = _schema_module()
     try:
         model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(bytearray(model_bytes), 0))

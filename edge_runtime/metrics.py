@@ -17,6 +17,7 @@ from collections import Counter
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
                    0.25, 0.5, 1.0, 2.5)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+BOARD_STATE_TTL_S = 5.0  # /metrics reads the board (vcgencmd) at most this often
 
 
 def _label(value: str) -> str:
@@ -34,6 +35,26 @@ def board_state() -> tuple[float | None, int | None]:
     return state.get("temperature_c"), None if throttled is None else int(throttled, 16)
 
 
+class CachedBoardState:
+    """`board_state()` read at most once per `ttl_s` seconds, however often /metrics is
+    scraped (`vcgencmd` is a process: a flood of scrapes must not be a flood of processes)."""
+
+    def __init__(self, ttl_s: float = BOARD_STATE_TTL_S) -> None:
+        self.ttl_s = ttl_s
+        self._lock = threading.Lock()
+        self._read_at: float | None = None
+        self._value: tuple[float | None, int | None] = (None, None)
+
+    def __call__(self) -> tuple[float | None, int | None]:
+        """The board's (temperature, throttled bits), fresh or at most `ttl_s` old."""
+        with self._lock:  # concurrent scrapes wait for the one reading
+            now = time.monotonic()
+            if self._read_at is None or now - self._read_at >= self.ttl_s:
+                self._value = board_state()
+                self._read_at = time.monotonic()
+            return self._value
+
+
 class ServeMetrics:
     """Thread-safe counters of one server; `render()` gives the `/metrics` text."""
 
@@ -45,6 +66,9 @@ class ServeMetrics:
         self._errors: Counter[str] = Counter()
         self._buckets = {m: [0] * (len(LATENCY_BUCKETS) + 1) for m in models}
         self._sum = dict.fromkeys(models, 0.0)
+        # per (model, stage): read, decode, preprocess, invoke, postprocess (edge_runtime.stages)
+        self._stage_buckets: dict[tuple[str, str], list[int]] = {}
+        self._stage_sum: dict[tuple[str, str], float] = {}
 
     def uptime_s(self) -> float:
         """Seconds since the server started."""
@@ -57,6 +81,17 @@ class ServeMetrics:
             self._predictions[(model, label, source)] += 1
             self._buckets[model][slot] += 1
             self._sum[model] += seconds
+
+    def stages(self, model: str, seconds: dict[str, float]) -> None:
+        """Count one photo's time in each stage (`edge_runtime.stages.classify_photo`)."""
+        with self._lock:
+            for stage, value in seconds.items():
+                key = (model, stage)
+                if key not in self._stage_buckets:
+                    self._stage_buckets[key] = [0] * (len(LATENCY_BUCKETS) + 1)
+                    self._stage_sum[key] = 0.0
+                self._stage_buckets[key][bisect.bisect_left(LATENCY_BUCKETS, value)] += 1
+                self._stage_sum[key] += value
 
     def error(self, kind: str) -> None:
         """Count one failed request or watched file by kind (`bad_image`, `too_large`, ...)."""
@@ -80,6 +115,8 @@ class ServeMetrics:
             errors = sorted(self._errors.items())
             buckets = {m: list(b) for m, b in self._buckets.items()}
             sums = dict(self._sum)
+            stage_buckets = {k: list(b) for k, b in sorted(self._stage_buckets.items())}
+            stage_sums = dict(self._stage_sum)
         out = [
             "# HELP edgeship_predictions_total Predictions served, by model, class and source.",
             "# TYPE edgeship_predictions_total counter",
@@ -109,6 +146,19 @@ class ServeMetrics:
                 )
             out.append(f'edgeship_predict_latency_seconds_sum{{model="{m}"}} {sums[model]:.6f}')
             out.append(f'edgeship_predict_latency_seconds_count{{model="{m}"}} {running}')
+        out += [
+            "# HELP edgeship_stage_seconds A photo's time per stage: read, decode, preprocess, "
+            "invoke, postprocess.",
+            "# TYPE edgeship_stage_seconds histogram",
+        ]
+        for (model, stage), counts in stage_buckets.items():
+            labels = f'model="{_label(model)}",stage="{_label(stage)}"'
+            running = 0
+            for bound, n in zip([*map(str, LATENCY_BUCKETS), "+Inf"], counts, strict=True):
+                running += n
+                out.append(f'edgeship_stage_seconds_bucket{{{labels},le="{bound}"}} {running}')
+            out.append(f"edgeship_stage_seconds_sum{{{labels}}} {stage_sums[(model, stage)]:.6f}")
+            out.append(f"edgeship_stage_seconds_count{{{labels}}} {running}")
         out += [
             "# HELP edgeship_uptime_seconds Seconds since the server started.",
             "# TYPE edgeship_uptime_seconds gauge",

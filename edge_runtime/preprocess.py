@@ -1,8 +1,11 @@
 """Pillow preprocessing: any image file or PIL image -> a uint8 (H, W, C) array for the model.
 
-Steps: open (with a pixel-count guard against decompression bombs), apply the EXIF
-orientation, flatten alpha onto white, bring 16-bit/float modes to 8 bits, convert to the
-model's channels (1: L, 3: RGB), resize to the model's H x W, and optionally invert.
+Steps: open (with a pixel-count guard against decompression bombs; a JPEG decodes at the
+smallest DCT scale the model still needs, `edge_runtime.shrink`), shrink by whole factors while
+bringing 16-bit/float modes to 8 bits, flattening alpha onto white and converting to the model's
+channels (1: L, 3: RGB) band by band, apply the EXIF orientation, resize to the model's H x W,
+and optionally invert. An image already at or below the needed size is converted whole, as
+before. `to_size=False` decodes and converts the full image (the reference path).
 
 Resize rules (the metadata's `input.resize`, so convert's calibration, bench and the runtime
 agree): `"stretch"` (the default) scales the whole image to H x W, changing its aspect;
@@ -29,19 +32,35 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from edge_runtime.errors import ImageError
 from edge_runtime.options import INVERT_CHOICES, normalize_invert
+from edge_runtime.shrink import (
+    BAND_PIXELS,
+    decoded_bytes,
+    draft_to_size,
+    orientation,
+    orientation_swaps,
+    reduce_factors,
+    reduce_in_bands,
+    upright,
+)
 
 __all__ = [
     "INVERT_CHOICES",
     "MAX_PIXELS",
+    "ImageTooLargeError",
     "RESIZE_RULES",
     "border_mean",
     "load_and_preprocess",
     "load_image",
+    "needed_size",
     "preprocess_image",
 ]
 
 MAX_PIXELS = 40_000_000  # 40 megapixels decoded; bigger JPEGs decode smaller (_draft_big_jpeg)
 RESIZE_RULES = ("stretch", "crop")
+
+
+class ImageTooLargeError(ImageError):
+    """An image whose decoded pixels (after the JPEG draft) exceed the caller's byte budget."""
 
 
 def _check_size(size: tuple[int, int], max_pixels: int, source: str) -> None:
@@ -100,9 +119,18 @@ def _draft_big_jpeg(img: Image.Image, max_pixels: int) -> None:
 
 
 def load_image(
-    source: str | os.PathLike | bytes, *, max_pixels: int = MAX_PIXELS
+    source: str | os.PathLike | bytes,
+    *,
+    max_pixels: int = MAX_PIXELS,
+    size: tuple[int, int] | None = None,
+    max_decoded_bytes: int | None = None,
 ) -> Image.Image:
-    """Open and fully decode an image file (or bytes), raising ImageError if it is unusable."""
+    """Open and decode an image file (or bytes), raising ImageError if it is unusable.
+
+    `size` (W, H): the smallest the caller needs (display orientation); a JPEG then decodes
+    at the smallest DCT scale still that large. `max_decoded_bytes`: refuse (ImageTooLargeError)
+    an image whose decoded pixels would take more, before decoding them.
+    """
     if isinstance(source, (bytes, bytearray)):
         label, fp = "<bytes>", io.BytesIO(source)
         if not source:
@@ -137,8 +165,18 @@ def load_image(
     except OSError as err:
         raise ImageError(f"Cannot open the image ({err}). Received: {label}") from None
     try:
+        if size is not None:
+            draft_to_size(img, size)
         _draft_big_jpeg(img, max_pixels)
         _check_size(img.size, max_pixels, label)  # from the header, before any decoding
+        if max_decoded_bytes is not None and decoded_bytes(img) > max_decoded_bytes:
+            width, height = img.size
+            raise ImageTooLargeError(
+                f"The image would take {decoded_bytes(img) / 2**20:.0f} MiB decoded "
+                f"({width}x{height} {img.mode}), over this server's budget of "
+                f"{max_decoded_bytes / 2**20:.0f} MiB. Send a smaller image or a JPEG. "
+                f"Received: {label}"
+            )
         try:
             img.load()
         except (OSError, SyntaxError, ValueError) as err:
@@ -151,20 +189,40 @@ def load_image(
     return img
 
 
-def _to_8bit(img: Image.Image) -> Image.Image:
-    """16-bit integer and float modes -> L (Pillow's own convert would clip them)."""
-    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        arr = np.asarray(img).astype(np.float64)
-        peak = 65535.0 if (img.mode.startswith("I;16") or arr.max(initial=0) > 255) else 255.0
-        arr = np.clip(np.round(arr * (255.0 / peak)), 0, 255)
-        return Image.fromarray(arr.astype(np.uint8), "L")
+_WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+def _peak(img: Image.Image) -> float:
+    """The value that becomes 255 for a 16-bit or float image, read over the whole image
+    (band by band: no full-size float copy): 65535 for 16 bits (or I values over 255), 255
+    else; for float, 1.0 when every value is <= 1 (a 0-1 image), else 255."""
+    if img.mode.startswith("I;16"):
+        return 65535.0
+    width, height = img.size
+    rows = max(1, BAND_PIXELS // max(width, 1))
+    top = -np.inf
+    for y in range(0, height, rows):
+        band = np.asarray(img.crop((0, y, width, min(height, y + rows))))
+        if band.size:
+            top = max(top, float(np.nanmax(band)) if img.mode == "F" else float(band.max()))
     if img.mode == "F":
-        arr = np.asarray(img).astype(np.float64)
-        if arr.size and np.nanmax(arr) <= 1.0:
-            arr = arr * 255.0
-        arr = np.clip(np.nan_to_num(np.round(arr)), 0, 255)
-        return Image.fromarray(arr.astype(np.uint8), "L")
-    return img
+        return 1.0 if top <= 1.0 else 255.0
+    return 65535.0 if top > 255 else 255.0
+
+
+def _to_8bit(img: Image.Image, peak: float | None = None) -> Image.Image:
+    """16-bit integer and float modes -> L (Pillow's own convert would clip them); `peak`, the
+    whole image's (`_peak`), when `img` is one band of it."""
+    if img.mode not in _WIDE_MODES and img.mode != "F":
+        return img
+    if peak is None:
+        peak = _peak(img)
+    arr = np.asarray(img).astype(np.float64)
+    if img.mode == "F":
+        arr = np.clip(np.nan_to_num(np.round(arr * (255.0 / peak))), 0, 255)
+    else:
+        arr = np.clip(np.round(arr * (255.0 / peak)), 0, 255)
+    return Image.fromarray(arr.astype(np.uint8), "L")
 
 
 def _flatten_alpha(img: Image.Image) -> Image.Image:
@@ -195,6 +253,7 @@ def preprocess_image(
     background: str | None = None,
     max_pixels: int = MAX_PIXELS,
     resize: str = "stretch",
+    to_size: bool = True,
 ) -> np.ndarray:
     """A PIL image -> uint8 array of `shape` (H, W, C), C in {1, 3}, ready as raw pixels."""
     invert_mode = normalize_invert(invert)
@@ -212,11 +271,22 @@ def preprocess_image(
             f"for other models. Received: model input shape={tuple(shape)}"
         )
     _check_size(img.size, max_pixels, f"image of size {img.size[0]}x{img.size[1]}")
-    # A broken EXIF block must not make a readable image unusable.
-    with contextlib.suppress(Exception):
-        img = ImageOps.exif_transpose(img)
+    mode = "L" if channels == 1 else "RGB"
+    factors = (1, 1)
+    if to_size:
+        factors = reduce_factors(img.size, (width, height), resize, orientation_swaps(img))
+    if factors != (1, 1):  # shrink first, each band converted on its own, then turn upright
+        peak = _peak(img) if img.mode in _WIDE_MODES or img.mode == "F" else None
+        turn = orientation(img)
+        img = reduce_in_bands(
+            img, factors, lambda band: _flatten_alpha(_to_8bit(band, peak)).convert(mode)
+        )
+        img = upright(img, turn)
+    else:  # a broken EXIF block must not make a readable image unusable
+        with contextlib.suppress(Exception):
+            img = ImageOps.exif_transpose(img)
     img = _flatten_alpha(_to_8bit(img))
-    img = img.convert("L" if channels == 1 else "RGB")
+    img = img.convert(mode)
     if resize == "crop" and img.size != (width, height):
         img = ImageOps.fit(img, (width, height), Image.Resampling.BILINEAR)
     elif img.size != (width, height):
@@ -239,9 +309,21 @@ def load_and_preprocess(
     background: str | None = None,
     max_pixels: int = MAX_PIXELS,
     resize: str = "stretch",
+    to_size: bool = True,
 ) -> np.ndarray:
     """Read an image file and return the uint8 (H, W, C) array for the model."""
-    img = load_image(source, max_pixels=max_pixels)
-    return preprocess_image(
-        img, shape, invert=invert, background=background, max_pixels=max_pixels, resize=resize
-    )
+    size = needed_size(shape) if to_size else None
+    img = load_image(source, max_pixels=max_pixels, size=size)
+    try:
+        return preprocess_image(
+            img, shape, invert=invert, background=background, max_pixels=max_pixels,
+            resize=resize, to_size=to_size,
+        )
+    finally:
+        img.close()
+
+
+def needed_size(shape: tuple[int, ...]) -> tuple[int, int]:
+    """The (W, H) a model of input `shape` (H, W, C) needs of a photo, under either resize
+    rule: what `load_image(size=...)` decodes a JPEG down to."""
+    return int(shape[1]), int(shape[0])

@@ -13,6 +13,15 @@ from edge_runtime.webapp import add_web_arguments, check_site, check_tls
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 DEFAULT_MAX_UPLOAD_MB = 10
+# Bounds for a Pi 4 with 2 GB (docs/serve.md): connections held, seconds to send the request
+# headers and the body, megabytes of uploads held in memory at once over all requests.
+DEFAULT_MAX_CONNECTIONS = 64
+DEFAULT_HEADER_TIMEOUT_S = 10.0
+DEFAULT_BODY_TIMEOUT_S = 60.0
+DEFAULT_MAX_INFLIGHT_MB = 64
+# Decoded pixels one upload may take (after a JPEG's decode to size): a 12 MP PNG (46 MiB as
+# RGBX) or a 6300x6300 palette PNG (38 MiB) pass; a 16-bit one of that size (76 MiB) gets 413.
+DEFAULT_MAX_DECODED_MB = 48
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
@@ -38,6 +47,14 @@ class ServeOptions:
     web: Path | None = None  # the `deploy web` site, served at /app/ (edge_runtime/webapp.py)
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S
+    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S
+    max_inflight_mb: float = DEFAULT_MAX_INFLIGHT_MB
+    allowed_hosts: tuple[str, ...] = ()
+    allow_origins: tuple[str, ...] = ()
+    max_decoded_mb: float = DEFAULT_MAX_DECODED_MB
+    full_decode: bool = False
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -46,6 +63,8 @@ class ServeOptions:
             raise ServeError(f"--port must be in 0..65535. Received: --port {self.port}")
         if not self.max_upload_mb > 0:
             raise ServeError(f"--max-upload-mb must be > 0. Received: {self.max_upload_mb}")
+        if not self.max_decoded_mb > 0:
+            raise ServeError(f"--max-decoded-mb must be > 0. Received: {self.max_decoded_mb}")
         if self.threads is not None and self.threads < 1:
             raise ServeError(
                 f"--threads must be at least 1 (leave it out for the runtime's default). "
@@ -58,11 +77,35 @@ class ServeOptions:
         if self.web is not None:
             check_site(Path(self.web))
         check_tls(self.tls_cert, self.tls_key)
+        self._check_bounds()
+
+    def _check_bounds(self) -> None:
+        """The connection and upload bounds are positive."""
+        if self.max_connections < 1:
+            raise ServeError(
+                f"--max-connections must be at least 1. Received: {self.max_connections}"
+            )
+        for option, value in (("--header-timeout", self.header_timeout_s),
+                              ("--body-timeout", self.body_timeout_s)):
+            if not value > 0:
+                raise ServeError(f"{option} must be > 0 seconds. Received: {option} {value}")
+        if not self.max_inflight_mb > 0:
+            raise ServeError(f"--max-inflight-mb must be > 0. Received: {self.max_inflight_mb}")
 
     @property
     def max_upload_bytes(self) -> int:
         """--max-upload-mb in bytes."""
         return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def max_inflight_bytes(self) -> int:
+        """--max-inflight-mb in bytes, at least one upload's worth (--max-upload-mb)."""
+        return int(max(self.max_inflight_mb, self.max_upload_mb) * 1024 * 1024)
+
+    @property
+    def max_decoded_bytes(self) -> int:
+        """--max-decoded-mb in bytes."""
+        return int(self.max_decoded_mb * 1024 * 1024)
 
 
 def exposure_warning(options: ServeOptions) -> str | None:
@@ -119,6 +162,8 @@ def options_from_args(args: Any) -> ServeOptions:
         port=args.port,
         labels=_path(args.labels),
         max_upload_mb=args.max_upload_mb,
+        max_decoded_mb=args.max_decoded_mb,
+        full_decode=args.full_decode,
         threads=args.threads,
         token=_token(args),
         watch=_path(args.watch),
@@ -127,6 +172,12 @@ def options_from_args(args: Any) -> ServeOptions:
         web=_path(args.web),
         tls_cert=_path(args.tls_cert),
         tls_key=_path(args.tls_key),
+        max_connections=args.max_connections,
+        header_timeout_s=args.header_timeout,
+        body_timeout_s=args.body_timeout,
+        max_inflight_mb=args.max_inflight_mb,
+        allowed_hosts=tuple(args.allowed_host or ()),
+        allow_origins=tuple(args.allow_origin or ()),
     )
 
 
@@ -157,6 +208,20 @@ def add_serve_parser(sub: Any) -> None:
         help=f"largest image upload (default {DEFAULT_MAX_UPLOAD_MB}; larger: 413)",
     )
     p.add_argument(
+        "--max-decoded-mb",
+        type=float,
+        default=DEFAULT_MAX_DECODED_MB,
+        metavar="MB",
+        help="largest decoded image, after a JPEG's decode to the model's size "
+        f"(default {DEFAULT_MAX_DECODED_MB}; larger: 413)",
+    )
+    p.add_argument(
+        "--full-decode",
+        action="store_true",
+        help="decode photos in full before resizing, not at the model's size (slower, more "
+        "memory; docs/photos.md)",
+    )
+    p.add_argument(
         "--threads", type=int, default=None, metavar="N",
         help="interpreter threads per model (default: the runtime's)",
     )
@@ -185,3 +250,34 @@ def add_serve_parser(sub: Any) -> None:
         help="ai_edge_litert, tflite_runtime or tensorflow (default: the first installed)",
     )
     add_web_arguments(p)
+    _add_bound_arguments(p)
+
+
+def _add_bound_arguments(p: Any) -> None:
+    """The connection, upload, Host and Origin bounds of `serve` (docs/serve.md)."""
+    p.add_argument(
+        "--max-connections", type=int, default=DEFAULT_MAX_CONNECTIONS, metavar="N",
+        help=f"connections held at once (default {DEFAULT_MAX_CONNECTIONS}, kept under "
+        "`ulimit -n`); past it idle ones are closed, else 503",
+    )
+    p.add_argument(
+        "--header-timeout", type=float, default=DEFAULT_HEADER_TIMEOUT_S, metavar="S",
+        help=f"seconds to send the request headers (default {DEFAULT_HEADER_TIMEOUT_S:g})",
+    )
+    p.add_argument(
+        "--body-timeout", type=float, default=DEFAULT_BODY_TIMEOUT_S, metavar="S",
+        help=f"seconds to send an upload (default {DEFAULT_BODY_TIMEOUT_S:g}; later: 408)",
+    )
+    p.add_argument(
+        "--max-inflight-mb", type=float, default=DEFAULT_MAX_INFLIGHT_MB, metavar="MB",
+        help=f"uploads held in memory at once, all requests (default {DEFAULT_MAX_INFLIGHT_MB}; "
+        "past it: 503)",
+    )
+    p.add_argument(
+        "--allowed-host", action="append", default=None, metavar="NAME",
+        help="also answer to this Host name (repeatable; '*.example.com' patterns; '*': any)",
+    )
+    p.add_argument(
+        "--allow-origin", action="append", default=None, metavar="ORIGIN",
+        help="also take POSTs from pages of this origin, e.g. https://app.example (repeatable)",
+    )

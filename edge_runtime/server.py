@@ -12,9 +12,12 @@
     GET  /app/        with --web SITE: the offline web app of `edgeship deploy web`
                       (edge_runtime/webapp.py; --tls-cert/--tls-key: all of it over HTTPS)
 
-Errors are JSON `{"error": "..."}`: 400 unreadable image or bad parameter, 401 missing or wrong
-token (POSTs, when --token is set), 404 unknown model, 413 body over --max-upload-mb (reading
-stops at the limit), 415 a Content-Type that is neither image/* nor multipart/form-data.
+Errors are JSON `{"error": "..."}`: 400 unreadable image, bad parameter or a Host that is not
+this service's (guard.py), 401 missing or wrong token (POSTs, when --token is set), 403 a POST
+from a foreign Origin, 404 unknown model, 408 an upload slower than --body-timeout, 413 body over
+--max-upload-mb (reading stops at the limit) or an image over --max-decoded-mb once decoded to
+the model's size, 415 a Content-Type that is neither image/* nor multipart/form-data, 503 busy
+(--max-connections, --max-inflight-mb: connections.py, uploads.py).
 
 One `EdgeClassifier` per model (thread-safe); decoding and inference run off the event loop in
 worker threads, at most one per core. SIGTERM (systemd's stop) stops accepting, finishes the
@@ -32,8 +35,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from edge_runtime.connections import bounded_protocol, connection_limit, quiet_accept_errors
 from edge_runtime.errors import ImageError
-from edge_runtime.metrics import CONTENT_TYPE, board_state
+from edge_runtime.guard import HostOriginGuard, allowed_hosts
+from edge_runtime.metrics import CONTENT_TYPE
+from edge_runtime.preprocess import ImageTooLargeError
 from edge_runtime.serve_options import (
     ServeError,
     ServeOptions,
@@ -44,7 +50,7 @@ from edge_runtime.serve_options import (
 )
 from edge_runtime.service import Service, load_models
 from edge_runtime.startup import prepare
-from edge_runtime.uploads import HttpError, check_token, image_bytes, top_k
+from edge_runtime.uploads import HeldUpload, HttpError, check_token, image_bytes, top_k
 from edge_runtime.webapp import load_tls, uvicorn_tls, web_routes
 
 GRACEFUL_SHUTDOWN_S = 30
@@ -69,15 +75,17 @@ __all__ = [
 def health(service: Service) -> dict[str, Any]:
     """GET /healthz: the service is up, its models, where it runs and its counters."""
     options = service.options
+    watch = service.watch_state()
     return {
         "status": "ok",
         "models": list(service.models),
         "pid": os.getpid(),
         "workdir": os.getcwd(),  # under `deploy push --serve`: the release folder
         "token_required": options.token is not None,
-        "watch": str(options.watch) if options.watch else None,
+        "watch": watch,
+        "watch_folder": str(options.watch) if options.watch else None,
         **service.metrics.snapshot(),
-    }
+    } | ({"status": "failed"} if watch == "failed" else {})
 
 
 async def predict(service: Service, request: Any) -> dict[str, Any]:
@@ -91,12 +99,17 @@ async def predict(service: Service, request: Any) -> dict[str, Any]:
             "unknown_model",
             f"No model named {name!r}. Models: {', '.join(service.models)}",
         )
-    k = top_k(request)
-    data, filename = await image_bytes(request, service.options)
+    k = top_k(request, len(model.classifier.class_names))
+    held = HeldUpload(service.uploads)
     try:
+        data, filename = await image_bytes(request, service.options, held)
         record, seconds = await service.classify_off_loop(model, data, k)
+    except ImageTooLargeError as err:  # decoded, it would be over --max-decoded-mb
+        raise HttpError(413, "too_large_decoded", str(err)) from None
     except ImageError as err:
         raise HttpError(400, "bad_image", str(err)) from None
+    finally:
+        held.release()
     service.metrics.prediction(model.name, record["label"], "http", seconds)
     service.recent.add(record, "http", filename)
     return record
@@ -106,6 +119,7 @@ def build_app(service: Service):
     """The Starlette application of `service`."""
     from starlette.applications import Starlette
     from starlette.exceptions import HTTPException
+    from starlette.middleware import Middleware
     from starlette.responses import HTMLResponse, JSONResponse, Response
     from starlette.routing import Route
 
@@ -119,7 +133,8 @@ def build_app(service: Service):
         return HTMLResponse(page)
 
     async def healthz(request):
-        return JSONResponse(health(service))
+        state = health(service)
+        return JSONResponse(state, status_code=503 if state["watch"] == "failed" else 200)
 
     async def models(request):
         return JSONResponse(
@@ -141,7 +156,7 @@ def build_app(service: Service):
         import anyio.to_thread
 
         def render() -> str:  # in a thread: vcgencmd may take ms
-            return service.metrics.render(*board_state())
+            return service.metrics.render(*service.board_state())
 
         return Response(await anyio.to_thread.run_sync(render), media_type=CONTENT_TYPE)
 
@@ -168,6 +183,14 @@ def build_app(service: Service):
             *web_routes(service.options.web),
         ],
         exception_handlers={HTTPException: http_error},
+        middleware=[
+            Middleware(
+                HostOriginGuard,
+                hosts=allowed_hosts(service.options.host, service.options.allowed_hosts),
+                origins=service.options.allow_origins,
+                on_refused=service.metrics.error,
+            )
+        ],
         lifespan=lifespan,
     )
 
@@ -179,8 +202,11 @@ def run(service: Service, sock: socket.socket, *, announce: Any = None) -> None:
     options = service.options
     host, port = sock.getsockname()[:2]
     load_tls(options.tls_cert, options.tls_key)
+    max_connections = connection_limit(options.max_connections)
     config = uvicorn.Config(
         build_app(service),
+        http=bounded_protocol(max_connections, options.header_timeout_s, service.metrics.error),
+        limit_concurrency=max_connections + 1,  # Uvicorn counts the asking one too
         log_level="warning",
         access_log=False,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
@@ -188,6 +214,14 @@ def run(service: Service, sock: socket.socket, *, announce: Any = None) -> None:
         **uvicorn_tls(options.tls_cert, options.tls_key),
     )
     server = uvicorn.Server(config)
+
+    async def serve_quietly() -> None:
+        asyncio.get_running_loop().set_exception_handler(quiet_accept_errors())
+        await server.serve(sockets=[sock])
+
+    # A watcher that stops for good (its folder removed or unmounted) stops the service, which
+    # then exits non-zero: systemd's Restart= brings it back watching.
+    service.on_watch_failure = lambda: setattr(server, "should_exit", True)
     say = announce or (lambda text: print(text, file=sys.stderr, flush=True))
     shown = f"[{host}]" if ":" in host else host
     # Watching before the line that says so: a file landing right after it is not missed.
@@ -205,12 +239,13 @@ def run(service: Service, sock: socket.socket, *, announce: Any = None) -> None:
         sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGTERM, signal.SIGINT)
     }
     try:
-        asyncio.run(server.serve(sockets=[sock]))
+        asyncio.run(serve_quietly())
     finally:
         service.stop_watch()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         sock.close()
+    service.raise_if_watch_failed()
 
 
 def serve(options: ServeOptions) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 import time
@@ -11,10 +12,23 @@ from pathlib import Path
 from typing import Any
 
 from edge_runtime.errors import EdgeshipError
-from edge_runtime.metrics import ServeMetrics
-from edge_runtime.recent import RecentPredictions
+from edge_runtime.metrics import CachedBoardState, ServeMetrics
+from edge_runtime.recent import RecentPredictions, printable_name
 from edge_runtime.serve_options import ServeError, ServeOptions
-from edge_runtime.uploads import DEFAULT_TOP_K
+from edge_runtime.uploads import DEFAULT_TOP_K, UploadBudget
+
+RESULTS_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class WatchFailed(ServeError):
+    """The --watch thread stopped for good (its folder went): the service exits 1."""
+
+    exit_code = 1
+
+
+def open_results(path: str | os.PathLike):
+    """--results opened for appending, never through a symlink (ELOOP: OSError)."""
+    return open(os.open(path, RESULTS_FLAGS, 0o644), "ab")
 
 
 @dataclass(frozen=True)
@@ -60,6 +74,7 @@ def load_models(options: ServeOptions) -> dict[str, ServedModel]:
         clf = EdgeClassifier.load(
             path, num_threads=options.threads, backend=options.backend, labels=options.labels
         )
+        clf.decode_to_size = not options.full_decode
         models[path.stem] = ServedModel(path.stem, clf)
     return models
 
@@ -83,7 +98,11 @@ class Service:
         self.metrics = ServeMetrics(list(models))
         self.recent = RecentPredictions()
         self._results_lock = threading.Lock()
+        self.uploads = UploadBudget(options.max_inflight_bytes)
+        self.board_state = CachedBoardState()
+        self.on_watch_failure = lambda: None  # set by the server: stop serving
         self._watcher = None
+        self._stopped_watcher = None
         self._limiter = None  # an anyio CapacityLimiter, made inside the event loop
 
     @property
@@ -96,16 +115,15 @@ class Service:
     ) -> tuple[dict[str, Any], float]:
         """Decode, preprocess and classify one image's bytes (in a worker thread): the
         response record and the seconds it took."""
-        from edge_runtime.preprocess import load_image
+        from edge_runtime.stages import classify_photo
 
-        clf = model.classifier
         started = time.perf_counter()
-        img = load_image(data, max_pixels=clf.max_pixels)
-        try:  # the classifier prepares the photo as predict does: its resize rule, invert, ...
-            pred = clf.predict(img)[0]
-        finally:
-            img.close()
+        # decoded to the model's size; the classifier prepares it as predict does
+        pred, stages = classify_photo(
+            model.classifier, data, max_decoded_bytes=self.options.max_decoded_bytes
+        )
         seconds = time.perf_counter() - started
+        self.metrics.stages(model.name, stages)
         return _record(model, pred, top_k, seconds), seconds
 
     async def classify_off_loop(
@@ -121,10 +139,14 @@ class Service:
         )
 
     def on_watched_file(self, path: Path) -> None:
-        """Classify one complete file from --watch; append its JSON line to --results."""
+        """Classify one complete file from --watch; append its JSON line to --results.
+        Whatever happens to the file becomes its result line; nothing is raised."""
+        from edge_runtime.watch import read_watched_file
+
         model = self.models[self.default]
         try:
-            record, seconds = self.classify(model, path.read_bytes(), DEFAULT_TOP_K)
+            data = read_watched_file(path, self.options.max_upload_bytes)
+            record, seconds = self.classify(model, data, DEFAULT_TOP_K)
         except (OSError, EdgeshipError) as err:
             self.metrics.error("watch_bad_image")
             outcome = {"error": getattr(err, "strerror", None) or str(err)}
@@ -136,18 +158,35 @@ class Service:
             self.recent.add(record, "watch", path.name)
             outcome = record
         if self.options.results is not None:
-            self._append_result({"time": time.time(), "image": str(path), **outcome})
+            self._append_result({"time": time.time(), "image": printable_name(str(path)),
+                                 **outcome})
 
     def _append_result(self, line: dict[str, Any]) -> None:
         """One JSON line on --results; a failure is counted and logged, never raised."""
         text = json.dumps(line, ensure_ascii=False) + "\n"
         try:
-            with self._results_lock, open(self.options.results, "a", encoding="utf-8") as f:
-                f.write(text)
-        except OSError as err:  # disk full, folder gone: say so in the log, keep watching
+            with self._results_lock, open_results(self.options.results) as f:
+                f.write(text.encode("utf-8", "backslashreplace"))
+        except OSError as err:  # disk full, folder gone, a symlink: say so, keep watching
             self.metrics.error("results_write")
             print(f"warning: cannot append to --results ({err.strerror}). Received: "
                   f"path={self.options.results}", file=sys.stderr, flush=True)
+
+    def watch_state(self) -> str | None:
+        """`ok` or `failed` (the watching thread stopped), None without --watch."""
+        if self.options.watch is None:
+            return None
+        watcher = self._watcher
+        return "failed" if watcher is not None and watcher.failure else "ok"
+
+    def raise_if_watch_failed(self) -> None:
+        """WatchFailed when the watcher stopped by itself (after the server stopped)."""
+        watcher = self._watcher or self._stopped_watcher
+        if watcher is not None and watcher.failure:
+            raise WatchFailed(
+                f"--watch stopped: {watcher.failure}; restart the service (systemd does). "
+                f"Received: --watch {printable_name(str(self.options.watch))}"
+            )
 
     def start_watch(self) -> None:
         """Start watching --watch (if set and not yet started)."""
@@ -155,10 +194,12 @@ class Service:
             return
         from edge_runtime.watch import FolderWatcher
 
-        self._watcher = FolderWatcher(self.options.watch, self.on_watched_file).start()
+        self._watcher = FolderWatcher(
+            self.options.watch, self.on_watched_file, lambda: self.on_watch_failure()
+        ).start()
 
     def stop_watch(self) -> None:
         """Stop the watcher, if one runs."""
         if self._watcher is not None:
             self._watcher.stop()
-            self._watcher = None
+            self._stopped_watcher, self._watcher = self._watcher, None

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import socket
 from pathlib import Path
 
 from edge_runtime.serve_options import ServeError, ServeOptions
-from edge_runtime.service import Service, load_models
+from edge_runtime.service import Service, load_models, open_results
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -42,11 +43,12 @@ def _check_outputs(options: ServeOptions) -> None:
     if options.results is None:
         return
     try:
-        with open(options.results, "a", encoding="utf-8"):
+        with open_results(options.results):
             pass
     except OSError as err:
+        why = "a symlink: not followed" if err.errno == errno.ELOOP else err.strerror
         raise ServeError(
-            f"Cannot write --results ({err.strerror}). Received: path={options.results}"
+            f"Cannot write --results ({why}). Received: path={options.results}"
         ) from None
 
 

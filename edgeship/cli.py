@@ -126,13 +126,27 @@ def _label_command(
     input_offset: Annotated[
         float | None, typer.Option(help="O (e.g. -1 with S = 1/127.5 for [-1, 1]).", metavar="O")
     ] = None,
+    author: Annotated[
+        str | None, typer.Option(help="Author, in the standard TFLite metadata.")
+    ] = None,
+    license: Annotated[  # noqa: A002 - the option's name
+        str | None, typer.Option(help="License, in the standard TFLite metadata.")
+    ] = None,
 ) -> None:
-    """Embed class names and/or pixel scaling into any .tflite, atomically."""
+    """Embed class names and/or pixel scaling into any .tflite, atomically (edgeship's block
+    and the standard TFLite metadata, with the labels packed in)."""
     from edge_runtime.labeling import label_model
     from edge_runtime.native_log import filtered_native_stderr
 
     with filtered_native_stderr():
-        meta = label_model(model, labels, input_scale=input_scale, input_offset=input_offset)
+        meta = label_model(
+            model,
+            labels,
+            input_scale=input_scale,
+            input_offset=input_offset,
+            author=author,
+            license=license,
+        )
     written = []
     if labels is not None:
         names = meta["class_names"]
@@ -144,6 +158,7 @@ def _label_command(
         written.append(
             f"pixel scaling p * {block['scale']:.6g} {sign} {abs(block['offset']):.6g}"
         )
+    written += [f"{k} {v!r}" for k, v in (("author", author), ("license", license)) if v]
     typer.echo(f"{model}: {' and '.join(written)} written")
 
 
@@ -171,6 +186,11 @@ def main() -> None:
     """Console-script entry point."""
     # TensorFlow's C++ start-up chatter (CUDA probes, oneDNN notes) is noise for a CLI user.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import warnings
+
+    from edge_runtime.cli import one_line_warning
+
+    warnings.formatwarning = one_line_warning  # unusable standard metadata: one line
     app()
 
 

@@ -83,6 +83,14 @@ def test_convert_then_bench_with_the_users_photos(byo, run):
     check = read_metadata(run / "model_float32.tflite")["quantization"]["check"]
     assert check["accuracy"] == pytest.approx(want)
     assert np.asarray(models["int8"]["confusion_matrix"]).sum() == 45
+    # photo -> answer from the 45 files on disk, per TFLite variant, beside the tensor latency
+    for name in ("float32", "int8"):
+        photo = models[name]["photo_latency_us"]
+        assert photo["photos"] == 45 and 0 < photo["p50"] <= photo["p99"]
+    assert "photo_latency_us" not in models["keras"]
+    table = (run / "bench" / "report.md").read_text()
+    assert "photo → answer p50 ms" in table.splitlines()[4]
+    assert f"{models['int8']['photo_latency_us']['p50'] / 1e3:.2f} |" in table
 
     # the same photos as an .npz (labels in the model's order), and --keras named explicitly
     xs, ys = [], []
@@ -97,6 +105,7 @@ def test_convert_then_bench_with_the_users_photos(byo, run):
     assert result.exit_code == 0, result.output
     report2 = json.loads((byo["root"] / "bench2" / "report.json").read_text())
     assert [m["accuracy"] for m in report2["models"]] == pytest.approx([want, want])
+    assert report2["models"][1]["photo_latency_us"] is None  # an .npz holds no photo files
 
 
 def test_a_folder_that_names_no_class_is_one_error_line(byo, run, tmp_path):

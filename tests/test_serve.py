@@ -176,7 +176,7 @@ def test_bad_requests_get_their_status_and_the_server_stays_healthy(server, tmp_
     # byte is sent; streamed (chunked, no length), refused once the limit is passed.
     status, got = _raw(
         server.port,
-        b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+        b"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
         b"Content-Length: 50000000\r\n\r\n",
         read_first=True,
     )
@@ -184,7 +184,7 @@ def test_bad_requests_get_their_status_and_the_server_stays_healthy(server, tmp_
     chunk = b"%x\r\n%s\r\n" % (256 * 1024, b"\0" * 256 * 1024)
     status, got = _raw(
         server.port,
-        b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+        b"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
         b"Transfer-Encoding: chunked\r\n\r\n",
         chunks=[chunk] * 6,
     )
@@ -248,7 +248,7 @@ def test_sigterm_finishes_the_request_in_flight_and_exits_0(edge_models, tmp_pat
     image = _png(np.full((28, 28), 30, np.uint8))
     with socket.create_connection(("127.0.0.1", served.port), timeout=30) as sock:
         sock.sendall(
-            b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+            b"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
             b"Content-Length: %d\r\n\r\n" % len(image) + image[:20]
         )
         # The request is in flight (half its body sent) when the stop comes.

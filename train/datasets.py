@@ -205,9 +205,9 @@ def _image_files(class_dir: Path) -> list[Path]:
     )
 
 
-def _open_image(path: Path) -> Image.Image:
+def _open_image(path: Path, size: tuple[int, int] | None = None) -> Image.Image:
     try:
-        return load_image(path)
+        return load_image(path, size=size)  # size: a JPEG decodes to it, as on the device
     except ImageError as err:
         raise DatasetError(f"Cannot use an image of the dataset: {err}") from None
 
@@ -269,7 +269,7 @@ def load_image_folder(
     shape = (size[1], size[0], 1 if color_mode == "grayscale" else 3)
     x = np.empty((len(paths), *shape), dtype=np.uint8)
     for i, path in enumerate(paths):
-        with _open_image(path) as image:
+        with _open_image(path, size) as image:
             x[i] = preprocess_image(image, shape, invert="no")
     y = np.asarray(labels, dtype=np.int64)
 

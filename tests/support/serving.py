@@ -63,9 +63,18 @@ class Served:
         return terminate(self.proc, 30)
 
 
-def start_server(args: Sequence[str | os.PathLike], log_dir: Path, env=None) -> Served:
-    """Start `python -m edge_runtime serve --port 0 ARGS`; wait for its `serving ... on` line."""
+def start_server(
+    args: Sequence[str | os.PathLike], log_dir: Path, env=None, nofile: int | None = None
+) -> Served:
+    """Start `python -m edge_runtime serve --port 0 ARGS`; wait for its `serving ... on` line.
+    `nofile`: the server's open-file limit (`ulimit -n`)."""
     log = log_dir / f"serve-{uuid.uuid4().hex[:8]}.log"
+
+    def limit_files() -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "edge_runtime", "serve", "--port", "0", *map(str, args)],
@@ -74,6 +83,7 @@ def start_server(args: Sequence[str | os.PathLike], log_dir: Path, env=None) -> 
             stdin=subprocess.DEVNULL,
             cwd=REPO,
             env=env,
+            preexec_fn=limit_files if nofile else None,
         )
     deadline = time.monotonic() + STARTUP_S
     while time.monotonic() < deadline:
