@@ -94,26 +94,24 @@ def model_entry(path: Path) -> dict[str, Any]:
 def fixed_batch(data: bytes) -> bytes:
     """`data` with batch 1 where its tensor signatures say -1 (LiteRT.js needs static shapes).
 
-    Only the signature changes (the shapes already say 1), so the model computes the same.
+    Only the signature changes (the shapes already say 1), so the model computes the same. The
+    int32s are overwritten in place: every other byte stays, the labels zip appended to the
+    flatbuffer (standard metadata) included.
     """
-    import flatbuffers
+    import numpy as np
 
-    from edge_runtime.metadata import FILE_IDENTIFIER, _schema_module
+    from edge_runtime.metadata import _schema_module
 
     schema = _schema_module()
-    model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(bytearray(data), 0))
-    changed = False
-    for subgraph in model.subgraphs or []:
-        for tensor in subgraph.tensors or []:
-            sig = tensor.shapeSignature
-            if sig is not None and len(sig) > 0 and sig[0] == -1:
-                sig[0] = 1
-                changed = True
-    if not changed:
-        return data
-    builder = flatbuffers.Builder(len(data) + 1024)
-    builder.Finish(model.Pack(builder), file_identifier=FILE_IDENTIFIER)
-    return bytes(builder.Output())
+    buf = bytearray(data)
+    model = schema.Model.GetRootAs(buf, 0)
+    for g in range(model.SubgraphsLength()):
+        subgraph = model.Subgraphs(g)
+        for t in range(subgraph.TensorsLength()):
+            sig = subgraph.Tensors(t).ShapeSignatureAsNumpy()
+            if isinstance(sig, np.ndarray) and sig.size and sig[0] == -1:
+                sig[0] = 1  # a view into `buf`
+    return bytes(buf)
 
 
 def _icon(size: int, dest: Path) -> None:

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import tarfile
+import zipfile
 
 import pytest
 from typer.testing import CliRunner
@@ -35,6 +36,8 @@ def test_deploy_web_writes_a_complete_site(cli_site):
     meta = json.loads((site / "models.json").read_text())
     (model,) = meta["models"]
     assert model["file"] == "models/model_int8.tflite" and (site / model["file"]).is_file()
+    # batch fixed to 1 in place: the standard metadata's labels zip is still appended
+    assert zipfile.ZipFile(site / model["file"]).namelist() == ["labels.txt"]
     assert (model["height"], model["width"], model["resize"]) == (28, 28, "stretch")
     assert model["input"]["dtype"] == "uint8" and model["input"]["table"] == list(range(256))
     assert model["class_names"][9] == "Ankle boot"
