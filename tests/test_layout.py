@@ -10,11 +10,12 @@ import pytest
 
 from tests.support.procs import REPO, one_error_line
 
-STAGES = ("train", "convert", "benchmarks", "deploy")
-# What each package may import of the project's own (DESIGN.md: edgeship -> stages -> runtime).
+STAGES = ("train", "convert", "benchmarks", "deploy")  # in pipeline order
+# What each package may import of the project's own (DESIGN.md: edgeship -> stages -> runtime):
+# a stage may use an earlier stage, never a later one (ARCHITECTURE.md).
 ALLOWED = {
     "edge_runtime": {"edge_runtime"},
-    **{stage: {stage, "edge_runtime", *STAGES} for stage in STAGES},
+    **{stage: {"edge_runtime", *STAGES[: i + 1]} for i, stage in enumerate(STAGES)},
 }
 FORBIDDEN_IN_RUNTIME = {"tensorflow", "keras", "tf_keras"}
 
