@@ -1,12 +1,12 @@
 """Every command shown in README.md and docs/*.md stays true to the command line.
 
 The rule: in a ```bash, ```sh, ```shell or ```console block (console: only `$ ` lines, prompt
-dropped), a line is split at `&&`, `||`, `;` and ` | ` (outside `[...]`), and a piece is checked when it runs
-`edgeship` (any path ending in `/edgeship`) or `python… -m edge_runtime`, after leading
-`VAR=value` and `sudo`; everything else (make, pip, ssh, tar, cd, a Python module of the tests)
-is not ours to check. A `#` starts a comment; a line ending in `\\` and, in a synopsis block, a
-line that starts with spaces continue the command. Its subcommand must exist, and each `--option`
-it shows (also inside `[...]`) must appear in that subcommand's `--help`.
+dropped), a line is split at `&&`, `||`, `;` and ` | ` (outside `[...]`), and a piece is
+checked when it runs `edgeship` (any path ending in `/edgeship`) or `python… -m edge_runtime`,
+after leading `VAR=value` and `sudo`; everything else (make, pip, ssh, tar, cd, a Python module
+of the tests) is not ours to check. A `#` starts a comment; a line ending in `\\` and, in a
+synopsis block, a line that starts with spaces continue the command. Its subcommand must exist,
+and each `--option` it shows (also inside `[...]`) must appear in that subcommand's `--help`.
 """
 
 from __future__ import annotations
