@@ -9,7 +9,7 @@ import typer
 
 deploy_app = typer.Typer(
     name="deploy",
-    help="Bundle a run's models for a Raspberry Pi and push them over SSH.",
+    help="Bundle a run's models for a Raspberry Pi and push them over SSH; export for phones.",
     no_args_is_help=True,
     add_completion=False,
 )
@@ -66,6 +66,25 @@ def bundle_command(
         f"{len(info.models)} models{wheels}, targets {','.join(info.targets)}, "
         f"sha256 {info.sha256[:16]}"
     )
+
+
+@deploy_app.command("mobile")
+def mobile_command(
+    run: Annotated[Path, typer.Argument(help="Run directory holding model.keras.")],
+    out: Annotated[Path, typer.Option("--out", help="The folder to write the models to.")],
+    models: Annotated[
+        str,
+        typer.Option(
+            "--models", help="Comma-separated modes out of int8, float32, float16, dynamic."
+        ),
+    ] = "int8",
+) -> None:
+    """Phone-ready models: RGB pixels in, preprocessing in the graph, metadata for MediaPipe."""
+    from deploy.mobile import write_mobile_models
+
+    for path in write_mobile_models(run, out, models):
+        typer.echo(f"{path}: {path.stat().st_size / 1024:.0f} KiB")
+    typer.echo(f"{out / 'README.txt'}: how to load them in MediaPipe and Android Studio")
 
 
 # The SSH options that `push` and `status` share.

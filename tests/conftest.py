@@ -201,3 +201,42 @@ def deploy_bundle(deploy_run, tmp_path_factory) -> Path:
     from deploy.bundle import build_bundle
 
     return build_bundle(deploy_run, tmp_path_factory.mktemp("bundle") / "tiny-bundle.tar.gz").path
+
+
+# --- Fashion-MNIST runs of both architectures (deploy mobile, MediaPipe, peers) ------------
+
+
+@pytest.fixture(scope="session")
+def fashion_runs(tmp_path_factory) -> dict[str, Path]:
+    """{"mlp", "cnn"} -> a run folder: trained 1 epoch on 2000 Fashion-MNIST images, converted
+    to `model_int8.tflite` and `model_float32.tflite` (200 calibration, 200 check samples)."""
+    from convert.run import convert_run
+    from train.datasets import load_dataset
+    from train.errors import DatasetError
+    from train.training import TrainConfig, train
+
+    try:
+        data = load_dataset("fashion-mnist")
+    except DatasetError as err:  # an offline machine without the files; any other error fails
+        pytest.skip(f"Fashion-MNIST not available: {err}")
+    root = tmp_path_factory.mktemp("fashion_runs")
+    runs = {}
+    for arch in ("mlp", "cnn"):
+        run = root / arch
+        train(TrainConfig(model=arch, epochs=1, limit=2000, seed=1), run, data=data)
+        convert_run(run, modes="int8,float32", calibration_samples=200, verify_samples=200)
+        runs[arch] = run
+    return runs
+
+
+@pytest.fixture(scope="session")
+def mobile_models(fashion_runs, tmp_path_factory) -> dict[str, Path]:
+    """`deploy mobile` of `fashion_runs`: {"mlp_int8", "mlp_float32", "cnn_int8", ...} -> path."""
+    from deploy.mobile import write_mobile_models
+
+    out = tmp_path_factory.mktemp("mobile")
+    paths = {}
+    for arch, run in fashion_runs.items():
+        for path in write_mobile_models(run, out / arch, ("int8", "float32")):
+            paths[f"{arch}_{path.stem.removeprefix('model_')}"] = path
+    return paths
