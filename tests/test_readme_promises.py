@@ -10,13 +10,11 @@ import shutil
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from tests.support.procs import REPO, one_error_line
 from tests.support.serving import start_server
-
 
 
 def _png28() -> bytes:
