@@ -7,6 +7,7 @@ reinstalled): the result never depends on which tests ran before.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -145,3 +146,33 @@ def test_the_steps_come_in_order_one_line_each(first_push):  # noqa: F811
         "connect", "probe", "upload", "verify", "install", "smoke", "doctor", "bench",
         "switch", "done",
     ], first_push.stderr
+
+
+def test_connect_timeout_reaches_ssh(deploy_bundle, sshd, tmp_path, monkeypatch):  # noqa: F811
+    """`--connect-timeout 2` against a port that accepts TCP but never speaks SSH: the real
+    ssh (behind a wrapper that logs its argv) gets `ConnectTimeout=2` and the push fails
+    with one line, without waiting for ssh's default."""
+    import socket
+
+    log = tmp_path / "ssh-argv.log"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    real = shutil.which("ssh")
+    assert real, "no ssh client"
+    (bin_dir / "ssh").write_text(f'#!/bin/sh\necho "$@" >> {log}\nexec {real} "$@"\n')
+    (bin_dir / "ssh").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # the kernel completes the handshake; nobody ever answers
+        port = silent.getsockname()[1]
+        result = runner.invoke(app, [
+            "deploy", "push", str(deploy_bundle), "--host", f"{sshd.user}@127.0.0.1:{port}",
+            "--identity", str(sshd.client_key), "--known-hosts", str(sshd.known_hosts),
+            "--remote-dir", str(tmp_path / "r"), "--connect-timeout", "2",
+        ])
+    assert result.exit_code == 2, result.output
+    errors = [ln for ln in result.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "timed out" in errors[0], result.stderr
+    assert "ConnectTimeout=2" in log.read_text().split(), log.read_text()
+    assert not (tmp_path / "r").exists()
