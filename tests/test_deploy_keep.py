@@ -53,20 +53,20 @@ def test_keep_n_keeps_the_newest_n_and_never_current(
     first_push, deploy_bundle, sshd, remote, tmp_path  # noqa: F811
 ):
     d = _fresh(first_push, remote, tmp_path)
-    made = [_push_ok(deploy_bundle, sshd, d, "--keep", "2") for _ in range(4)]
-    assert len(set(made)) == 4
-    assert _releases(d) == sorted(made[2:]), "--keep 2 after 4 pushes: the last two"
-    assert _current(d) == f"releases/{made[3]}"
+    made = [_push_ok(deploy_bundle, sshd, d, "--keep", "2") for _ in range(3)]
+    assert len(set(made)) == 3
+    assert _releases(d) == sorted(made[1:]), "--keep 2 after 3 pushes: the last two"
+    assert _current(d) == f"releases/{made[2]}"
 
     made.append(_push_ok(deploy_bundle, sshd, d, "--keep", "0"))
-    assert _releases(d) == sorted(made[2:]), "--keep 0 removes nothing"
+    assert _releases(d) == sorted(made[1:]), "--keep 0 removes nothing"
 
     # A release that sorts after the new one (a clock set wrong once): --keep 1 keeps it,
-    # and must still keep `current`, the release just pushed.
+    # and must still keep `current`, the release just pushed; the three before it go.
     (d / "releases" / FUTURE).mkdir()
     made.append(_push_ok(deploy_bundle, sshd, d, "--keep", "1"))
-    assert _releases(d) == sorted([FUTURE, made[5]])
-    assert _current(d) == f"releases/{made[5]}"
+    assert _releases(d) == sorted([FUTURE, made[4]])
+    assert _current(d) == f"releases/{made[4]}"
 
 
 def test_a_prune_failure_is_a_warning_not_a_failure(
