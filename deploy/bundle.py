@@ -138,6 +138,11 @@ def _model_entries(run_dir: Path, modes: Sequence[str]) -> list[_Entry]:
                 f"--models (a mode, or a .tflite file's name in the run). "
                 f"Received: path={path}, available={', '.join(have)}"
             )
+        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in path.name):
+            raise BundleError(
+                f"A model's file name holds a control character, which the device's service "
+                f"unit (systemd) cannot carry; rename the file. Received: name={path.name!r}"
+            )
         head = path.read_bytes()[:8]
         if len(head) < 8 or head[4:8] != b"TFL3":
             raise BundleError(

@@ -21,6 +21,13 @@ def _console():
     return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+def _plain(text: object) -> str:
+    """Device, model or user text made literal for Rich (a `[/x]` in it is printed, not parsed)."""
+    from rich.markup import escape
+
+    return escape(str(text))
+
+
 @deploy_app.command("bundle")
 def bundle_command(
     run: Annotated[
@@ -65,7 +72,7 @@ def bundle_command(
         out,
         models=models,
         with_wheels=with_wheels,
-        progress=lambda msg: console.print(f"[dim]bundle:[/] {msg}"),
+        progress=lambda msg: console.print(f"[dim]bundle:[/] {_plain(msg)}"),
         targets=target,
         web=web,
     )
@@ -148,7 +155,7 @@ def _ssh_options(
     )
 
 
-_STYLE = {"failed": "bold red", "done": "bold green"}
+_STYLE = {"failed": "bold red", "done": "bold green", "warning": "bold yellow"}
 
 
 @deploy_app.command("push")
@@ -246,15 +253,15 @@ def push_command(
     console = _console()
     if settings is not None and serve_token_file is None and settings.exposed:
         console.print(
-            f"[bold yellow]warning:[/] --serve-host {settings.host} without --serve-token-file: "
-            "anyone on the network can use the classifier"
+            f"[bold yellow]warning:[/] --serve-host {_plain(settings.host)} without "
+            "--serve-token-file: anyone on the network can use the classifier"
         )
 
     def progress(target: str, step: str, detail: str) -> None:
         if step == "failed":
             return  # reported once, below
         style = _STYLE.get(step, "cyan")
-        console.print(f"[bold]{target}[/] [{style}]{step:>7}[/] {detail}")
+        console.print(f"[bold]{_plain(target)}[/] [{style}]{step:>7}[/] {_plain(detail)}")
 
     found = push_bundle(
         bundle,
@@ -285,7 +292,7 @@ def push_command(
         raise DeployError(f"deploy failed: {failed[0].error}")
     if failed:
         for r in failed:
-            console.print(f"[bold red]failed[/] {r.error}")
+            console.print(f"[bold red]failed[/] {_plain(r.error)}")
         raise DeployError(
             f"deploy failed on {len(failed)} of {len(found)} hosts: "
             + ", ".join(r.target for r in failed)

@@ -431,11 +431,13 @@ class _Deployer:
         script = (
             f"cd {self.dir}/releases || exit 0; cur=$(readlink ../current | sed 's|.*/||'); "
             f"ls -1 | grep -E '^[0-9]{{8}}T[0-9]{{9}}Z-[0-9a-f]{{8}}-[0-9a-f]{{4}}$' | sort -r | "
-            f"tail -n +{self.keep + 1} | while read -r r; do "
-            f'[ "$r" = "$cur" ] || rm -rf "$r"; done'
+            f"tail -n +{self.keep + 1} | {{ failed=0; while read -r r; do "
+            f'[ "$r" = "$cur" ] || rm -rf "$r" || failed=1; done; exit $failed; }}'
         )
-        with contextlib.suppress(DeployError):  # old releases left are not a failed deploy
-            sess.run(script, step="prune", timeout=300)
+        try:
+            _check(sess.run(script, step="prune", timeout=300), self.target, "prune")
+        except DeployError as err:  # old releases left are not a failed deploy: a warning
+            self._say("warning", f"old releases were not all removed (--keep {self.keep}): {err}")
 
     def _bench(self, sess: SshSession, results: Path) -> Path:
         runs = []

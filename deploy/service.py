@@ -107,6 +107,24 @@ def _percent(text: str) -> str:
     return text.replace("%", "%%")
 
 
+def _no_control(text: str, what: str) -> str:
+    """`text`, refused (ValueError) when it holds a control character (a unit is line-based)."""
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
+        raise ValueError(
+            f"{what} holds a control character, which a systemd unit cannot carry; rename it. "
+            f"Received: {text!r}"
+        )
+    return text
+
+
+def systemd_word(arg: str) -> str:
+    """One `ExecStart=` word as systemd.service(5) reads it back to `arg`: double-quoted,
+    `\\` and `"` backslash-escaped, `$` written `$$` (no variable expansion), `%` as `%%`."""
+    _no_control(arg, "An argument of the service's command line")
+    escaped = arg.replace("\\", "\\\\").replace('"', '\\"').replace("$", "$$")
+    return '"' + _percent(escaped) + '"'
+
+
 def unit_text(remote_dir: str, models: Sequence[str], settings: ServeSettings) -> str:
     """The systemd user unit for the release under `remote_dir/current` (absolute path)."""
     current = f"{remote_dir.rstrip('/')}/current"
@@ -120,8 +138,8 @@ def unit_text(remote_dir: str, models: Sequence[str], settings: ServeSettings) -
             "",
             "[Service]",
             "Type=exec",
-            f"WorkingDirectory={_percent(current)}",
-            "ExecStart=" + _percent(" ".join(shlex.quote(a) for a in argv)),
+            f"WorkingDirectory={_percent(_no_control(current, 'The remote folder'))}",
+            "ExecStart=" + " ".join(systemd_word(a) for a in argv),
             "Environment=PYTHONUNBUFFERED=1",
             "Restart=on-failure",
             "RestartSec=2",
@@ -158,9 +176,11 @@ cd {d}
 printf '%s\\n' {settings_json} > {SETTINGS_FILE}
 alive() {{ state=$(ps -o stat= -p "$1" 2>/dev/null) && [ -n "$state" ] && \\
     [ "${{state#Z}}" = "$state" ]; }}
+# a stale serve.pid (after a reboot) may name any process of this user: signal only the service
+ours() {{ tr '\\000' ' ' < "/proc/$1/cmdline" 2>/dev/null | grep -q -e '-m edge_runtime serve '; }}
 if [ -f serve.pid ]; then
     pid=$(cat serve.pid)
-    if alive "$pid"; then
+    if alive "$pid" && ours "$pid"; then
         kill -TERM "$pid"
         i=0; while alive "$pid" && [ $i -lt 400 ]; do sleep 0.1; i=$((i+1)); done
     fi

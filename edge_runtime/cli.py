@@ -203,6 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m edge_runtime",
         description="Run a .tflite image classifier without TensorFlow.",
     )
+    from edge_runtime._version import version
+
+    parser.add_argument("--version", action="version", version=f"edgeship {version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def common(p: argparse.ArgumentParser) -> None:

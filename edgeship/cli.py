@@ -79,8 +79,27 @@ app = typer.Typer(
 )
 
 
+def _print_version(value: bool) -> None:
+    """`--version`: print `edgeship X.Y.Z` and stop (before any command runs)."""
+    if value:
+        from edge_runtime._version import version
+
+        typer.echo(f"edgeship {version()}")
+        raise typer.Exit(0)
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print edgeship's version and exit.",
+        ),
+    ] = False,
+) -> None:
     """Train a Keras image classifier, quantize it to TensorFlow Lite, benchmark and deploy it."""
 
 

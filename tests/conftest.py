@@ -25,6 +25,21 @@ def pytest_runtest_makereport(item, call):
         report.longrepr = f"skipped, but EDGESHIP_REQUIRE_ALL=1 requires every test: {reason}"
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    """A whole module skipped at import (`pytest.skip(..., allow_module_level=True)`,
+    `pytest.importorskip`) fails under EDGESHIP_REQUIRE_ALL=1 too: a collection error."""
+    outcome = yield
+    report = outcome.get_result()
+    if REQUIRE_ALL and report.skipped:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = (
+            f"{collector.nodeid} skipped at import, but EDGESHIP_REQUIRE_ALL=1 requires every "
+            f"test: {reason}"
+        )
+
+
 # --- a machine with only `edgeship[edge]`: importing tensorflow or keras fails -------------
 
 _BLOCKER = '''

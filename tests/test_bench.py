@@ -348,3 +348,64 @@ def test_device_results_show_target_and_thread_counts(tiny_run, tmp_path):
         r["latency_us"]["p50"] for r in runs
     ]
     assert "(1/2 threads)" in (tmp_path / "b" / "report.md").read_text()
+
+
+@pytest.fixture(scope="module")
+def keras_labelled(tiny_run, tmp_path_factory):
+    """100 test images labelled with Keras's own answers (Keras accuracy 1.0 on them), some of
+    which int8 answers otherwise; their Keras probabilities; the .npz that holds them."""
+    import keras
+
+    from edge_runtime.classifier import EdgeClassifier
+    from train.datasets import load_dataset
+
+    x = load_dataset("fashion-mnist").x_test[:2000]
+    probs = keras.models.load_model(tiny_run / "model.keras").predict(
+        x.astype(np.float32) / 255.0, verbose=0
+    )
+    answers = probs.argmax(axis=1)
+    int8 = EdgeClassifier.load(tiny_run / "model_int8.tflite").predict_proba(x).argmax(axis=1)
+    flips = np.flatnonzero(int8 != answers)
+    assert len(flips) >= 3, "the tiny int8 model should flip a few of 2000 images"
+    pick = np.sort(np.concatenate([flips[:3], np.setdiff1d(np.arange(len(x)), flips[:3])[:97]]))
+    npz = tmp_path_factory.mktemp("keras_labelled") / "keras_labelled.npz"
+    np.savez(npz, x=x[pick], y=answers[pick])
+    return npz, x[pick], probs[pick], int((int8[pick] != answers[pick]).sum())
+
+
+def test_accuracy_drop_budget_fails_when_int8_is_less_accurate(keras_labelled, tiny_run, tmp_path):
+    """Keras is right on every image (they are labelled with its answers) and int8 is not:
+    `--max-accuracy-drop 0` must exit 1 naming the budget; a budget above the drop passes."""
+    npz, _, _, flipped = keras_labelled
+    common = ["bench", tiny_run, "--test-data", npz, "--only", "int8", "--no-memory",
+              "--no-plots", *FAST]
+    drop = flipped / 100
+    missed = cli(*common, "--max-accuracy-drop", 0, "--out", tmp_path / "missed")
+    assert_one_line_error(missed, 1, "budget not met", "max_accuracy_drop")
+    keras, int8 = json.loads((tmp_path / "missed" / "report.json").read_text())["models"]
+    assert keras["accuracy"] == 1.0 and int8["accuracy"] == pytest.approx(1 - drop)
+    met = cli(*common, "--max-accuracy-drop", drop + 0.005, "--out", tmp_path / "met")
+    assert met.exit_code == 0, met.output
+    under = cli(*common, "--max-accuracy-drop", drop - 0.005, "--out", tmp_path / "under")
+    assert_one_line_error(under, 1, "max_accuracy_drop")
+
+
+def test_prob_diff_is_the_difference_to_keras_recomputed(keras_labelled, tiny_run, tmp_path):
+    """`prob_diff_mean`/`prob_diff_max`: |p_tflite - p_keras| over every image and class,
+    recomputed from Keras's `predict` and each model's own probabilities."""
+    from edge_runtime.classifier import EdgeClassifier
+
+    npz, x, keras_probs, _ = keras_labelled
+    result = cli("bench", tiny_run, "--test-data", npz, "--only", "float32,int8", "--no-memory",
+                 "--no-plots", *FAST, "--out", tmp_path / "b")
+    assert result.exit_code == 0, result.output
+    by_name = {m["name"]: m for m in json.loads((tmp_path / "b" / "report.json").read_text())[
+        "models"]}
+    for mode in ("float32", "int8"):
+        probs = EdgeClassifier.load(tiny_run / f"model_{mode}.tflite").predict_proba(x)
+        diff = np.abs(probs.astype(np.float64) - keras_probs.astype(np.float64))
+        assert by_name[mode]["prob_diff_mean"] == pytest.approx(diff.mean(), abs=2e-6)
+        assert by_name[mode]["prob_diff_max"] == pytest.approx(diff.max(), abs=2e-5)
+    assert by_name["int8"]["prob_diff_max"] > 10 * by_name["float32"]["prob_diff_max"]
+    size = (tiny_run / "model_int8.tflite").stat().st_size
+    assert by_name["int8"]["size_bytes"] == size

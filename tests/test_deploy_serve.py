@@ -17,6 +17,7 @@ import os
 import secrets
 import signal
 import stat
+import subprocess
 import tarfile
 import time
 import urllib.error
@@ -207,7 +208,7 @@ def test_serve_token_file_guards_posts_and_stays_secret(deploy_bundle, device, t
     assert settings.token is True
     models = json.loads(settings_text)["models"]
     unit = unit_text(str(remote), models, settings)
-    assert f"--token-file {on_device}" in unit and token not in unit
+    assert f'"--token-file" "{on_device}"' in unit and token not in unit
     assert token not in results.read_text()
 
 
@@ -262,3 +263,31 @@ def test_plain_push_restarts_the_installed_service(deploy_bundle, device, tmp_pa
     health = _get(port, "/healthz")
     assert health["status"] == "ok" and Path(health["workdir"]).name == release
     assert health["token_required"] is True
+
+
+def test_a_stale_pid_file_never_signals_an_unrelated_process(deploy_bundle, device):
+    """After a reboot `serve.pid` may name any process of the user: the push must not kill it
+    (the no-systemd fallback checks /proc/PID/cmdline first)."""
+    server, remote = device
+    pid_file = remote / "serve.pid"
+    if pid_file.exists():  # the service of the tests above: stopped, as a reboot would
+        pid = int(pid_file.read_text())
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        for _ in range(300):  # bounded: up to ~30 s for the graceful stop
+            if not _alive(pid):
+                break
+            time.sleep(0.1)
+    remote.mkdir(parents=True, exist_ok=True)
+    stranger = subprocess.Popen(["sleep", "600"])  # this user's, like the service
+    try:
+        pid_file.write_text(f"{stranger.pid}\n")
+        port = free_port()
+        pushed = push(deploy_bundle, server, remote, "--serve", "--serve-port", str(port))
+        assert pushed.exit_code == 0, pushed.output
+        assert stranger.poll() is None, "the push signalled an unrelated process"
+        health = _get(port, "/healthz")
+        assert health["pid"] == int(pid_file.read_text()) != stranger.pid
+    finally:
+        stranger.kill()
+        stranger.wait()

@@ -81,3 +81,28 @@ def test_bad_thread_counts_one_line_exit_2(edge_models, tmp_path, bad):
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.startswith("error: --threads takes counts >= 1")
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+THREADS_PROBE = """
+import os, sys
+import numpy as np
+from edge_runtime.classifier import EdgeClassifier
+clf = EdgeClassifier.load(sys.argv[1], num_threads=int(sys.argv[2]))
+clf.predict_proba(np.zeros((2, 32, 32, 3), np.uint8))
+print(len(os.listdir("/proc/self/task")))
+"""
+
+
+def test_num_threads_reaches_the_interpreter(edge_models):
+    """`num_threads` (what `bench --threads` and `serve --threads` pass) starts that many
+    threads in the interpreter (XNNPACK's pool: N - 1 workers beside the caller), counted in
+    /proc/self/task of a fresh process, not taken from what edgeship echoes back."""
+    counts = {}
+    for n in (1, 4):
+        proc = subprocess.run(
+            [sys.executable, "-c", THREADS_PROBE, str(edge_models["cnn_uint8"]), str(n)],
+            capture_output=True, text=True, timeout=120,
+        )
+        assert proc.returncode == 0, proc.stderr
+        counts[n] = int(proc.stdout.split()[-1])
+    assert counts[4] - counts[1] == 3, counts

@@ -106,6 +106,18 @@ def test_bench_json(edge_models, no_tf_env):
     assert set(data["latency_us"]) == {"p50", "p90", "p99", "mean", "min", "max"}
     assert data["latency_us"]["min"] <= data["latency_us"]["p50"] <= data["latency_us"]["max"]
     assert data["runs"] == 20 and data["peak_rss_mb"] > 0
+    # the values, not only the keys: what was asked and what this machine is
+    import platform
+    from importlib.metadata import version
+
+    assert (data["warmup"], data["threads"], data["batch"]) == (2, None, 1)
+    assert data["backend"] == "ai_edge_litert"
+    assert data["backend_version"] == version("ai-edge-litert")
+    assert data["machine"] == platform.machine()
+    assert data["python"] == platform.python_version()
+    assert data["numpy"] == version("numpy")
+    assert data["model"] == str(edge_models["mlp_int8"])
+    assert 0 < data["load_ms"] < 60_000 and 0 < data["peak_rss_mb"] < 4096
 
 
 def test_bench_batch_in_process(edge_models, capsys):

@@ -21,8 +21,17 @@ def test_pipeline_trains_converts_and_benchmarks(tmp_path):
     assert result.stdout.strip().splitlines()[-1] == f"Report: {out / 'bench' / 'report.md'}"
     meta = json.loads((out / "model.json").read_text())
     modes = ("float32", "dynamic", "float16", "int8", "int16x8")
-    for mode in modes:
-        assert (out / f"model_{mode}.tflite").stat().st_size > 0
+    from edge_runtime.metadata import read_metadata
+
+    for mode in modes:  # each file is that mode, and its conversion check ran and passed
+        quant = read_metadata(out / f"model_{mode}.tflite")["quantization"]
+        assert quant["mode"] == mode
+        check = quant["check"]
+        assert check["samples"] > 0 and 0.9 <= check["agreement"] <= 1.0, (mode, check)
+        if mode == "float32":  # the same float math as Keras
+            assert check["max_abs_diff"] < 1e-4, check
+        else:
+            assert 0 < check["max_abs_diff"] < 0.5, (mode, check)
     report = json.loads((out / "bench" / "report.json").read_text())
     names = {m["quantization"]: m for m in report["models"] if m["format"] == "tflite"}
     assert set(names) == set(modes)

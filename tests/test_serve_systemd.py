@@ -125,3 +125,122 @@ def test_settings_are_checked():
     with pytest.raises(ValueError, match="--serve-host"):
         ServeSettings(host="1.2.3.4; rm -rf /")
     assert ServeSettings(host="0.0.0.0").check_host == "127.0.0.1"
+
+
+# --- a model named with `$`, `\`, quotes, `%` and spaces (systemd's syntax, not sh's) --------
+
+ODD_NAME = "it's $HOME ${USER} \\n \"50%\" x.tflite"
+
+
+def _systemd_words(line: str) -> list[str]:
+    """ExecStart's words as systemd.service(5) reads them (written here from the man page, not
+    from deploy/service.py): blanks separate words; "..." and '...' group; a backslash escapes
+    the next character (`\\\\`, `\\"`, `\\'`); `$$` is a literal `$` and `%%` a literal `%`.
+    A lone `$` (variable expansion) or `%` (specifier) means systemd would rewrite the word:
+    refused, since the service would not run what the unit says."""
+    words, word, quote, i, started = [], "", None, 0, False
+    while i < len(line):
+        c = line[i]
+        if c in "$%":
+            assert line[i + 1 : i + 2] == c, f"systemd expands {line[i:i + 8]!r}: {line!r}"
+            word, i, started = word + c, i + 2, True
+            continue
+        if c == "\\":
+            nxt = line[i + 1]
+            assert nxt in "\\\"' ", f"an escape systemd reads otherwise: {line[i:i + 2]!r}"
+            word, i, started = word + nxt, i + 2, True
+            continue
+        if quote:
+            if c == quote:
+                quote = None
+            else:
+                word += c
+        elif c in "\"'":
+            quote, started = c, True
+        elif c.isspace():
+            if started:
+                words.append(word)
+            word, started = "", False
+        else:
+            word, started = word + c, True
+        i += 1
+    assert quote is None, f"unclosed quote: {line!r}"
+    if started:
+        words.append(word)
+    return words
+
+
+def test_systemd_words_parser_reads_the_man_pages_examples():
+    """The parser above, on systemd.service(5)'s own examples and on what it must refuse."""
+    assert _systemd_words('/bin/echo "one" two "three four"') == [
+        "/bin/echo", "one", "two", "three four"
+    ]
+    assert _systemd_words(r'"a\"b" c\\d $$X 100%%') == ['a"b', "c\\d", "$X", "100%"]
+    for expanded in ("/bin/echo $HOME", "/bin/echo ${USER}", "/bin/echo %h"):
+        with pytest.raises(AssertionError, match="systemd expands"):
+            _systemd_words(expanded)
+
+
+def test_a_model_named_with_dollar_backslash_and_space_runs_as_written(
+    deploy_run, tmp_path
+):
+    """The unit for `it's $HOME ${USER} \\n "50%" x.tflite`: verified by systemd, and its
+    ExecStart, read by systemd's rules, is the exact argv, which serves that model."""
+    from deploy.bundle import build_bundle
+
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copyfile(deploy_run / "model_int8.tflite", run / ODD_NAME)
+    bundle = build_bundle(run, tmp_path / "odd.tar.gz", models=[ODD_NAME]).path
+    root = tmp_path / "edgeship"
+    release = _release(bundle, root)
+    assert _models(release) == [f"models/{ODD_NAME}"]
+    settings = ServeSettings(port=free_port())
+    text = unit_text(str(root), _models(release), settings)
+    unit = tmp_path / "edgeship.service"
+    unit.write_text(text)
+    runtime = tmp_path / "runtime"
+    runtime.mkdir(mode=0o700)
+    verified = _verify(unit, runtime)
+    assert verified.returncode == 0 and not verified.stderr.strip(), verified.stderr
+
+    argv = _systemd_words(_directive(text, "ExecStart"))
+    workdir = _directive(text, "WorkingDirectory")
+    assert argv[:4] == [f"{root}/current/venv/bin/python", "-m", "edge_runtime", "serve"]
+    assert argv[4] == f"models/{ODD_NAME}"
+    proc = subprocess.Popen(
+        argv, cwd=workdir, env={"PATH": os.environ["PATH"]},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    try:
+        health, deadline = None, time.monotonic() + 60
+        while health is None and time.monotonic() < deadline and proc.poll() is None:
+            try:
+                url = f"http://127.0.0.1:{settings.port}/healthz"
+                with urllib.request.urlopen(url, timeout=2) as r:
+                    health = json.load(r)
+            except OSError:
+                time.sleep(0.1)
+        assert health is not None, proc.stdout.read().decode() if proc.poll() is not None else ""
+        assert health["models"] == [Path(ODD_NAME).stem]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+
+
+def test_a_model_name_with_a_control_character_is_refused_at_bundle_time(deploy_run, tmp_path):
+    from typer.testing import CliRunner
+
+    from edgeship.cli import app
+
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copyfile(deploy_run / "model_int8.tflite", run / "two\nlines.tflite")
+    out = tmp_path / "b.tar.gz"
+    result = CliRunner().invoke(
+        app, ["deploy", "bundle", str(run), "--out", str(out), "--models", "two\nlines.tflite"]
+    )
+    assert result.exit_code == 2, result.output
+    errors = [ln for ln in result.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "control character" in errors[0], result.stderr
+    assert not out.exists()
