@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from tests.support.procs import REPO
@@ -16,7 +17,7 @@ def test_edge_speed_keeps_the_xnnpack_line_off_stderr(edge_models, tmp_path):
     from train.errors import DatasetError
 
     try:
-        load_dataset("fashion-mnist")
+        data = load_dataset("fashion-mnist")
     except DatasetError as err:  # an offline machine without the files; any other error fails
         pytest.skip(f"Fashion-MNIST not available: {err}")
     out = tmp_path / "speed.json"
@@ -28,4 +29,33 @@ def test_edge_speed_keeps_the_xnnpack_line_off_stderr(edge_models, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "XNNPACK" not in proc.stderr and proc.stderr.strip() == "", proc.stderr
     figures = json.loads(out.read_text())
-    assert set(figures) >= {"single", "batch", "cold"}
+    single, batch, cold = figures["single"], figures["batch"], figures["cold"]
+    # what was asked, and what the model does on the 10,000 test images, recomputed here with a
+    # bare interpreter (not edge_runtime): the benchmark's accuracy is the model's
+    x, y = data.x_test, data.y_test
+    assert (single["calls"], single["repeats"]) == (10, 1)
+    assert batch["images"] == len(x) == 10_000 and batch["agreement_with_raw"] == 1.0
+    bare = _bare_accuracy(edge_models["mlp_int8"], x, y)
+    assert batch["accuracy"] == pytest.approx(bare, abs=1e-4)
+    assert min(single["raw_us"], single["predict_us"], single["floor_us"]) > 0
+    assert single["ratio"] == pytest.approx(single["predict_us"] / single["raw_us"], rel=0.01)
+    assert 0 < cold["import_and_load_s"] <= cold["process_wall_s"]
+
+
+def _bare_accuracy(model, x, y) -> float:
+    """Top-1 accuracy of `model` on uint8 images x with a bare LiteRT interpreter, p/255 in."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_path=str(model))
+    (inp,) = interp.get_input_details()
+    interp.resize_tensor_input(inp["index"], [len(x), *inp["shape"][1:]])
+    interp.allocate_tensors()
+    (inp,), (out,) = interp.get_input_details(), interp.get_output_details()
+    feed = x.reshape(len(x), *inp["shape"][1:]).astype(np.float32) / 255.0
+    if inp["dtype"] != np.float32:
+        scale, zero = inp["quantization"]
+        info = np.iinfo(inp["dtype"])
+        feed = np.clip(np.round(feed / scale + zero), info.min, info.max)
+    interp.set_tensor(inp["index"], feed.astype(inp["dtype"]))
+    interp.invoke()
+    return float((interp.get_tensor(out["index"]).argmax(1) == y).mean())
