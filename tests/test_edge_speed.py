@@ -36,7 +36,7 @@ def test_edge_speed_keeps_the_xnnpack_line_off_stderr(edge_models, tmp_path):
     assert (single["calls"], single["repeats"]) == (10, 1)
     assert batch["images"] == len(x) == 10_000 and batch["agreement_with_raw"] == 1.0
     bare = _bare_accuracy(edge_models["mlp_int8"], x, y)
-    assert batch["accuracy"] == pytest.approx(bare, abs=1e-4)
+    assert batch["accuracy"] == pytest.approx(bare, abs=5e-5)  # rounded to 4 decimals
     assert min(single["raw_us"], single["predict_us"], single["floor_us"]) > 0
     assert single["ratio"] == pytest.approx(single["predict_us"] / single["raw_us"], rel=0.01)
     assert 0 < cold["import_and_load_s"] <= cold["process_wall_s"]
