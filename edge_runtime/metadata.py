@@ -20,9 +20,11 @@ schema module shipped by ai-edge-litert; that only happens on the desktop (conve
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import struct
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -251,15 +253,46 @@ def _schema_module():
     return schema_py_generated
 
 
+# The standard TFLite Model Metadata's entry: its associated files are zipped after the model.
+STANDARD_ENTRY = "TFLITE_METADATA"
+
+
+def packed_files(model_bytes: bytes) -> dict[str, bytes]:
+    """The associated files zipped after a model that has standard metadata ({} if none can
+    be read: a model without that entry, no zip, or a damaged one)."""
+    if STANDARD_ENTRY not in list_metadata(model_bytes):
+        return {}
+    try:
+        with zipfile.ZipFile(io.BytesIO(model_bytes)) as archive:
+            return {info.filename: archive.read(info) for info in archive.infolist()}
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, KeyError, RuntimeError):
+        return {}
+
+
+def pack_files(model_bytes: bytes, files: dict[str, bytes]) -> bytes:
+    """`model_bytes` with a zip of `files` appended (stored; offsets from the file's start)."""
+    buffer = io.BytesIO(model_bytes)
+    buffer.seek(0, io.SEEK_END)
+    with zipfile.ZipFile(buffer, "a", compression=zipfile.ZIP_STORED) as archive:
+        for name, content in files.items():
+            archive.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), content)
+    return buffer.getvalue()
+
+
 def embed_metadata(
-    model_bytes: bytes, metadata: dict[str, Any] | bytes, name: str = METADATA_NAME
+    model_bytes: bytes,
+    metadata: dict[str, Any] | bytes,
+    name: str = METADATA_NAME,
+    keep_packed: bool = True,
 ) -> bytes:
     """Return `model_bytes` with `metadata` (a dict as JSON, or raw bytes) stored under `name`,
     replacing any old entry.
 
-    Other entries (e.g. the converter's `CONVERSION_METADATA`) are kept; bytes appended after
-    the flatbuffer (a packed zip of associated files) are not.
+    Other entries (e.g. the converter's `CONVERSION_METADATA`) are kept, and so are the
+    associated files zipped after the flatbuffer (the standard metadata's labels), packed
+    again after the rewritten model unless `keep_packed` is False.
     """
+    files = packed_files(model_bytes) if keep_packed else {}
     import flatbuffers
 
     if isinstance(metadata, bytes):
@@ -301,7 +334,8 @@ def embed_metadata(
 
     builder = flatbuffers.Builder(len(model_bytes) + len(payload) + 1024)
     builder.Finish(model.Pack(builder), file_identifier=FILE_IDENTIFIER)
-    return bytes(builder.Output())
+    rewritten = bytes(builder.Output())
+    return pack_files(rewritten, files) if files else rewritten
 
 
 # What identifies one trained model: a .tflite converted from another model.keras differs here.

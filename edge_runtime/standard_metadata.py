@@ -20,9 +20,9 @@ import zipfile
 from dataclasses import dataclass, field
 from typing import Any
 
-from edge_runtime.metadata import list_metadata
+from edge_runtime.metadata import STANDARD_ENTRY, list_metadata
 
-STANDARD_METADATA_NAME = "TFLITE_METADATA"
+STANDARD_METADATA_NAME = STANDARD_ENTRY
 METADATA_IDENTIFIER = b"M001"
 MAX_LABELS_BYTES = 16 * 1024 * 1024
 COLOR_SPACES = {0: "unknown", 1: "rgb", 2: "grayscale"}

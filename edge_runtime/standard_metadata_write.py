@@ -16,11 +16,9 @@ import.
 
 from __future__ import annotations
 
-import io
-import zipfile
 from typing import Any
 
-from edge_runtime.metadata import embed_metadata
+from edge_runtime.metadata import embed_metadata, pack_files
 from edge_runtime.standard_metadata import METADATA_IDENTIFIER, STANDARD_METADATA_NAME
 
 LABELS_FILE = "labels.txt"
@@ -114,10 +112,13 @@ def metadata_buffer(meta: dict[str, Any]) -> bytes:
     stats_out.min = [0.0]
     tensor_out = schema.TensorMetadataT()
     tensor_out.name = "probability"
-    tensor_out.description = "Probabilities of the classes named in labels.txt."
     tensor_out.content = content_out
     tensor_out.stats = stats_out
-    tensor_out.associatedFiles = [labels]
+    if meta.get("class_names"):  # the file is packed only then: never name a missing one
+        tensor_out.description = "Probabilities of the classes named in labels.txt."
+        tensor_out.associatedFiles = [labels]
+    else:
+        tensor_out.description = "Probabilities of the classes, by index."
 
     subgraph = schema.SubGraphMetadataT()
     subgraph.inputTensorMetadata = [tensor_in]
@@ -141,21 +142,13 @@ def labels_text(meta: dict[str, Any]) -> str:
     return "".join(f"{name}\n" for name in meta.get("class_names") or [])
 
 
-def pack_files(model_bytes: bytes, files: dict[str, bytes]) -> bytes:
-    """`model_bytes` with a zip of `files` appended (stored; offsets from the file's start)."""
-    buffer = io.BytesIO(model_bytes)
-    buffer.seek(0, io.SEEK_END)
-    with zipfile.ZipFile(buffer, "a", compression=zipfile.ZIP_STORED) as archive:
-        for name, content in files.items():
-            archive.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), content)
-    return buffer.getvalue()
-
-
 def embed_all_metadata(model_bytes: bytes, meta: dict[str, Any]) -> bytes:
     """`model_bytes` carrying edgeship's block `meta` and the standard metadata with its
     labels file packed in. An old block, standard entry and packed zip are replaced."""
-    with_block = embed_metadata(model_bytes, meta)  # repacking drops an old appended zip
-    with_standard = embed_metadata(with_block, metadata_buffer(meta), name=STANDARD_METADATA_NAME)
+    with_block = embed_metadata(model_bytes, meta, keep_packed=False)  # the old zip goes
+    with_standard = embed_metadata(
+        with_block, metadata_buffer(meta), name=STANDARD_METADATA_NAME, keep_packed=False
+    )
     if not meta.get("class_names"):
         return with_standard
     return pack_files(with_standard, {LABELS_FILE: labels_text(meta).encode("utf-8")})

@@ -119,6 +119,45 @@ def test_hand_packed_stock_model_is_named_without_labels(edge_models, tmp_path):
     )
 
 
+def test_rewriting_the_edgeship_block_keeps_the_packed_labels(edge_models, tmp_path):
+    """`embed_metadata` (public) on a model with standard metadata: the labels zip survives the
+    rewrite, readable by `zipfile` and named by the reader, with no warning."""
+    from edge_runtime.metadata import embed_metadata
+
+    stock = hand_packed(edge_models["cnn_uint8"].read_bytes(), NAMES)
+    meta = read_metadata(edge_models["cnn_uint8"]) or {}
+    meta = {**meta, "class_names": None, "input": {**meta.get("input", {}), "resize": "crop"}}
+    meta = {k: v for k, v in meta.items() if v is not None}
+    path = tmp_path / "relabelled.tflite"
+    path.write_bytes(embed_metadata(stock, meta))
+    with zipfile.ZipFile(path) as z:
+        assert z.namelist() == ["names.txt"]
+        assert z.read("names.txt").decode().splitlines() == list(NAMES)
+    clf, caught = load_quietly(path)
+    assert not caught and clf.class_names == tuple(NAMES)
+    assert read_metadata(path)["input"]["resize"] == "crop"
+    # twice: still one archive with one file, not two stacked
+    path.write_bytes(embed_metadata(path.read_bytes(), meta))
+    with zipfile.ZipFile(path) as z:
+        assert z.namelist() == ["names.txt"]
+
+
+def test_a_model_without_class_names_names_no_labels_file(edge_models, tmp_path):
+    """No class names, no packed file: the standard metadata must not name a missing one
+    (MediaPipe and the reader would look for it)."""
+    meta = {k: v for k, v in read_metadata(edge_models["mlp_int8"]).items() if k != "class_names"}
+    path = tmp_path / "nameless.tflite"
+    path.write_bytes(embed_all_metadata(edge_models["mlp_int8"].read_bytes(), meta))
+    s = mp_schema()
+    from edge_runtime.metadata import list_metadata
+
+    raw = list_metadata(path.read_bytes())["TFLITE_METADATA"]
+    parsed = s.ModelMetadataT.InitFromObj(s.ModelMetadata.GetRootAs(raw, 0))
+    assert not parsed.subgraphMetadata[0].outputTensorMetadata[0].associatedFiles
+    clf, caught = load_quietly(path)
+    assert not caught and clf.class_names == tuple(str(i) for i in range(10))
+
+
 def test_edgeship_block_beats_standard_labels(edge_models, tmp_path):
     path = tmp_path / "both.tflite"
     path.write_bytes(hand_packed(edge_models["mlp_int8"].read_bytes(), NAMES))
