@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from deploy.fleet_cli import fleet_command
+
 deploy_app = typer.Typer(
     name="deploy",
     help="Bundle a run's models for a Raspberry Pi and push them over SSH.",
@@ -67,6 +69,8 @@ def bundle_command(
         f"sha256 {info.sha256[:16]}"
     )
 
+
+deploy_app.command("fleet")(fleet_command)
 
 # The SSH options that `push` and `status` share.
 _Hosts = Annotated[
