@@ -89,6 +89,8 @@ def run_fleet(
     on_line: Callable[[str], None] | None = None,
 ) -> FleetReport:
     """Roll `bundle` out to the inventory's hosts; the report has one row per host."""
+    if not Path(inventory).is_file():
+        raise DeployError(f"The inventory file does not exist. Received: --inventory {inventory}")
     b = load_bundle(bundle)
     check_push_options(b, None, options.threads)
     if options.serve_token_file is not None:

@@ -215,7 +215,7 @@ def _prepare(args):
     folder, _ = unpack(releases, args.release, os.path.join(releases, args.archive), args.sha256)
     with open(os.path.join(folder, "manifest.json"), encoding="utf-8") as handle:
         manifest = json.load(handle)
-    marker = {"bundle_sha256": args.sha256, "target": args.target, "release": args.release}
+    marker = {"bundle_sha256": args.sha256, "target": args.target}
     with open(os.path.join(folder, MARKER), "w", encoding="utf-8") as handle:
         json.dump(marker, handle, sort_keys=True)
     lap("verify")
