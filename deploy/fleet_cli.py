@@ -109,6 +109,14 @@ def fleet_command(
                 f"{option} goes with {needs}; add {needs} or leave {option} out. "
                 f"Received: {option}={value}"
             )
+    if serve:
+        from deploy.service import ServeSettings
+
+        chosen = {"port": serve_port, "host": serve_host}
+        try:
+            ServeSettings(**{k: v for k, v in chosen.items() if v is not None})
+        except ValueError as err:
+            raise DeployError(str(err)) from None
     options = FleetOptions(
         limit=limit,
         serial=serial,

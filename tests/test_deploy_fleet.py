@@ -236,8 +236,9 @@ def test_second_rollout_rolls_back_the_wrong_answer_and_updates_the_rest(fleet, 
         assert data["target"] == rows[host][0] and data["device"]["bits"] == 64
         assert data["doctor"]["device"]["target"] == data["target"]
         assert data["bundle"] == "int8.tar.gz" and data["models"] == []
+    # h4 failed in `prepare` (no results to report); h0 never got that far
     assert sorted(p.name for p in results.iterdir()) == sorted(
-        ["fleet.json", f"{WRONG}.json"] + [f"{h}.json" for h in updated]
+        ["fleet.json"] + [f"{h}.json" for h in updated]
     )
     assert summary[ARMHF]["outcome"] == "refused" and not summary[ARMHF]["release"]
 
@@ -260,16 +261,18 @@ def test_check_changes_nothing(fleet, second_rollout, first_bundle, tmp_path):
     result = fleet.fleet(first_bundle, "--serve", "--check", "--results", str(tmp_path))
     rows = _rows(result)
     assert rows[ARMHF][1] == "refused", rows
-    for host in HOSTS[1:]:
+    assert rows[WRONG][1] == "unchanged", "h4 runs the first bundle (rolled back to it)"
+    for host in set(HOSTS) - {ARMHF, WRONG}:
         assert rows[host][1] == "would update", rows[host]
     assert fleet.state() == before, "--check changed nothing on any host"
 
 
-def test_a_failed_first_batch_stops_the_rollout(fleet, second_rollout, first_bundle, tmp_path):
+def test_a_failed_first_batch_stops_the_rollout(fleet, second_rollout, deploy_bundle, tmp_path):
+    """A third bundle (new for every host): h0 refused + h4 rolled back = 100% of batch 1."""
     before = fleet.state()
     late = ["h5", "h6"]
     result = fleet.fleet(
-        first_bundle, "--limit", f"{ARMHF}:{WRONG}:{late[0]}:{late[1]}", "--serial", "2",
+        deploy_bundle, "--limit", f"{ARMHF}:{WRONG}:{late[0]}:{late[1]}", "--serial", "2",
         "--max-fail-percent", "34", "--results", str(tmp_path),
     )
     assert result.exit_code == 1, result.output
