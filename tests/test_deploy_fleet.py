@@ -275,21 +275,24 @@ def test_check_changes_nothing(fleet, rollout, first_bundle, tmp_path):
 
 
 def test_a_failed_first_batch_stops_the_rollout(fleet, rollout, first_bundle, tmp_path):
-    """A small subset, one host a batch: the first batch (h0, refused) is 100% failed, past 34%,
-    so h5 and h6, which run the second bundle, never get the first one."""
+    """A small subset in batches of 2: the first batch (h0 refused, h5 updated) is 50% failed,
+    past 34%, so h6 and h7, which run the second bundle, never get the first one. (A batch that
+    fails entirely stops any play: half of one is what checks the threshold.)"""
     before = fleet.state()
-    late = ["h5", "h6"]
+    first, late = "h5", ["h6", "h7"]
     result = fleet.fleet(
-        first_bundle, "--limit", f"{ARMHF}:{late[0]}:{late[1]}", "--serial", "1",
+        first_bundle, "--limit", f"{ARMHF}:{first}:{late[0]}:{late[1]}", "--serial", "2",
         "--max-fail-percent", "34", "--results", str(tmp_path),
     )
     assert result.exit_code == 1, result.output
     rows = _rows(result)
-    assert rows[ARMHF][1] == "refused", rows
+    assert rows[ARMHF][1] == "refused" and rows[first][1] == "updated", rows
+    assert fleet.current(first) == f"releases/{rows[first][2]}" != before[first][0]
     for host in late:
         assert rows[host][1] == "not reached", rows
     assert "not reached" in result.stderr.splitlines()[-1]
-    assert fleet.state() == before, "the later hosts keep their release"
+    after = fleet.state()
+    assert {h: after[h] for h in late} == {h: before[h] for h in late}, "the later hosts keep it"
 
 
 def _tree(folder: Path) -> dict[str, str]:
