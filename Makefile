@@ -29,7 +29,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[desktop,edge,dev]'
+	$(PY) -m pip install -q -e '.[desktop,edge,fleet,dev]'
 	touch $(STAMP)
 
 # Fashion-MNIST: found on disk, else the Debian package when we can install it as root,

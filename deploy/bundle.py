@@ -368,7 +368,7 @@ def build_bundle(
             "system_packages": list(t.system_packages),
             "wheels": [],
         }
-    for name in ("install.sh", "verify.py", "README.md"):
+    for name in ("install.sh", "verify.py", "release.py", "device_service.py", "README.md"):
         mode = 0o755 if name in EXECUTABLE else 0o644
         entries.append(_Entry(name, source=REMOTE_FILES / name, mode=mode))
 

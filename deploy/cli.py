@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from deploy.fleet_cli import fleet_command
+
 deploy_app = typer.Typer(
     name="deploy",
     help="Bundle a run's models for a Raspberry Pi and push them over SSH; export for phones.",
@@ -122,6 +124,9 @@ def web_command(
         f"models {', '.join(info.models)}; serve it: python -m edge_runtime serve "
         f"MODEL.tflite --web {info.path} (the app at /app/), or any static host"
     )
+
+
+deploy_app.command("fleet")(fleet_command)
 
 
 # The SSH options that `push` and `status` share.
@@ -302,7 +307,17 @@ def push_command(
 
 @deploy_app.command("status")
 def status_command(
-    host: _Hosts,
+    host: Annotated[
+        list[str] | None,
+        typer.Option("--host", help="USER@HOST[:PORT]; repeat for several devices."),
+    ] = None,
+    inventory: Annotated[
+        Path | None,
+        typer.Option("--inventory", "-i", help="Every host of this Ansible inventory."),
+    ] = None,
+    limit: Annotated[
+        str | None, typer.Option("--limit", help="With --inventory: an Ansible host pattern.")
+    ] = None,
     port: _Port = None,
     identity: _Identity = None,
     known_hosts: _KnownHosts = None,
@@ -316,31 +331,51 @@ def status_command(
 
     from deploy.errors import DeployError
     from deploy.service import status_lines, status_script
-    from deploy.ssh import parse_targets, remote_path, session
+    from deploy.ssh import SshTarget, parse_targets, remote_path, session
 
-    options = _ssh_options(identity, known_hosts, ssh_config, connect_timeout)
+    if bool(host) == (inventory is not None):
+        raise DeployError(
+            "Pass --host USER@HOST... or --inventory FILE (one of them). "
+            f"Received: --host {host or []}, --inventory {inventory}"
+        )
+    if limit is not None and inventory is None:
+        raise DeployError(f"--limit goes with --inventory. Received: --limit {limit}")
+    hosts = []  # (label, target, options, remote dir)
+    if inventory is not None:
+        from deploy.fleet import inventory_hosts
+
+        for h in inventory_hosts(inventory, limit):
+            options = _ssh_options(
+                h.identity or identity, known_hosts, ssh_config, connect_timeout
+            )
+            target = SshTarget(host=h.address, user=h.user, port=h.port or port)
+            hosts.append((h.name, target, options, h.remote_dir))
+    else:
+        options = _ssh_options(identity, known_hosts, ssh_config, connect_timeout)
+        for target in parse_targets(host, port):
+            hosts.append((str(target), target, options, remote_dir))
     down = []
-    for target in parse_targets(host, port):
+    for label, target, options, folder in hosts:
         with session(target, options) as sess:
-            script = status_script(remote_path(remote_dir.rstrip("/") or "/"))
+            script = status_script(remote_path(folder.rstrip("/") or "/"))
             proc = sess.run(script, step="status", timeout=60)
         if proc.returncode == 4:
             raise DeployError(
-                f"{target}: no edgeship folder there; push a bundle first. "
-                f"Received: --remote-dir {remote_dir}"
+                f"{label}: no edgeship folder there; push a bundle first. "
+                f"Received: --remote-dir {folder}"
             )
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
         if proc.returncode != 0 or not lines:
             raise DeployError(
-                f"{target}: status failed on the device (exit {proc.returncode}). "
+                f"{label}: status failed on the device (exit {proc.returncode}). "
                 f"Received: {(proc.stderr or proc.stdout).strip()[-300:]}"
             )
         data = json.loads(lines[-1])
         if as_json:
-            typer.echo(json.dumps({"host": str(target), **data}))
+            typer.echo(json.dumps({"host": label, **data}))
         else:
-            typer.echo("\n".join(status_lines(str(target), data)))
+            typer.echo("\n".join(status_lines(label, data)))
         if data.get("settings") and not data.get("health"):
-            down.append(str(target))
+            down.append(label)
     if down:
         raise DeployError(f"the service is down on {', '.join(down)}")

@@ -30,12 +30,12 @@ import json
 import os
 import shlex
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 UNIT_NAME = "edgeship.service"
 DEFAULT_SERVE_PORT = 8080
 DEFAULT_SERVE_HOST = "127.0.0.1"
-HEALTH_WAIT_S = 45
 SETTINGS_FILE = "serve.json"
 TOKEN_FILE = "serve.token"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -83,128 +83,32 @@ class ServeSettings:
         )
 
 
+def _device_script():
+    """deploy/remote/device_service.py (the device side's service code) as a module."""
+    import importlib.util
+    import sys
+
+    name = "edgeship_device_service"
+    if name not in sys.modules:
+        path = Path(__file__).parent / "remote" / "device_service.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        sys.modules[name] = module
+    return sys.modules[name]
+
+
 def serve_argv(
     python: str, models: Sequence[str], settings: ServeSettings, remote_dir: str
 ) -> list[str]:
     """The service's command line (run in the release folder; `remote_dir` absolute)."""
-    token = ["--token-file", f"{remote_dir.rstrip('/')}/{TOKEN_FILE}"] if settings.token else []
-    return [
-        python,
-        "-m",
-        "edge_runtime",
-        "serve",
-        *models,
-        "--host",
-        settings.host,
-        "--port",
-        str(settings.port),
-        *token,
-    ]
-
-
-def _percent(text: str) -> str:
-    """systemd expands `%` specifiers in these lines: a literal `%` is written `%%`."""
-    return text.replace("%", "%%")
-
-
-def _no_control(text: str, what: str) -> str:
-    """`text`, refused (ValueError) when it holds a control character (a unit is line-based)."""
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
-        raise ValueError(
-            f"{what} holds a control character, which a systemd unit cannot carry; rename it. "
-            f"Received: {text!r}"
-        )
-    return text
-
-
-def systemd_word(arg: str) -> str:
-    """One `ExecStart=` word as systemd.service(5) reads it back to `arg`: double-quoted,
-    `\\` and `"` backslash-escaped, `$` written `$$` (no variable expansion), `%` as `%%`."""
-    _no_control(arg, "An argument of the service's command line")
-    escaped = arg.replace("\\", "\\\\").replace('"', '\\"').replace("$", "$$")
-    return '"' + _percent(escaped) + '"'
+    return _device_script().serve_argv(python, models, asdict(settings), remote_dir)
 
 
 def unit_text(remote_dir: str, models: Sequence[str], settings: ServeSettings) -> str:
-    """The systemd user unit for the release under `remote_dir/current` (absolute path)."""
-    current = f"{remote_dir.rstrip('/')}/current"
-    argv = serve_argv(f"{current}/venv/bin/python", models, settings, remote_dir)
-    return "\n".join(
-        [
-            "[Unit]",
-            "Description=edgeship classifier service (python -m edge_runtime serve)",
-            "StartLimitIntervalSec=60",
-            "StartLimitBurst=5",
-            "",
-            "[Service]",
-            "Type=exec",
-            f"WorkingDirectory={_percent(_no_control(current, 'The remote folder'))}",
-            "ExecStart=" + " ".join(systemd_word(a) for a in argv),
-            "Environment=PYTHONUNBUFFERED=1",
-            "Restart=on-failure",
-            "RestartSec=2",
-            # SIGTERM: the server finishes the requests in flight and exits 0.
-            "KillSignal=SIGTERM",
-            "TimeoutStopSec=40",
-            "",
-            "[Install]",
-            "WantedBy=default.target",
-            "",
-        ]
-    )
-
-
-def restart_script(abs_dir: str, models: Sequence[str], settings: ServeSettings) -> str:
-    """sh: write the settings, install the unit and (re)start the service on the release that
-    `abs_dir/current` points at; prints `manager: systemd` or `manager: process ...`."""
-    d = shlex.quote(abs_dir)
-    unit = shlex.quote(unit_text(abs_dir, models, settings))
-    argv = " ".join(
-        shlex.quote(a) for a in serve_argv("venv/bin/python", models, settings, abs_dir)
-    )
-    settings_json = shlex.quote(settings.to_json(models))
-    if settings.token:
-        token = (
-            f"[ -s {TOKEN_FILE} ] || {{ echo 'error: {abs_dir}/{TOKEN_FILE} is missing: "
-            f"push with --serve --serve-token-file FILE' >&2; exit 3; }}"
-        )
-    else:
-        token = f"rm -f {TOKEN_FILE}"
-    return f"""set -e
-cd {d}
-{token}
-printf '%s\\n' {settings_json} > {SETTINGS_FILE}
-alive() {{ state=$(ps -o stat= -p "$1" 2>/dev/null) && [ -n "$state" ] && \\
-    [ "${{state#Z}}" = "$state" ]; }}
-# a stale serve.pid (after a reboot) may name any process of this user: signal only the service
-ours() {{ tr '\\000' ' ' < "/proc/$1/cmdline" 2>/dev/null | grep -q -e '-m edge_runtime serve '; }}
-if [ -f serve.pid ]; then
-    pid=$(cat serve.pid)
-    if alive "$pid" && ours "$pid"; then
-        kill -TERM "$pid"
-        i=0; while alive "$pid" && [ $i -lt 400 ]; do sleep 0.1; i=$((i+1)); done
-    fi
-    rm -f serve.pid
-fi
-if command -v systemctl >/dev/null 2>&1 && systemctl --user show-environment >/dev/null 2>&1
-then
-    unit="$HOME/.config/systemd/user/{UNIT_NAME}"
-    mkdir -p "$(dirname "$unit")"
-    printf '%s' {unit} > "$unit.part"
-    mv "$unit.part" "$unit"
-    systemctl --user daemon-reload
-    systemctl --user enable {UNIT_NAME} >/dev/null 2>&1 || true
-    loginctl enable-linger "$(id -un)" >/dev/null 2>&1 || \\
-        echo "note: loginctl enable-linger failed: the service starts at login, not at boot"
-    systemctl --user restart {UNIT_NAME}
-    echo "manager: systemd"
-else
-    cd current
-    nohup setsid {argv} >> {d}/serve.log 2>&1 < /dev/null &
-    echo $! > {d}/serve.pid
-    echo "manager: process (no systemd user manager: pid in {abs_dir}/serve.pid)"
-fi
-"""
+    """The systemd user unit for the release under `remote_dir/current` (absolute path); written
+    on the device by release.py (device_service.py)."""
+    return _device_script().unit_text(remote_dir, models, asdict(settings))
 
 
 def token_upload_script(remote_dir: str) -> str:
@@ -215,46 +119,6 @@ def token_upload_script(remote_dir: str) -> str:
         f"cat > .{TOKEN_FILE}.part; chmod 600 .{TOKEN_FILE}.part; mv -f .{TOKEN_FILE}.part "
         f"{TOKEN_FILE}"
     )
-
-
-def installed_script(remote_dir: str) -> str:
-    """sh: `current`'s target on the first line, then `serve.json` when the service is
-    installed (`remote_dir` sh-quoted)."""
-    return (
-        f"cd {remote_dir} && {{ readlink current || echo; }} && "
-        f"{{ cat {SETTINGS_FILE} 2>/dev/null || true; }}"
-    )
-
-
-def health_script(remote_dir: str, settings: ServeSettings, release: str | None) -> str:
-    """sh: poll /healthz from the device until the service (of `release`, when given) says ok
-    (`remote_dir` sh-quoted).
-
-    Prints the health JSON; exits 3 with an `error:` line after HEALTH_WAIT_S seconds."""
-    url = f"http://{settings.check_host}:{settings.port}/healthz"
-    if ":" in settings.check_host:
-        url = f"http://[{settings.check_host}]:{settings.port}/healthz"
-    code = f"""
-import json, os, sys, time, urllib.request
-url, want = {url!r}, {release!r}
-deadline, last = time.monotonic() + {HEALTH_WAIT_S}, "no answer"
-while True:
-    try:
-        with urllib.request.urlopen(url, timeout=3) as r:
-            data = json.load(r)
-        workdir = os.path.basename(str(data.get("workdir", "")).rstrip("/"))
-        if data.get("status") == "ok" and (want is None or workdir == want):
-            print(json.dumps(data))
-            sys.exit(0)
-        last = "answered " + json.dumps(data)[:200]
-    except Exception as err:
-        last = type(err).__name__ + ": " + str(err)[:200]
-    if time.monotonic() > deadline:
-        print("error: the service is not healthy at " + url + " (" + last + ")", file=sys.stderr)
-        sys.exit(3)
-    time.sleep(0.25)
-"""
-    return f"cd {remote_dir} && python3 -c {shlex.quote(code)}"
 
 
 def status_script(remote_dir: str) -> str:

@@ -16,7 +16,8 @@ import shlex
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -234,14 +235,7 @@ class SshSession:
         timeout: float | None = None,
     ) -> subprocess.CompletedProcess:
         """Run the POSIX sh `script` on the target; ssh-level failures raise, others return."""
-        argv = [
-            *self.base_argv(),
-            "-o",
-            "ControlMaster=no",
-            "--",
-            self.target.destination,
-            "sh -c " + shlex.quote(script),
-        ]
+        argv = self._script_argv(script)
         with contextlib.ExitStack() as stack:
             stdin = (
                 stack.enter_context(open(stdin_path, "rb")) if stdin_path else subprocess.DEVNULL
@@ -258,6 +252,69 @@ class SshSession:
         if proc.returncode == SSH_EXIT_ERROR and not proc.stdout.strip():
             raise classify(proc.stderr, self.target, self.options, step)
         return proc
+
+    def _script_argv(self, script: str) -> list[str]:
+        return [
+            *self.base_argv(),
+            "-o",
+            "ControlMaster=no",
+            "--",
+            self.target.destination,
+            "sh -c " + shlex.quote(script),
+        ]
+
+    def stream(
+        self,
+        script: str,
+        *,
+        step: str,
+        on_line: Callable[[str], None],
+        timeout: float | None = None,
+    ) -> subprocess.CompletedProcess:
+        """`run`, handing each stdout line to `on_line` as it arrives (live progress)."""
+        proc = subprocess.Popen(
+            self._script_argv(script),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        errors: list[str] = []
+        reader = threading.Thread(target=lambda: errors.append(proc.stderr.read()), daemon=True)
+        reader.start()
+        expired = threading.Event()
+
+        def expire() -> None:
+            expired.set()
+            proc.kill()
+
+        timer = threading.Timer(timeout, expire) if timeout else None
+        if timer:
+            timer.start()
+        lines = []
+        try:
+            for line in proc.stdout:
+                lines.append(line)
+                on_line(line.rstrip("\n"))
+            proc.wait()
+        finally:
+            if timer:
+                timer.cancel()
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        reader.join(10)
+        if expired.is_set():
+            raise SshError(
+                f"{self.target}: {step} did not finish within {timeout:.0f} s; check the "
+                f"device (load, network) and push again. Received: timeout={timeout}"
+            )
+        done = subprocess.CompletedProcess(
+            proc.args, proc.returncode, "".join(lines), "".join(errors)
+        )
+        if done.returncode == SSH_EXIT_ERROR and not done.stdout.strip():
+            raise classify(done.stderr, self.target, self.options, step)
+        return done
 
     def close(self) -> None:
         """Stop the master connection and remove the control folder."""

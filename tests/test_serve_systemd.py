@@ -244,3 +244,17 @@ def test_a_model_name_with_a_control_character_is_refused_at_bundle_time(deploy_
     errors = [ln for ln in result.stderr.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1 and "control character" in errors[0], result.stderr
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("remote_dir", "model", "what"),
+    [
+        ("/home/pi/edgeship", "models/a\x1bb.tflite", "An argument"),
+        ("/home/pi/edge\tship", "models/a.tflite", "The remote folder"),
+    ],
+)
+def test_the_device_side_unit_refuses_a_control_character(remote_dir, model, what):
+    """The unit release.py writes on the device (device_service.py, which deploy/service.py
+    loads): a control character in a word or the folder is refused, never written."""
+    with pytest.raises(ValueError, match=f"{what}.*control character"):
+        unit_text(remote_dir, [model], ServeSettings())

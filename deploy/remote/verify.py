@@ -11,7 +11,7 @@ import os
 import sys
 
 # Made on the device after unpacking, never part of the manifest.
-IGNORED = {"manifest.json", "venv", "venv.lock", "__pycache__"}
+IGNORED = {"manifest.json", "venv", "venv.lock", "__pycache__", ".edgeship-release.json"}
 
 
 def _sha256(path):
