@@ -291,3 +291,23 @@ def test_a_stale_pid_file_never_signals_an_unrelated_process(deploy_bundle, devi
     finally:
         stranger.kill()
         stranger.wait()
+
+
+def test_a_bundle_with_the_web_app_serves_it_at_app(fashion_runs, device, tmp_path):
+    """`deploy bundle --web` then `push --serve`: the service on the device serves the app at
+    /app/ (the unit's command line says `--web web`), the same files as the site bundled."""
+    from deploy.bundle import build_bundle
+    from deploy.web import write_web_site
+
+    server, remote = device
+    site = write_web_site(fashion_runs["mlp"], tmp_path / "site", modes=("int8",)).path
+    bundle = build_bundle(fashion_runs["mlp"], tmp_path / "web.tar.gz", models="int8", web=site)
+    port = free_port()
+    pushed = push(bundle.path, server, remote, "--serve", "--serve-port", str(port))
+    assert pushed.exit_code == 0, pushed.output
+    health = _get(port, "/healthz")
+    cmdline = Path(f"/proc/{health['pid']}/cmdline").read_bytes().decode().split("\0")
+    assert cmdline[cmdline.index("--web") + 1] == "web"
+    for name in ("index.html", "models.json"):
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/app/{name}", timeout=10) as r:
+            assert r.status == 200 and r.read() == (site / name).read_bytes()

@@ -16,6 +16,7 @@ import urllib.request
 UNIT_NAME = "edgeship.service"
 SETTINGS_FILE = "serve.json"
 TOKEN_FILE = "serve.token"
+WEB_DIR = "web"  # `deploy bundle --web`: the static app, beside models/ in a release
 HEALTH_WAIT_S = 45
 
 
@@ -34,11 +35,17 @@ def _run(argv, cwd):
         raise ServiceError(f"{' '.join(argv)} failed (exit {proc.returncode}): {out[-1][:300]}")
 
 
-def serve_argv(python, models, settings, root):
-    """The service's command line (run in the release folder; `root` absolute)."""
+def serve_argv(python, models, settings, root, web=False):
+    """The service's command line (run in the release folder; `root` absolute); `web`: the
+    release carries the web app (`deploy bundle --web`), served at /app/."""
     token = ["--token-file", f"{root.rstrip('/')}/{TOKEN_FILE}"] if settings["token"] else []
     return [python, "-m", "edge_runtime", "serve", *models, "--host", settings["host"],
-            "--port", str(settings["port"]), *token]
+            "--port", str(settings["port"]), *token, *(["--web", WEB_DIR] if web else [])]
+
+
+def has_web(root):
+    """Whether the release under `root/current` carries the web app (a `web/` folder)."""
+    return os.path.isfile(os.path.join(root, "current", WEB_DIR, "index.html"))
 
 
 def _percent(text):
@@ -64,10 +71,10 @@ def systemd_word(arg):
     return '"' + _percent(escaped) + '"'
 
 
-def unit_text(root, models, settings):
+def unit_text(root, models, settings, web=False):
     """The systemd user unit for the release under `root/current` (absolute path)."""
     current = f"{root.rstrip('/')}/current"
-    argv = serve_argv(f"{current}/venv/bin/python", models, settings, root)
+    argv = serve_argv(f"{current}/venv/bin/python", models, settings, root, web)
     return "\n".join(
         [
             "[Unit]",
@@ -158,7 +165,7 @@ def restart(root, models, settings):
         unit = os.path.expanduser(f"~/.config/systemd/user/{UNIT_NAME}")
         os.makedirs(os.path.dirname(unit), exist_ok=True)
         with open(unit + ".part", "w", encoding="utf-8") as handle:
-            handle.write(unit_text(root, models, settings))
+            handle.write(unit_text(root, models, settings, has_web(root)))
         os.replace(unit + ".part", unit)
         _run(["systemctl", "--user", "daemon-reload"], root)
         subprocess.run(["systemctl", "--user", "enable", UNIT_NAME], capture_output=True,
@@ -173,7 +180,7 @@ def restart(root, models, settings):
     current = os.path.join(root, "current")
     with open(os.path.join(root, "serve.log"), "ab") as log:
         proc = subprocess.Popen(
-            serve_argv("venv/bin/python", models, settings, root),
+            serve_argv("venv/bin/python", models, settings, root, has_web(root)),
             cwd=current, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )
