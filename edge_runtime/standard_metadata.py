@@ -91,7 +91,7 @@ def _floats(values: Any) -> tuple[float, ...] | None:
 
 def _parse(raw: bytes) -> Any:
     """The `ModelMetadataT` object of `raw`; raises on anything malformed."""
-    from edge_runtime import metadata_schema_py_generated as schema
+    import edge_runtime.metadata_schema_py_generated as schema
 
     if len(raw) < 8 or raw[4:8] != METADATA_IDENTIFIER:
         raise ValueError(f"no {METADATA_IDENTIFIER.decode()} identifier")

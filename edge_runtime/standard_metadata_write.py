@@ -63,7 +63,7 @@ def metadata_buffer(meta: dict[str, Any]) -> bytes:
     """The `ModelMetadata` flatbuffer (identifier M001) describing edgeship's `meta`."""
     import flatbuffers
 
-    from edge_runtime import metadata_schema_py_generated as schema
+    import edge_runtime.metadata_schema_py_generated as schema
 
     block = meta.get("input") or {}
     shape = [int(d) for d in block.get("shape") or [0, 0, 3]]
