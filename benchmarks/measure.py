@@ -1,6 +1,6 @@
 """Measurements: classification statistics, batch-1 latency, throughput, the timer's cost.
 
-Latency statistics and peak RSS come from `edge_runtime.bench` (the code that runs on the
+Latency statistics and peak RSS come from `edge_runtime.device.bench` (the code that runs on the
 device), so desktop and device numbers are computed the same way.
 """
 
@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_runtime.bench import Latency
+from edge_runtime.device.bench import Latency
 
 CLOCK = "time.perf_counter"
 

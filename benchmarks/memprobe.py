@@ -14,7 +14,7 @@ import json
 import os
 import sys
 
-from edge_runtime.memory import peak_rss_mb
+from edge_runtime.device.memory import peak_rss_mb
 
 
 def probe(path: str, threads: int | None, batch: int) -> dict:

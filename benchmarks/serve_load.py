@@ -70,8 +70,8 @@ def _images(n: int, synthetic: bool, data_dir: Path | None) -> list[bytes]:
 def in_process(model: Path, images: list[bytes], rounds: int) -> tuple[list[str], list[float]]:
     """Labels of `images` and per-image seconds of the service's own work, in this process."""
     from edge_runtime.native_log import filtered_native_stderr
-    from edge_runtime.serve_options import ServeOptions
-    from edge_runtime.service import Service, load_models
+    from edge_runtime.serve.options import ServeOptions
+    from edge_runtime.serve.service import Service, load_models
 
     options = ServeOptions(models=(model,))
     with filtered_native_stderr():

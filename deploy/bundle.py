@@ -4,8 +4,8 @@
 <name>/models/            model_<mode>.tflite (or the run's own .tflite files: a stock model)
 <name>/samples/           one PNG per input shape, the smoke test's image
 <name>/requirements-<target>.txt   exact pins per target (deploy.requirements)
-<name>/install.sh         verify, detect the target (edge_runtime/targets.py), make or reuse a
-                          venv, install
+<name>/install.sh         verify, detect the target (edge_runtime/device/targets.py), make or reuse
+                          a venv, install
 <name>/verify.py          every file against manifest.json (standard library only)
 <name>/README.md
 <name>/wheels/<target>/   with --with-wheels: every wheel each target needs (offline install)
@@ -33,9 +33,9 @@ import edge_runtime
 from deploy.errors import BundleError
 from deploy.requirements import requirements_text, target_pins
 from deploy.targets import parse_target_names
+from edge_runtime.device.targets import get_target
 from edge_runtime.files import atomic_path
 from edge_runtime.native_log import filtered_native_stderr
-from edge_runtime.targets import get_target
 
 BUNDLE_FORMAT = "edgeship-bundle"
 BUNDLE_SCHEMA_VERSION = 2  # 2: per-target requirements and wheels
@@ -320,7 +320,7 @@ def build_bundle(
 
     `models`: modes (`model_<mode>.tflite`) or names of .tflite files in the run; default
     `default_models(run_dir)`. `targets` (default: all) are the OS targets it installs on
-    (`edge_runtime.targets`); each gets its requirements file and, `with_wheels`, every wheel
+    (`edge_runtime.device.targets`); each gets its requirements file and, `with_wheels`, every wheel
     it needs under wheels/<target>/. `web`: the web app under web/ (True: `deploy web` of the
     run; a folder: that site, already written).
     """

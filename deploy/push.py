@@ -7,7 +7,7 @@ On the device, under the remote dir (default `edgeship`, relative to the login's
     current -> releases/<id>    switched atomically only after the install, the smoke test
                                 and (with --bench) the bench passed
 
-Before anything is uploaded, one round trip probes the host (`edge_runtime/targets.py --json`
+Before anything is uploaded, one round trip probes the host (`edge_runtime/device/targets.py --json`
 run by its python3: machine, bits, Python, OS, board) and picks its target among the bundle's
 (`--target` overrides); an unsupported host is refused there, with nothing uploaded.
 
@@ -67,7 +67,7 @@ class PushResult:
     reused_venv: bool | None = None
     bench_path: Path | None = None
     steps: dict[str, float] = field(default_factory=dict)
-    device_target: str | None = None  # the OS target installed (edge_runtime.targets)
+    device_target: str | None = None  # the OS target installed (edge_runtime.device.targets)
     device: dict[str, Any] | None = None  # the probe's facts
     serve_manager: str | None = None
     serve_at: str | None = None  # host:port of the service restarted on the new release
@@ -216,8 +216,8 @@ class _Deployer:
         facts = parse_probe(out)
         if facts is None:
             raise RemoteStepError(
-                f"{self.target}: the probe (python3 edge_runtime/targets.py --json) printed no "
-                f"facts; is python3 installed? Received: {device_steps.one_line(out)}"
+                f"{self.target}: the probe (python3 edge_runtime/device/targets.py --json) printed "
+                f"no facts; is python3 installed? Received: {device_steps.one_line(out)}"
             )
         target, note = choose_target(facts, list(self.bundle.manifest["targets"]), self.override)
         self.device, self.device_target = facts, target.name

@@ -14,8 +14,8 @@ def check_push_options(
     b: LoadedBundle, device_target: str | None, bench_threads: str | None
 ) -> None:
     """`--target` (known, in the bundle) and `--threads` (parsable)."""
-    from edge_runtime.bench import parse_threads
-    from edge_runtime.targets import get_target
+    from edge_runtime.device.bench import parse_threads
+    from edge_runtime.device.targets import get_target
 
     if device_target is not None:
         try:
@@ -38,7 +38,7 @@ def check_push_options(
 def with_token(serve: service.ServeSettings | None, path: Path) -> service.ServeSettings:
     """`serve` needing the token in `path`, checked (readable, one line) before any host."""
     from edge_runtime.errors import EdgeshipError
-    from edge_runtime.serve_options import read_token_file
+    from edge_runtime.serve.options import read_token_file
 
     if serve is None:
         raise DeployError(

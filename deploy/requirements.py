@@ -12,7 +12,7 @@ else), so `pip download --no-deps` gets every wheel an offline Pi needs.
 
 from __future__ import annotations
 
-from edge_runtime.targets import TARGET_NAMES, Target, get_target
+from edge_runtime.device.targets import TARGET_NAMES, Target, get_target
 
 LITERT_PINS: dict[str, str] = {
     "ai-edge-litert": "2.3.0",

@@ -1,7 +1,7 @@
 """Deploy targets on the desktop side: parse `--target`, probe a host over SSH, pick or refuse.
 
-The table of targets and the detection itself live in `edge_runtime.targets` (standard library
-only): the same file runs on the device (install.sh, `deploy push`'s probe) and here.
+The table of targets and the detection itself live in `edge_runtime.device.targets` (standard
+library only): the same file runs on the device (install.sh, `deploy push`'s probe) and here.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from deploy.errors import BundleError, UnsupportedTargetError
-from edge_runtime import targets as _targets
-from edge_runtime.targets import TARGET_NAMES, Target, get_target, match
+from edge_runtime.device import targets as _targets
+from edge_runtime.device.targets import TARGET_NAMES, Target, get_target, match
 
 PROBE_SCRIPT = Path(_targets.__file__)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from deploy.errors import BundleError
 from deploy.requirements import GLIBC_MAX_MINOR, platform_tags, target_pins
-from edge_runtime.targets import get_target
+from edge_runtime.device.targets import get_target
 
 CACHE_ENV = "EDGESHIP_CACHE"
 

@@ -19,36 +19,7 @@ from typing import Any, NoReturn
 
 from edge_runtime.errors import EdgeshipError
 from edge_runtime.native_log import filtered_native_stderr
-
-DEFAULT_TOP_K = 3
-
-
-def prediction_record(image: str, prediction: Any, top_k: int = DEFAULT_TOP_K) -> dict[str, Any]:
-    """The JSON object of one image: `image`, `index`, `label`, `confidence`, `top_k`."""
-    return {
-        "image": image,
-        "index": prediction.index,
-        "label": prediction.label,
-        "confidence": round(prediction.confidence, 6),
-        "top_k": [
-            {**entry, "confidence": round(entry["confidence"], 6)}
-            for entry in prediction.top_k(top_k)
-        ],
-    }
-
-
-def format_prediction(
-    image: str, prediction: Any, top_k: int = DEFAULT_TOP_K, as_json: bool = False
-) -> str:
-    """One output line for one image (JSON object or human text)."""
-    record = prediction_record(image, prediction, top_k)
-    if as_json:
-        return json.dumps(record, ensure_ascii=False)
-    text = f"{image}: {record['label']} ({record['confidence']:.1%})"
-    if len(record["top_k"]) > 1:
-        others = ", ".join(f"{e['label']} {e['confidence']:.1%}" for e in record["top_k"])
-        text += f"  [top-{len(record['top_k'])}: {others}]"
-    return text
+from edge_runtime.records import DEFAULT_TOP_K, format_prediction
 
 
 def predict_lines(
@@ -300,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--dir", default=None, help="the install folder (free disk; default: cwd)")
 
-    from edge_runtime.serve_options import add_serve_parser
+    from edge_runtime.serve.options import add_serve_parser
 
     add_serve_parser(sub)
     return parser
@@ -323,7 +294,7 @@ def _run(args: argparse.Namespace) -> None:
     elif args.command == "bench" and args.image is not None:
         _photo_bench(args)
     elif args.command == "bench":
-        from edge_runtime.bench import parse_threads, run_bench_threads
+        from edge_runtime.device.bench import parse_threads, run_bench_threads
 
         try:
             results = run_bench_threads(
@@ -364,7 +335,7 @@ def _run(args: argparse.Namespace) -> None:
 
 def _photo_bench(args: argparse.Namespace) -> None:
     """`bench MODEL --image PHOTO`: each stage's p50 and p99 (and the total), in ms."""
-    from edge_runtime.bench import parse_threads
+    from edge_runtime.device.bench import parse_threads
     from edge_runtime.stages import photo_bench
 
     try:
@@ -402,8 +373,8 @@ def _photo_bench(args: argparse.Namespace) -> None:
 def _serve(args: argparse.Namespace) -> None:
     """`serve`: load and bind with the native chatter filtered, then serve with stderr as is
     (the filter holds stderr back until it ends: a service's log must flow)."""
-    from edge_runtime.serve_options import exposure_warning, options_from_args
-    from edge_runtime.server import prepare, run
+    from edge_runtime.serve.options import exposure_warning, options_from_args
+    from edge_runtime.serve.server import prepare, run
 
     options = options_from_args(args)
     with filtered_native_stderr():
@@ -440,7 +411,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _doctor(args: argparse.Namespace) -> int:
     """Print the doctor's report; exit 1 when a check failed."""
-    from edge_runtime.doctor import doctor_json, doctor_text, exit_code, run_doctor
+    from edge_runtime.device.doctor import doctor_json, doctor_text, exit_code, run_doctor
 
     for option, folder in (("--root", args.root), ("--dir", args.dir)):
         if folder is not None and not Path(folder).is_dir():

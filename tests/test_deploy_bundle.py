@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from deploy.requirements import LITERT_PINS, TARGET_PINS, TFLITE_PINS
-from edge_runtime.targets import TARGET_NAMES, get_target
+from edge_runtime.device.targets import TARGET_NAMES, get_target
 from edgeship.cli import app
 
 runner = CliRunner()
@@ -50,7 +50,7 @@ def test_bundle_contents(deploy_run, tmp_path):
         "pi/edge_runtime/__main__.py",
         "pi/models/model_int8.tflite",
         "pi/models/model_float32.tflite",
-        "pi/edge_runtime/targets.py",
+        "pi/edge_runtime/device/targets.py",
         "pi/requirements-trixie-arm64.txt",
         "pi/requirements-bookworm-arm64.txt",
         "pi/requirements-bookworm-armhf.txt",

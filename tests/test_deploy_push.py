@@ -20,7 +20,7 @@ import pytest
 from typer.testing import CliRunner
 
 from deploy.requirements import LITERT_PINS
-from edge_runtime.targets import TARGETS
+from edge_runtime.device.targets import TARGETS
 from edgeship.cli import app
 from tests._sshd import Sshd, SshdUnavailable, free_port, keygen
 

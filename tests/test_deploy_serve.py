@@ -98,12 +98,14 @@ def _unhealthy(bundle: Path, dest: Path) -> Path:
     with tarfile.open(bundle, "r:gz") as tar:
         tar.extractall(dest / "x", filter="data")
     (top,) = list((dest / "x").iterdir())
-    server = top / "edge_runtime" / "server.py"
+    server = top / "edge_runtime/serve/server.py"
     text = server.read_text()
     assert '"status": "ok",' in text
     server.write_text(text.replace('"status": "ok",', '"status": "broken",'))
     manifest = json.loads((top / "manifest.json").read_text())
-    manifest["files"]["edge_runtime/server.py"] = hashlib.sha256(server.read_bytes()).hexdigest()
+    manifest["files"]["edge_runtime/serve/server.py"] = (
+        hashlib.sha256(server.read_bytes()).hexdigest()
+    )
     (top / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     out = dest / "unhealthy.tar.gz"
     with tarfile.open(out, "w:gz") as tar:

@@ -1,6 +1,6 @@
 """Deploy targets: which machine is which target, and refusals before anything is uploaded.
 
-The detection (`edge_runtime/targets.py`) is a pure function of a machine's facts; the
+The detection (`edge_runtime/device/targets.py`) is a pure function of a machine's facts; the
 refusals run for real: a loopback sshd whose `python3` is this machine's, or the emulated
 32-bit Trixie Python (Debian trixie armhf, CPython 3.13, under qemu-arm 10), and install.sh
 run by hand on an unpacked bundle.
@@ -18,12 +18,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from edge_runtime.targets import match
+from edge_runtime.device.targets import match
 from edgeship.cli import app
 from tests._sshd import Sshd, SshdUnavailable
 
 runner = CliRunner()
-TARGETS_PY = Path(__file__).resolve().parents[1] / "edge_runtime" / "targets.py"
+TARGETS_PY = Path(__file__).resolve().parents[1] / "edge_runtime/device/targets.py"
 
 
 def facts(machine, bits, python, codename="bookworm", **extra):

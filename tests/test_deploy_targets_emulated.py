@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from deploy.requirements import TARGET_PINS
-from edge_runtime.targets import TARGET_NAMES, get_target
+from edge_runtime.device.targets import TARGET_NAMES, get_target
 
 pytestmark = [pytest.mark.emulated, pytest.mark.slow]
 
@@ -61,7 +61,7 @@ def last_json(proc) -> dict:
 def test_install_sh_detection_picks_the_target(device, offline_bundle):
     """What install.sh evals: the target, offline from the bundled wheels."""
     name, py = device
-    with open(offline_bundle / "edge_runtime" / "targets.py") as script:  # as install.sh does
+    with open(offline_bundle / "edge_runtime/device/targets.py") as script:  # as install.sh does
         proc = subprocess.run(
             py.command(["-", "--shell", "--bundle", "."]),
             cwd=offline_bundle,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_runtime.doctor import decode_throttled, pi_state
+from edge_runtime.device.doctor import decode_throttled, pi_state
 
 BOOKWORM = 'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nID=debian\nVERSION_CODENAME=bookworm\n'
 MEMINFO = "MemTotal: 3884000 kB\nMemFree: 2000000 kB\nMemAvailable: 3100000 kB\n"

@@ -359,7 +359,7 @@ def test_startup_errors_are_one_line_exit_2(edge_models, tmp_path, args, needle)
 
 
 def test_exposure_warning_without_token():
-    from edge_runtime.server import ServeOptions, exposure_warning
+    from edge_runtime.serve.server import ServeOptions, exposure_warning
 
     lan = ServeOptions(models=(Path("m.tflite"),), host="0.0.0.0")
     assert "--token" in exposure_warning(lan)
@@ -371,7 +371,7 @@ def test_exposure_warning_without_token():
 def test_listening_socket_is_tcp_so_responses_are_not_nagled():
     """asyncio turns on TCP_NODELAY only for sockets whose proto is IPPROTO_TCP; without it a
     keep-alive client waited ~40 ms per answer (Nagle + delayed ACK)."""
-    from edge_runtime.startup import _listen
+    from edge_runtime.serve.startup import _listen
 
     sock = _listen("127.0.0.1", 0)
     try:

@@ -227,7 +227,7 @@ def test_host_header_must_name_this_service(guarded, host, status):
 def test_host_may_be_the_address_the_connection_came_to():
     """Bound to 0.0.0.0, a phone types the Pi's IP: allowed, as the connection's own address;
     any other IP or name is not."""
-    from edge_runtime.guard import HostOriginGuard, allowed_hosts
+    from edge_runtime.serve.guard import HostOriginGuard, allowed_hosts
 
     guard = HostOriginGuard(None, allowed_hosts("0.0.0.0"))
     assert guard.host_allowed("192.168.1.20", "192.168.1.20")
@@ -351,7 +351,7 @@ def test_no_input_gets_a_5xx(guarded):
 
 
 def test_metrics_read_the_board_at_most_every_few_seconds(guarded):
-    from edge_runtime.metrics import BOARD_STATE_TTL_S
+    from edge_runtime.serve.metrics import BOARD_STATE_TTL_S
 
     def calls() -> list[str]:
         return guarded.vcgencmd_calls.read_text().splitlines()
@@ -388,7 +388,7 @@ def test_connection_limit_stays_under_the_open_file_limit():
     """--max-connections is lowered to `ulimit -n` less a reserve (the models, inotify, the
     loop need descriptors too), and kept when the limit is roomy."""
     code = (
-        "import resource; from edge_runtime.connections import connection_limit, FD_RESERVE;"
+        "import resource; from edge_runtime.serve.connections import connection_limit, FD_RESERVE;"
         "resource.setrlimit(resource.RLIMIT_NOFILE, (60, 60));"
         "print(connection_limit(64), connection_limit(10), FD_RESERVE)"
     )

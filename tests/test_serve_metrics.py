@@ -1,10 +1,11 @@
-"""`edge_runtime.metrics`: the Prometheus text, and the board's gauges read as a Pi gives them."""
+"""`edge_runtime.serve.metrics`: the Prometheus text, and the board's gauges read as a Pi gives
+them."""
 
 from __future__ import annotations
 
 import os
 
-from edge_runtime.metrics import ServeMetrics
+from edge_runtime.serve.metrics import ServeMetrics
 from tests.support.serving import start_server
 
 

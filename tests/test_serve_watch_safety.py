@@ -113,7 +113,7 @@ def test_results_through_a_symlink_is_refused(edge_models, tmp_path):
 def test_a_watcher_that_stops_is_reported_and_ends_the_service(edge_models, tmp_path):
     """The watched folder removed: /healthz says `watch: failed` (503), and the server process
     exits 1 with one error line, so systemd's Restart= starts it again."""
-    from edge_runtime.server import ServeOptions, Service, health, load_models
+    from edge_runtime.serve.server import ServeOptions, Service, health, load_models
 
     watch = tmp_path / "incoming"
     watch.mkdir()
@@ -147,7 +147,7 @@ def test_a_watcher_that_stops_is_reported_and_ends_the_service(edge_models, tmp_
 
 def test_watched_files_are_read_without_following_or_blocking(tmp_path):
     """`read_watched_file` alone: a regular file is read whole; the rest are refused."""
-    from edge_runtime.watch import WatchedFileError, read_watched_file
+    from edge_runtime.serve.watch import WatchedFileError, read_watched_file
 
     good = tmp_path / "a.png"
     good.write_bytes(b"x" * 1000)

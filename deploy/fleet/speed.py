@@ -87,7 +87,7 @@ def _fleet(bundle: Path, inventory: Path, known: Path, forks: int, expect: str) 
 def measure(bundle: Path, count: int) -> dict:
     """One row: the wall times for `count` hosts."""
     from deploy.wheels import download_wheels
-    from edge_runtime.targets import TARGETS
+    from edge_runtime.device.targets import TARGETS
 
     python = f"{sys.version_info.major}.{sys.version_info.minor}"
     system = shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin")

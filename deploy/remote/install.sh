@@ -4,7 +4,7 @@
 #   ./install.sh [--venv DIR]
 #
 # 1. verify.py checks every file against manifest.json; a mismatch installs nothing.
-# 2. edge_runtime/targets.py picks the device's target (uname -m, the userland's bits, the
+# 2. edge_runtime/device/targets.py picks the device's target (uname -m, the userland's bits, the
 #    Python version, /etc/os-release) among the bundle's, or refuses the device in one line.
 # 3. A venv (default ./venv; --venv DIR to share one across releases) gets the target's
 #    requirements-<target>.txt, from ./wheels/<target> with --no-index when the bundle carries
@@ -37,7 +37,7 @@ fi
 
 # 2. the target: TARGET RUNTIME REQUIREMENTS SYSTEM_SITE SYSTEM_PACKAGES OFFLINE HAS_WHEELS
 # (on stdin: run as a file, its folder would go first on sys.path, shadowing the stdlib)
-VARS=$("$PYTHON" - --shell --bundle "$HERE" < "$HERE/edge_runtime/targets.py") || exit 2
+VARS=$("$PYTHON" - --shell --bundle "$HERE" < "$HERE/edge_runtime/device/targets.py") || exit 2
 eval "$VARS"
 echo "target $TARGET"
 if [ -n "$SYSTEM_SITE" ] && ! "$PYTHON" -c "import numpy, PIL" >/dev/null 2>&1; then

@@ -2,7 +2,7 @@
 
 One `ServeMetrics` per server: predictions by model and class, errors by kind, a latency
 histogram per model, uptime, and the board's temperature and throttle state when this machine
-exposes them (a Raspberry Pi does), read by `edge_runtime.doctor`.
+exposes them (a Raspberry Pi does), read by `edge_runtime.device.doctor`.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def board_state() -> tuple[float | None, int | None]:
     """(SoC temperature in degrees C, `get_throttled` bits), each None where unknown: the
     doctor's readings (thermal zone 0; vcgencmd or the firmware's sysfs), which honour
     `EDGESHIP_ROOT` like the doctor does."""
-    from edge_runtime.doctor import pi_state
+    from edge_runtime.device.doctor import pi_state
 
     state = pi_state()
     throttled = state.get("throttled")

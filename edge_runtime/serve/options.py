@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_runtime.errors import EdgeRuntimeError
-from edge_runtime.webapp import add_web_arguments, check_site, check_tls
+from edge_runtime.serve.webapp import add_web_arguments, check_site, check_tls
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
@@ -44,7 +44,7 @@ class ServeOptions:
     results: Path | None = None
     backend: str | None = None
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
-    web: Path | None = None  # the `deploy web` site, served at /app/ (edge_runtime/webapp.py)
+    web: Path | None = None  # the `deploy web` site, served at /app/ (edge_runtime/serve/webapp.py)
     tls_cert: Path | None = None
     tls_key: Path | None = None
     max_connections: int = DEFAULT_MAX_CONNECTIONS

@@ -6,8 +6,8 @@ import errno
 import socket
 from pathlib import Path
 
-from edge_runtime.serve_options import ServeError, ServeOptions
-from edge_runtime.service import Service, load_models, open_results
+from edge_runtime.serve.options import ServeError, ServeOptions
+from edge_runtime.serve.service import Service, load_models, open_results
 
 
 def _listen(host: str, port: int) -> socket.socket:

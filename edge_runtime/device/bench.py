@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from edge_runtime.classifier import EdgeClassifier
-from edge_runtime.memory import peak_rss_mb
+from edge_runtime.device.memory import peak_rss_mb
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ class BenchResult:
     warmup: int
     threads: int | None
     batch: int
-    # The Pi's state around the measurement (edge_runtime.doctor.pi_state): temperature,
+    # The Pi's state around the measurement (edge_runtime.device.doctor.pi_state): temperature,
     # get_throttled flags, clock; `throttled` is True when it throttled (or under-volted)
     # during the run, None when the machine cannot tell (no vcgencmd, no sysfs).
     device_before: dict[str, Any] | None = None
@@ -111,7 +111,7 @@ def run_bench_threads(
     model_path: str | os.PathLike, threads: list[int | None], **kwargs: Any
 ) -> list[BenchResult]:
     """`run_bench` once per thread count, each with the Pi's state before and after it."""
-    from edge_runtime.doctor import pi_state
+    from edge_runtime.device.doctor import pi_state
 
     results = []
     for count in threads:

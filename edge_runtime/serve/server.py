@@ -1,6 +1,6 @@
 """`python -m edge_runtime serve`: the classifier as an HTTP service (Starlette on Uvicorn).
 
-    GET  /            the page (edge_runtime/page.html: no CDN, works offline)
+    GET  /            the page (edge_runtime/serve/page.html: no CDN, works offline)
     GET  /healthz     {"status": "ok", "models": [...], "uptime_s", "predictions", "errors"}
     GET  /v1/models   each model's name, input, classes, quantization, backend
     POST /v1/predict  ?model=NAME&top_k=K; the image as the body (Content-Type: image/*) or
@@ -10,7 +10,7 @@
     GET  /v1/recent   the last predictions, newest first (HTTP and --watch)
     GET  /metrics     Prometheus text
     GET  /app/        with --web SITE: the offline web app of `edgeship deploy web`
-                      (edge_runtime/webapp.py; --tls-cert/--tls-key: all of it over HTTPS)
+                      (edge_runtime/serve/webapp.py; --tls-cert/--tls-key: all of it over HTTPS)
 
 Errors are JSON `{"error": "..."}`: 400 unreadable image, bad parameter or a Host that is not
 this service's (guard.py), 401 missing or wrong token (POSTs, when --token is set), 403 a POST
@@ -35,12 +35,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from edge_runtime.connections import bounded_protocol, connection_limit, quiet_accept_errors
 from edge_runtime.errors import ImageError
-from edge_runtime.guard import HostOriginGuard, allowed_hosts
-from edge_runtime.metrics import CONTENT_TYPE
 from edge_runtime.preprocess import ImageTooLargeError
-from edge_runtime.serve_options import (
+from edge_runtime.serve.connections import bounded_protocol, connection_limit, quiet_accept_errors
+from edge_runtime.serve.guard import HostOriginGuard, allowed_hosts
+from edge_runtime.serve.metrics import CONTENT_TYPE
+from edge_runtime.serve.options import (
     ServeError,
     ServeOptions,
     add_serve_parser,
@@ -48,10 +48,10 @@ from edge_runtime.serve_options import (
     options_from_args,
     read_token_file,
 )
-from edge_runtime.service import Service, load_models
-from edge_runtime.startup import prepare
-from edge_runtime.uploads import HeldUpload, HttpError, check_token, image_bytes, top_k
-from edge_runtime.webapp import load_tls, uvicorn_tls, web_routes
+from edge_runtime.serve.service import Service, load_models
+from edge_runtime.serve.startup import prepare
+from edge_runtime.serve.uploads import HeldUpload, HttpError, check_token, image_bytes, top_k
+from edge_runtime.serve.webapp import load_tls, uvicorn_tls, web_routes
 
 GRACEFUL_SHUTDOWN_S = 30
 PAGE = Path(__file__).with_name("page.html")

@@ -7,9 +7,9 @@ import threading
 from typing import Any
 from urllib.parse import unquote
 
-from edge_runtime.serve_options import ServeOptions
+from edge_runtime.records import DEFAULT_TOP_K
+from edge_runtime.serve.options import ServeOptions
 
-DEFAULT_TOP_K = 3
 MAX_FILENAME = 200  # characters of X-Filename kept for /v1/recent
 MAX_TOP_K_DIGITS = 6
 

@@ -4,8 +4,8 @@ Standard library only, and runnable as a script with the device's system `python
 venv exists (`install.sh` and `deploy push` do): the one place that maps a machine (its `uname
 -m`, the userland's bitness, its Python and `/etc/os-release`) to a target or to a refusal.
 
-    python3 - --json [--root DIR] < edge_runtime/targets.py    # facts + target, one JSON line
-    python3 - --shell --bundle DIR < edge_runtime/targets.py   # install.sh's sh variables
+    python3 - --json [--root DIR] < edge_runtime/device/targets.py  # facts + target, one JSON line
+    python3 - --shell --bundle DIR < edge_runtime/device/targets.py   # install.sh's sh variables
 
 (Fed on stdin, as install.sh and `deploy push` do: run as a file, its folder would go first on
 `sys.path`, where a module of edge_runtime could shadow one of the standard library.)

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from edge_runtime import targets as _targets
+from edge_runtime.device import targets as _targets
 
 STATUSES = ("ok", "warn", "fail", "skip")
 # get_throttled bits (Raspberry Pi firmware): now (0-3) and since boot (16-19).

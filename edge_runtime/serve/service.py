@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from edge_runtime.errors import EdgeshipError
-from edge_runtime.metrics import CachedBoardState, ServeMetrics
-from edge_runtime.recent import RecentPredictions, printable_name
-from edge_runtime.serve_options import ServeError, ServeOptions
-from edge_runtime.uploads import DEFAULT_TOP_K, UploadBudget
+from edge_runtime.serve.metrics import CachedBoardState, ServeMetrics
+from edge_runtime.serve.options import ServeError, ServeOptions
+from edge_runtime.serve.recent import RecentPredictions, printable_name
+from edge_runtime.serve.uploads import DEFAULT_TOP_K, UploadBudget
 
 RESULTS_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -82,7 +82,7 @@ def load_models(options: ServeOptions) -> dict[str, ServedModel]:
 def _record(model: ServedModel, pred: Any, top_k: int, seconds: float) -> dict[str, Any]:
     """The answer to one image: the CLI's `predict --json` record (same rounding), with the
     model's name and the latency instead of the image's path."""
-    from edge_runtime.cli import prediction_record
+    from edge_runtime.records import prediction_record
 
     record = prediction_record("", pred, top_k)
     del record["image"]
@@ -141,7 +141,7 @@ class Service:
     def on_watched_file(self, path: Path) -> None:
         """Classify one complete file from --watch; append its JSON line to --results.
         Whatever happens to the file becomes its result line; nothing is raised."""
-        from edge_runtime.watch import read_watched_file
+        from edge_runtime.serve.watch import read_watched_file
 
         model = self.models[self.default]
         try:
@@ -192,7 +192,7 @@ class Service:
         """Start watching --watch (if set and not yet started)."""
         if self.options.watch is None or self._watcher is not None:
             return
-        from edge_runtime.watch import FolderWatcher
+        from edge_runtime.serve.watch import FolderWatcher
 
         self._watcher = FolderWatcher(
             self.options.watch, self.on_watched_file, lambda: self.on_watch_failure()

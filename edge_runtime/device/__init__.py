@@ -1,0 +1,1 @@
+"""The device checks: target detection, `doctor`, memory, the on-device bench."""

@@ -1,0 +1,1 @@
+"""`python -m edge_runtime serve`: the HTTP service (server, service, options, page)."""
