@@ -21,27 +21,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from benchmarks.web_speed import ARGS, CHROMIUM, PHONE
 from tests.support.procs import REPO
 from tests.support.serving import start_server
 from tests.support.webapp import mjpeg_clip, self_signed_pair, start_tls_server
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--use-fake-device-for-media-stream",
-]
-PHONE = {
-    "viewport": {"width": 390, "height": 844},
-    "device_scale_factor": 3,
-    "is_mobile": True,
-    "has_touch": True,
-}
+CHROMIUM_ARGS = [*ARGS, "--use-fake-device-for-media-stream"]
 DESKTOP = {"viewport": {"width": 1280, "height": 800}}
 READY_MS = 90_000
 CLIP_IMAGES = 3
