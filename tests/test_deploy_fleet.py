@@ -118,15 +118,24 @@ def fleet(tmp_path_factory, wheel_env, armhf_python):  # noqa: F811 - the fixtur
             remote = root / f"device-{name}" / "edgeship"
             remote.mkdir(parents=True)
             (remote / "venvs").symlink_to(root / "venvs")  # one install for the fleet
-            f.dirs[name], f.ports[name] = remote, free_port()
-            lines.append(
-                f"{name} ansible_host=127.0.0.1 ansible_port={f.servers[name].port} "
-                f"edgeship_remote_dir={remote} edgeship_serve_port={f.ports[name]}"
-            )
+            f.dirs[name] = remote
     except SshdUnavailable as exc:
         for server in f.servers.values():
             server.stop()
         pytest.skip(f"no sshd: {exc}")
+    # The services' ports, once every sshd listens: a port free_port() gave earlier could have
+    # gone to a later sshd (seen: a health check that reached an sshd's banner).
+    taken = {server.port for server in f.servers.values()}
+    for name in HOSTS:
+        port = free_port()
+        while port in taken:
+            port = free_port()
+        taken.add(port)
+        f.ports[name] = port
+        lines.append(
+            f"{name} ansible_host=127.0.0.1 ansible_port={f.servers[name].port} "
+            f"edgeship_remote_dir={f.dirs[name]} edgeship_serve_port={port}"
+        )
     key = f.servers[HOSTS[0]].client_key
     lines += ["", "[pis:vars]", "ansible_user=root", f"ansible_ssh_private_key_file={key}"]
     f.inventory.write_text("\n".join(lines) + "\n")
