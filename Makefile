@@ -69,9 +69,7 @@ lint: install
 # schema (Debian's flatbuffers-compiler; not needed to build, test or run edgeship).
 metadata-schema:
 	command -v flatc >/dev/null || $(MAKE) --no-print-directory apt-install PKGS=flatbuffers-compiler
-	tmp=$$(mktemp -d) && flatc --python --gen-object-api --gen-onefile -o $$tmp edge_runtime/metadata_schema.fbs && \
-	{ sed -n 1,4p edge_runtime/metadata_schema_py_generated.py; cat $$tmp/metadata_schema_generated.py; } > $$tmp/out.py && \
-	mv $$tmp/out.py edge_runtime/metadata_schema_py_generated.py && rm -rf $$tmp
+	$(PY) tools/metadata_schema.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

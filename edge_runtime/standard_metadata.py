@@ -7,7 +7,7 @@ labels, as `TENSOR_AXIS_LABELS` of the output tensor) are packed into a zip arch
 to the `.tflite`, which interpreters ignore.
 
 Reading needs only `flatbuffers` and the module generated from the schema
-(`edge_runtime.metadata_schema_py_generated`, checked in). Nothing here raises on a bad
+(`edge_runtime.metadata_schema`, checked in). Nothing here raises on a bad
 model: corrupt or truncated metadata, a zip whose directory lies, a labels file that cannot
 be read come back as `problems` (one line each); the caller warns and runs with what is left.
 """
@@ -91,7 +91,7 @@ def _floats(values: Any) -> tuple[float, ...] | None:
 
 def _parse(raw: bytes) -> Any:
     """The `ModelMetadataT` object of `raw`; raises on anything malformed."""
-    import edge_runtime.metadata_schema_py_generated as schema
+    import edge_runtime.metadata_schema as schema
 
     if len(raw) < 8 or raw[4:8] != METADATA_IDENTIFIER:
         raise ValueError(f"no {METADATA_IDENTIFIER.decode()} identifier")

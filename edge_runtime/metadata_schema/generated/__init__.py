@@ -1,0 +1,1 @@
+"""flatc's modules: do not edit."""
