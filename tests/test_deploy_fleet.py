@@ -26,6 +26,7 @@ from typer.testing import CliRunner
 from edgeship.cli import app
 from tests._sshd import Sshd, SshdUnavailable, free_port
 from tests.test_deploy_push import wheel_env  # noqa: F401 - the fixture
+from tests.test_deploy_targets import trixie_armhf_python  # noqa: F401 - the fixture
 
 pytestmark = [pytest.mark.ssh, pytest.mark.emulated]
 runner = CliRunner()
@@ -39,23 +40,6 @@ if os.path.exists({flag!r}) and sys.argv[1:2] == ["predict"]:
     print(json.dumps({{"index": -1, "label": "wrong"}}), flush=True)
     os._exit(0)
 """
-
-
-@pytest.fixture(scope="module")
-def armhf_python(tmp_path_factory) -> Path:
-    """A `python3` that is the emulated 32-bit Trixie CPython (tests/support/pi.py)."""
-    from tests.support import EnvironmentUnavailable
-    from tests.support.pi import ensure_pi_python
-
-    try:
-        py = ensure_pi_python("trixie-armhf")
-    except EnvironmentUnavailable as exc:
-        pytest.skip(f"emulated trixie armhf Python unavailable: {exc}")
-    wrapper = tmp_path_factory.mktemp("armhf") / "python3"
-    argv = " ".join(f"'{a}'" for a in py.command([]))
-    wrapper.write_text(f'#!/bin/sh\nexec {argv} "$@"\n')
-    wrapper.chmod(0o755)
-    return wrapper
 
 
 class Fleet:
@@ -93,7 +77,7 @@ class Fleet:
 
 
 @pytest.fixture(scope="module")
-def fleet(tmp_path_factory, wheel_env, armhf_python):  # noqa: F811 - the fixture above
+def fleet(tmp_path_factory, wheel_env, trixie_armhf_python):  # noqa: F811 - fixtures above
     pytest.importorskip("ansible", reason="deploy fleet needs ansible-core (the fleet extra)")
     root = tmp_path_factory.mktemp("fleet")
     f = Fleet(root)
@@ -106,7 +90,7 @@ def fleet(tmp_path_factory, wheel_env, armhf_python):  # noqa: F811 - the fixtur
         for name in HOSTS:
             env = dict(wheel_env)
             if name == ARMHF:
-                env["PYTHON"] = str(armhf_python)
+                env["PYTHON"] = str(trixie_armhf_python)
             if name == WRONG:
                 env["PYTHONPATH"] = str(wrong)
             folder = root / name

@@ -10,19 +10,8 @@ from typer.testing import CliRunner
 from deploy.mobile import as_rgb
 from edge_runtime import EdgeClassifier
 from edgeship.cli import app
+from train.datasets import FASHION_MNIST_CLASSES as FASHION_CLASSES
 
-FASHION_CLASSES = (
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-)
 IMAGES = 300
 runner = CliRunner()
 
