@@ -64,10 +64,14 @@ class Served:
 
 
 def start_server(
-    args: Sequence[str | os.PathLike], log_dir: Path, env=None, nofile: int | None = None
+    args: Sequence[str | os.PathLike],
+    log_dir: Path,
+    env=None,
+    nofile: int | None = None,
+    scheme: str = "http",
 ) -> Served:
     """Start `python -m edge_runtime serve --port 0 ARGS`; wait for its `serving ... on` line.
-    `nofile`: the server's open-file limit (`ulimit -n`)."""
+    `nofile`: the server's open-file limit (`ulimit -n`); `scheme`: https with --tls-cert."""
     log = log_dir / f"serve-{uuid.uuid4().hex[:8]}.log"
 
     def limit_files() -> None:
@@ -89,8 +93,8 @@ def start_server(
     while time.monotonic() < deadline:
         text = log.read_text(errors="replace")
         for line in text.splitlines():
-            if line.startswith("serving ") and " on http://127.0.0.1:" in line:
-                port = int(line.split("http://127.0.0.1:")[1].split()[0])
+            if line.startswith("serving ") and f" on {scheme}://127.0.0.1:" in line:
+                port = int(line.split(f"{scheme}://127.0.0.1:")[1].split()[0])
                 return Served(proc, port, log)
         if proc.poll() is not None:
             raise AssertionError(f"serve exited with {proc.returncode}: {text[-2000:]}")

@@ -54,32 +54,6 @@ def self_signed_pair(folder: Path) -> tuple[Path, Path]:
 
 def start_tls_server(args, log_dir: Path):
     """`python -m edge_runtime serve --port 0 ARGS` with TLS; waits for its `on https://` line."""
-    import re
-    import sys
-    import time
-    import uuid
+    from tests.support.serving import start_server
 
-    from tests.support.procs import REPO
-    from tests.support.serving import STARTUP_S, Served
-
-    log = log_dir / f"serve-tls-{uuid.uuid4().hex[:8]}.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "edge_runtime", "serve", "--port", "0", *map(str, args)],
-            stdout=out,
-            stderr=out,
-            stdin=subprocess.DEVNULL,
-            cwd=REPO,
-        )
-    deadline = time.monotonic() + STARTUP_S
-    while time.monotonic() < deadline:
-        text = log.read_text(errors="replace")
-        found = re.search(r"^serving .* on https://127\.0\.0\.1:(\d+) ", text, re.M)
-        if found:
-            return Served(proc, int(found.group(1)), log)
-        if proc.poll() is not None:
-            raise AssertionError(f"serve exited with {proc.returncode}: {text[-2000:]}")
-        time.sleep(0.05)
-    proc.kill()
-    proc.wait(timeout=10)
-    raise AssertionError(f"serve did not start in {STARTUP_S} s: {log.read_text()[-2000:]}")
+    return start_server(args, log_dir, scheme="https")
