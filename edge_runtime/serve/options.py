@@ -22,6 +22,9 @@ DEFAULT_MAX_INFLIGHT_MB = 64
 # Decoded pixels one upload may take (after a JPEG's decode to size): a 12 MP PNG (46 MiB as
 # RGBX) or a 6300x6300 palette PNG (38 MiB) pass; a 16-bit one of that size (76 MiB) gets 413.
 DEFAULT_MAX_DECODED_MB = 48
+DEFAULT_CAMERA_FPS = 5.0
+DEFAULT_CAMERA_TIMEOUT_S = 5.0  # no frame for this long: the camera command is restarted
+DEFAULT_CAMERA_SAVE_MAX = 100
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
@@ -55,6 +58,12 @@ class ServeOptions:
     allow_origins: tuple[str, ...] = ()
     max_decoded_mb: float = DEFAULT_MAX_DECODED_MB
     full_decode: bool = False
+    camera: str | None = None  # --camera SOURCE (edge_runtime/serve/camera_source.py)
+    camera_fps: float = DEFAULT_CAMERA_FPS
+    camera_size: tuple[int, int] | None = None  # None: the model's (camera_source.default_size)
+    camera_timeout_s: float = DEFAULT_CAMERA_TIMEOUT_S
+    camera_save: Path | None = None
+    camera_save_max: int = DEFAULT_CAMERA_SAVE_MAX
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -72,12 +81,30 @@ class ServeOptions:
             )
         if self.token is not None and not self.token.strip():
             raise ServeError("--token must not be empty. Received: an empty token")
-        if self.results is not None and self.watch is None:
-            raise ServeError("--results goes with --watch DIR. Received: --results only")
+        if self.results is not None and self.watch is None and self.camera is None:
+            raise ServeError(
+                "--results goes with --watch DIR or --camera SOURCE. Received: --results only"
+            )
+        self._check_camera()
         if self.web is not None:
             check_site(Path(self.web))
         check_tls(self.tls_cert, self.tls_key)
         self._check_bounds()
+
+    def _check_camera(self) -> None:
+        """The --camera-* options are in range and come with --camera."""
+        if self.camera is None:
+            if self.camera_save is not None:
+                raise ServeError("--camera-save goes with --camera. Received: --camera-save only")
+            return
+        if not 0 < self.camera_fps <= 60:
+            raise ServeError(f"--camera-fps must be in (0, 60]. Received: {self.camera_fps:g}")
+        if not self.camera_timeout_s > 0:
+            raise ServeError(f"--camera-timeout must be > 0. Received: {self.camera_timeout_s:g}")
+        if self.camera_save_max < 1:
+            raise ServeError(
+                f"--camera-save-max must be at least 1. Received: {self.camera_save_max}"
+            )
 
     def _check_bounds(self) -> None:
         """The connection and upload bounds are positive."""
@@ -178,6 +205,7 @@ def options_from_args(args: Any) -> ServeOptions:
         max_inflight_mb=args.max_inflight_mb,
         allowed_hosts=tuple(args.allowed_host or ()),
         allow_origins=tuple(args.allow_origin or ()),
+        **camera_options(args),
     )
 
 
@@ -250,6 +278,7 @@ def add_serve_parser(sub: Any) -> None:
         help="ai_edge_litert, tflite_runtime or tensorflow (default: the first installed)",
     )
     add_web_arguments(p)
+    add_camera_arguments(p)
     _add_bound_arguments(p)
 
 
@@ -281,3 +310,6 @@ def _add_bound_arguments(p: Any) -> None:
         "--allow-origin", action="append", default=None, metavar="ORIGIN",
         help="also take POSTs from pages of this origin, e.g. https://app.example (repeatable)",
     )
+
+
+from edge_runtime.serve.camera_args import add_camera_arguments, camera_options  # noqa: E402

@@ -9,6 +9,9 @@
                       "confidence", "top_k", "latency_us"}
     GET  /v1/recent   the last predictions, newest first (HTTP and --watch)
     GET  /metrics     Prometheus text
+    GET  /v1/camera.jpg, /v1/camera/events
+                      with --camera SOURCE: the latest classified frame, an event per answer
+                      (camera_routes.py; the camera itself: camera*.py, mjpeg.py)
     GET  /app/        with --web SITE: the offline web app of `edgeship deploy web`
                       (edge_runtime/serve/webapp.py; --tls-cert/--tls-key: all of it over HTTPS)
 
@@ -37,6 +40,7 @@ from typing import Any
 
 from edge_runtime.errors import ImageError
 from edge_runtime.preprocess import ImageTooLargeError
+from edge_runtime.serve.camera_routes import camera_routes
 from edge_runtime.serve.connections import bounded_protocol, connection_limit, quiet_accept_errors
 from edge_runtime.serve.guard import HostOriginGuard, allowed_hosts
 from edge_runtime.serve.metrics import CONTENT_TYPE
@@ -76,6 +80,8 @@ def health(service: Service) -> dict[str, Any]:
     """GET /healthz: the service is up, its models, where it runs and its counters."""
     options = service.options
     watch = service.watch_state()
+    camera = service.camera.health() if service.camera is not None else {"camera": None}
+    failed = watch == "failed" or camera["camera"] == "failed"
     return {
         "status": "ok",
         "models": list(service.models),
@@ -84,8 +90,9 @@ def health(service: Service) -> dict[str, Any]:
         "token_required": options.token is not None,
         "watch": watch,
         "watch_folder": str(options.watch) if options.watch else None,
+        **camera,
         **service.metrics.snapshot(),
-    } | ({"status": "failed"} if watch == "failed" else {})
+    } | ({"status": "failed"} if failed else {})
 
 
 async def predict(service: Service, request: Any) -> dict[str, Any]:
@@ -134,7 +141,7 @@ def build_app(service: Service):
 
     async def healthz(request):
         state = health(service)
-        return JSONResponse(state, status_code=503 if state["watch"] == "failed" else 200)
+        return JSONResponse(state, status_code=503 if state["status"] == "failed" else 200)
 
     async def models(request):
         return JSONResponse(
@@ -156,7 +163,8 @@ def build_app(service: Service):
         import anyio.to_thread
 
         def render() -> str:  # in a thread: vcgencmd may take ms
-            return service.metrics.render(*service.board_state())
+            text = service.metrics.render(*service.board_state())
+            return text + (service.camera.render_metrics() if service.camera else "")
 
         return Response(await anyio.to_thread.run_sync(render), media_type=CONTENT_TYPE)
 
@@ -167,10 +175,15 @@ def build_app(service: Service):
     @contextlib.asynccontextmanager
     async def lifespan(app):
         service.start_watch()
+        if service.camera is not None:
+            service.camera.attach(asyncio.get_running_loop())
+            service.camera.start()
         try:
             yield
         finally:
             service.stop_watch()
+            if service.camera is not None:
+                service.camera.stop()
 
     return Starlette(
         routes=[
@@ -180,6 +193,7 @@ def build_app(service: Service):
             Route("/v1/predict", predict_route, methods=["POST"]),
             Route("/v1/recent", recent),
             Route("/metrics", metrics),
+            *camera_routes(service, error),
             *web_routes(service.options.web),
         ],
         exception_handlers={HTTPException: http_error},
@@ -226,11 +240,14 @@ def run(service: Service, sock: socket.socket, *, announce: Any = None) -> None:
     shown = f"[{host}]" if ":" in host else host
     # Watching before the line that says so: a file landing right after it is not missed.
     service.start_watch()
+    if service.camera is not None:  # event streams end when the server stops
+        service.camera.stopping = lambda: server.should_exit
     say(
         f"serving {', '.join(service.models)} on http{'s' if options.tls_cert else ''}://"
         f"{shown}:{port} (token {'required' if options.token else 'off'}"
         + (f", watching {options.watch}" if options.watch else "")
         + (", web app at /app/" if options.web else "")
+        + (f", camera {service.camera.command.describe}" if service.camera else "")
         + ")"
     )
     # Uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown, with the handlers that were
@@ -242,6 +259,8 @@ def run(service: Service, sock: socket.socket, *, announce: Any = None) -> None:
         asyncio.run(serve_quietly())
     finally:
         service.stop_watch()
+        if service.camera is not None:
+            service.camera.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         sock.close()

@@ -104,6 +104,7 @@ class Service:
         self._watcher = None
         self._stopped_watcher = None
         self._limiter = None  # an anyio CapacityLimiter, made inside the event loop
+        self.camera = None  # with --camera: a camera_live.CameraLive (set by startup.prepare)
 
     @property
     def default(self) -> str:

@@ -64,4 +64,8 @@ def prepare(options: ServeOptions) -> tuple[Service, socket.socket]:
         ) from None
     _check_outputs(options)
     service = Service(options, load_models(options))
+    if options.camera is not None:
+        from edge_runtime.serve.camera_setup import attach_camera
+
+        attach_camera(service)
     return service, _listen(options.host, options.port)
