@@ -52,7 +52,9 @@ class MjpegSplitter:
                 break
             frame = self._walk()
             if frame is None:
-                if self._in_frame and len(self._buf) > self.max_frame_bytes:
+                if not self._in_frame:  # a broken frame was dropped: look for the next
+                    continue
+                if len(self._buf) > self.max_frame_bytes:
                     self._drop(len(self._buf))
                     continue
                 break
