@@ -13,7 +13,7 @@ MODEL  ?= mlp
 # (`systemd-analyze verify` of the service unit; nothing of systemd runs) and openssl (the web
 # app's throwaway TLS pair).
 DATA_PKG  := dataset-fashion-mnist
-TEST_PKGS := openssh-server python3-venv debian-archive-keyring chromium systemd openssl
+TEST_PKGS := openssh-server python3-venv debian-archive-keyring chromium systemd openssl ffmpeg
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 
 .PHONY: demo test install data system-test-deps lint clean metadata-schema

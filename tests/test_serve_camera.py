@@ -127,7 +127,11 @@ def test_the_clip_is_classified_in_order_everywhere_and_token_protected(
         assert Image.open(io.BytesIO(data)).size == (320, 240)
         event = _first_event(served.port, f"/v1/camera/events?token={TOKEN}")
         assert event["label"] in want and event["seq"] >= 1 and len(event["top_k"]) == 3
-    finally:
+        listening = http.client.HTTPConnection("127.0.0.1", served.port, timeout=60)
+        listening.request("GET", "/v1/camera/events",
+                          headers={"Authorization": f"Bearer {TOKEN}"})
+        assert listening.getresponse().status == 200
+    finally:  # an open event stream ends with the server: SIGTERM exits 0, not SIGKILL
         assert served.stop() == 0
     assert "Traceback" not in served.log.read_text()
 
@@ -244,3 +248,39 @@ def test_no_camera_is_one_error_line_and_exit_2(model, tmp_path):
     for source, says in cases.items():
         line = one_error_line("edge_runtime", ["serve", model, "--camera", source], env=bare)
         assert says in line and source in line, line
+
+
+def test_the_page_follows_the_camera_without_a_reload(model, distinct, tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
+    from tests.test_serve_page import CHROMIUM, CHROMIUM_ARGS
+
+    if shutil.which(CHROMIUM) is None:
+        pytest.skip("no /usr/bin/chromium: apt-get install chromium")
+    (a, la), (b, lb) = distinct[:2]
+    clip = write_clip(tmp_path / "clip.mjpeg", [a.read_bytes(), b.read_bytes()], repeat=10)
+    served = start_server(
+        [model, "--camera", "cmd:" + ffmpeg_player(clip, 10, loop=True), "--camera-fps", "4",
+         "--token", TOKEN],
+        tmp_path,
+    )
+    try:
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            page = browser.new_page()
+            page.add_init_script(f"localStorage.setItem('edgeshipToken', '{TOKEN}')")
+            page.goto(f"http://127.0.0.1:{served.port}/")
+            seen = set()
+            for _ in range(3):  # a, b, a: the label changes with the clip, no reload
+                page.wait_for_function(
+                    "([prev]) => { const t = document.getElementById('live-answer').textContent;"
+                    " return t !== prev && !t.startsWith('Waiting'); }",
+                    arg=[page.inner_text("#live-answer")], timeout=20_000,
+                )
+                seen.add(page.inner_text("#live-answer"))
+            assert seen == {la, lb}, seen
+            assert page.evaluate("performance.getEntriesByType('navigation').length") == 1
+            assert page.evaluate("document.getElementById('live').naturalWidth") == 320
+            assert len(page.query_selector_all("#live-bars .bar")) == 10
+            browser.close()
+    finally:
+        assert served.stop() == 0
