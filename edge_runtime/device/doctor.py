@@ -412,6 +412,9 @@ def run_doctor(
             )
         )
 
+    from edge_runtime.device.camera_check import camera_check
+
+    checks.append(camera_check(base))
     runtime = next((c for c in checks if c.name == "runtime"), None)
     device = {
         "board": board,

@@ -60,13 +60,19 @@ def default_size(needed: tuple[int, int]) -> tuple[int, int]:
     return CAMERA_SIZES[-1]
 
 
-def video_devices() -> list[str]:
-    """The /dev/video* device nodes, in number order."""
+def video_devices(root: str = "/") -> list[str]:
+    """The webcams' /dev/video* nodes (under `root`), in number order. Where sysfs tells, only
+    USB ones: a Raspberry Pi's own codec and ISP nodes (/dev/video10..31) are no camera."""
     def number(path: str) -> int:
-        tail = path.removeprefix("/dev/video")
+        tail = os.path.basename(path).removeprefix("video")
         return int(tail) if tail.isdigit() else 1 << 30
 
-    return sorted(glob.glob("/dev/video*"), key=lambda p: (number(p), p))
+    nodes = sorted(glob.glob(os.path.join(root, "dev", "video*")), key=lambda p: (number(p), p))
+    sysfs = os.path.join(root, "sys", "class", "video4linux")
+    if not os.path.isdir(sysfs):
+        return nodes
+    return [n for n in nodes
+            if "/usb" in os.path.realpath(os.path.join(sysfs, os.path.basename(n)))]
 
 
 def _rpicam(size: tuple[int, int], fps: float) -> CameraCommand:
