@@ -222,6 +222,14 @@ def push_command(
             "line (copied to the device with mode 0600, never on a command line).",
         ),
     ] = None,
+    camera: Annotated[
+        str | None,
+        typer.Option(
+            "--camera",
+            help="With --serve: the service classifies a camera live (`serve --camera SOURCE`: "
+            "auto, rpicam, v4l2:/dev/videoN, cmd:COMMAND; docs/camera.md).",
+        ),
+    ] = None,
 ) -> None:
     """Upload, verify, install, smoke-test, switch `current` (bench, serve) on each host."""
     from deploy.errors import DeployError
@@ -234,12 +242,14 @@ def push_command(
         "--serve-port": serve_port,
         "--serve-host": serve_host,
         "--serve-token-file": serve_token_file,
+        "--camera": camera,
     }
     for option, needs, on in (
         ("--threads", "--bench", bench),
         ("--serve-port", "--serve", serve),
         ("--serve-host", "--serve", serve),
         ("--serve-token-file", "--serve", serve),
+        ("--camera", "--serve", serve),
     ):
         if given[option] is not None and not on:
             raise DeployError(
@@ -249,7 +259,7 @@ def push_command(
     settings = None
     if serve:
         try:
-            chosen = {"port": serve_port, "host": serve_host}
+            chosen = {"port": serve_port, "host": serve_host, "camera": camera}
             settings = ServeSettings(**{k: v for k, v in chosen.items() if v is not None})
         except ValueError as err:
             raise DeployError(str(err)) from None

@@ -73,6 +73,8 @@ def activate_script(
         args += ["--serve", "--port", str(serve["port"]), "--host", serve["host"]]
         if serve.get("token"):
             args.append("--token")
+        if serve.get("camera"):
+            args += ["--camera", serve["camera"]]
     return _in_release(remote_dir, release, args)
 
 

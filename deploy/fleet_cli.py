@@ -56,6 +56,11 @@ def fleet_command(
         Path | None,
         typer.Option("--serve-token-file", help="With --serve: the token POSTs need."),
     ] = None,
+    camera: Annotated[
+        str | None,
+        typer.Option("--camera", help="With --serve: serve --camera SOURCE (auto, rpicam, "
+                     "v4l2:/dev/videoN, cmd:COMMAND) on every host."),
+    ] = None,
     keep: Annotated[int, typer.Option("--keep", help="Releases to keep (0: all).")] = 3,
     results: Annotated[
         Path | None,
@@ -103,6 +108,7 @@ def fleet_command(
         ("--serve-port", serve_port, "--serve", serve),
         ("--serve-host", serve_host, "--serve", serve),
         ("--serve-token-file", serve_token_file, "--serve", serve),
+        ("--camera", camera, "--serve", serve),
     ):
         if value is not None and not on:
             raise DeployError(
@@ -112,7 +118,7 @@ def fleet_command(
     if serve:
         from deploy.service import ServeSettings
 
-        chosen = {"port": serve_port, "host": serve_host}
+        chosen = {"port": serve_port, "host": serve_host, "camera": camera}
         try:
             ServeSettings(**{k: v for k, v in chosen.items() if v is not None})
         except ValueError as err:
@@ -127,6 +133,7 @@ def fleet_command(
         serve_port=serve_port,
         serve_host=serve_host,
         serve_token_file=serve_token_file,
+        camera=camera,
         keep=keep,
         check=check,
         forks=forks,

@@ -48,12 +48,17 @@ class ServeSettings:
     port: int = DEFAULT_SERVE_PORT
     host: str = DEFAULT_SERVE_HOST
     token: bool = False  # POSTs need the token in <remote dir>/serve.token
+    camera: str | None = None  # `serve --camera SOURCE` (docs/camera.md)
 
     def __post_init__(self) -> None:
         if not 1 <= self.port <= 65535:
             raise ValueError(f"--serve-port must be in 1..65535. Received: {self.port}")
         if not self.host or any(c.isspace() or c in "'\";$`\\" for c in self.host):
             raise ValueError(f"--serve-host must be an address. Received: {self.host!r}")
+        if self.camera is not None and (
+            not self.camera.strip() or any(ord(c) < 0x20 or ord(c) == 0x7F for c in self.camera)
+        ):
+            raise ValueError(f"--camera must be one line. Received: {self.camera!r}")
 
     @property
     def check_host(self) -> str:
@@ -69,7 +74,8 @@ class ServeSettings:
     def to_json(self, models: Sequence[str]) -> str:
         """`serve.json`: the settings and models (never the token itself)."""
         return json.dumps(
-            {"port": self.port, "host": self.host, "token": self.token, "models": list(models)}
+            {"port": self.port, "host": self.host, "token": self.token, "models": list(models),
+             "camera": self.camera}
         )
 
     @classmethod
@@ -79,7 +85,8 @@ class ServeSettings:
         if not isinstance(data, dict):
             raise ValueError(f"{SETTINGS_FILE} is not a JSON object")
         return cls(
-            port=int(data["port"]), host=str(data["host"]), token=bool(data.get("token", False))
+            port=int(data["port"]), host=str(data["host"]), token=bool(data.get("token", False)),
+            camera=data.get("camera"),
         )
 
 

@@ -313,3 +313,35 @@ def test_a_bundle_with_the_web_app_serves_it_at_app(fashion_runs, device, tmp_pa
     for name in ("index.html", "models.json"):
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/app/{name}", timeout=10) as r:
             assert r.status == 200 and r.read() == (site / name).read_bytes()
+
+
+def test_push_serve_camera_classifies_the_camera_on_the_device(deploy_bundle, device, tmp_path):
+    """`--camera SOURCE` goes into serve.json and the service's command line (the unit's)."""
+    import shutil
+
+    from tests.support.camera import ffmpeg_player, jpeg, write_clip
+
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("apt-get install ffmpeg")
+    import numpy as np
+
+    server, remote = device
+    port = free_port()
+    clip = write_clip(tmp_path / "clip.mjpeg", [jpeg(np.full((28, 28), 200, np.uint8))], 5)
+    camera = "cmd:" + ffmpeg_player(clip, 10, loop=True)
+    pushed = push(deploy_bundle, server, remote, "--serve", "--serve-port", str(port),
+                  "--camera", camera)
+    assert pushed.exit_code == 0, pushed.output
+    assert json.loads((remote / "serve.json").read_text())["camera"] == camera
+    deadline = time.monotonic() + 30
+    while (health := _get(port, "/healthz"))["camera_frames"]["classified"] == 0:
+        assert time.monotonic() < deadline, health
+        time.sleep(0.1)
+    assert health["camera"] == "streaming" and health["camera_source"] == "cmd: " + camera[4:]
+    cmdline = Path(f"/proc/{health['pid']}/cmdline").read_bytes().split(b"\0")
+    assert cmdline[cmdline.index(b"--camera") + 1].decode() == camera
+    settings = ServeSettings(port=port, camera=camera)
+    assert '"--camera" "cmd:' in unit_text(str(remote), ["models/m.tflite"], settings)
+    # --camera without --serve: refused before any host
+    result = push(deploy_bundle, server, remote, "--camera", "auto")
+    assert result.exit_code == 2 and "--camera goes with --serve" in _one_error_line(result)

@@ -36,6 +36,7 @@ class FleetOptions:
     serve_port: int | None = None
     serve_host: str | None = None
     serve_token_file: Path | None = None
+    camera: str | None = None  # serve --camera SOURCE
     keep: int = 3
     check: bool = False
     forks: int | None = None
@@ -74,6 +75,7 @@ def _vars(bundle, options: FleetOptions, release: str, results: Path) -> dict:
         ("edgeship_serve_port", options.serve_port),
         ("edgeship_serve_host", options.serve_host),
         ("edgeship_serve_token_file", options.serve_token_file),
+        ("edgeship_serve_camera", options.camera),
     ):
         if value is not None:
             data[key] = str(value) if isinstance(value, Path) else value

@@ -39,8 +39,10 @@ def serve_argv(python, models, settings, root, web=False):
     """The service's command line (run in the release folder; `root` absolute); `web`: the
     release carries the web app (`deploy bundle --web`), served at /app/."""
     token = ["--token-file", f"{root.rstrip('/')}/{TOKEN_FILE}"] if settings["token"] else []
+    camera = ["--camera", settings["camera"]] if settings.get("camera") else []
     return [python, "-m", "edge_runtime", "serve", *models, "--host", settings["host"],
-            "--port", str(settings["port"]), *token, *(["--web", WEB_DIR] if web else [])]
+            "--port", str(settings["port"]), *token, *(["--web", WEB_DIR] if web else []),
+            *camera]
 
 
 def has_web(root):
@@ -157,7 +159,8 @@ def restart(root, models, settings):
     elif os.path.lexists(token):
         os.remove(token)
     text = json.dumps({"port": settings["port"], "host": settings["host"],
-                       "token": settings["token"], "models": list(models)})
+                       "token": settings["token"], "models": list(models),
+                       "camera": settings.get("camera")})
     with open(os.path.join(root, SETTINGS_FILE), "w", encoding="utf-8") as handle:
         handle.write(text + "\n")
     _stop_process(root)

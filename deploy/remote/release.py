@@ -293,13 +293,14 @@ def _activate(args):
         previous = ""
     settings = None
     if args.serve:
-        settings = {"port": args.port, "host": args.host, "token": args.token}
+        settings = {"port": args.port, "host": args.host, "token": args.token,
+                    "camera": args.camera}
     elif os.path.exists(os.path.join(root, SETTINGS_FILE)):
         try:
             with open(os.path.join(root, SETTINGS_FILE), encoding="utf-8") as handle:
                 data = json.load(handle)
             settings = {"port": int(data["port"]), "host": str(data["host"]),
-                        "token": bool(data.get("token", False))}
+                        "token": bool(data.get("token", False)), "camera": data.get("camera")}
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise StepError(
                 f"the installed service's {SETTINGS_FILE} is unreadable ({err}); push with "
@@ -386,6 +387,7 @@ def main(argv=None):
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--token", action="store_true")
+    p.add_argument("--camera", default=None, help="the service's --camera SOURCE")
     p.add_argument("--keep", type=int, default=3)
     args = parser.parse_args(argv)
     step = {"prepare": prepare, "activate": activate, "abort": abort}[args.command]
