@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="one JSON document instead of a table")
     args = p.parse_args(argv)
     if shutil.which("ffmpeg") is None:
-        raise SystemExit("error: the benchmark plays the stream with ffmpeg: apt-get install ffmpeg")
+        raise SystemExit("error: the benchmark plays its stream with ffmpeg: apt install ffmpeg")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         clips = {size: clip(size, Path(tmp)) for size in SIZES}
