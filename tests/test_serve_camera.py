@@ -249,6 +249,14 @@ def test_no_camera_is_one_error_line_and_exit_2(model, tmp_path):
     for source, says in cases.items():
         line = one_error_line("edge_runtime", ["serve", model, "--camera", source], env=bare)
         assert says in line and source in line, line
+    for args, says in (
+        (["--camera", "auto", "--camera-fps", "0"], "--camera-fps must be in (0, 60]"),
+        (["--camera", "auto", "--camera-size", "640"], "--camera-size is WIDTHxHEIGHT"),
+        (["--camera-save", str(tmp_path)], "--camera-save goes with --camera"),
+        (["--camera", "cmd:true", "--camera-save", str(tmp_path / "no")], "--camera-save: not a"),
+    ):
+        line = one_error_line("edge_runtime", ["serve", model, *args], env=bare)
+        assert says in line, line
 
 
 def test_the_page_follows_the_camera_without_a_reload(model, distinct, tmp_path):

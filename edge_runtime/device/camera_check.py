@@ -4,15 +4,31 @@
 from __future__ import annotations
 
 import getpass
+import glob
 import os
 import re
 import shutil
 import subprocess
 from pathlib import Path
 
-from edge_runtime.serve.camera_source import video_devices
-
 _LISTED = re.compile(r"^\s*\d+\s*:\s*(\S.*)$")
+
+
+def video_devices(root: str = "/") -> list[str]:
+    """The webcams' /dev/video* nodes (under `root`), in number order. Where sysfs tells, only
+    USB ones: a Raspberry Pi's own codec and ISP nodes (/dev/video10..31) are no camera."""
+    def number(path: str) -> int:
+        tail = os.path.basename(path).removeprefix("video")
+        return int(tail) if tail.isdigit() else 1 << 30
+
+    nodes = sorted(glob.glob(os.path.join(root, "dev", "video*")), key=lambda p: (number(p), p))
+    sysfs = os.path.join(root, "sys", "class", "video4linux")
+    if not os.path.isdir(sysfs):
+        return nodes
+    return [n for n in nodes
+            if "/usb" in os.path.realpath(os.path.join(sysfs, os.path.basename(n)))]
+
+
 GROUP_FIX = "sudo usermod -aG video $USER, then log in again (systemd units: Group=video)"
 
 

@@ -13,12 +13,12 @@ No camera library in the runtime: the camera stack's own tools do the capture.
 
 from __future__ import annotations
 
-import glob
 import os
 import shlex
 import shutil
 from dataclasses import dataclass
 
+from edge_runtime.device.camera_check import video_devices
 from edge_runtime.serve.options import ServeError
 
 # The usual sizes a Camera Module and a UVC webcam both offer, smallest first.
@@ -58,21 +58,6 @@ def default_size(needed: tuple[int, int]) -> tuple[int, int]:
         if size[0] >= needed[0] and size[1] >= needed[1]:
             return size
     return CAMERA_SIZES[-1]
-
-
-def video_devices(root: str = "/") -> list[str]:
-    """The webcams' /dev/video* nodes (under `root`), in number order. Where sysfs tells, only
-    USB ones: a Raspberry Pi's own codec and ISP nodes (/dev/video10..31) are no camera."""
-    def number(path: str) -> int:
-        tail = os.path.basename(path).removeprefix("video")
-        return int(tail) if tail.isdigit() else 1 << 30
-
-    nodes = sorted(glob.glob(os.path.join(root, "dev", "video*")), key=lambda p: (number(p), p))
-    sysfs = os.path.join(root, "sys", "class", "video4linux")
-    if not os.path.isdir(sysfs):
-        return nodes
-    return [n for n in nodes
-            if "/usb" in os.path.realpath(os.path.join(sysfs, os.path.basename(n)))]
 
 
 def _rpicam(size: tuple[int, int], fps: float) -> CameraCommand:
