@@ -289,6 +289,7 @@ def test_the_page_follows_the_camera_without_a_reload(model, distinct, tmp_path)
                 seen.add(page.inner_text("#live-answer"))
             assert seen == {la, lb}, seen
             assert page.evaluate("performance.getEntriesByType('navigation').length") == 1
+            page.wait_for_function("document.getElementById('live').naturalWidth > 0")
             assert page.evaluate("document.getElementById('live').naturalWidth") == 320
             assert len(page.query_selector_all("#live-bars .bar")) == 10
             browser.close()

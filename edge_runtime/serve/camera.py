@@ -12,6 +12,7 @@ Memory is bounded: the splitter holds at most one frame's bound plus one read, s
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import signal
@@ -30,8 +31,11 @@ FAIL_AFTER = 4  # starts in a row without a frame: `failed`
 STDERR_TAIL = 2048
 
 
-def _stop_group(proc: subprocess.Popen, grace_s: float = 2.0) -> int | None:
-    """SIGTERM the command's process group, SIGKILL after `grace_s`; its exit code."""
+def _stop_group(proc: subprocess.Popen, grace_s: float = 2.0, wait_s: float = 0.0) -> int | None:
+    """After `wait_s` for it to end by itself, SIGTERM the command's process group, SIGKILL
+    after `grace_s`; its exit code."""
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=wait_s)
     for sig in (signal.SIGTERM, signal.SIGKILL):
         if proc.poll() is not None:
             break
@@ -147,7 +151,7 @@ class CameraFeed:
                     for frame in frames:
                         self._on_frame(frame, last_good)
         finally:
-            code = _stop_group(proc)
+            code = _stop_group(proc, wait_s=1.0 if why == "exited" else 0.0)
             proc.stdout.close()
             proc.stderr.close()
             self.pid = None
