@@ -30,6 +30,7 @@ import numpy as np
 
 from edge_runtime.backends import Backend, load_backend
 from edge_runtime.errors import InputShapeError, ModelFileError
+from edge_runtime.fastpath import single_image_tables
 from edge_runtime.graph import PROBABILITY_HEADS, is_softmax_quantization, output_head
 from edge_runtime.labels import Labels, resolve_labels
 from edge_runtime.metadata import read_embedded_metadata, read_model_bytes, read_sidecar
@@ -105,7 +106,13 @@ class EdgeClassifier:
         )
         # Probabilities as they come out (one check per call): a softmax head of 2+ classes.
         self._final = self.outputs_probabilities and self.output_units > 1
-        self._setup_fast()
+        (
+            self._fast_table,
+            self._fast_xor,
+            self._fast_shapes,
+            self._fast_feed,
+            self._fast_scores,
+        ) = single_image_tables(self)
 
     @classmethod
     def load(
@@ -414,7 +421,10 @@ class EdgeClassifier:
     def _fast_one(self, image: np.ndarray) -> np.ndarray:
         """One uint8 image of `_fast_shapes` -> its float32 probabilities: `_invoke` and
         `_probabilities` of a batch of one, without their per-call checks."""
-        tensor = self._fast_table.take(image).reshape(self._fast_feed)
+        if self._fast_xor:  # the table is pixel - 128 in int8 (edgeship's int8 input)
+            tensor = np.bitwise_xor(image, 0x80).view(np.int8).reshape(self._fast_feed)
+        else:
+            tensor = self._fast_table.take(image).reshape(self._fast_feed)
         interp = self._interp
         with self._lock:
             if self._allocated_batch != 1:
@@ -427,26 +437,6 @@ class EdgeClassifier:
         if self._final and self._dequantize is None and out.dtype == np.float32:
             return out.reshape(-1)
         return self._probabilities(out)[0]
-
-    def _setup_fast(self) -> None:
-        """The single-image path of `predict`: pixels -> tensor values through one 256-entry
-        table (the same values `_to_tensor` computes); softmax outputs of int8/uint8
-        dequantized through another."""
-        pixels = np.arange(256, dtype=np.uint8)
-        self._fast_table = self._lut
-        if self._float_input:
-            self._fast_table = pixels * self._scale32
-            if self._has_offset:
-                self._fast_table += self._offset32
-        shapes = (self.input_shape, self._gray_shape) if not self._per_channel else ()
-        self._fast_shapes = frozenset(s for s in shapes if s is not None)
-        self._fast_feed = (1, *self._feed_shape)
-        self._fast_scores = None
-        out = self.output_spec
-        if self._final and self._dequantize is not None and out.dtype in (np.int8, np.uint8):
-            codes = pixels.astype(out.dtype)  # int8: 128..255 read as -128..-1, as take() wraps
-            zero_point, scale = self._dequantize
-            self._fast_scores = (codes.astype(np.float32) - zero_point) * scale
 
     def _run_chunk(self, tensor: np.ndarray) -> np.ndarray:
         """One `invoke` on input values of the allocated batch size (lock held); the output,
