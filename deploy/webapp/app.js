@@ -197,7 +197,7 @@ async function classifyBlob(blob, name) {
       clearResult();
       $("detail").textContent = `“${name}” will be classified as soon as the model is ` +
         "loaded: loading the model…";
-      while (!isReady(state.model)) await modelReady(state.model);
+      while (!isReady(state.model)) await modelReady((await siteReady(), state.model));
       if (photo !== state.photo) return null; // a newer photo came meanwhile
     }
     return await classifySource(bitmap, bitmap.width, bitmap.height, name);
@@ -412,7 +412,10 @@ function siteReady() {
   return loaded("site", "the app's list of models (models.json)", async () => {
     const response = await fetch("models.json");
     if (!response.ok) throw new Error(`HTTP ${response.status}`);
-    return response.json();
+    const site = await response.json();
+    state.models = site.models;
+    state.model ??= state.models[0];
+    return site;
   });
 }
 
@@ -466,11 +469,9 @@ async function main() {
   setStatus("Loading the model…");
   const runtime = runtimeReady(); // fetched beside the model list
   const site = await siteReady();
-  state.models = site.models;
   const select = $("model");
   select.replaceChildren(...state.models.map((m) => new Option(m.name, m.name)));
   $("model-row").hidden = state.models.length < 2;
-  state.model = state.models[0];
   select.addEventListener("change", () => chooseModel(select.value));
   await runtime;
   await modelReady(state.model);
