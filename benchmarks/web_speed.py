@@ -134,8 +134,22 @@ def site_bytes(site: Path, build: str = "threaded") -> tuple[int, int]:
     return total, needed
 
 
-def measure_site(browser, site: Path, runs: int, loads: int = LOADS) -> dict:
-    """Load, reload and per-image figures of one site (served by edge_runtime serve --web)."""
+def _without_isolation(route) -> None:
+    """The server's response less COOP/COEP: the page is not cross-origin isolated."""
+    response = route.fetch()
+    headers = {
+        k: v
+        for k, v in response.headers.items()
+        if k.lower() not in ("cross-origin-opener-policy", "cross-origin-embedder-policy")
+    }
+    route.fulfill(response=response, headers=headers)
+
+
+def measure_site(
+    browser, site: Path, runs: int, loads: int = LOADS, isolated: bool = True
+) -> dict:
+    """Load, reload and per-image figures of one site (served by edge_runtime serve --web);
+    `isolated=False` strips COOP/COEP from every response (the plain build)."""
     import tempfile
 
     from benchmarks.serve_load import _start_server
@@ -149,6 +163,8 @@ def measure_site(browser, site: Path, runs: int, loads: int = LOADS) -> dict:
         cold, cold_bytes, reload, reload_bytes = [], [], [], []
         for i in range(loads):
             context = browser.new_context(**PHONE)
+            if not isolated:
+                context.route("**/*", _without_isolation)
             page = context.new_page()
             seconds, network = _load(page, functools.partial(page.goto, origin))
             cold.append(seconds)
@@ -241,6 +257,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("sites", nargs="+", type=Path, metavar="SITE")
     parser.add_argument("--runs", type=int, default=200, help="images per model (default 200)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument(
+        "--plain",
+        action="store_true",
+        help="strip COOP/COEP from the responses: the page takes the plain (one-thread) build",
+    )
     args = parser.parse_args(argv)
     for site in args.sites:
         if not (site / "models.json").is_file():
@@ -252,7 +273,10 @@ def main(argv: list[str] | None = None) -> int:
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:
-            results = [measure_site(browser, site, args.runs) for site in args.sites]
+            results = [
+                measure_site(browser, site, args.runs, isolated=not args.plain)
+                for site in args.sites
+            ]
         finally:
             browser.close()
     for r in results:
