@@ -170,6 +170,7 @@ def measure_site(
             cold.append(seconds)
             cold_bytes.append(network)
             if i < loads - 1:
+                context.unroute_all(behavior="ignoreErrors")
                 context.close()
         page.wait_for_function("window.edgeship.offline === true", timeout=120_000)
         for _ in range(loads):
@@ -227,6 +228,7 @@ def measure_site(
             )
         backend = page.evaluate("window.edgeship.backend")
         build, threads = page.evaluate("[window.edgeship.build, window.edgeship.threads]")
+        context.unroute_all(behavior="ignoreErrors")
         context.close()
     finally:
         proc.terminate()
