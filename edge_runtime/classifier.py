@@ -113,6 +113,10 @@ class EdgeClassifier:
             self._fast_feed,
             self._fast_scores,
         ) = single_image_tables(self)
+        self._fast_buffer = np.zeros(self._fast_feed, np.int8)
+        if self._fast_xor:  # each accepted image shape -> a uint8 view of the buffer
+            raw = self._fast_buffer.view(np.uint8)
+            self._fast_xor = {shape: raw.reshape(shape) for shape in self._fast_shapes}
 
     @classmethod
     def load(
@@ -421,15 +425,16 @@ class EdgeClassifier:
     def _fast_one(self, image: np.ndarray) -> np.ndarray:
         """One uint8 image of `_fast_shapes` -> its float32 probabilities: `_invoke` and
         `_probabilities` of a batch of one, without their per-call checks."""
-        if self._fast_xor:  # the table is pixel - 128 in int8 (edgeship's int8 input)
-            tensor = np.bitwise_xor(image, 0x80).view(np.int8).reshape(self._fast_feed)
-        else:
-            tensor = self._fast_table.take(image).reshape(self._fast_feed)
         interp = self._interp
-        with self._lock:
+        with self._lock:  # the XOR's buffer is shared: filled under the lock
             if self._allocated_batch != 1:
                 self._resize(1)
-            interp.set_tensor(self._input_index, tensor)
+            if self._fast_xor:  # the table is pixel - 128 in int8 (edgeship's int8 input)
+                np.bitwise_xor(image, 0x80, out=self._fast_xor[image.shape])
+                interp.set_tensor(self._input_index, self._fast_buffer)
+            else:
+                tensor = self._fast_table.take(image).reshape(self._fast_feed)
+                interp.set_tensor(self._input_index, tensor)
             interp.invoke()
             out = interp.get_tensor(self._output_index)
         if self._fast_scores is not None:  # a 256-entry dequantization table
