@@ -16,10 +16,7 @@ const state = { models: [], model: null, compiled: new Map(), backend: null, lit
 
 function setStatus(text) { $("status").textContent = text; }
 function setError(text) { $("error").textContent = text || ""; }
-function addNote(text) {
-  const note = $("note");
-  note.textContent = note.textContent ? `${note.textContent} ${text}` : text;
-}
+function addNote(text) { $("note").textContent = [$("note").textContent, text].filter(Boolean).join(" "); }
 
 function clearResult() {
   $("answer").textContent = "";
@@ -37,11 +34,7 @@ function runtimeLog(text) {
 }
 
 async function hasGpu() {
-  try {
-    return Boolean(navigator.gpu && (await navigator.gpu.requestAdapter()));
-  } catch {
-    return false;
-  }
+  return Boolean(navigator.gpu && (await navigator.gpu.requestAdapter().catch(() => null)));
 }
 
 // The threaded build (every core) needs a cross-origin-isolated page (COOP/COEP headers:
@@ -58,9 +51,9 @@ async function loadRuntime(attempt) {
   state.litert = litert;
   state.build = threaded ? "threaded" : relaxed ? "plain" : "compat";
   state.threads = threaded ? Math.max(1, navigator.hardwareConcurrency || 1) : 1;
-  const build = { threaded: "litert_wasm_threaded_internal", plain: "litert_wasm_internal",
-    compat: "litert_wasm_compat_internal" }[state.build];
-  return [`${WASM_DIR}${build}.js`, `${WASM_DIR}${build}.wasm`];
+  const build = `${WASM_DIR}litert_wasm${{ threaded: "_threaded", plain: "",
+    compat: "_compat" }[state.build]}_internal`;
+  return [`${build}.js`, `${build}.wasm`];
 }
 
 async function compiled(model) {
@@ -392,13 +385,10 @@ async function loaded(key, what, fn) {
   }
 }
 
-function runtimeReady() {
-  return loaded("runtime", `LiteRT.js, the WebAssembly runtime (${WASM_DIR})`, loadRuntime);
-}
+const runtimeReady = () =>
+  loaded("runtime", `LiteRT.js, the WebAssembly runtime (${WASM_DIR})`, loadRuntime);
 
-function isReady(model) {
-  return Boolean(model) && state.compiled.has(model.name);
-}
+const isReady = (model) => Boolean(model) && state.compiled.has(model.name);
 
 async function modelReady(model) {
   const files = await runtimeReady();
