@@ -9,8 +9,12 @@ on 127.0.0.1 and opened in Debian's headless chromium (Playwright, phone emulati
 - per image, in the browser (LiteRT.js on WASM): p50/p99 of one `run` on H x W x 3 pixels
   (input tensor, run, output read: `performance.now()`, which chromium rounds to 0.1 ms outside
   a cross-origin-isolated page), against `EdgeClassifier.predict` on the same pixels in Python
-  (native LiteRT), and their ratio;
-- the site's size on disk, and what a browser downloads of it (one of the two WASM builds).
+  (native LiteRT, its default threads and one thread), and their ratios;
+- the site's size on disk, and what a browser needs of it uncompressed (one of the three WASM
+  builds); the first load's bytes are those that came over the wire (precompressed).
+
+The server sends COOP/COEP, so the page is cross-origin isolated and takes the threaded build
+(every core; `performance.now()` is then precise to 5 us).
 
 Images: Fashion-MNIST test images when the dataset is on disk, else random pixels.
 """
@@ -18,6 +22,7 @@ Images: Fashion-MNIST test images when the dataset is on disk, else random pixel
 from __future__ import annotations
 
 import argparse
+import base64
 import functools
 import json
 import statistics
@@ -67,13 +72,16 @@ def _images(shape: tuple[int, int, int], n: int) -> np.ndarray:
         return np.random.default_rng(0).integers(0, 256, (n, *shape), dtype=np.uint8)
 
 
-def native_latency(model_path: Path, images: np.ndarray) -> list[float]:
-    """Milliseconds of `EdgeClassifier.predict` per image (after a warm-up)."""
+def native_latency(
+    model_path: Path, images: np.ndarray, num_threads: int | None = None
+) -> list[float]:
+    """Milliseconds of `EdgeClassifier.predict` per image (after a warm-up); `num_threads`:
+    the interpreter's (None: its default)."""
     from edge_runtime.classifier import EdgeClassifier
     from edge_runtime.native_log import filtered_native_stderr
 
     with filtered_native_stderr():
-        clf = EdgeClassifier.load(model_path)
+        clf = EdgeClassifier.load(model_path, num_threads=num_threads)
     for x in images[:WARMUP]:
         clf.predict(x)
     times = []
@@ -107,16 +115,41 @@ def _load(page, navigate) -> tuple[float, int]:
     return seconds, network
 
 
-def site_bytes(site: Path) -> tuple[int, int]:
-    """(every file, what one browser downloads: all but the WASM build it does not use)."""
+def site_bytes(site: Path, build: str = "threaded") -> tuple[int, int]:
+    """(every file, the precompressed copies included; what one browser needs of it,
+    uncompressed: the site's own files but the WASM builds other than `build`)."""
+    from deploy.litertjs import WASM_BUILDS
+    from deploy.precompress import is_precompressed
+
     files = [p for p in site.rglob("*") if p.is_file()]
     total = sum(p.stat().st_size for p in files)
-    compat = sum(p.stat().st_size for p in files if "litert_wasm_compat_internal" in p.name)
-    return total, total - compat
+    others = [b for b in WASM_BUILDS if not b.startswith(f"litert_wasm_{build}")]
+    if build == "plain":
+        others = [b for b in WASM_BUILDS if b != "litert_wasm_internal"]
+    needed = sum(
+        p.stat().st_size
+        for p in files
+        if not is_precompressed(p) and not any(p.name.startswith(f"{b}.") for b in others)
+    )
+    return total, needed
 
 
-def measure_site(browser, site: Path, runs: int, loads: int = LOADS) -> dict:
-    """Load, reload and per-image figures of one site (served by edge_runtime serve --web)."""
+def _without_isolation(route) -> None:
+    """The server's response less COOP/COEP: the page is not cross-origin isolated."""
+    response = route.fetch()
+    headers = {
+        k: v
+        for k, v in response.headers.items()
+        if k.lower() not in ("cross-origin-opener-policy", "cross-origin-embedder-policy")
+    }
+    route.fulfill(response=response, headers=headers)
+
+
+def measure_site(
+    browser, site: Path, runs: int, loads: int = LOADS, isolated: bool = True
+) -> dict:
+    """Load, reload and per-image figures of one site (served by edge_runtime serve --web);
+    `isolated=False` strips COOP/COEP from every response (the plain build)."""
     import tempfile
 
     from benchmarks.serve_load import _start_server
@@ -130,11 +163,14 @@ def measure_site(browser, site: Path, runs: int, loads: int = LOADS) -> dict:
         cold, cold_bytes, reload, reload_bytes = [], [], [], []
         for i in range(loads):
             context = browser.new_context(**PHONE)
+            if not isolated:
+                context.route("**/*", _without_isolation)
             page = context.new_page()
             seconds, network = _load(page, functools.partial(page.goto, origin))
             cold.append(seconds)
             cold_bytes.append(network)
             if i < loads - 1:
+                context.unroute_all(behavior="ignoreErrors")
                 context.close()
         page.wait_for_function("window.edgeship.offline === true", timeout=120_000)
         for _ in range(loads):
@@ -145,23 +181,29 @@ def measure_site(browser, site: Path, runs: int, loads: int = LOADS) -> dict:
         for m in meta["models"]:
             shape = (m["height"], m["width"], 3)
             images = _images(shape, runs)
+            all_images = np.ascontiguousarray(np.concatenate([images[:WARMUP], images]))
             web_ms = page.evaluate(
-                """async ([images, name, warmup]) => {
+                """async ([b64, size, name, warmup]) => {
+                    const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
                     const times = [];
-                    for (const [i, px] of images.entries()) {
+                    for (let i = 0; i * size < bytes.length; i++) {
+                        const px = bytes.subarray(i * size, (i + 1) * size);
                         const r = await window.edgeship.classifyPixels(px, name);
                         if (i >= warmup) times.push(r.ms);
                     }
                     return times;
                 }""",
                 [
-                    [x.ravel().tolist() for x in np.concatenate([images[:WARMUP], images])],
+                    base64.b64encode(all_images.tobytes()).decode(),
+                    int(np.prod(shape)),
                     m["name"],
                     len(images[:WARMUP]),
                 ],
             )
             native_ms = native_latency(site / m["file"], images)
+            native_1t = native_latency(site / m["file"], images, num_threads=1)
             web_p50, native_p50 = _percentile(web_ms, 50), _percentile(native_ms, 50)
+            one_p50 = _percentile(native_1t, 50)
             models.append(
                 {
                     "model": m["name"],
@@ -177,20 +219,26 @@ def measure_site(browser, site: Path, runs: int, loads: int = LOADS) -> dict:
                         "p99": _percentile(native_ms, 99),
                         "mean": statistics.fmean(native_ms),
                     },
+                    "native_1thread_ms": {"p50": one_p50, "p99": _percentile(native_1t, 99)},
                     "ratio_p50": web_p50 / native_p50 if native_p50 else None,
+                    "ratio_p50_1thread": web_p50 / one_p50 if one_p50 else None,
                     "ratio_mean": statistics.fmean(web_ms) / statistics.fmean(native_ms),
                     "runs": len(web_ms),
                 }
             )
         backend = page.evaluate("window.edgeship.backend")
+        build, threads = page.evaluate("[window.edgeship.build, window.edgeship.threads]")
+        context.unroute_all(behavior="ignoreErrors")
         context.close()
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-    total, fetched = site_bytes(site)
+    total, fetched = site_bytes(site, build)
     return {
         "site": str(site),
         "backend": backend,
+        "build": build,
+        "threads": threads,
         "first_load_s": statistics.median(cold),
         "first_load_bytes": statistics.median(cold_bytes),
         "reload_s": statistics.median(reload),
@@ -211,6 +259,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("sites", nargs="+", type=Path, metavar="SITE")
     parser.add_argument("--runs", type=int, default=200, help="images per model (default 200)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument(
+        "--plain",
+        action="store_true",
+        help="strip COOP/COEP from the responses: the page takes the plain (one-thread) build",
+    )
     args = parser.parse_args(argv)
     for site in args.sites:
         if not (site / "models.json").is_file():
@@ -222,11 +275,14 @@ def main(argv: list[str] | None = None) -> int:
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:
-            results = [measure_site(browser, site, args.runs) for site in args.sites]
+            results = [
+                measure_site(browser, site, args.runs, isolated=not args.plain)
+                for site in args.sites
+            ]
         finally:
             browser.close()
     for r in results:
-        print(f"== {r['site']} ({r['backend']})")
+        print(f"== {r['site']} ({r['backend']}, {r['build']} build, {r['threads']} threads)")
         print(
             f"first load (cold, median of {LOADS}): {r['first_load_s']:.2f} s, "
             f"{r['first_load_bytes'] / 1e6:.2f} MB; reload (service worker, median of {LOADS}): "
@@ -235,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(
             f"site: {r['site_bytes'] / 1e6:.2f} MB on disk, "
-            f"{r['site_bytes_one_build'] / 1e6:.2f} MB for one browser"
+            f"{r['site_bytes_one_build'] / 1e6:.2f} MB for one browser (uncompressed)"
         )
         for m in r["models"]:
             w, n = m["web_ms"], m["native_ms"]
@@ -243,7 +299,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"  {m['model']} {m['input']}: browser p50 {w['p50']:.2f} ms p99 {w['p99']:.2f} ms"
                 f" mean {w['mean']:.3f} ms | EdgeClassifier.predict p50 {n['p50']:.3f} ms"
                 f" p99 {n['p99']:.3f} ms mean {n['mean']:.3f} ms | ratio p50 "
-                f"{m['ratio_p50']:.1f}x, mean {m['ratio_mean']:.1f}x ({m['runs']} images)"
+                f"{m['ratio_p50']:.1f}x, mean {m['ratio_mean']:.1f}x ({m['runs']} images) | "
+                f"one native thread p50 {m['native_1thread_ms']['p50']:.3f} ms, ratio p50 "
+                f"{m['ratio_p50_1thread']:.2f}x"
             )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

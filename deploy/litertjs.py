@@ -3,10 +3,12 @@
 `@litertjs/core` (the ES module and its WASM builds) and `@litertjs/wasm-utils` (its one
 import) are pinned here with the registry's `dist.integrity` (sha512). The tarballs are
 downloaded from registry.npmjs.org the first time, checked against that hash, and kept under
-`${EDGESHIP_CACHE:-~/.cache/edgeship}/npm/`; later builds read the cache (offline). Only the
-WASM builds LiteRT.js chooses without options are vendored: `litert_wasm_internal` (browsers
-with relaxed SIMD) and `litert_wasm_compat_internal` (the others, e.g. Safari). The threaded
-and JSPI builds need options (and cross-origin isolation) the app does not use.
+`${EDGESHIP_CACHE:-~/.cache/edgeship}/npm/`; later builds read the cache (offline). Three WASM
+builds are vendored: `litert_wasm_threaded_internal` (relaxed SIMD and threads: the app takes it
+on a cross-origin-isolated page, `SharedArrayBuffer`), `litert_wasm_internal` (relaxed SIMD) and
+`litert_wasm_compat_internal` (the others, e.g. Safari). The JSPI build is left out. Core's one
+bare import (`@litertjs/wasm-utils`) is rewritten to the vendored file's relative path, so the
+page needs no inline import map (a Content-Security-Policy without 'unsafe-inline' allows it).
 """
 
 from __future__ import annotations
@@ -61,9 +63,13 @@ WASM_UTILS = NpmPackage(
     "sha512-4fJiw6tBQnIs+0jH/OQ16nYOiSl8/+zZnn5h2ul8aTKHi05sVqZW580Tmk78pC2kT39A9OYBVdFawteZ/sI1kQ==",
 )
 # What goes into the site, from each package (paths inside the tarball's `package/`).
-WASM_BUILDS = ("litert_wasm_internal", "litert_wasm_compat_internal")
+THREADED_BUILD = "litert_wasm_threaded_internal"
+WASM_BUILDS = (THREADED_BUILD, "litert_wasm_internal", "litert_wasm_compat_internal")
 CORE_FILES = ("dist/index.js", *(f"wasm/{b}.{ext}" for b in WASM_BUILDS for ext in ("js", "wasm")))
 WASM_UTILS_FILES = ("dist/index.js",)
+# core/dist/index.js imports wasm-utils by its package name: the vendored path instead.
+BARE_IMPORT = b'from "@litertjs/wasm-utils";'
+RELATIVE_IMPORT = b'from "../../wasm-utils/dist/index.js";'
 
 
 def cache_dir() -> Path:
@@ -125,6 +131,14 @@ def _extract(package: NpmPackage, names: tuple[str, ...], dest: Path) -> list[Pa
 def vendor_litertjs(dest: Path) -> list[Path]:
     """Copy LiteRT.js (core's `dist` + WASM builds, wasm-utils' `dist`) under `dest`."""
     files = _extract(CORE, CORE_FILES, dest / "core")
+    index = dest / "core" / "dist" / "index.js"
+    code = index.read_bytes()
+    if code.count(BARE_IMPORT) != 1:
+        raise DeployError(
+            f"{CORE.name}'s dist/index.js does not import {WASM_UTILS.name} once as expected. "
+            f"Received: {code.count(BARE_IMPORT)} imports"
+        )
+    index.write_bytes(code.replace(BARE_IMPORT, RELATIVE_IMPORT))
     files += _extract(WASM_UTILS, WASM_UTILS_FILES, dest / "wasm-utils")
     notice = dest / "NOTICE.txt"
     notice.write_text(

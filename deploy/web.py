@@ -9,7 +9,10 @@ The site (any static host, or `python -m edge_runtime serve --web SITE` at /app/
     models.json                             what the page needs of each model: H x W, the
                                             resize rule, the pixel table, output quantization,
                                             class names (from the model's edgeship metadata)
-    vendor/litertjs/                        LiteRT.js, vendored (deploy/litertjs.py)
+    vendor/litertjs/                        LiteRT.js, vendored (deploy/litertjs.py): the
+                                            threaded, plain and compat WASM builds
+    NAME.gz, NAME.br                        precompressed copies of the large files
+                                            (deploy/precompress.py), for servers that send them
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from typing import Any
 
 from deploy.errors import DeployError
 from deploy.litertjs import CORE, WASM_BUILDS, vendor_litertjs
+from deploy.precompress import is_precompressed, precompress
 
 ASSETS = Path(__file__).with_name("webapp")
 PAGE_FILES = ("index.html", "app.js", "resize.js", "app.css")
@@ -149,9 +153,14 @@ def _manifest(title: str) -> dict[str, Any]:
 
 
 def _precache(site: Path) -> list[str]:
-    """Every file the service worker caches on install (the WASM builds: the one used, later)."""
+    """Every file the service worker caches on install (the WASM builds: the one used, later;
+    the precompressed copies: never, the browser asks for the file itself)."""
     wasm = {f"vendor/litertjs/core/wasm/{b}.{e}" for b in WASM_BUILDS for e in ("js", "wasm")}
-    names = sorted(p.relative_to(site).as_posix() for p in site.rglob("*") if p.is_file())
+    names = sorted(
+        p.relative_to(site).as_posix()
+        for p in site.rglob("*")
+        if p.is_file() and not is_precompressed(p)
+    )
     return ["./", *(n for n in names if n not in wasm and n != "sw.js")]
 
 
@@ -198,6 +207,7 @@ def build_site(models: Sequence[Path], out: str | os.PathLike, title: str = "edg
         sw = sw.replace('"{{VERSION}}"', json.dumps(_version(stage)))
         sw = sw.replace('["{{PRECACHE}}"]', json.dumps(_precache(stage)))
         (stage / "sw.js").write_text(sw, encoding="utf-8")
+        precompress(stage)
         os.chmod(stage, 0o755)
         old = None
         if out.exists():

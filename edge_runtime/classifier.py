@@ -23,7 +23,6 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +30,12 @@ import numpy as np
 
 from edge_runtime.backends import Backend, load_backend
 from edge_runtime.errors import InputShapeError, ModelFileError
+from edge_runtime.fastpath import single_image_tables
 from edge_runtime.graph import PROBABILITY_HEADS, is_softmax_quantization, output_head
 from edge_runtime.labels import Labels, resolve_labels
 from edge_runtime.metadata import read_embedded_metadata, read_model_bytes, read_sidecar
 from edge_runtime.options import normalize_invert, positive_int
+from edge_runtime.prediction import Prediction
 from edge_runtime.preprocess import MAX_PIXELS, load_and_preprocess, preprocess_image
 from edge_runtime.scaling import raw_pixel_scaling
 from edge_runtime.scores import as_probabilities, class_count
@@ -47,41 +48,6 @@ from edge_runtime.tensors import TensorSpec
 
 DEFAULT_BATCH_SIZE = 256
 _UINT8 = np.dtype(np.uint8)
-
-
-@dataclass(slots=True, eq=False)
-class Prediction:
-    """One image's answer: the top class `index`, its `label`, `confidence` and all scores.
-
-    Plain, not frozen: a frozen dataclass's `__init__` costs ~0.6 us more per image, a third
-    of the whole interpreter call on the tutorial MLP (README, "Speed").
-    """
-
-    index: int
-    label: str
-    confidence: float
-    probabilities: np.ndarray
-    class_names: tuple[str, ...] = field(default=(), repr=False)
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.index < len(self.probabilities):
-            raise ValueError(
-                f"index must be in [0, {len(self.probabilities)}). Received: index={self.index}"
-            )
-
-    def top_k(self, k: int = 3) -> list[dict[str, Any]]:
-        """The `k` best classes as `{"index", "label", "confidence"}`, best first."""
-        k = max(1, min(int(k), len(self.probabilities)))
-        order = np.argsort(-self.probabilities, kind="stable")[:k]
-        names = self.class_names
-        return [
-            {
-                "index": int(i),
-                "label": names[i] if i < len(names) else str(int(i)),
-                "confidence": float(self.probabilities[i]),
-            }
-            for i in order
-        ]
 
 
 def _quantize(values: np.ndarray, spec: TensorSpec) -> np.ndarray:
@@ -140,6 +106,17 @@ class EdgeClassifier:
         )
         # Probabilities as they come out (one check per call): a softmax head of 2+ classes.
         self._final = self.outputs_probabilities and self.output_units > 1
+        (
+            self._fast_table,
+            self._fast_xor,
+            self._fast_shapes,
+            self._fast_feed,
+            self._fast_scores,
+        ) = single_image_tables(self)
+        self._fast_buffer = np.zeros(self._fast_feed, np.int8)
+        if self._fast_xor:  # each accepted image shape -> a uint8 view of the buffer
+            raw = self._fast_buffer.view(np.uint8)
+            self._fast_xor = {shape: raw.reshape(shape) for shape in self._fast_shapes}
 
     @classmethod
     def load(
@@ -281,6 +258,11 @@ class EdgeClassifier:
     def predict(self, x: Any, *, invert: str | None = None) -> list[Prediction]:
         """One `Prediction` per image, for one image (array, PIL image, path) or a batch."""
         names = self.class_names
+        if type(x) is np.ndarray and x.dtype is _UINT8 and x.shape in self._fast_shapes:
+            # One uint8 image (the common call): one table lookup, one invoke.
+            row = self._fast_one(x)
+            i = int(row.argmax())
+            return [Prediction(i, names[i], row.item(i), row, names)]
         probs = self._probabilities(self._invoke(self._batch(x, invert)))
         predictions = []
         for n in range(len(probs)):
@@ -439,6 +421,27 @@ class EdgeClassifier:
                     out = np.empty((n, *result.shape[1:]), result.dtype)
                 out[start : start + k] = result[:k]
         return out
+
+    def _fast_one(self, image: np.ndarray) -> np.ndarray:
+        """One uint8 image of `_fast_shapes` -> its float32 probabilities: `_invoke` and
+        `_probabilities` of a batch of one, without their per-call checks."""
+        interp = self._interp
+        with self._lock:  # the XOR's buffer is shared: filled under the lock
+            if self._allocated_batch != 1:
+                self._resize(1)
+            if self._fast_xor:  # the table is pixel - 128 in int8 (edgeship's int8 input)
+                np.bitwise_xor(image, 0x80, out=self._fast_xor[image.shape])
+                interp.set_tensor(self._input_index, self._fast_buffer)
+            else:
+                tensor = self._fast_table.take(image).reshape(self._fast_feed)
+                interp.set_tensor(self._input_index, tensor)
+            interp.invoke()
+            out = interp.get_tensor(self._output_index)
+        if self._fast_scores is not None:  # a 256-entry dequantization table
+            return self._fast_scores.take(out.reshape(-1))
+        if self._final and self._dequantize is None and out.dtype == np.float32:
+            return out.reshape(-1)
+        return self._probabilities(out)[0]
 
     def _run_chunk(self, tensor: np.ndarray) -> np.ndarray:
         """One `invoke` on input values of the allocated batch size (lock held); the output,

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import subprocess
 import sys
@@ -49,15 +50,29 @@ def test_deploy_web_writes_a_complete_site(cli_site):
     }
     core = site / "vendor/litertjs/core"
     assert (core / "dist/index.js").is_file() and (site / "vendor/litertjs/wasm-utils").is_dir()
-    builds = sorted(p.name for p in (core / "wasm").iterdir())
+    builds = sorted(p.name for p in (core / "wasm").iterdir() if p.suffix in (".js", ".wasm"))
     assert builds == [
         "litert_wasm_compat_internal.js",
         "litert_wasm_compat_internal.wasm",
         "litert_wasm_internal.js",
         "litert_wasm_internal.wasm",
+        "litert_wasm_threaded_internal.js",
+        "litert_wasm_threaded_internal.wasm",
     ]
+    # core imports wasm-utils by a relative path: the page needs no inline import map
+    assert 'from "../../wasm-utils/dist/index.js";' in (core / "dist/index.js").read_text()
+    assert "importmap" not in (site / "index.html").read_text()
+    # precompressed copies beside the large files, equal to them once decoded; not precached
+    import brotli
+
+    for name in ("wasm/litert_wasm_threaded_internal.wasm", "dist/index.js"):
+        data = (core / name).read_bytes()
+        assert gzip.decompress((core / f"{name}.gz").read_bytes()) == data
+        assert brotli.decompress((core / f"{name}.br").read_bytes()) == data
+    assert not (site / "icons/icon-192.png.gz").exists()  # too small, and PNG
     sw = (site / "sw.js").read_text()
     assert "{{" not in sw and '"models/model_int8.tflite"' in sw
+    assert ".gz\"" not in sw and ".br\"" not in sw
     # nothing that points off the site: no http(s) URL in the app's own files
     for name in ("index.html", "app.js", "resize.js", "app.css", "sw.js"):
         assert "https://" not in (site / name).read_text(), name

@@ -142,6 +142,26 @@ def test_one_image_fast_path_equals_general_path(edge_models, name):
         np.testing.assert_array_equal(clf.predict_proba(img), clf.predict_proba(img[None]))
 
 
+def test_one_image_fast_path_with_an_offset(edge_models, tmp_path):
+    """A float-input model whose metadata scales pixels to [-1, 1] (scale and offset): the
+    single-image path's table gives the general path's values, offset included."""
+    from edge_runtime.metadata import embed_metadata, read_embedded_metadata
+
+    data = edge_models["mlp_float32"].read_bytes()
+    meta = read_embedded_metadata(data)
+    meta["input"] = {**meta["input"], "scale": 2 / 255, "offset": -1.0}
+    path = tmp_path / "signed.tflite"
+    path.write_bytes(embed_metadata(data, meta))
+    clf = EdgeClassifier.load(path)
+    assert clf.input_offset == -1.0
+    img = np.random.default_rng(5).integers(0, 256, size=clf.input_shape, dtype=np.uint8)
+    (fast,) = clf.predict(img)
+    (general,) = clf.predict([img])
+    np.testing.assert_array_equal(fast.probabilities, general.probabilities)
+    plain = EdgeClassifier.load(edge_models["mlp_float32"]).predict(img)[0]
+    assert not np.array_equal(fast.probabilities, plain.probabilities)  # the offset counts
+
+
 def test_batched_equals_single_and_chunking(edge_models):
     rng = np.random.default_rng(3)
     x = rng.integers(0, 256, size=(37, 28, 28, 1), dtype=np.uint8)

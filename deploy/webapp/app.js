@@ -11,14 +11,12 @@ const CAMERA_INTERVAL_MS = 300; // a few frames a second
 const RECENT_MAX = 10;
 
 const state = { models: [], model: null, compiled: new Map(), backend: null, litert: null,
-  stream: null, paused: false, busy: false, timer: null, recent: [] };
+  build: null, threads: 1, stream: null, paused: false, busy: false, timer: null, recent: [],
+  photo: 0 };
 
 function setStatus(text) { $("status").textContent = text; }
 function setError(text) { $("error").textContent = text || ""; }
-function addNote(text) {
-  const note = $("note");
-  note.textContent = note.textContent ? `${note.textContent} ${text}` : text;
-}
+function addNote(text) { $("note").textContent = [$("note").textContent, text].filter(Boolean).join(" "); }
 
 function clearResult() {
   $("answer").textContent = "";
@@ -36,21 +34,26 @@ function runtimeLog(text) {
 }
 
 async function hasGpu() {
-  try {
-    return Boolean(navigator.gpu && (await navigator.gpu.requestAdapter()));
-  } catch {
-    return false;
-  }
+  return Boolean(navigator.gpu && (await navigator.gpu.requestAdapter().catch(() => null)));
 }
 
-async function loadRuntime() {
+// The threaded build (every core) needs a cross-origin-isolated page (COOP/COEP headers:
+// SharedArrayBuffer) and relaxed SIMD; else the plain build; browsers without relaxed SIMD
+// (Safari) get the compat build. `attempt` > 0: a retry (a failed import is not re-fetched
+// under the same URL).
+async function loadRuntime(attempt) {
   self.Module = { print: (text) => console.debug(text), printErr: runtimeLog };
-  const litert = await import(LITERT);
-  await litert.loadLiteRt(WASM_DIR);
-  state.litert = litert;
+  const litert = await import(attempt ? `${LITERT}?retry=${attempt}` : LITERT);
   const relaxed = await litert.supportsFeature("relaxedSimd");
-  const build = relaxed ? "litert_wasm_internal" : "litert_wasm_compat_internal";
-  return [`${WASM_DIR}${build}.js`, `${WASM_DIR}${build}.wasm`];
+  const threaded = relaxed && self.crossOriginIsolated === true &&
+    (await litert.supportsFeature("threads"));
+  await litert.loadLiteRt(WASM_DIR, threaded ? { threads: true } : undefined);
+  state.litert = litert;
+  state.build = threaded ? "threaded" : relaxed ? "plain" : "compat";
+  state.threads = threaded ? Math.max(1, navigator.hardwareConcurrency || 1) : 1;
+  const build = `${WASM_DIR}litert_wasm${{ threaded: "_threaded", plain: "",
+    compat: "_compat" }[state.build]}_internal`;
+  return [`${build}.js`, `${build}.wasm`];
 }
 
 async function compiled(model) {
@@ -67,7 +70,8 @@ async function compiled(model) {
     }
   }
   if (result === null) {
-    result = await loadAndCompile(model.file, { accelerator: "wasm" });
+    result = await loadAndCompile(model.file, {
+      accelerator: "wasm", cpuOptions: { numThreads: state.threads } });
     state.backend = "wasm";
   }
   // One run on blank pixels: the runtime's first-call setup is not the first photo's latency.
@@ -113,7 +117,7 @@ function probabilities(raw, model) {
 
 // Raw RGB pixels at the model's size -> {index, label, confidence, probabilities, ms}
 async function classifyPixels(pixels, model = state.model) {
-  const runner = await compiled(model);
+  const runner = await modelReady(model);
   const start = performance.now();
   const input = inputTensor(pixels, model);
   let outputs;
@@ -164,9 +168,12 @@ async function classifySource(source, width, height, name) {
   return result;
 }
 
-// A file or blob (chosen, taken, or given by a test): decode, classify, show.
+// A file or blob (chosen, taken, or given by a test): decode, classify, show. Chosen before the
+// runtime and the model are loaded, it waits for them ("loading the model…"), through failed
+// loads and retries; a newer photo replaces a waiting one. Null: not an image, or replaced.
 async function classifyBlob(blob, name) {
   setError("");
+  const photo = ++state.photo;
   let bitmap;
   try {
     bitmap = await createImageBitmap(blob);
@@ -179,6 +186,13 @@ async function classifyBlob(blob, name) {
   }
   try {
     preview(bitmap, bitmap.width, bitmap.height);
+    if (!isReady(state.model)) {
+      clearResult();
+      $("detail").textContent = `“${name}” will be classified as soon as the model is ` +
+        "loaded: loading the model…";
+      while (!isReady(state.model)) await modelReady((await siteReady(), state.model));
+      if (photo !== state.photo) return null; // a newer photo came meanwhile
+    }
     return await classifySource(bitmap, bitmap.width, bitmap.height, name);
   } finally {
     bitmap.close();
@@ -289,6 +303,10 @@ let frameCount = 0;
 async function cameraTick() {
   const video = $("video");
   if (state.paused || state.busy || !video.videoWidth) return;
+  if (!isReady(state.model)) {
+    $("detail").textContent = "Loading the model…";
+    return;
+  }
   state.busy = true;
   try {
     frameCount += 1;
@@ -317,9 +335,106 @@ async function registerOffline(wasmFiles) {
   return true;
 }
 
-// -------------------------------------------------------------------------------- start
-function chooseModel(name) {
+// ------------------------------------------------------------------------------ loading
+// Each thing the app loads (the model list, the runtime, each model) is loaded once; a
+// failure says what failed and shows Retry, and whoever waits for it (the start, a photo,
+// a model switch) waits on through the retry.
+class LoadError extends Error {}
+const loads = new Map(); // key -> the promise of a successful load
+let attempts = 0;
+let retry = null; // the promise of the Retry button's next click
+
+function load(key, what, fn) {
+  if (!loads.has(key)) {
+    const attempt = attempts++;
+    loads.set(key, fn(attempt).catch((err) => {
+      loads.delete(key);
+      const cause = err instanceof Error ? err.message : String(err);
+      throw new LoadError(`Could not load ${what}: ${cause}. Check the connection (or the ` +
+        "site's files), then Retry.");
+    }));
+  }
+  return loads.get(key);
+}
+
+function retryClicked() {
+  retry ??= new Promise((resolve) => {
+    const button = $("retry");
+    button.hidden = false;
+    button.addEventListener("click", () => {
+      button.hidden = true;
+      retry = null;
+      setError("");
+      setStatus("Loading the model…");
+      resolve();
+    }, { once: true });
+  });
+  return retry;
+}
+
+async function loaded(key, what, fn) {
+  for (;;) {
+    try {
+      return await load(key, what, fn);
+    } catch (err) {
+      setStatus("Failed to load");
+      setError(err instanceof LoadError ? err.message : `Could not start: ${err}`);
+      console.warn(err);
+      await retryClicked();
+    }
+  }
+}
+
+const runtimeReady = () =>
+  loaded("runtime", `LiteRT.js, the WebAssembly runtime (${WASM_DIR})`, loadRuntime);
+
+const isReady = (model) => Boolean(model) && state.compiled.has(model.name);
+
+async function modelReady(model) {
+  const files = await runtimeReady();
+  const runner = await loaded(`model:${model.name}`, `the model “${model.name}” (${model.file})`,
+    () => compiled(model));
+  state.wasmFiles ??= files;
+  return runner;
+}
+
+function siteReady() {
+  return loaded("site", "the app's list of models (models.json)", async () => {
+    const response = await fetch("models.json");
+    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+    const site = await response.json();
+    state.models = site.models;
+    state.model ??= state.models[0];
+    return site;
+  });
+}
+
+// ------------------------------------------------------------------------------ start
+function buildText() {
+  const backend = state.backend === "webgpu" ? "WebGPU" : "WASM";
+  if (state.backend === "webgpu") return backend;
+  const threads = state.threads === 1 ? "1 thread" : `${state.threads} threads`;
+  return `${backend}, ${state.build} build, ${threads}`;
+}
+
+function showReady() {
+  const offline = window.edgeship.offline ? ", also offline" : "";
+  setStatus(`Ready${offline}: ${state.model.name} on ${buildText()}`);
+}
+
+// Switch models: the new one loads (photos meanwhile wait for it), then "Ready".
+async function chooseModel(name) {
   state.model = state.models.find((m) => m.name === name) ?? state.models[0];
+  const model = state.model;
+  if (!isReady(model)) setStatus(`Loading the model ${model.name}…`);
+  await modelReady(model);
+  if (state.model === model && window.edgeship.ready) showReady();
+}
+
+function onPhoto(event) {
+  const file = event.target.files[0];
+  event.target.value = "";
+  if (file) classifyBlob(file, file.name).catch((err) => setError(String(err)));
 }
 
 async function main() {
@@ -330,20 +445,10 @@ async function main() {
     for (const id of ["file", "capture", "camera"]) $(id).disabled = true;
     return;
   }
-  const response = await fetch("models.json");
-  const site = await response.json();
-  state.models = site.models;
-  const select = $("model");
-  select.replaceChildren(...state.models.map((m) => new Option(m.name, m.name)));
-  $("model-row").hidden = state.models.length < 2;
-  chooseModel(state.models[0].name);
-  select.addEventListener("change", () => chooseModel(select.value));
+  // The photo inputs work from the first moment: a photo waits for the model.
   for (const id of ["file", "capture"]) {
-    $(id).addEventListener("change", async (event) => {
-      const file = event.target.files[0];
-      event.target.value = "";
-      if (file) await classifyBlob(file, file.name).catch((err) => setError(String(err)));
-    });
+    $(id).addEventListener("change", onPhoto);
+    if ($(id).files.length) onPhoto({ target: $(id) }); // chosen before this script ran
   }
   $("camera").addEventListener("click", () => (state.stream ? stopCamera() : startCamera()));
   $("pause").addEventListener("click", () => {
@@ -351,17 +456,23 @@ async function main() {
     $("pause").textContent = state.paused ? "Resume" : "Pause";
   });
   if (!window.isSecureContext) addNote(cameraProblem(null));
-
-  const wasmFiles = await loadRuntime();
-  await compiled(state.model);
-  $("runtime").textContent = `LiteRT.js ${site.litertjs}`;
-  const backend = state.backend === "webgpu" ? "WebGPU" : "WASM";
-  setStatus(`Ready: ${state.model.name} on ${backend}`);
-  window.edgeship.backend = backend;
-  window.edgeship.ready = true;
+  setStatus("Loading the model…");
+  const runtime = runtimeReady(); // fetched beside the model list
+  const site = await siteReady();
+  const select = $("model");
+  select.replaceChildren(...state.models.map((m) => new Option(m.name, m.name)));
+  $("model-row").hidden = state.models.length < 2;
+  select.addEventListener("change", () => chooseModel(select.value));
+  await runtime;
+  await modelReady(state.model);
+  $("runtime").textContent = `LiteRT.js ${site.litertjs} (${buildText()})`;
+  Object.assign(window.edgeship, {
+    backend: state.backend === "webgpu" ? "WebGPU" : "WASM", build: state.build,
+    threads: state.threads, isolated: self.crossOriginIsolated === true, ready: true });
+  showReady();
   try {
-    window.edgeship.offline = await registerOffline(wasmFiles);
-    if (window.edgeship.offline) setStatus(`Ready, also offline: ${state.model.name} on ${backend}`);
+    window.edgeship.offline = await registerOffline(state.wasmFiles);
+    showReady();
   } catch (err) {
     addNote(`Offline use is not available (${err}).`);
     window.edgeship.offline = false;
@@ -372,8 +483,11 @@ async function main() {
 window.edgeship = {
   ready: false,
   offline: null,
-  classifyPixels: (pixels, name) =>
-    classifyPixels(Uint8Array.from(pixels), state.models.find((m) => m.name === name) ?? state.model),
+  classifyPixels: async (pixels, name) => {
+    await siteReady();
+    const model = state.models.find((m) => m.name === name) ?? state.model;
+    return classifyPixels(Uint8Array.from(pixels), model);
+  },
   classifyBlob,
   chooseModel,
 };

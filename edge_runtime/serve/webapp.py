@@ -15,6 +15,14 @@ from edge_runtime.errors import EdgeRuntimeError
 
 APP_PATH = "/app"
 SITE_MARKER = "models.json"  # what `deploy web` writes beside index.html
+# What the app needs of a Content-Security-Policy on /app/ (issue 28 sends the header): no
+# inline script or handler; WebAssembly compiled from fetched bytes; the threaded build's
+# pthread workers are started from the same-origin script URL (`blob:` is not needed for them,
+# allowing it is harmless); photos and the camera preview are drawn from `blob:` URLs.
+APP_CSP_NEEDS = (
+    "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; worker-src 'self' blob:; "
+    "connect-src 'self'; img-src 'self' blob: data:; frame-ancestors 'none'"
+)
 
 
 class WebOptionError(EdgeRuntimeError):
@@ -60,19 +68,20 @@ def check_tls(cert: Path | None, key: Path | None) -> None:
 
 
 def web_routes(site: Path | None) -> list[Any]:
-    """The Starlette routes of the app: /app/ (the site's files) and /app -> /app/."""
+    """The Starlette routes of the app: /app/ (the site's files, `AppFiles`) and /app -> /app/."""
     if site is None:
         return []
     from starlette.responses import RedirectResponse
     from starlette.routing import Mount, Route
-    from starlette.staticfiles import StaticFiles
+
+    from edge_runtime.serve.webfiles import AppFiles
 
     async def to_slash(request):
         return RedirectResponse(f"{APP_PATH}/", status_code=308)
 
     return [
         Route(APP_PATH, to_slash),
-        Mount(APP_PATH, app=StaticFiles(directory=str(site), html=True), name="app"),
+        Mount(APP_PATH, app=AppFiles(directory=str(site), html=True), name="app"),
     ]
 
 

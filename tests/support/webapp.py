@@ -57,3 +57,34 @@ def start_tls_server(args, log_dir: Path):
     from tests.support.serving import start_server
 
     return start_server(args, log_dir, scheme="https")
+
+
+class StaticServer:
+    """`python -m http.server` on 127.0.0.1 serving a folder: a plain static host (no COOP/COEP,
+    no precompressed bytes, no caching headers)."""
+
+    def __init__(self, folder: Path):
+        import re
+        import sys
+        import time
+
+        self.proc = subprocess.Popen(
+            [sys.executable, "-u", "-m", "http.server", "0", "--bind", "127.0.0.1"],
+            cwd=folder,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        deadline = time.monotonic() + 30
+        line = self.proc.stdout.readline()
+        match = re.search(r"port (\d+)", line)
+        if match is None or time.monotonic() > deadline:
+            self.stop()
+            raise RuntimeError(f"http.server did not start: {line!r}")
+        self.port = int(match.group(1))
+
+    def stop(self) -> None:
+        """Stop the server."""
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+        self.proc.stdout.close()
