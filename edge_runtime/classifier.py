@@ -165,7 +165,7 @@ class EdgeClassifier:
         positive_int(max_pixels, "max_pixels")
         path = Path(path)
         data = read_model_bytes(path)
-        metadata = read_embedded_metadata(data, f"path={path}")
+        metadata = read_embedded_metadata(data, f"path={path}", lenient=True)
         if metadata is None:
             metadata = read_sidecar(path)
         standard = read_standard_metadata(data, f"path={path}")
