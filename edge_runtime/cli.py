@@ -377,6 +377,8 @@ def _serve(args: argparse.Namespace) -> None:
     from edge_runtime.serve.server import prepare, run
 
     options = options_from_args(args)
+    for line in options.secret_warnings():  # --strict-permissions refused them already
+        print(f"warning: {line}", file=sys.stderr, flush=True)
     with filtered_native_stderr():
         service, sock = prepare(options)
     warning = exposure_warning(options)

@@ -55,6 +55,9 @@ class ServeOptions:
     allow_origins: tuple[str, ...] = ()
     max_decoded_mb: float = DEFAULT_MAX_DECODED_MB
     full_decode: bool = False
+    token_file: Path | None = None  # where --token-file read the token (its mode is checked)
+    tls_key_password_file: Path | None = None
+    strict_permissions: bool = False
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -78,6 +81,21 @@ class ServeOptions:
             check_site(Path(self.web))
         check_tls(self.tls_cert, self.tls_key)
         self._check_bounds()
+        if self.strict_permissions and self.secret_warnings():
+            raise ServeError(
+                f"{self.secret_warnings()[0]} (--strict-permissions refuses to start). "
+                "Received: --strict-permissions"
+            )
+
+    def secret_warnings(self) -> list[str]:
+        """One line per secret file (TLS key, its passphrase, token file) open to others."""
+        from edge_runtime.serve.tls import loose_secrets
+
+        return loose_secrets([
+            ("--tls-key", self.tls_key),
+            ("--tls-key-password-file", self.tls_key_password_file),
+            ("--token-file", self.token_file),
+        ])
 
     def _check_bounds(self) -> None:
         """The connection and upload bounds are positive."""
@@ -178,6 +196,9 @@ def options_from_args(args: Any) -> ServeOptions:
         max_inflight_mb=args.max_inflight_mb,
         allowed_hosts=tuple(args.allowed_host or ()),
         allow_origins=tuple(args.allow_origin or ()),
+        token_file=_path(args.token_file),
+        tls_key_password_file=_path(args.tls_key_password_file),
+        strict_permissions=args.strict_permissions,
     )
 
 
@@ -236,6 +257,12 @@ def add_serve_parser(sub: Any) -> None:
         default=None,
         metavar="FILE",
         help="like --token, the token read from FILE (one line; keep it mode 0600)",
+    )
+    p.add_argument(
+        "--strict-permissions",
+        action="store_true",
+        help="refuse to start when the token file or TLS key is readable by group or others "
+        "(default: a warning)",
     )
     p.add_argument("--watch", default=None, metavar="DIR", help="classify new images in DIR")
     p.add_argument(

@@ -50,8 +50,9 @@ from edge_runtime.serve.options import (
 )
 from edge_runtime.serve.service import Service, load_models
 from edge_runtime.serve.startup import prepare
+from edge_runtime.serve.tls import server_context
 from edge_runtime.serve.uploads import HeldUpload, HttpError, check_token, image_bytes, top_k
-from edge_runtime.serve.webapp import load_tls, uvicorn_tls, web_routes
+from edge_runtime.serve.webapp import web_routes
 
 GRACEFUL_SHUTDOWN_S = 30
 PAGE = Path(__file__).with_name("page.html")
@@ -201,17 +202,18 @@ def run(service: Service, sock: socket.socket, *, announce: Any = None) -> None:
 
     options = service.options
     host, port = sock.getsockname()[:2]
-    load_tls(options.tls_cert, options.tls_key)
+    tls = server_context(options.tls_cert, options.tls_key, options.tls_key_password_file)
     max_connections = connection_limit(options.max_connections)
     config = uvicorn.Config(
         build_app(service),
-        http=bounded_protocol(max_connections, options.header_timeout_s, service.metrics.error),
+        http=bounded_protocol(
+            max_connections, options.header_timeout_s, service.metrics.error, ssl_context=tls
+        ),
         limit_concurrency=max_connections + 1,  # Uvicorn counts the asking one too
         log_level="warning",
         access_log=False,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         lifespan="on",
-        **uvicorn_tls(options.tls_cert, options.tls_key),
     )
     server = uvicorn.Server(config)
 

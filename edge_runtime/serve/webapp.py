@@ -2,7 +2,7 @@
 
 The site is the static folder `edgeship deploy web` writes; it is served as it is (Starlette's
 StaticFiles), so a phone on the LAN loads it from the Pi once and then classifies offline. The
-live camera needs a secure context, which a LAN http:// address is not: TLS (Uvicorn's own, a
+live camera needs a secure context, which a LAN http:// address is not: TLS (a
 certificate and key in PEM) makes it https://.
 """
 
@@ -76,29 +76,6 @@ def web_routes(site: Path | None) -> list[Any]:
     ]
 
 
-def uvicorn_tls(cert: Path | None, key: Path | None) -> dict[str, str]:
-    """Uvicorn's TLS options (none without a certificate)."""
-    if cert is None or key is None:
-        return {}
-    return {"ssl_certfile": str(cert), "ssl_keyfile": str(key)}
-
-
-def load_tls(cert: Path | None, key: Path | None) -> None:
-    """Load the pair once before serving, so a wrong key fails at startup with a clear line."""
-    if cert is None or key is None:
-        return
-    import ssl
-
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    try:
-        context.load_cert_chain(str(cert), str(key))
-    except (ssl.SSLError, OSError) as err:
-        raise WebOptionError(
-            f"The TLS certificate and key do not load together ({err}). Pass the key that "
-            f"belongs to the certificate. Received: --tls-cert {cert} --tls-key {key}"
-        ) from None
-
-
 def add_web_arguments(parser: Any) -> None:
     """The `serve` arguments of this module: --web, --tls-cert, --tls-key."""
     parser.add_argument(
@@ -116,4 +93,10 @@ def add_web_arguments(parser: Any) -> None:
     )
     parser.add_argument(
         "--tls-key", default=None, metavar="FILE", help="the PEM private key of --tls-cert"
+    )
+    parser.add_argument(
+        "--tls-key-password-file",
+        default=None,
+        metavar="FILE",
+        help="the passphrase of an encrypted --tls-key, on one line (keep it mode 0600)",
     )
