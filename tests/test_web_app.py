@@ -24,7 +24,7 @@ from PIL import Image
 from benchmarks.web_speed import ARGS, CHROMIUM, PHONE
 from tests.support.procs import REPO
 from tests.support.serving import start_server
-from tests.support.webapp import mjpeg_clip, self_signed_pair, start_tls_server
+from tests.support.webapp import mjpeg_clip, self_signed_pair, start_tls_server, wait_for
 
 CHROMIUM_ARGS = [*ARGS, "--use-fake-device-for-media-stream"]
 DESKTOP = {"viewport": {"width": 1280, "height": 800}}
@@ -145,14 +145,14 @@ class App:
 
     def open(self, path: str = "/app/"):
         self.page.goto(self.origin + path)
-        self.page.wait_for_function("window.edgeship && window.edgeship.ready", timeout=READY_MS)
+        wait_for(self.page, "window.edgeship && window.edgeship.ready", timeout=READY_MS)
         return self.page
 
     def choose(self, path: Path) -> str:
         """Choose a photo with the file input; the label the page shows."""
         self.page.evaluate("document.getElementById('answer').textContent = ''")
         self.page.set_input_files("#file", str(path))
-        self.page.wait_for_function("document.getElementById('answer').textContent.length > 0")
+        wait_for(self.page, "document.getElementById('answer').textContent.length > 0")
         return self.page.inner_text("#answer")
 
     def classify_all(self, pngs: list[bytes], models: list[str]) -> dict[str, list[dict]]:
@@ -224,7 +224,7 @@ def test_choose_a_photo_label_equals_predict(app, fashion_test, site_models, tmp
     bad = tmp_path / "notes.png"
     bad.write_bytes(b"not a picture")
     page.set_input_files("#file", str(bad))
-    page.wait_for_function("document.getElementById('error').textContent.length > 0")
+    wait_for(page, "document.getElementById('error').textContent.length > 0")
     assert "not an image this browser can read" in page.inner_text("#error")
     assert page.query_selector_all("#bars .bar") == []
 
@@ -287,7 +287,8 @@ def test_live_camera_labels_follow_the_clip(app, clip_frames, native):
     page.wait_for_timeout(1200)
     assert page.evaluate("document.querySelectorAll('#recent tbody tr')[0].innerText") == rows
     page.click("#pause")  # resume
-    page.wait_for_function(
+    wait_for(
+        page,
         f"document.querySelectorAll('#recent tbody tr')[0].innerText !== {json.dumps(rows)}",
         timeout=10_000,
     )
@@ -300,7 +301,7 @@ def test_camera_permission_refused_says_so(browser, served):
     try:
         page = app.open()
         page.click("#camera")
-        page.wait_for_function("document.getElementById('error').textContent.length > 0")
+        wait_for(page, "document.getElementById('error').textContent.length > 0")
         assert "permission was refused" in page.inner_text("#error")
     finally:
         app.close()
@@ -308,11 +309,11 @@ def test_camera_permission_refused_says_so(browser, served):
 
 def test_offline_after_one_visit(app, fashion_test, site_models, tmp_path):
     page = app.open()
-    page.wait_for_function("window.edgeship.offline === true", timeout=READY_MS)
+    wait_for(page, "window.edgeship.offline === true", timeout=READY_MS)
     assert "also offline" in page.inner_text("#status")
     app.context.set_offline(True)
     page.reload()
-    page.wait_for_function("window.edgeship && window.edgeship.ready", timeout=READY_MS)
+    wait_for(page, "window.edgeship && window.edgeship.ready", timeout=READY_MS)
     photo = tmp_path / "offline.png"
     Image.fromarray(fashion_test[3]).save(photo)
     assert app.choose(photo) == _predict_json(site_models["mlp_int8"], photo)["label"]
@@ -372,7 +373,7 @@ def test_served_over_tls_with_a_self_signed_pair(
         assert app.choose(photo) == _predict_json(site_models["mlp_int8"], photo)["label"]
         # A certificate the phone does not trust: the camera works (after the warning), the
         # service worker does not register (the browser refuses its script): no offline use.
-        page.wait_for_function("window.edgeship.offline === false", timeout=READY_MS)
+        wait_for(page, "window.edgeship.offline === false", timeout=READY_MS)
         assert "Offline use is not available" in page.inner_text("#note")
     finally:
         app.errors.remove("An SSL certificate error occurred when fetching the script.")

@@ -39,6 +39,7 @@ from edge_runtime.errors import ImageError
 from edge_runtime.preprocess import ImageTooLargeError
 from edge_runtime.serve.connections import bounded_protocol, connection_limit, quiet_accept_errors
 from edge_runtime.serve.guard import HostOriginGuard, allowed_hosts
+from edge_runtime.serve.headers import SecurityHeaders
 from edge_runtime.serve.metrics import CONTENT_TYPE
 from edge_runtime.serve.options import (
     ServeError,
@@ -185,6 +186,7 @@ def build_app(service: Service):
         ],
         exception_handlers={HTTPException: http_error},
         middleware=[
+            Middleware(SecurityHeaders, page=page, site=service.options.web),
             Middleware(
                 HostOriginGuard,
                 hosts=allowed_hosts(service.options.host, service.options.allowed_hosts),

@@ -8,6 +8,7 @@ certificate and key in PEM) makes it https://.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -70,10 +71,36 @@ def web_routes(site: Path | None) -> list[Any]:
     async def to_slash(request):
         return RedirectResponse(f"{APP_PATH}/", status_code=308)
 
+    listed = site_files(site)
+
+    class ListedFiles(StaticFiles):
+        """StaticFiles that answers only for the site's files as listed at startup."""
+
+        async def get_response(self, path: str, scope: Any) -> Any:
+            from starlette.exceptions import HTTPException
+
+            route = "" if path in ("", ".") else path.replace(os.sep, "/")
+            if route not in listed and f"{route}/index.html".lstrip("/") not in listed:
+                raise HTTPException(404)
+            return await super().get_response(path, scope)
+
     return [
         Route(APP_PATH, to_slash),
-        Mount(APP_PATH, app=StaticFiles(directory=str(site), html=True), name="app"),
+        Mount(APP_PATH, app=ListedFiles(directory=str(site), html=True), name="app"),
     ]
+
+
+def site_files(site: Path) -> frozenset[str]:
+    """The site's files served at /app/ ('/'-separated, relative): regular files only, none
+    under a dotfile or dot-folder (.git, .env, ...), no symlinks."""
+    found = set()
+    for folder, dirs, files in os.walk(site):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in files:
+            path = Path(folder, name)
+            if not name.startswith(".") and path.is_file() and not path.is_symlink():
+                found.add(path.relative_to(site).as_posix())
+    return frozenset(found)
 
 
 def add_web_arguments(parser: Any) -> None:
