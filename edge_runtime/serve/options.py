@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_runtime.errors import EdgeRuntimeError
+from edge_runtime.model_bounds import DEFAULT_MAX_MODEL_MB, max_model_option
 from edge_runtime.serve.webapp import add_web_arguments, check_site, check_tls
 
 DEFAULT_HOST = "127.0.0.1"
@@ -58,6 +59,7 @@ class ServeOptions:
     token_file: Path | None = None  # where --token-file read the token (its mode is checked)
     tls_key_password_file: Path | None = None
     strict_permissions: bool = False
+    max_model_mb: float = DEFAULT_MAX_MODEL_MB
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -199,6 +201,7 @@ def options_from_args(args: Any) -> ServeOptions:
         token_file=_path(args.token_file),
         tls_key_password_file=_path(args.tls_key_password_file),
         strict_permissions=args.strict_permissions,
+        max_model_mb=args.max_model_mb,
     )
 
 
@@ -281,7 +284,8 @@ def add_serve_parser(sub: Any) -> None:
 
 
 def _add_bound_arguments(p: Any) -> None:
-    """The connection, upload, Host and Origin bounds of `serve` (docs/serve.md)."""
+    """The connection, upload, model, Host and Origin bounds of `serve` (docs/serve.md)."""
+    max_model_option(p)
     p.add_argument(
         "--max-connections", type=int, default=DEFAULT_MAX_CONNECTIONS, metavar="N",
         help=f"connections held at once (default {DEFAULT_MAX_CONNECTIONS}, kept under "
