@@ -167,7 +167,7 @@ class EdgeClassifier:
         positive_int(max_pixels, "max_pixels")
         path = Path(path)
         data = read_model_bytes(path)
-        check_model_memory(data, max_model_mb, batch_size, f"path={path}")  # before allocating
+        check_model_memory(data, max_model_mb, 1, f"path={path}")  # before any allocation
         metadata = read_embedded_metadata(data, f"path={path}", lenient=True)
         if metadata is None:
             metadata = read_sidecar(path)
