@@ -34,6 +34,12 @@ METADATA_NAME = "edgeship"
 FILE_IDENTIFIER = b"TFL3"
 CONVERSION_METADATA = "CONVERSION_METADATA"
 
+
+class MetadataWarning(UserWarning):
+    """Metadata that could not be used in full (standard metadata, or edgeship's block that
+    cannot be parsed): the model runs without that part."""
+
+
 # Field slots (declaration order in schema.fbs) of the tables we read.
 _MODEL_BUFFERS = 4
 _MODEL_METADATA = 6
@@ -227,8 +233,6 @@ def read_embedded_metadata(
         if not lenient:
             raise
         import warnings
-
-        from edge_runtime.standard_metadata import MetadataWarning
 
         reason = str(err) if isinstance(err, ModelFileError) else (
             f"The {what} cannot be read ({type(err).__name__}). Received: {what}"
