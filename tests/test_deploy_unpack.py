@@ -42,6 +42,7 @@ CRAFTED = {
     "setuid": [_file("TOP/run.sh", 0o4777)],
     "world_writable": [_file("TOP/models.json", 0o666)],
 }
+EMULATED_CASES = ("dotdot", "through_symlink", "hardlink_out", "device", "world_writable")
 
 
 def _bundle(path: Path, members) -> str:
@@ -81,7 +82,9 @@ def test_crafted_bundles_refused_nothing_written(tmp_path, python):
     (root / "releases" / "old").mkdir(parents=True)
     os.symlink("releases/old", root / "current")
     outside = tmp_path / "x"
-    for case, members in CRAFTED.items():
+    # Under qemu each run costs seconds: there, one case of each kind the data filter covers.
+    cases = CRAFTED if name == "host" else {k: CRAFTED[k] for k in EMULATED_CASES}
+    for case, members in cases.items():
         archive = root / "releases" / f".{RELEASE}.tar.gz.part"
         sha = _bundle(archive, members)
         proc = subprocess.run(
