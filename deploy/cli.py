@@ -341,7 +341,7 @@ def status_command(
 
     from deploy.errors import DeployError
     from deploy.service import status_lines, status_script
-    from deploy.ssh import SshTarget, parse_targets, remote_path, session
+    from deploy.ssh import parse_targets, remote_path, session
 
     if bool(host) == (inventory is not None):
         raise DeployError(
@@ -350,22 +350,13 @@ def status_command(
         )
     if limit is not None and inventory is None:
         raise DeployError(f"--limit goes with --inventory. Received: --limit {limit}")
-    hosts = []  # (label, target, options, remote dir)
     if inventory is not None:
-        from deploy.fleet import inventory_hosts
-
-        for h in inventory_hosts(inventory, limit):
-            options = _ssh_options(
-                h.identity or identity, known_hosts, ssh_config, connect_timeout
-            )
-            target = SshTarget(host=h.address, user=h.user, port=h.port or port)
-            hosts.append((h.name, target, options, h.remote_dir))
-    else:
-        options = _ssh_options(identity, known_hosts, ssh_config, connect_timeout)
-        for target in parse_targets(host, port):
-            hosts.append((str(target), target, options, remote_dir))
+        _inventory_status(inventory, limit, known_hosts, identity, connect_timeout, as_json)
+        return
     down = []
-    for label, target, options, folder in hosts:
+    options = _ssh_options(identity, known_hosts, ssh_config, connect_timeout)
+    for target in parse_targets(host, port):
+        label, folder = str(target), remote_dir
         with session(target, options) as sess:
             script = status_script(remote_path(folder.rstrip("/") or "/"))
             proc = sess.run(script, step="status", timeout=60)
@@ -387,5 +378,42 @@ def status_command(
             typer.echo("\n".join(status_lines(label, data)))
         if data.get("settings") and not data.get("health"):
             down.append(label)
+    if down:
+        raise DeployError(f"the service is down on {', '.join(down)}")
+
+
+def _inventory_status(
+    inventory: Path, limit: str | None, known_hosts: Path | None, identity: Path | None,
+    connect_timeout: int, as_json: bool,
+) -> None:
+    """`deploy status --inventory`: every host through Ansible (deploy/fleet/status.py); an
+    unreachable host is a row saying why, and then exit 1."""
+    import json
+
+    from deploy.errors import DeployError
+    from deploy.fleet.status import inventory_status
+    from deploy.service import status_lines
+
+    found = inventory_status(
+        inventory, limit, known_hosts=known_hosts, identity=identity,
+        connect_timeout=connect_timeout,
+    )
+    for h in found:
+        if as_json:
+            typer.echo(json.dumps({"host": h.host, "unreachable": h.unreachable, "error": h.error}
+                                  | (h.data or {})))
+        elif h.data is not None:
+            typer.echo("\n".join(status_lines(h.host, h.data)))
+        else:
+            typer.echo(f"{h.host}: {'UNREACHABLE' if h.unreachable else 'FAILED'} ({h.error})")
+    lost = [h.host for h in found if h.data is None]
+    down = [h.host for h in found if h.data and h.data.get("settings") and not h.data.get("health")]
+    if lost:
+        typer.echo(
+            f"error: {len(lost)} of {len(found)} hosts could not be read: {', '.join(lost)}"
+            + (f"; the service is down on {', '.join(down)}" if down else ""),
+            err=True,
+        )
+        raise typer.Exit(1)
     if down:
         raise DeployError(f"the service is down on {', '.join(down)}")

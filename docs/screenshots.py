@@ -17,6 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tests.support.serving import start_server  # noqa: E402
+from tests.support.webapp import wait_for  # noqa: E402
 from tests.test_serve_page import CHROMIUM, CHROMIUM_ARGS, VIEWPORTS  # noqa: E402
 
 
@@ -51,7 +52,7 @@ def main() -> int:
                     page.goto(f"http://127.0.0.1:{served.port}/")
                     page.set_input_files("#file", str(photos[0]))
                     page.wait_for_selector(".bar.predicted")
-                    page.wait_for_function("document.querySelectorAll('#recent tr').length > 3")
+                    wait_for(page, "document.querySelectorAll('#recent tr').length > 3")
                     page.screenshot(path=str(args.out / name), full_page=True)
                     print(f"{args.out / name}: {page.inner_text('#answer')}, "
                           f"{page.inner_text('#detail')}")

@@ -34,6 +34,7 @@ from edge_runtime.fastpath import single_image_tables
 from edge_runtime.graph import PROBABILITY_HEADS, is_softmax_quantization, output_head
 from edge_runtime.labels import Labels, resolve_labels
 from edge_runtime.metadata import read_embedded_metadata, read_model_bytes, read_sidecar
+from edge_runtime.model_bounds import DEFAULT_MAX_MODEL_MB, check_model_memory
 from edge_runtime.options import normalize_invert, positive_int
 from edge_runtime.prediction import Prediction
 from edge_runtime.preprocess import MAX_PIXELS, load_and_preprocess, preprocess_image
@@ -129,11 +130,12 @@ class EdgeClassifier:
         invert: str = "auto",
         batch_size: int = DEFAULT_BATCH_SIZE,
         max_pixels: int = MAX_PIXELS,
+        max_model_mb: float = DEFAULT_MAX_MODEL_MB,
     ) -> EdgeClassifier:
         """Read a .tflite file (and its `edgeship` metadata or sidecar) into a classifier.
 
         `labels`: a labels file (one class name per line, output order) or a list of names;
-        they replace the metadata's class names.
+        they replace the metadata's class names. `max_model_mb`: model_bounds.py.
         """
         # Options first (OptionError, exit 2 in the CLIs), before any file or interpreter work.
         num_threads = positive_int(num_threads, "num_threads", optional=True)
@@ -142,7 +144,8 @@ class EdgeClassifier:
         positive_int(max_pixels, "max_pixels")
         path = Path(path)
         data = read_model_bytes(path)
-        metadata = read_embedded_metadata(data, f"path={path}")
+        check_model_memory(data, max_model_mb, 1, f"path={path}")  # before any allocation
+        metadata = read_embedded_metadata(data, f"path={path}", lenient=True)
         if metadata is None:
             metadata = read_sidecar(path)
         standard = read_standard_metadata(data, f"path={path}")

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from edge_runtime.errors import EdgeshipError
+from edge_runtime.model_bounds import DEFAULT_MAX_MODEL_MB, max_model_option
 from edge_runtime.native_log import filtered_native_stderr
 from edge_runtime.records import DEFAULT_TOP_K, format_prediction
 
@@ -33,6 +34,7 @@ def predict_lines(
     invert: str = "auto",
     labels: str | os.PathLike | None = None,
     full_decode: bool = False,
+    max_model_mb: float = DEFAULT_MAX_MODEL_MB,
 ) -> list[str]:
     """Classify image files with a .tflite model; one output line per image.
 
@@ -46,7 +48,8 @@ def predict_lines(
     if not images:
         raise _usage("Pass at least one image. Received: none")
     clf = EdgeClassifier.load(
-        model, num_threads=threads, backend=backend, invert=invert, labels=labels
+        model, num_threads=threads, backend=backend, invert=invert, labels=labels,
+        max_model_mb=max_model_mb,
     )
     clf.decode_to_size = not full_decode
     predictions = clf.predict([os.fspath(p) for p in images])
@@ -60,13 +63,14 @@ def info_dict(
     model: str | os.PathLike,
     backend: str | None = None,
     labels: str | os.PathLike | None = None,
+    max_model_mb: float = DEFAULT_MAX_MODEL_MB,
 ) -> dict[str, Any]:
     """What `info` reports: model tensors and metadata, backend, library versions."""
     import numpy as np
 
     from edge_runtime.classifier import EdgeClassifier
 
-    clf = EdgeClassifier.load(model, backend=backend, labels=labels)
+    clf = EdgeClassifier.load(model, backend=backend, labels=labels, max_model_mb=max_model_mb)
     out = clf.describe()
     out["numpy"] = np.__version__
     try:
@@ -186,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
             default=None,
             help="ai_edge_litert, tflite_runtime or tensorflow (default: the first installed)",
         )
+        max_model_option(p)
 
     def labels_option(p: argparse.ArgumentParser) -> None:
         p.add_argument(
@@ -289,6 +294,7 @@ def _run(args: argparse.Namespace) -> None:
             invert=args.invert,
             labels=args.labels,
             full_decode=args.full_decode,
+            max_model_mb=args.max_model_mb,
         )
         print("\n".join(lines))
     elif args.command == "bench" and args.image is not None:
@@ -304,6 +310,7 @@ def _run(args: argparse.Namespace) -> None:
                 warmup=args.warmup,
                 batch=args.batch,
                 backend=args.backend,
+                max_model_mb=args.max_model_mb,
             )
         except ValueError as err:
             raise _usage(str(err)) from None
@@ -329,7 +336,9 @@ def _run(args: argparse.Namespace) -> None:
                     "these figures are not the board's best; see `python -m edge_runtime doctor`"
                 )
     else:
-        info = info_dict(args.model, backend=args.backend, labels=args.labels)
+        info = info_dict(
+            args.model, backend=args.backend, labels=args.labels, max_model_mb=args.max_model_mb
+        )
         print(json.dumps(info) if args.json else _info_text(info))
 
 
@@ -353,6 +362,7 @@ def _photo_bench(args: argparse.Namespace) -> None:
             threads=threads[0],
             backend=args.backend,
             full_decode=args.full_decode,
+            max_model_mb=args.max_model_mb,
         )
     except ValueError as err:
         raise _usage(str(err)) from None
@@ -377,6 +387,8 @@ def _serve(args: argparse.Namespace) -> None:
     from edge_runtime.serve.server import prepare, run
 
     options = options_from_args(args)
+    for line in options.secret_warnings():  # --strict-permissions refused them already
+        print(f"warning: {line}", file=sys.stderr, flush=True)
     with filtered_native_stderr():
         service, sock = prepare(options)
     warning = exposure_warning(options)

@@ -88,6 +88,41 @@ def output_head(data: bytes, tensor: int, source: str = "<bytes>") -> str | None
     return None
 
 
+# TensorType (schema.fbs) -> bytes per element; unknown types count 8 (never undercounted).
+_TYPE_BYTES = {0: 4, 1: 2, 2: 4, 3: 1, 4: 8, 6: 1, 7: 2, 8: 8, 9: 1, 10: 8, 11: 16, 12: 8,
+               13: 4, 15: 4, 16: 8, 17: 1}
+_TYPE_NAMES = {0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 6: "bool",
+               7: "int16", 9: "int8", 10: "float64"}
+_SUBGRAPH_TENSORS, _SUBGRAPH_INPUTS = 0, 1
+_TENSOR_SHAPE, _TENSOR_TYPE = 0, 1
+
+
+def input_tensors(data: bytes, source: str = "<bytes>") -> list[tuple[list[int], str, int]]:
+    """(shape, type name, bytes) of each input of subgraph 0, read from the flatbuffer itself:
+    before any interpreter exists, so a huge declared input costs nothing to look at."""
+    check_tflite(data, source)
+    r = _Reader(data, source)
+    model = r.indirect(0)
+    subgraphs, n_subgraphs = r.vector(model, _MODEL_SUBGRAPHS)
+    if not n_subgraphs:
+        return []
+    subgraph = r.table_at(subgraphs, 0)
+    tensors, n_tensors = r.vector(subgraph, _SUBGRAPH_TENSORS)
+    out = []
+    for index in _int_vector(r, subgraph, _SUBGRAPH_INPUTS):
+        if not 0 <= index < n_tensors:
+            continue
+        tensor = r.table_at(tensors, index)
+        shape = _int_vector(r, tensor, _TENSOR_SHAPE)
+        pos = r.field(tensor, _TENSOR_TYPE)
+        kind = struct.unpack_from("<b", r.data, pos)[0] if pos is not None else 0
+        count = 1
+        for dim in shape:
+            count *= max(dim, 1)
+        out.append((shape, _TYPE_NAMES.get(kind, f"type {kind}"), count * _TYPE_BYTES.get(kind, 8)))
+    return out
+
+
 def is_softmax_quantization(dtype_name: str, scale: float, zero_point: int) -> bool:
     """True for TFLite's fixed softmax output quantization: scale 1/256, zero point 0 (uint8)
     or -128 (int8), so the 256 codes cover [0, 1)."""

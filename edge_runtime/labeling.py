@@ -57,7 +57,7 @@ def label_model(
     path = Path(path)
     data = read_model_bytes(path)
     classifier = EdgeClassifier.load(path)  # the model must load and look like a classifier
-    meta = dict(read_metadata(path) or {})
+    meta = dict(read_metadata(path, lenient=True) or {})
     meta.setdefault("schema_version", METADATA_SCHEMA_VERSION)
     meta.setdefault("model", "custom")
     block = dict(meta.get("input") or {})

@@ -34,6 +34,12 @@ METADATA_NAME = "edgeship"
 FILE_IDENTIFIER = b"TFL3"
 CONVERSION_METADATA = "CONVERSION_METADATA"
 
+
+class MetadataWarning(UserWarning):
+    """Metadata that could not be used in full (standard metadata, or edgeship's block that
+    cannot be parsed): the model runs without that part."""
+
+
 # Field slots (declaration order in schema.fbs) of the tables we read.
 _MODEL_BUFFERS = 4
 _MODEL_METADATA = 6
@@ -197,6 +203,11 @@ def _parse_json(raw: bytes | str, what: str) -> dict[str, Any]:
         raise ModelFileError(
             f"The {what} is not valid JSON ({err}). Re-run edgeship convert. Received: {what}"
         ) from None
+    except RecursionError:
+        raise ModelFileError(
+            f"The {what} is JSON nested too deeply to read. Re-run edgeship convert. "
+            f"Received: {what}"
+        ) from None
     if not isinstance(value, dict):
         raise ModelFileError(
             f"The {what} must be a JSON object, got {type(value).__name__}. Received: {what}"
@@ -204,13 +215,30 @@ def _parse_json(raw: bytes | str, what: str) -> dict[str, Any]:
     return value
 
 
-def read_embedded_metadata(data: bytes, source: str = "<bytes>") -> dict[str, Any] | None:
-    """The `edgeship` metadata dict embedded in `data`, or None if the model has none."""
+def read_embedded_metadata(
+    data: bytes, source: str = "<bytes>", *, lenient: bool = False
+) -> dict[str, Any] | None:
+    """The `edgeship` metadata dict embedded in `data`, or None if the model has none.
+
+    `lenient`: a block that cannot be parsed (bad JSON, nested too deeply, anything) is one
+    `MetadataWarning` and None, so the model still runs on what its tensors say."""
     entries = list_metadata(data, source)
     raw = entries.get(METADATA_NAME)
     if raw is None:
         return None
-    return _parse_json(raw.rstrip(b"\x00"), f"'{METADATA_NAME}' metadata of {source}")
+    what = f"'{METADATA_NAME}' metadata of {source}"
+    try:
+        return _parse_json(raw.rstrip(b"\x00"), what)
+    except Exception as err:  # noqa: BLE001 - any parse failure: the model still runs
+        if not lenient:
+            raise
+        import warnings
+
+        reason = str(err) if isinstance(err, ModelFileError) else (
+            f"The {what} cannot be read ({type(err).__name__}). Received: {what}"
+        )
+        warnings.warn(f"{reason.split('. Re-run')[0]}; ignoring it.", MetadataWarning, stacklevel=1)
+        return None
 
 
 def sidecar_paths(model_path: str | os.PathLike) -> list[Path]:
@@ -228,13 +256,17 @@ def read_sidecar(model_path: str | os.PathLike) -> dict[str, Any] | None:
 
 
 def read_metadata(
-    source: str | os.PathLike | bytes | bytearray | memoryview, *, sidecar: bool = True
+    source: str | os.PathLike | bytes | bytearray | memoryview,
+    *,
+    sidecar: bool = True,
+    lenient: bool = False,
 ) -> dict[str, Any] | None:
-    """The `edgeship` metadata of a model (path or bytes); a path falls back to a sidecar JSON."""
+    """The `edgeship` metadata of a model (path or bytes); a path falls back to a sidecar JSON.
+    `lenient`: an unreadable embedded block is a warning (see read_embedded_metadata)."""
     if isinstance(source, (bytes, bytearray, memoryview)):
-        return read_embedded_metadata(bytes(source))
+        return read_embedded_metadata(bytes(source), lenient=lenient)
     data = read_model_bytes(source)
-    meta = read_embedded_metadata(data, f"path={source}")
+    meta = read_embedded_metadata(data, f"path={source}", lenient=lenient)
     if meta is None and sidecar:
         meta = read_sidecar(source)
     return meta

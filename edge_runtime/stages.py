@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from edge_runtime.classifier import EdgeClassifier, Prediction
+from edge_runtime.model_bounds import DEFAULT_MAX_MODEL_MB
 from edge_runtime.preprocess import load_image, needed_size
 
 __all__ = ["STAGES", "PhotoBench", "classify_photo", "photo_bench"]
@@ -101,12 +102,15 @@ def photo_bench(
     threads: int | None = None,
     backend: str | None = None,
     full_decode: bool = False,
+    max_model_mb: float = DEFAULT_MAX_MODEL_MB,
 ) -> PhotoBench:
     """Time `classify_photo` on the photo file `runs` times: each stage and the total, timed
     apart (the total around the whole call), so their agreement can be checked."""
     if runs < 1 or warmup < 0:
         raise ValueError(f"runs >= 1, warmup >= 0 required. Received: runs={runs}, warmup={warmup}")
-    clf = EdgeClassifier.load(model_path, num_threads=threads, backend=backend)
+    clf = EdgeClassifier.load(
+        model_path, num_threads=threads, backend=backend, max_model_mb=max_model_mb
+    )
     clf.decode_to_size = not full_decode
     pred, _ = classify_photo(clf, image)  # a bad image fails here, before any timing
     for _ in range(warmup):

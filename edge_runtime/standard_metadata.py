@@ -20,7 +20,7 @@ import zipfile
 from dataclasses import dataclass, field
 from typing import Any
 
-from edge_runtime.metadata import STANDARD_ENTRY, list_metadata
+from edge_runtime.metadata import STANDARD_ENTRY, MetadataWarning, list_metadata
 
 STANDARD_METADATA_NAME = STANDARD_ENTRY
 METADATA_IDENTIFIER = b"M001"
@@ -31,10 +31,6 @@ COLOR_SPACES = {0: "unknown", 1: "rgb", 2: "grayscale"}
 _TENSOR_AXIS_LABELS = 2
 _IMAGE_PROPERTIES = 2
 _NORMALIZATION_OPTIONS = 1
-
-
-class MetadataWarning(UserWarning):
-    """Standard metadata that could not be used in full: the model runs without that part."""
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ pytestmark = [pytest.mark.ssh, pytest.mark.emulated]
 runner = CliRunner()
 HOSTS = [f"h{i}" for i in range(8)]
 ARMHF, WRONG = "h0", "h4"
+TOKEN = "fleet-token-3f9c1e7a5b"  # the services' token: must appear in no output
 
 # h4's Python: once the flag exists, `python -m edge_runtime predict` answers class -1.
 WRONG_ANSWER = """
@@ -70,10 +71,10 @@ class Fleet:
         with urllib.request.urlopen(url, timeout=10) as answer:
             return json.load(answer)
 
-    def fleet(self, bundle: Path, *extra: str):
+    def fleet(self, bundle: Path, *extra: str, env: dict[str, str] | None = None):
         args = ["deploy", "fleet", str(bundle), "--inventory", str(self.inventory)]
         args += ["--known-hosts", str(self.known_hosts), "--forks", str(len(HOSTS))]
-        return runner.invoke(app, [*args, *extra])
+        return runner.invoke(app, [*args, *extra], env=env)
 
 
 @pytest.fixture(scope="module")
@@ -187,14 +188,33 @@ def rollout(fleet, h4_serving, second_bundle, tmp_path_factory):
     before = fleet.state()
     fleet.flag.write_text("on")
     results = tmp_path_factory.mktemp("results")
+    token_file = tmp_path_factory.mktemp("token") / "token"
+    token_file.write_text(TOKEN + "\n")
+    token_file.chmod(0o600)
+    # Ansible told to show every diff, as verbosely as it can (item: the token in no output).
+    loud = {"ANSIBLE_DIFF_ALWAYS": "True", "ANSIBLE_VERBOSITY": "3"}
     result = fleet.fleet(
         second_bundle, "--serve", "--serial", "3", "--max-fail-percent", "34",
-        "--results", str(results),
+        "--results", str(results), "--serve-token-file", str(token_file), env=loud,
     )
     return result, results, before
 
 
 UPDATED = [h for h in HOSTS if h not in (ARMHF, WRONG)]
+
+
+def test_the_token_is_in_no_output_even_with_diffs_and_vvv(fleet, rollout):
+    """ANSIBLE_DIFF_ALWAYS=True and -vvv: the token reaches the hosts (serve.token, 0600) and
+    appears nowhere in what `deploy fleet` printed or wrote to --results."""
+    result, results, _ = rollout
+    assert "<127.0.0.1> ESTABLISH SSH CONNECTION" in result.output  # -vvv was in effect
+    assert TOKEN not in result.output
+    for path in results.rglob("*"):
+        if path.is_file():
+            assert TOKEN.encode() not in path.read_bytes(), path
+    for host in UPDATED:
+        copied = fleet.dirs[host] / "serve.token"
+        assert copied.read_text().strip() == TOKEN and copied.stat().st_mode & 0o777 == 0o600
 
 
 def test_the_rollout_refuses_armhf_and_leaves_no_upload(fleet, rollout):
@@ -329,3 +349,36 @@ def test_status_of_the_inventory(fleet, rollout):
     assert [d["host"] for d in data] == HOSTS[1:]
     for d in data:
         assert d["health"]["status"] == "ok" and d["current"] == fleet.current(d["host"])
+
+
+def test_status_reads_every_host_with_the_inventorys_own_settings(fleet, rollout, tmp_path):
+    """Four hosts, the second one down, each host's known_hosts only in its
+    ansible_ssh_common_args (no --known-hosts): every host reported, the dead one marked
+    with Ansible's reason, exit 1."""
+    key = fleet.servers[HOSTS[0]].client_key
+    dead = free_port()  # nothing listens there
+    rows = []
+    for name in ("h1", "dead", "h2", "h3"):
+        port = fleet.servers[name].port if name != "dead" else dead
+        known = fleet.servers[name if name != "dead" else "h1"].known_hosts
+        remote = fleet.dirs.get(name, fleet.dirs["h1"])
+        rows.append(
+            f"{name} ansible_host=127.0.0.1 ansible_port={port} edgeship_remote_dir={remote} "
+            f"ansible_ssh_common_args='-o UserKnownHostsFile={known}'"
+        )
+    inventory = tmp_path / "four.ini"
+    inventory.write_text(
+        "[pis]\n" + "\n".join(rows)
+        + f"\n\n[pis:vars]\nansible_user=root\nansible_ssh_private_key_file={key}\n"
+    )
+    result = runner.invoke(app, ["deploy", "status", "--inventory", str(inventory), "--json"])
+    assert result.exit_code == 1, result.output
+    data = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert [d["host"] for d in data] == ["h1", "dead", "h2", "h3"]
+    assert data[1]["unreachable"] and data[1]["error"], data[1]
+    for d in (data[0], data[2], data[3]):
+        assert not d["unreachable"] and d["current"] == fleet.current(d["host"]), d
+        assert d["health"]["status"] == "ok"
+    text = runner.invoke(app, ["deploy", "status", "--inventory", str(inventory)])
+    assert text.exit_code == 1
+    assert "dead: UNREACHABLE (" in text.stdout and "h3: current -> releases/" in text.stdout

@@ -97,3 +97,25 @@ def test_truncated_real_model(edge_models):
 def test_missing_file(tmp_path):
     with pytest.raises(ModelFileError, match="not found.*path="):
         read_metadata(tmp_path / "nope.tflite")
+
+
+def test_unreadable_block_is_one_warning_and_the_model_runs(edge_models, tmp_path):
+    """An `edgeship` block nested 200,000 deep (RecursionError in json) -> one warning line."""
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    from edge_runtime.metadata import embed_metadata
+
+    model = tmp_path / "deep.tflite"
+    model.write_bytes(embed_metadata(edge_models["mlp_float32"].read_bytes(), b"[" * 200_000))
+    Image.new("L", (28, 28), 200).save(tmp_path / "x.png")
+    proc = subprocess.run(
+        [sys.executable, "-m", "edge_runtime", "predict", str(model), str(tmp_path / "x.png")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("warning: ") and "nested" in lines[0], lines
+    assert "x.png" in proc.stdout

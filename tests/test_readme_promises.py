@@ -108,10 +108,8 @@ def test_serve_on_all_addresses_without_a_token_warns(edge_models, tmp_path, tok
         )
     try:
         deadline = time.monotonic() + 120
-        # the warning line mentions "serving" too: wait for the line that starts with it
-        while not any(
-            ln.startswith("serving ") for ln in log.read_text().splitlines()
-        ) and proc.poll() is None:
+        # the `serving` line itself (the warning line also holds "serving on")
+        while "\nserving " not in "\n" + log.read_text() and proc.poll() is None:
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.1)
     finally:

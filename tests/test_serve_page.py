@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from tests.support.serving import start_server
+from tests.support.webapp import wait_for
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -97,8 +98,8 @@ def test_choose_a_photo_and_see_label_and_bars(browser, server, tmp_path, kind):
         for i, share in enumerate(shares):
             assert share == pytest.approx(probabilities[i], abs=0.02), (i, shares)
         assert page.is_visible("#photo")
-        page.wait_for_function(
-            "document.querySelectorAll('#recent tbody tr').length > 0", timeout=10_000
+        wait_for(
+            page, "document.querySelectorAll('#recent tbody tr').length > 0", timeout=10_000
         )
         assert "shirt.png" in page.inner_text("#recent")
         # Everything fits the width: no sideways scrolling, bars inside the window.
@@ -110,7 +111,7 @@ def test_choose_a_photo_and_see_label_and_bars(browser, server, tmp_path, kind):
         bad = tmp_path / "fake.png"
         bad.write_bytes(b"not a picture")
         page.set_input_files("#file", str(bad))
-        page.wait_for_function("document.getElementById('error').textContent.length > 0")
+        wait_for(page, "document.getElementById('error').textContent.length > 0")
         assert "not an image" in page.inner_text("#error")
         assert page.query_selector_all("#bars .bar") == []
     finally:
@@ -123,7 +124,8 @@ def test_watched_files_show_in_last_predictions(browser, server, watched):
     try:
         page.goto(f"http://127.0.0.1:{server.port}/")
         Image.fromarray(np.full((32, 32, 3), 200, np.uint8)).save(watched / "frame-0001.png")
-        page.wait_for_function(  # the page polls /v1/recent every 3 s
+        wait_for(  # the page polls /v1/recent every 3 s
+            page,
             "document.getElementById('recent').innerText.includes('frame-0001.png')",
             timeout=30_000,
         )
@@ -149,7 +151,7 @@ def test_token_field_and_dropped_photo(browser, edge_models, tmp_path):
         page.wait_for_selector("#token", state="visible")
         assert not page.is_visible("#model")  # one model: no chooser
         page.set_input_files("#file", str(photo))  # no token yet: refused, said on the page
-        page.wait_for_function("document.getElementById('error').textContent.length > 0")
+        wait_for(page, "document.getElementById('error').textContent.length > 0")
         assert "Bearer" in page.inner_text("#error")
         page.fill("#token", "pi-s3cret")
         b64 = base64.b64encode(photo.read_bytes()).decode()

@@ -28,7 +28,13 @@ from PIL import Image
 from benchmarks.web_speed import ARGS, CHROMIUM, PHONE
 from tests.support.procs import REPO
 from tests.support.serving import start_server
-from tests.support.webapp import StaticServer, mjpeg_clip, self_signed_pair, start_tls_server
+from tests.support.webapp import (
+    StaticServer,
+    mjpeg_clip,
+    self_signed_pair,
+    start_tls_server,
+    wait_for,
+)
 
 CHROMIUM_ARGS = [*ARGS, "--use-fake-device-for-media-stream"]
 DESKTOP = {"viewport": {"width": 1280, "height": 800}}
@@ -151,14 +157,14 @@ class App:
 
     def open(self, path: str = "/app/"):
         self.page.goto(self.origin + path)
-        self.page.wait_for_function("window.edgeship && window.edgeship.ready", timeout=READY_MS)
+        wait_for(self.page, "window.edgeship && window.edgeship.ready", timeout=READY_MS)
         return self.page
 
     def choose(self, path: Path) -> str:
         """Choose a photo with the file input; the label the page shows."""
         self.page.evaluate("document.getElementById('answer').textContent = ''")
         self.page.set_input_files("#file", str(path))
-        self.page.wait_for_function("document.getElementById('answer').textContent.length > 0")
+        wait_for(self.page, "document.getElementById('answer').textContent.length > 0")
         return self.page.inner_text("#answer")
 
     def classify_all(self, pngs: list[bytes], models: list[str]) -> dict[str, list[dict]]:
@@ -236,7 +242,7 @@ def test_choose_a_photo_label_equals_predict(app, fashion_test, site_models, tmp
     bad = tmp_path / "notes.png"
     bad.write_bytes(b"not a picture")
     page.set_input_files("#file", str(bad))
-    page.wait_for_function("document.getElementById('error').textContent.length > 0")
+    wait_for(page, "document.getElementById('error').textContent.length > 0")
     assert "not an image this browser can read" in page.inner_text("#error")
     assert page.query_selector_all("#bars .bar") == []
 
@@ -258,9 +264,7 @@ def test_a_photo_chosen_before_ready_is_classified_once_ready(
     page = app.page
     page.goto(app.origin + "/app/", wait_until="commit")
     page.set_input_files("#file", str(photo))
-    page.wait_for_function(
-        "document.getElementById('detail').textContent.includes('loading the model')"
-    )
+    wait_for(page, "document.getElementById('detail').textContent.includes('loading the model')")
     for _ in range(600):
         if held:
             break
@@ -270,14 +274,14 @@ def test_a_photo_chosen_before_ready_is_classified_once_ready(
     for route in held:
         route.continue_()
     app.context.unroute("**/*.wasm")
-    page.wait_for_function(ANSWERED, timeout=READY_MS)
+    wait_for(page, ANSWERED, timeout=READY_MS)
     assert page.inner_text("#answer") == want
     assert "early.png" in page.inner_text("#recent")
-    page.wait_for_function("window.edgeship.offline === true", timeout=READY_MS)
+    wait_for(page, "window.edgeship.offline === true", timeout=READY_MS)
     app.context.set_offline(True)
     page.reload(wait_until="commit")
     page.set_input_files("#file", str(photo))
-    page.wait_for_function(ANSWERED, timeout=READY_MS)
+    wait_for(page, ANSWERED, timeout=READY_MS)
     assert page.inner_text("#answer") == want
     assert page.evaluate("[crossOriginIsolated, window.edgeship.build]") == [True, "threaded"]
     app.context.set_offline(False)
@@ -308,10 +312,10 @@ def test_a_failed_load_says_what_failed_and_retries(
         assert page.inner_text("#answer") == ""
         app.context.unroute(pattern)
         page.click("#retry")
-        page.wait_for_function(ANSWERED, timeout=READY_MS)
+        wait_for(page, ANSWERED, timeout=READY_MS)
         assert page.inner_text("#answer") == _predict_json(site_models[name], photo)["label"]
         assert page.inner_text("#error") == "" and not page.is_visible("#retry")
-        page.wait_for_function("document.getElementById('status').textContent.startsWith('Ready')")
+        wait_for(page, "document.getElementById('status').textContent.startsWith('Ready')")
         page.evaluate("document.getElementById('answer').textContent = ''")
     # the aborted requests' own console lines; nothing else
     app.errors[:] = [e for e in app.errors if "net::ERR_FAILED" not in e]
@@ -390,22 +394,19 @@ def test_a_plain_static_host_gets_the_plain_build(
 
 
 def test_the_app_runs_under_the_content_security_policy(
-    browser, served, fashion_test, site_models, tmp_path
+    browser, served, site, fashion_test, site_models, tmp_path
 ):
-    """With webapp.APP_CSP_NEEDS on every response (issue 28's policy): no inline script, the
-    threaded build's workers start, a photo is classified, no violation is reported."""
-    from edge_runtime.serve.webapp import APP_CSP_NEEDS
+    """The service's own policy on /app/ (edge_runtime.serve.headers.app_csp): no inline
+    script, the threaded build's workers start, a photo is classified."""
+    import urllib.request
+
+    from edge_runtime.serve.headers import app_csp
 
     app = App(browser, f"http://127.0.0.1:{served.port}")
-
-    def with_csp(route):
-        response = route.fetch()
-        route.fulfill(
-            response=response,
-            headers={**response.headers, "content-security-policy": APP_CSP_NEEDS},
-        )
-
-    app.context.route("**/app/**", with_csp)
+    with urllib.request.urlopen(app.origin + "/app/") as response:
+        policy = response.headers["Content-Security-Policy"]
+    assert policy == app_csp(Path(site)), policy
+    assert "'unsafe-inline'" not in policy and "frame-ancestors 'none'" in policy
     try:
         page = app.page
         page.goto(app.origin + "/app/")
@@ -416,7 +417,6 @@ def test_the_app_runs_under_the_content_security_policy(
         page.wait_for_selector("#answer:not(:empty)", timeout=READY_MS)
         assert page.inner_text("#answer") == _predict_json(site_models["mlp_int8"], photo)["label"]
     finally:
-        app.context.unroute_all(behavior="ignoreErrors")
         app.close()
 
 
@@ -478,7 +478,8 @@ def test_live_camera_labels_follow_the_clip(app, clip_frames, native):
     page.wait_for_timeout(1200)
     assert page.evaluate("document.querySelectorAll('#recent tbody tr')[0].innerText") == rows
     page.click("#pause")  # resume
-    page.wait_for_function(
+    wait_for(
+        page,
         f"document.querySelectorAll('#recent tbody tr')[0].innerText !== {json.dumps(rows)}",
         timeout=10_000,
     )
@@ -491,7 +492,7 @@ def test_camera_permission_refused_says_so(browser, served):
     try:
         page = app.open()
         page.click("#camera")
-        page.wait_for_function("document.getElementById('error').textContent.length > 0")
+        wait_for(page, "document.getElementById('error').textContent.length > 0")
         assert "permission was refused" in page.inner_text("#error")
     finally:
         app.close()
@@ -499,11 +500,11 @@ def test_camera_permission_refused_says_so(browser, served):
 
 def test_offline_after_one_visit(app, fashion_test, site_models, tmp_path):
     page = app.open()
-    page.wait_for_function("window.edgeship.offline === true", timeout=READY_MS)
+    wait_for(page, "window.edgeship.offline === true", timeout=READY_MS)
     assert "also offline" in page.inner_text("#status")
     app.context.set_offline(True)
     page.reload()
-    page.wait_for_function("window.edgeship && window.edgeship.ready", timeout=READY_MS)
+    wait_for(page, "window.edgeship && window.edgeship.ready", timeout=READY_MS)
     photo = tmp_path / "offline.png"
     Image.fromarray(fashion_test[3]).save(photo)
     assert app.choose(photo) == _predict_json(site_models["mlp_int8"], photo)["label"]
@@ -563,7 +564,7 @@ def test_served_over_tls_with_a_self_signed_pair(
         assert app.choose(photo) == _predict_json(site_models["mlp_int8"], photo)["label"]
         # A certificate the phone does not trust: the camera works (after the warning), the
         # service worker does not register (the browser refuses its script): no offline use.
-        page.wait_for_function("window.edgeship.offline === false", timeout=READY_MS)
+        wait_for(page, "window.edgeship.offline === false", timeout=READY_MS)
         assert "Offline use is not available" in page.inner_text("#note")
     finally:
         app.errors.remove("An SSL certificate error occurred when fetching the script.")

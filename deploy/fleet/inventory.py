@@ -47,7 +47,9 @@ def inventory_hosts(inventory: str | os.PathLike, limit: str | None = None) -> l
     argv = [find("ansible-inventory"), "-i", str(path), "--list"]
     if limit:
         argv += ["--limit", limit]
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    # Quiet whatever verbosity the caller's environment or ansible.cfg asks for: stdout is JSON.
+    env = {**os.environ, "ANSIBLE_VERBOSITY": "0"}
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False, env=env)
     try:
         data = json.loads(proc.stdout) if proc.returncode == 0 else None
     except ValueError:

@@ -15,6 +15,7 @@ import numpy as np
 
 from edge_runtime.classifier import EdgeClassifier
 from edge_runtime.device.memory import peak_rss_mb
+from edge_runtime.model_bounds import DEFAULT_MAX_MODEL_MB
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,7 @@ def run_bench(
     batch: int = 1,
     backend: str | None = None,
     seed: int = 0,
+    max_model_mb: float = DEFAULT_MAX_MODEL_MB,
 ) -> BenchResult:
     """Load the model, then time `runs` calls of `predict_proba` on `batch` random images."""
     if runs < 1 or warmup < 0 or batch < 1:
@@ -146,7 +148,10 @@ def run_bench(
             f"warmup={warmup}, batch={batch}"
         )
     start = time.perf_counter()
-    clf = EdgeClassifier.load(model_path, num_threads=threads, backend=backend, batch_size=batch)
+    clf = EdgeClassifier.load(
+        model_path, num_threads=threads, backend=backend, batch_size=batch,
+        max_model_mb=max_model_mb,
+    )
     load_ms = (time.perf_counter() - start) * 1e3
     rng = np.random.default_rng(seed)
     x = rng.integers(0, 256, size=(batch, *clf.input_shape), dtype=np.uint8)

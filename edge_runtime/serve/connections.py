@@ -4,8 +4,9 @@ Uvicorn's h11 protocol, with three additions a Pi on a LAN needs:
 - at most `max_connections` open; past it the oldest connection still waiting for request
   headers (an idle or slow-loris socket) is closed to make room, and when every connection is
   busy the new one gets a JSON 503 at once and is closed (its file descriptor freed);
-- a request's headers must be complete within `header_timeout_s` of the connection (or of its
-  first byte, on a keep-alive connection), or the connection is closed;
+- a request's headers must be complete within `header_timeout_s` of the connection's accept
+  (its TLS handshake included, under --tls-cert; or of its first byte, on a keep-alive
+  connection), or the connection is closed;
 - `max_connections` is kept below the process's open-file limit (`ulimit -n`), so a flood of
   sockets never makes `accept()` fail with "Too many open files".
 Uvicorn's own `limit_concurrency` stays on as the last line (its 503 for running tasks).
@@ -43,27 +44,54 @@ def _busy_response() -> bytes:
 
 
 def bounded_protocol(
-    max_connections: int, header_timeout_s: float, on_event: Callable[[str], None]
-) -> type:
-    """An h11 protocol class for `uvicorn.Config(http=...)` with the bounds above;
-    `on_event(kind)` counts each refusal (`busy`, `evicted`, `header_timeout`)."""
+    max_connections: int,
+    header_timeout_s: float,
+    on_event: Callable[[str], None],
+    ssl_context: Any = None,
+) -> Callable[..., Any]:
+    """An h11 protocol factory for `uvicorn.Config(http=...)` with the bounds above;
+    `on_event(kind)` counts each refusal (`busy`, `evicted`, `header_timeout`).
+
+    With `ssl_context` each accepted socket is wrapped in TLS here (Uvicorn gets no TLS
+    options): the connection is counted and its header timer runs from accept, so a socket
+    that never finishes its handshake is evictable and closed within `header_timeout_s` like
+    any idle one, instead of holding a descriptor for asyncio's 60 s handshake timeout."""
     import h11
     from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    accepted: set[Any] = set()  # every open connection of this server, handshakes included
 
     class BoundedH11Protocol(H11Protocol):
         _made_at = 0.0
         _header_timer = None
+        _raw: Any = None  # the accepted socket's transport (under TLS: below the TLS layer)
+        _handshaking = False
+
+        def accept(self, raw: Any) -> bool:
+            """Count and time the connection from accept; False when refused (busy)."""
+            self._raw, self._made_at = raw, time.monotonic()
+            accepted.add(self)
+            open_now = [c for c in accepted if not c._raw.is_closing()]
+            if len(open_now) > max_connections and not self._evict_one(open_now):
+                on_event("busy")
+                if not self._handshaking:  # no TLS session to answer in yet: just close
+                    raw.write(_busy_response())
+                raw.close()
+                return False
+            self._arm_header_timer()
+            return True
+
+        def forget(self) -> None:
+            """The socket is closed: no longer counted, no timer."""
+            self._cancel_header_timer()
+            accepted.discard(self)
 
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
-            self._made_at = time.monotonic()
-            open_now = [c for c in self.connections if not c.transport.is_closing()]
-            if len(open_now) > max_connections and not self._evict_one(open_now):
-                on_event("busy")
-                transport.write(_busy_response())
-                transport.close()
+            if self._handshaking:  # TLS: counted and timed since accept already
+                self._handshaking = False
                 return
-            self._arm_header_timer()
+            self.accept(transport)
 
         def data_received(self, data: bytes) -> None:
             super().data_received(data)
@@ -74,13 +102,14 @@ def bounded_protocol(
                 self._cancel_header_timer()
 
         def connection_lost(self, exc: Exception | None) -> None:
-            self._cancel_header_timer()
+            self.forget()
             super().connection_lost(exc)
 
         def _waiting_for_headers(self) -> bool:
-            """No request in hand: its headers not (all) received yet."""
-            return self.conn.their_state is h11.IDLE and (
-                self.cycle is None or self.cycle.response_complete
+            """No request in hand: its TLS handshake or headers not (all) received yet."""
+            return self._handshaking or (
+                self.conn.their_state is h11.IDLE
+                and (self.cycle is None or self.cycle.response_complete)
             )
 
         def _evict_one(self, open_now: list[Any]) -> bool:
@@ -90,7 +119,7 @@ def bounded_protocol(
                 return False
             oldest = min(idle, key=lambda c: c._made_at)
             on_event("evicted")
-            oldest.transport.close()
+            oldest._raw.close()
             return True
 
         def _arm_header_timer(self) -> None:
@@ -104,15 +133,42 @@ def bounded_protocol(
 
         def _header_timeout(self) -> None:
             self._header_timer = None
-            if self._waiting_for_headers() and not self.transport.is_closing():
+            if self._waiting_for_headers() and not self._raw.is_closing():
                 on_event("header_timeout")
-                self.transport.close()
+                self._raw.close()
 
         def on_response_complete(self) -> None:
             super().on_response_complete()  # arms Uvicorn's keep-alive timeout when kept open
             self._cancel_header_timer()
 
-    return BoundedH11Protocol
+    if ssl_context is None:
+        return BoundedH11Protocol
+    from asyncio.sslproto import SSLProtocol
+
+    class CountedTLS(SSLProtocol):
+        """asyncio's TLS layer, telling the HTTP protocol of the accept and of the close."""
+
+        app: BoundedH11Protocol
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)  # starts the handshake
+            self.app.accept(transport)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self.app.forget()
+            super().connection_lost(exc)
+
+    def tls_protocol(**kwargs: Any) -> CountedTLS:
+        app = BoundedH11Protocol(**kwargs)
+        app._handshaking = True
+        tls = CountedTLS(
+            app.loop, app, ssl_context, None, server_side=True,
+            ssl_handshake_timeout=header_timeout_s,
+        )
+        tls.app = app
+        return tls
+
+    return tls_protocol
 
 
 def quiet_accept_errors() -> Callable[[Any, dict[str, Any]], None]:

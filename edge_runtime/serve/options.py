@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_runtime.errors import EdgeRuntimeError
+from edge_runtime.model_bounds import DEFAULT_MAX_MODEL_MB, max_model_option
 from edge_runtime.serve.webapp import add_web_arguments, check_site, check_tls
 
 DEFAULT_HOST = "127.0.0.1"
@@ -64,6 +65,10 @@ class ServeOptions:
     camera_timeout_s: float = DEFAULT_CAMERA_TIMEOUT_S
     camera_save: Path | None = None
     camera_save_max: int = DEFAULT_CAMERA_SAVE_MAX
+    token_file: Path | None = None  # where --token-file read the token (its mode is checked)
+    tls_key_password_file: Path | None = None
+    strict_permissions: bool = False
+    max_model_mb: float = DEFAULT_MAX_MODEL_MB
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -90,6 +95,21 @@ class ServeOptions:
             check_site(Path(self.web))
         check_tls(self.tls_cert, self.tls_key)
         self._check_bounds()
+        if self.strict_permissions and self.secret_warnings():
+            raise ServeError(
+                f"{self.secret_warnings()[0]} (--strict-permissions refuses to start). "
+                "Received: --strict-permissions"
+            )
+
+    def secret_warnings(self) -> list[str]:
+        """One line per secret file (TLS key, its passphrase, token file) open to others."""
+        from edge_runtime.serve.tls import loose_secrets
+
+        return loose_secrets([
+            ("--tls-key", self.tls_key),
+            ("--tls-key-password-file", self.tls_key_password_file),
+            ("--token-file", self.token_file),
+        ])
 
     def _check_camera(self) -> None:
         """The --camera-* options are in range and come with --camera."""
@@ -206,6 +226,10 @@ def options_from_args(args: Any) -> ServeOptions:
         allowed_hosts=tuple(args.allowed_host or ()),
         allow_origins=tuple(args.allow_origin or ()),
         **camera_options(args),
+        token_file=_path(args.token_file),
+        tls_key_password_file=_path(args.tls_key_password_file),
+        strict_permissions=args.strict_permissions,
+        max_model_mb=args.max_model_mb,
     )
 
 
@@ -265,6 +289,12 @@ def add_serve_parser(sub: Any) -> None:
         metavar="FILE",
         help="like --token, the token read from FILE (one line; keep it mode 0600)",
     )
+    p.add_argument(
+        "--strict-permissions",
+        action="store_true",
+        help="refuse to start when the token file or TLS key is readable by group or others "
+        "(default: a warning)",
+    )
     p.add_argument("--watch", default=None, metavar="DIR", help="classify new images in DIR")
     p.add_argument(
         "--results",
@@ -283,7 +313,8 @@ def add_serve_parser(sub: Any) -> None:
 
 
 def _add_bound_arguments(p: Any) -> None:
-    """The connection, upload, Host and Origin bounds of `serve` (docs/serve.md)."""
+    """The connection, upload, model, Host and Origin bounds of `serve` (docs/serve.md)."""
+    max_model_option(p)
     p.add_argument(
         "--max-connections", type=int, default=DEFAULT_MAX_CONNECTIONS, metavar="N",
         help=f"connections held at once (default {DEFAULT_MAX_CONNECTIONS}, kept under "

@@ -43,6 +43,7 @@ from edge_runtime.preprocess import ImageTooLargeError
 from edge_runtime.serve.camera_routes import camera_routes
 from edge_runtime.serve.connections import bounded_protocol, connection_limit, quiet_accept_errors
 from edge_runtime.serve.guard import HostOriginGuard, allowed_hosts
+from edge_runtime.serve.headers import SecurityHeaders
 from edge_runtime.serve.metrics import CONTENT_TYPE
 from edge_runtime.serve.options import (
     ServeError,
@@ -54,8 +55,9 @@ from edge_runtime.serve.options import (
 )
 from edge_runtime.serve.service import Service, load_models
 from edge_runtime.serve.startup import prepare
+from edge_runtime.serve.tls import server_context
 from edge_runtime.serve.uploads import HeldUpload, HttpError, check_token, image_bytes, top_k
-from edge_runtime.serve.webapp import load_tls, uvicorn_tls, web_routes
+from edge_runtime.serve.webapp import web_routes
 
 GRACEFUL_SHUTDOWN_S = 30
 PAGE = Path(__file__).with_name("page.html")
@@ -198,6 +200,7 @@ def build_app(service: Service):
         ],
         exception_handlers={HTTPException: http_error},
         middleware=[
+            Middleware(SecurityHeaders, page=page, site=service.options.web),
             Middleware(
                 HostOriginGuard,
                 hosts=allowed_hosts(service.options.host, service.options.allowed_hosts),
@@ -215,17 +218,18 @@ def run(service: Service, sock: socket.socket, *, announce: Any = None) -> None:
 
     options = service.options
     host, port = sock.getsockname()[:2]
-    load_tls(options.tls_cert, options.tls_key)
+    tls = server_context(options.tls_cert, options.tls_key, options.tls_key_password_file)
     max_connections = connection_limit(options.max_connections)
     config = uvicorn.Config(
         build_app(service),
-        http=bounded_protocol(max_connections, options.header_timeout_s, service.metrics.error),
+        http=bounded_protocol(
+            max_connections, options.header_timeout_s, service.metrics.error, ssl_context=tls
+        ),
         limit_concurrency=max_connections + 1,  # Uvicorn counts the asking one too
         log_level="warning",
         access_log=False,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         lifespan="on",
-        **uvicorn_tls(options.tls_cert, options.tls_key),
     )
     server = uvicorn.Server(config)
 

@@ -72,7 +72,8 @@ def load_models(options: ServeOptions) -> dict[str, ServedModel]:
                 f"Received: {models[path.stem].classifier.path} and {path}"
             )
         clf = EdgeClassifier.load(
-            path, num_threads=options.threads, backend=options.backend, labels=options.labels
+            path, num_threads=options.threads, backend=options.backend, labels=options.labels,
+            max_model_mb=options.max_model_mb,
         )
         clf.decode_to_size = not options.full_decode
         models[path.stem] = ServedModel(path.stem, clf)

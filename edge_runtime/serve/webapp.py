@@ -2,12 +2,13 @@
 
 The site is the static folder `edgeship deploy web` writes; it is served as it is (Starlette's
 StaticFiles), so a phone on the LAN loads it from the Pi once and then classifies offline. The
-live camera needs a secure context, which a LAN http:// address is not: TLS (Uvicorn's own, a
+live camera needs a secure context, which a LAN http:// address is not: TLS (a
 certificate and key in PEM) makes it https://.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -15,16 +16,6 @@ from edge_runtime.errors import EdgeRuntimeError
 
 APP_PATH = "/app"
 SITE_MARKER = "models.json"  # what `deploy web` writes beside index.html
-# What the app needs of a Content-Security-Policy on /app/ (issue 28 sends the header): no
-# inline script or handler; WebAssembly compiled from fetched bytes; the threaded build's
-# pthread workers are started from the same-origin script URL (`blob:` is not needed for them,
-# allowing it is harmless); photos and the camera preview are drawn from `blob:` URLs.
-APP_CSP_NEEDS = (
-    "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; worker-src 'self' blob:; "
-    "connect-src 'self'; img-src 'self' blob: data:; frame-ancestors 'none'"
-)
-
-
 class WebOptionError(EdgeRuntimeError):
     """--web, --tls-cert or --tls-key cannot be used as given."""
 
@@ -81,31 +72,25 @@ def web_routes(site: Path | None) -> list[Any]:
 
     return [
         Route(APP_PATH, to_slash),
-        Mount(APP_PATH, app=AppFiles(directory=str(site), html=True), name="app"),
+        Mount(
+            APP_PATH,
+            app=AppFiles(directory=str(site), html=True, listed=site_files(site)),
+            name="app",
+        ),
     ]
 
 
-def uvicorn_tls(cert: Path | None, key: Path | None) -> dict[str, str]:
-    """Uvicorn's TLS options (none without a certificate)."""
-    if cert is None or key is None:
-        return {}
-    return {"ssl_certfile": str(cert), "ssl_keyfile": str(key)}
-
-
-def load_tls(cert: Path | None, key: Path | None) -> None:
-    """Load the pair once before serving, so a wrong key fails at startup with a clear line."""
-    if cert is None or key is None:
-        return
-    import ssl
-
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    try:
-        context.load_cert_chain(str(cert), str(key))
-    except (ssl.SSLError, OSError) as err:
-        raise WebOptionError(
-            f"The TLS certificate and key do not load together ({err}). Pass the key that "
-            f"belongs to the certificate. Received: --tls-cert {cert} --tls-key {key}"
-        ) from None
+def site_files(site: Path) -> frozenset[str]:
+    """The site's files served at /app/ ('/'-separated, relative): regular files only, none
+    under a dotfile or dot-folder (.git, .env, ...), no symlinks."""
+    found = set()
+    for folder, dirs, files in os.walk(site):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in files:
+            path = Path(folder, name)
+            if not name.startswith(".") and path.is_file() and not path.is_symlink():
+                found.add(path.relative_to(site).as_posix())
+    return frozenset(found)
 
 
 def add_web_arguments(parser: Any) -> None:
@@ -125,4 +110,10 @@ def add_web_arguments(parser: Any) -> None:
     )
     parser.add_argument(
         "--tls-key", default=None, metavar="FILE", help="the PEM private key of --tls-cert"
+    )
+    parser.add_argument(
+        "--tls-key-password-file",
+        default=None,
+        metavar="FILE",
+        help="the passphrase of an encrypted --tls-key, on one line (keep it mode 0600)",
     )

@@ -11,6 +11,7 @@ threaded LiteRT.js build runs on every core.
 from __future__ import annotations
 
 import os
+import stat as stat_module
 from mimetypes import guess_type
 from typing import Any
 
@@ -42,10 +43,20 @@ def accepted_encodings(header: str) -> set[str]:
 
 
 class AppFiles(StaticFiles):
-    """StaticFiles for the web app: precompressed variants, isolation and caching headers."""
+    """StaticFiles for the web app: only the files `listed` at startup (no dotfiles, no links,
+    nothing added later), precompressed variants, isolation and caching headers."""
+
+    def __init__(self, *, listed: frozenset[str], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.listed = listed
 
     async def get_response(self, path: str, scope: Any) -> Response:
-        """The file (or its 304, redirect, 404.html), with the app's headers."""
+        """The file (or its 304, redirect, 404.html), with the app's headers; 404 if unlisted."""
+        from starlette.exceptions import HTTPException
+
+        route = "" if path in ("", ".") else path.replace(os.sep, "/")
+        if route not in self.listed and f"{route}/index.html".lstrip("/") not in self.listed:
+            raise HTTPException(404)
         response = await super().get_response(path, scope)
         response.headers.update(ISOLATION_HEADERS)
         return response
@@ -64,8 +75,10 @@ class AppFiles(StaticFiles):
         has_variant = False
         for coding, suffix in ENCODINGS:
             try:
-                variant = os.stat(path + suffix)
+                variant = os.lstat(path + suffix)  # a link beside the file is not served
             except OSError:
+                continue
+            if not stat_module.S_ISREG(variant.st_mode):
                 continue
             has_variant = True
             if coding in accepted and encoding is None:

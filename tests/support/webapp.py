@@ -88,3 +88,19 @@ class StaticServer:
         self.proc.terminate()
         self.proc.wait(timeout=10)
         self.proc.stdout.close()
+
+
+def wait_for(page, expression: str, timeout: float = 30_000, every_ms: int = 100):
+    """`page.wait_for_function(expression)` that works under a strict Content-Security-Policy:
+    Playwright's own poller compiles the expression in the page (eval, refused without
+    'unsafe-eval'); `page.evaluate` goes through DevTools, which the page's CSP does not bind."""
+    import time
+
+    deadline = time.monotonic() + timeout / 1000
+    while True:
+        value = page.evaluate(expression)
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"still false after {timeout:g} ms: {expression}")
+        page.wait_for_timeout(every_ms)
