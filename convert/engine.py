@@ -6,7 +6,8 @@ matched against each op's tensor names, later entries winning. Each mode is one 
 
 | mode | recipe |
 |---|---|
-| dynamic | `dynamic_wi8_afp32`: int8 weights (per channel), float activations |
+| dynamic | `dynamic_wi8_afp32`: int8 weights (per channel; FULLY_CONNECTED per tensor, which
+  tflite-runtime 2.14 reads right), float activations quantized on the fly |
 | float16 | weight-only float16 weights, float compute |
 | int8 | `static_wi8_ai8`, calibrated: int8 weights and activations |
 | int16x8 | `static_wi8_ai16`, calibrated: int8 weights, int16 activations |
@@ -115,7 +116,14 @@ def default_recipe(mode: str, int8_io: bool = False) -> Recipe:
             f"No recipe for mode {mode}: choose from {','.join(MODES[1:])}. Received: {mode}"
         )
     if mode == "dynamic":
-        return copy.deepcopy(recipe.dynamic_wi8_afp32())
+        # FULLY_CONNECTED per tensor: tflite-runtime 2.14 (the armhf Pi's runtime) loads a
+        # per-channel hybrid FULLY_CONNECTED but reads one scale for all channels (wrong
+        # answers, no error); its per-channel hybrid CONV_2D is right.
+        rp = copy.deepcopy(recipe.dynamic_wi8_afp32())
+        fc = copy.deepcopy(rp[0])
+        fc["operation"] = "FULLY_CONNECTED"
+        fc["op_config"]["weight_tensor_config"]["granularity"] = "TENSORWISE"
+        return [*rp, fc]
     if mode == "float16":
         return [
             {

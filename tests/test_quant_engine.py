@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from convert.calibration import CALIBRATION_SEED, DEFAULT_CALIBRATION_SAMPLES, seeded_subset
 from edge_runtime.metadata import read_metadata
 from edgeship.cli import app
-from tests.support.collapsing import SAMPLES, build
+from tests.support.collapsing import SAMPLES
 from tests.test_convert import assert_clean_failure, litert_predict
 
 runner = CliRunner()
@@ -30,10 +30,10 @@ def invoke(*args):
 
 
 @pytest.fixture(scope="module")
-def wide(tmp_path_factory):
-    """The collapsing model with 256-unit layers: its weights outweigh the flatbuffer's own
-    bytes, so the rescued model's size against float32 means something."""
-    built = build(tmp_path_factory.mktemp("wide"), widths=(256, 256))
+def wide(wide_collapsing):
+    """The collapsing model with 256-unit layers (conftest's), the check's samples and their
+    Keras probabilities."""
+    built = wide_collapsing
     picked = seeded_subset(SAMPLES, DEFAULT_CALIBRATION_SAMPLES, CALIBRATION_SEED)
     return built, built.x[picked], built.keras_probs[picked]
 
@@ -170,3 +170,62 @@ def test_bad_engine_and_precision_exit_2(wide, tmp_path):
         built.healthy, "--quantize", "float32", "--fallback-precision", "int4", "--out", out
     )
     assert_clean_failure(result, out, "--fallback-precision must be one of hybrid, float")
+
+
+# --- the quantizer's models on the deploy targets' runtimes ---------------------------------
+
+# Each model's probabilities on the same samples, one JSON line per model, in any environment
+# that has edge_runtime on its path: argv = backend ("" for the default), samples .npy, models.
+PREDICT_EACH = r"""
+import json, sys
+import numpy as np
+from edge_runtime.classifier import EdgeClassifier
+x = np.load(sys.argv[2])
+for path in sys.argv[3:]:
+    c = EdgeClassifier.load(path, backend=sys.argv[1] or None)
+    print(json.dumps({"model": path, "probs": np.asarray(c.predict_proba(x)).tolist()}))
+"""
+# Between LiteRT 2.3 and tflite-runtime 2.14 (or another CPU): int8 and float outputs agree to
+# float rounding; int16x8 kernels differ by a few steps of 1/32768 (tests/test_fallback.py);
+# dynamic-range kernels quantize activations differently (LiteRT 2.3 per row, asymmetric;
+# 2.14 per tensor): the same top-1, probabilities within 0.02 on this model.
+RUNTIME_ATOL = {"float32": 1e-5, "float16": 1e-5, "dynamic": 5e-2, "int8": 1e-5, "int16x8": 5e-3}
+
+
+def predict_each(env, models: dict[str, Path], x_path: Path, backend: str = "") -> dict:
+    """{mode: probabilities} from `PREDICT_EACH` run in `env` (a foreign Python)."""
+    from tests.support.procs import REPO
+
+    proc = env.run(
+        ["-c", PREDICT_EACH, backend, str(x_path), *map(str, models.values())],
+        extra_paths=[REPO],
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [json.loads(ln) for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    by_path = {line["model"]: np.asarray(line["probs"]) for line in lines}
+    return {mode: by_path[str(path)] for mode, path in models.items()}
+
+
+def assert_same_answers(got: dict, models: dict[str, Path], x: np.ndarray, where: str) -> None:
+    from edge_runtime.classifier import EdgeClassifier
+
+    for mode, path in models.items():
+        want = EdgeClassifier.load(path, backend="ai_edge_litert").predict_proba(x)
+        assert got[mode].shape == want.shape, (where, mode)
+        msg = f"{where}: {mode}"
+        np.testing.assert_array_equal(got[mode].argmax(1), want.argmax(1), err_msg=msg)
+        np.testing.assert_allclose(got[mode], want, atol=RUNTIME_ATOL[mode], err_msg=msg)
+
+
+@pytest.mark.slow
+def test_quantizer_models_run_on_tflite_runtime(tflite_env, quantizer_models, wide_collapsing,
+                                                tmp_path):  # fmt: skip
+    """tflite-runtime 2.14 (the armhf target's runtime) runs every mode the quantizer makes,
+    the hybrid-rescued int8 included, and answers as LiteRT 2.3 does."""
+    x = wide_collapsing.x[:32]
+    np.save(tmp_path / "x.npy", x)
+    assert read_metadata(quantizer_models["int8"])["quantization"]["fallback"]["precision"] == (
+        "hybrid"
+    )
+    got = predict_each(tflite_env, quantizer_models, tmp_path / "x.npy", "tflite_runtime")
+    assert_same_answers(got, quantizer_models, x, "tflite-runtime 2.14")
