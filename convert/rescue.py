@@ -28,6 +28,7 @@ from convert.engine import (
     Recipe,
     _signature,
     default_recipe,
+    inline_buffers,
     quiet,
 )
 from convert.errors import ConvertError
@@ -133,6 +134,6 @@ class RecipeQuantizer:
             with quiet() as log:
                 q = quantizer.Quantizer(bytearray(self._float), self.recipe(float_nodes))
                 out = q.quantize(self._calibration, enable_progress_report=False)
-                return bytes(out.quantized_model)
+                return inline_buffers(bytes(out.quantized_model))
         except Exception as err:
             raise ModeConversionError(_reason(err, log)) from None

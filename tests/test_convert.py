@@ -168,7 +168,9 @@ def test_int8_io_through_the_cli(own_run, tmp_path, keras_reference):
     )
     assert result.exit_code == 0, result.output
     assert "int8" in result.stdout and "agree" in result.stdout
-    assert sorted(p.name for p in out.iterdir()) == ["model_int8.tflite"]
+    # ... and the recipe ai-edge-quantizer made it by (convert.engine)
+    assert sorted(p.name for p in out.iterdir()) == ["model_int8.tflite", "quantization"]
+    assert (out / "quantization" / "int8.recipe.json").exists()
     q = read_metadata(out / "model_int8.tflite")["quantization"]
     assert q["int8_io"] is True and q["calibration_samples"] == 50
     assert q["input"]["dtype"] == "int8" and q["output"]["dtype"] == "int8"
@@ -243,7 +245,9 @@ def test_foreign_rgb_model_converts_with_an_image_folder(foreign, tmp_path):
         out,
     )
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in out.iterdir()) == sorted(f"model_{m}.tflite" for m in MODES)
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [*(f"model_{m}.tflite" for m in MODES), "quantization"]
+    )
     import keras
 
     # The Keras model's own answers on the raw pixels: the reference, not convert's report.
@@ -301,7 +305,8 @@ def test_a_logits_model_is_compared_as_probabilities(tmp_path):
 
 @pytest.mark.slow
 def test_a_mode_that_cannot_convert_fails_alone(tmp_path):
-    """int16x8 has no kernel for SELU's GREATER: that mode fails, float32 still lands."""
+    """TensorFlow's converter has no int16x8 kernel for SELU's GREATER: that mode fails,
+    float32 still lands. (ai-edge-quantizer leaves the op in float and succeeds.)"""
     import keras
 
     model = keras.Sequential(
@@ -321,6 +326,8 @@ def test_a_mode_that_cannot_convert_fails_alone(tmp_path):
         tmp_path / "selu.keras",
         "--quantize",
         "float32,int16x8",
+        "--engine",
+        "converter",
         "--calibration-data",
         tmp_path / "calib.npy",
         "--out",

@@ -126,6 +126,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out", type=Path)
     parser.add_argument("--test", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument(
+        "--engines", default="converter,quantizer",
+        help="Measure only these; the other engines' rows come from OUT/engines.json.",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     TEST = args.test
     from convert import convert_model
@@ -134,20 +138,25 @@ def main(argv: list[str] | None = None) -> int:
     data = load_dataset("fashion-mnist")
     root = args.out
     root.mkdir(parents=True, exist_ok=True)
+    engines = tuple(args.engines.split(","))
+    old = root / "engines.json"
+    kept = [r for r in json.loads(old.read_text()) if r["engine"] not in engines] if (
+        old.exists() and len(engines) < 2
+    ) else []
     rows = []
     for name, path, calib, x, y in _models(root, data):
         from train.quiet import import_keras
 
         keras_probs = import_keras().saving.load_model(path).predict(x, verbose=0)
         np.save(root / f"{name}_calib.npy", calib)
-        for engine in ("converter", "quantizer"):
+        for engine in engines:
             out = root / name / engine
             report = convert_model(
                 path, out, modes=("float32", *MODES), engine=engine, verify_samples=200,
                 calibration_data=root / f"{name}_calib.npy",
             )  # fmt: skip
             for result in report.results:
-                if result.mode == "float32" and engine == "quantizer":
+                if result.mode == "float32" and engine == "quantizer" and len(engines) > 1:
                     continue
                 row = {"model": name, "mode": result.mode, "engine": engine, "ok": result.ok}
                 if result.ok:
@@ -163,6 +172,12 @@ def main(argv: list[str] | None = None) -> int:
                     row["error"] = result.error
                 rows.append(row)
                 print(json.dumps(row), file=sys.stderr, flush=True)
+    models = list(dict.fromkeys(r["model"] for r in kept + rows))
+    modes = ("float32", *MODES)
+    rows = sorted(
+        kept + rows,
+        key=lambda r: (models.index(r["model"]), r["engine"], modes.index(r["mode"])),
+    )
     (root / "engines.json").write_text(json.dumps(rows, indent=1))
     lines = [
         "| model | mode | engine | accuracy | agreement | size | p50 µs (1 thread) | convert s |",
