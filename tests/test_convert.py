@@ -168,9 +168,7 @@ def test_int8_io_through_the_cli(own_run, tmp_path, keras_reference):
     )
     assert result.exit_code == 0, result.output
     assert "int8" in result.stdout and "agree" in result.stdout
-    # ... and the recipe ai-edge-quantizer made it by (convert.engine)
-    assert sorted(p.name for p in out.iterdir()) == ["model_int8.tflite", "quantization"]
-    assert (out / "quantization" / "int8.recipe.json").exists()
+    assert sorted(p.name for p in out.iterdir()) == ["model_int8.tflite"]
     q = read_metadata(out / "model_int8.tflite")["quantization"]
     assert q["int8_io"] is True and q["calibration_samples"] == 50
     assert q["input"]["dtype"] == "int8" and q["output"]["dtype"] == "int8"

@@ -75,7 +75,7 @@ def test_layer_report_ranks_the_outlier_layer_first(models, tmp_path):
     assert agreement(out / "model_int8.tflite", x[:VERIFY], keras_probs[:VERIFY]) < 0.9
     folder = out / "quantization"
     assert {p.name for p in folder.iterdir()} == {
-        "int8_layers.csv", "int8_layers.md", "int8_layers.png", "int8.recipe.json",
+        "int8_layers.csv", "int8_layers.md", "int8_layers.png",
     }  # fmt: skip
     rows = list(csv.DictReader((folder / "int8_layers.csv").open()))
     assert rows[0]["layer"] == "outlier"
