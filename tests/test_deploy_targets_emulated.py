@@ -211,3 +211,27 @@ def test_doctor_32_bit_pi4_tree(offline_bundle, tmp_path):
     assert "32-bit userland: target bookworm-armhf" in checks["os"]["detail"]
     assert checks["temperature"]["detail"] == "48.2 °C"
     assert checks["throttling"]["status"] == "skip"
+
+
+def test_quantizer_models_on_the_emulated_device(device, offline_bundle, quantizer_models,
+                                                 wide_collapsing, tmp_path):  # fmt: skip
+    """Every mode ai-edge-quantizer makes, the hybrid-rescued int8 included (issue 25), runs on
+    each target with the bundle's runtime and answers as the desktop's LiteRT 2.3 does."""
+    import numpy as np
+
+    from tests.test_quant_engine import PREDICT_EACH, assert_same_answers
+
+    name, py = device
+    x = wide_collapsing.x[:16]
+    np.save(tmp_path / "x.npy", x)
+    proc = py.run(
+        ["-c", PREDICT_EACH, "", str(tmp_path / "x.npy"), *map(str, quantizer_models.values())],
+        cwd=offline_bundle,
+        extra_paths=[offline_bundle],
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [json.loads(ln) for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    by_path = {line["model"]: np.asarray(line["probs"]) for line in lines}
+    got = {mode: by_path[str(path)] for mode, path in quantizer_models.items()}
+    assert_same_answers(got, quantizer_models, x, name)
