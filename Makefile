@@ -29,7 +29,10 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[desktop,edge,fleet,dev]'
+	# torch's CPU build first: `==2.13.0` takes it (these machines hold it locally); a looser
+	# spec pulls a CUDA build of several GB. Elsewhere: docs/pytorch.md (PyTorch's CPU index).
+	$(PY) -m pip install -q 'torch==2.13.0'
+	$(PY) -m pip install -q -e '.[desktop,edge,fleet,torch,dev]'
 	touch $(STAMP)
 
 # Fashion-MNIST: found on disk, else the Debian package when we can install it as root,

@@ -209,6 +209,17 @@ def convert_command(
     input_offset: Annotated[
         float | None, typer.Option(help="O in p*S+O (see --input-scale); default 0.")
     ] = None,
+    input_mean: Annotated[
+        str | None,
+        typer.Option(help="Per-channel normalization outside the model, on pixels scaled to "
+                     "[0, 1]: (p/255 - mean) / std. R,G,B (ImageNet: 0.485,0.456,0.406).",
+                     metavar="R,G,B"),
+    ] = None,
+    input_std: Annotated[
+        str | None,
+        typer.Option(help="The std of --input-mean, R,G,B (ImageNet: 0.229,0.224,0.225).",
+                     metavar="R,G,B"),
+    ] = None,
     author: Annotated[
         str | None, typer.Option(help="Author, in the standard TFLite metadata.")
     ] = None,
@@ -243,6 +254,8 @@ def convert_command(
         resize=resize,
         input_scale=input_scale,
         input_offset=input_offset,
+        input_mean=input_mean,
+        input_std=input_std,
         author=author,
         license=license,
     )

@@ -65,6 +65,8 @@ def convert_model(
     resize: str | None = None,
     input_scale: float | None = None,
     input_offset: float | None = None,
+    input_mean: str | list[float] | None = None,
+    input_std: str | list[float] | None = None,
     author: str | None = None,
     license: str | None = None,  # noqa: A002 - the metadata field's name
 ) -> ConvertReport:
@@ -89,7 +91,9 @@ def convert_model(
     a model edgeship did not train whose normalization is outside it (trained on `x / 255`:
     S = 1/255; on [-1, 1]: S = 1/127.5, O = -1). Photos are scaled so for calibration and the
     check, and the scaling is recorded for bench and the runtime. Left out: raw 0-255 pixels
-    (a model with its own `Rescaling` layer).
+    (a model with its own `Rescaling` layer). `input_mean`/`input_std` ("R,G,B" or lists):
+    per-channel normalization of pixels scaled to [0, 1], `(p / 255 - mean) / std` (PyTorch's
+    and ImageNet's convention), recorded per channel.
 
     Every file also carries the standard TFLite Model Metadata (name, version, normalization,
     the labels file packed in), for MediaPipe Tasks and Android Studio; `author`/`license` go
@@ -117,7 +121,8 @@ def convert_model(
     names = resolve_class_names(class_names, labels, signature.num_classes)
     meta = read_run_metadata(model_path)
     resize, pixel_scaling = input_settings(
-        model_path, signature, meta, names, resize, input_scale, input_offset
+        model_path, signature, meta, names, resize, input_scale, input_offset,
+        input_mean, input_std,
     )
     inputs = prepare_inputs(
         model_path,
