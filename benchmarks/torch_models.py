@@ -151,3 +151,21 @@ def save_pt2(
         program = torch.export.export(model.eval(), (torch.zeros(1, *shape),))
     torch.export.save(program, str(path))
     return Path(path)
+
+
+def generated_images(n: int, size: int = 224, seed: int = 0) -> np.ndarray:
+    """`n` uint8 RGB photos-like images (N, size, size, 3): smooth colour fields (noise at 7x7
+    upsampled), a gradient and a few hard edges, seeded."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    out = np.empty((n, size, size, 3), np.uint8)
+    ramp = np.linspace(0, 1, size, dtype=np.float32)
+    for i in range(n):
+        coarse = rng.integers(0, 256, (7, 7, 3), dtype=np.uint8)
+        field = np.asarray(Image.fromarray(coarse).resize((size, size), Image.BICUBIC), np.float32)
+        field *= 0.6 + 0.4 * ramp[None, :, None] if i % 2 else 0.6 + 0.4 * ramp[:, None, None]
+        top, left = rng.integers(0, size // 2, 2)
+        field[top:top + size // 3, left:left + size // 3] = rng.integers(0, 256, 3)
+        out[i] = np.clip(field, 0, 255).astype(np.uint8)
+    return out

@@ -182,6 +182,11 @@ class _Singles:
         return getattr(self.module, name)
 
 
+def unwrap(module: Any) -> Any:
+    """The torch module itself (a batch-1 export's, without its image-by-image wrapper)."""
+    return module.module if isinstance(module, _Singles) else module
+
+
 def _image_shape(shape: tuple, p: Path) -> tuple[int, int, int]:
     """(N, C, H, W) with fixed C, H, W -> (H, W, C)."""
     dims = tuple(shape)
@@ -318,7 +323,7 @@ def load_torch_model(model: str | os.PathLike) -> TorchModel:
         )
     try:
         with _quiet() as log:
-            raw = module.module if isinstance(module, _Singles) else module
+            raw = unwrap(module)
             nhwc = litert_torch.to_channel_last_io(raw, args=[0])
             with contextlib.suppress(Exception):
                 nhwc.eval()

@@ -1,0 +1,55 @@
+"""`deploy mobile` of a PyTorch run: the phone graph (`deploy.mobile_graph.torch_phone_model`)
+converted by litert-torch, RGB pixels in (channels last), no TensorFlow."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import warnings
+from typing import Any
+
+from deploy.errors import DeployError
+
+
+def torch_phone_bytes(spec: str, meta: dict[str, Any], mode: str) -> bytes:
+    """The phone model of the PyTorch model `spec` (`FILE.pt2` or `FILE.py:FUNCTION`) in `mode`."""
+    from convert.errors import ConvertError
+    from convert.torch_source import load_torch_module, unwrap
+    from deploy.mobile import MobileError
+    from deploy.mobile_graph import torch_phone_model
+    from train.quiet import captured_stderr
+
+    if mode != "float32":
+        raise MobileError(
+            f"A PyTorch run's phone model is float32 for now: --models float32. "
+            f"Received: models={mode}"
+        )
+    block = meta["input"]
+    height, width, channels = (int(d) for d in block["shape"])
+    try:
+        module, _ = load_torch_module(spec)
+    except ConvertError as err:
+        raise MobileError(str(err)) from None
+    module = unwrap(module)
+    graph = torch_phone_model(
+        module,
+        channels=channels,
+        invert_light_background=block.get("background") == "dark",
+        scale=block.get("scale", 1.0),
+        offset=block.get("offset", 0.0),
+    )
+    import litert_torch
+    import torch
+
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+                captured_stderr():
+            warnings.simplefilter("ignore")
+            return bytes(
+                litert_torch.convert(graph, (torch.zeros(1, height, width, 3),)).model_content()
+            )
+    except Exception as err:  # noqa: BLE001 - the converter raises anything
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+        raise DeployError(
+            f"litert-torch could not convert the phone model ({first}). Received: model={spec}"
+        ) from None
