@@ -16,7 +16,7 @@ from convert.errors import ConvertError
 from convert.fallback import DEFAULT_MAX_FLOAT_LAYERS
 from convert.inputs import DEFAULT_VERIFY_SAMPLES, VERIFY_SEED, prepare_inputs
 from convert.layers import LayerReport
-from convert.loading import check_model_file, load_keras_model, model_signature
+from convert.loading import ModelSignature, check_model_file, load_keras_model, model_signature
 from convert.metadata import METADATA_SCHEMA_VERSION, base_metadata
 from convert.modes import CALIBRATED_MODES, parse_modes
 from convert.options import (
@@ -28,6 +28,7 @@ from convert.options import (
 )
 from convert.results import ConvertReport, ModeResult, ProgressCallback, tflite_name
 from convert.study import study_mode
+from convert.torch_source import load_torch_model, split_torch_spec
 from convert.verify import accuracy, convert_and_check, keras_probabilities
 from edge_runtime.files import check_output_dir
 from train.training import read_run_metadata
@@ -114,12 +115,20 @@ def convert_model(
     )
     out = Path(out_dir)
     check_out(out)
-    model_path = check_model_file(model_path)
-    check_calibration_path(calibration_data)
-    model = load_keras_model(model_path)
-    signature = model_signature(model)
+    source = None
+    if split_torch_spec(model_path) is not None:  # FILE.pt2 or FILE.py:FUNCTION
+        check_calibration_path(calibration_data)
+        source = load_torch_model(model_path)
+        model_path, model = source.path, None
+        signature = ModelSignature(source.input_shape, source.num_classes)
+        meta = None
+    else:
+        model_path = check_model_file(model_path)
+        check_calibration_path(calibration_data)
+        model = load_keras_model(model_path)
+        signature = model_signature(model)
+        meta = read_run_metadata(model_path)
     names = resolve_class_names(class_names, labels, signature.num_classes)
-    meta = read_run_metadata(model_path)
     resize, pixel_scaling = input_settings(
         model_path, signature, meta, names, resize, input_scale, input_offset,
         input_mean, input_std,
@@ -148,16 +157,23 @@ def convert_model(
     )
     # The standard TFLite metadata's author and license (edge_runtime.standard_metadata_write).
     base_meta.update({k: v for k, v in (("author", author), ("license", license)) if v})
+    if source is not None:
+        base_meta["source_model"].update(torch_source_block(source))
 
     from convert.converter import ModeConversionError, saved_model, to_tflite
 
     def keras_fn(x: np.ndarray) -> np.ndarray:
+        if source is not None:
+            return source.reference(x)  # PyTorch's own outputs
         return keras_probabilities(model, x)
 
     keras_probs = keras_fn(inputs.model_input(inputs.verify_x))
     check_output_dir(out)  # a read-only or full --out fails before the conversions
     results: list[ModeResult] = []
     layer_reports: list[LayerReport] = []
+    if source is not None:
+        return _torch_modes(source, out, mode_list, base_meta, inputs, keras_probs, int8_io,
+                            budget, progress, model_path, min_agreement, max_accuracy_drop)
     layer_names = [layer.name for layer in model.layers]
 
     with saved_model(model, signature.input_shape) as export_dir:
@@ -237,6 +253,52 @@ def convert_model(
         min_agreement=min_agreement,
         max_accuracy_drop=max_accuracy_drop,
         layer_reports=tuple(layer_reports),
+    )
+
+
+def torch_source_block(source) -> dict[str, Any]:
+    """What `source_model` records of a PyTorch model beside its path and sha256."""
+    return {
+        "framework": "pytorch",
+        "function": source.function,
+        "torch": source.torch_version,
+        "litert_torch": source.litert_torch_version,
+        "logits": source.logits,
+    }
+
+
+def _torch_modes(source, out, mode_list, base_meta, inputs, reference_probs, int8_io, budget,
+                 progress, model_path, min_agreement, max_accuracy_drop) -> ConvertReport:
+    """INTERIM, until the quantization engine lands: float32 only."""
+    results = []
+    for mode in mode_list:
+        if progress:
+            progress(mode, "convert", None)
+        if mode == "float32":
+            result = convert_and_check(
+                None, mode, out / tflite_name(mode), base_meta, inputs, reference_probs,
+                int8_io, budget, None, progress, model_bytes=source.float32_tflite,
+            )
+            if result.ok:
+                result = dataclasses.replace(result, size_vs_float32=1.0)
+        else:
+            result = ModeResult(mode, error="not yet: the quantization engine", hint="float32")
+        results.append(result)
+        if progress:
+            progress(mode, "done" if result.ok else "failed", result)
+    calib = inputs.calibration
+    return ConvertReport(
+        model_path=model_path,
+        out_dir=out,
+        results=tuple(results),
+        verify_samples=int(len(inputs.verify_x)),
+        verify_source=inputs.verify_source,
+        calibration_samples=int(len(calib.x)) if calib is not None else 0,
+        calibration_source=calib.source if calib is not None else None,
+        keras_accuracy=accuracy(reference_probs, inputs.verify_y),
+        min_agreement=min_agreement,
+        max_accuracy_drop=max_accuracy_drop,
+        layer_reports=(),
     )
 
 

@@ -102,10 +102,13 @@ def torch_phone_model(
     invert_light_background: bool,
     scale: float | list[float],
     offset: float | list[float],
+    softmax: bool = False,
 ):
     """A torch module taking (N, H, W, 3) RGB pixels 0-255 (channels last, as the phone sends
     them) and running the PyTorch `model` (N, C, H, W) behind edgeship's preprocessing: the
-    same steps as `phone_model`, with the scaling per channel (--input-mean/--input-std)."""
+    same steps as `phone_model`, with the scaling per channel (--input-mean/--input-std).
+    `softmax`: end in one (a model that outputs logits), so a phone app's scores are
+    probabilities."""
     import torch
 
     class PhoneModel(torch.nn.Module):
@@ -128,6 +131,9 @@ def torch_phone_model(
                 light = border.mean(dim=(1, 2)).reshape(-1, 1, 1, 1) > BORDER_THRESHOLD
                 x = torch.where(light, 255.0 - x, x)
             x = x * self.scale + self.offset
-            return self.model(x.permute(0, 3, 1, 2))
+            y = self.model(x.permute(0, 3, 1, 2))
+            return torch.softmax(y, dim=-1) if softmax else y
 
-    return PhoneModel().eval()
+    phone = PhoneModel()
+    phone.training = False  # (not .eval(): an exported program's module refuses train())
+    return phone

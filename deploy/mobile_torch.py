@@ -37,6 +37,7 @@ def torch_phone_bytes(spec: str, meta: dict[str, Any], mode: str) -> bytes:
         invert_light_background=block.get("background") == "dark",
         scale=block.get("scale", 1.0),
         offset=block.get("offset", 0.0),
+        softmax=bool((meta.get("source_model") or {}).get("logits")),
     )
     import litert_torch
     import torch
