@@ -95,7 +95,7 @@ def _source_blocks(tflites: list[Path]) -> Iterator[tuple[Path, dict[str, Any]]]
 def _torch_spec(tflites: list[Path], source_path: Path) -> str | None:
     """`FILE.pt2` or `FILE.py:FUNCTION` when the recorded source is a PyTorch model."""
     for _, source in _source_blocks(tflites):
-        if Path(source["path"]) == source_path and source.get("framework") == "pytorch":
+        if Path(source["path"]) == source_path and source.get("framework") == "torch":
             func = source.get("function")
             return f"{source['path']}:{func}" if func else str(source["path"])
     return None

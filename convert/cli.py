@@ -226,6 +226,21 @@ def convert_command(
     license: Annotated[  # noqa: A002 - the option's name
         str | None, typer.Option(help="License, in the standard TFLite metadata.")
     ] = None,
+    engine: Annotated[
+        str,
+        typer.Option(
+            help="What quantizes each mode from the float32 .tflite: quantizer "
+            "(ai-edge-quantizer recipes), converter (TensorFlow's, Keras only) or auto (per "
+            "mode, docs/convert.md)."
+        ),
+    ] = "auto",
+    recipe: Annotated[
+        Path | None,
+        typer.Option(
+            help="An ai-edge-quantizer recipe (JSON) for the quantized modes, instead of "
+            "edgeship's; each mode writes the one it used to OUT/quantization/<mode>.recipe.json."
+        ),
+    ] = None,
 ) -> None:
     """Convert a Keras model to TensorFlow Lite in each mode and check it against Keras."""
     if fallback_max_layers is not None and not fallback:
@@ -258,6 +273,8 @@ def convert_command(
         input_std=input_std,
         author=author,
         license=license,
+        engine=engine,
+        recipe=recipe,
     )
     console = Console()
     console.print(report_table(report))

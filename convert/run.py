@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from convert.calibration import DEFAULT_CALIBRATION_SAMPLES
+from convert.engine import check_engine, load_recipe, make_mode, pick_engine, write_recipe
 from convert.errors import ConvertError
-from convert.fallback import DEFAULT_MAX_FLOAT_LAYERS
+from convert.fallback import DEFAULT_MAX_FLOAT_LAYERS, Budget
 from convert.inputs import DEFAULT_VERIFY_SAMPLES, VERIFY_SEED, prepare_inputs
 from convert.layers import LayerReport
-from convert.loading import ModelSignature, check_model_file, load_keras_model, model_signature
 from convert.metadata import METADATA_SCHEMA_VERSION, base_metadata
 from convert.modes import CALIBRATED_MODES, parse_modes
 from convert.options import (
@@ -27,9 +24,10 @@ from convert.options import (
     resolve_class_names,
 )
 from convert.results import ConvertReport, ModeResult, ProgressCallback, tflite_name
+from convert.source import ModelSource, keras_source
 from convert.study import study_mode
-from convert.torch_source import load_torch_model, split_torch_spec
-from convert.verify import accuracy, convert_and_check, keras_probabilities
+from convert.torch_source import split_torch_spec, torch_source
+from convert.verify import accuracy, convert_and_check
 from edge_runtime.files import check_output_dir
 from train.training import read_run_metadata
 
@@ -42,6 +40,7 @@ __all__ = [
     "ProgressCallback",
     "convert_model",
     "convert_run",
+    "convert_source",
     "tflite_name",
 ]
 
@@ -70,12 +69,93 @@ def convert_model(
     input_std: str | list[float] | None = None,
     author: str | None = None,
     license: str | None = None,  # noqa: A002 - the metadata field's name
+    engine: str = "auto",
+    recipe: str | os.PathLike | None = None,
 ) -> ConvertReport:
-    """Convert a `.keras`/`.h5` model to `out_dir/model_<mode>.tflite` for each mode.
+    """Convert a `.keras`/`.h5` model, or a PyTorch `FILE.pt2` / `FILE.py:FUNCTION`, to
+    `out_dir/model_<mode>.tflite` for each mode.
 
-    Each file carries the `edgeship` metadata and the result of its check against Keras
-    (through `edge_runtime.EdgeClassifier`). A mode that fails writes nothing (and removes a
-    stale file of that mode); the others go on. Check `report.failed` or call
+    The Keras front end (`convert.source.keras_source`) or the PyTorch one
+    (`convert.torch_source.torch_source`, litert-torch) makes the float32 `.tflite`; every
+    other step is `convert_source`'s (its docstring has the options). Bad input raises
+    `ConvertError` before anything is written.
+    """
+    options = dict(
+        modes=modes, calibration_samples=calibration_samples,
+        calibration_data=calibration_data, int8_io=int8_io, min_agreement=min_agreement,
+        verify_samples=verify_samples, progress=progress, max_accuracy_drop=max_accuracy_drop,
+        layer_report=layer_report, fallback=fallback, fallback_max_layers=fallback_max_layers,
+        class_names=class_names, labels=labels, resize=resize, input_scale=input_scale,
+        input_offset=input_offset, input_mean=input_mean, input_std=input_std, author=author,
+        license=license, engine=engine, recipe=recipe,
+    )
+    _check_early(out_dir, **options)
+    if split_torch_spec(model_path) is not None:  # FILE.pt2 or FILE.py:FUNCTION
+        return convert_source(torch_source(model_path), out_dir, **options)
+    with keras_source(model_path) as source:
+        return convert_source(source, out_dir, **options)
+
+
+def _check_early(out_dir: str | os.PathLike, **o: Any) -> Budget:
+    """The checks that need no model: options, `--out`, `--calibration-data`, `--recipe`."""
+    mode_list = parse_modes(o["modes"])
+    budget = check_options(
+        mode_list,
+        calibration_samples=o["calibration_samples"],
+        verify_samples=o["verify_samples"],
+        min_agreement=o["min_agreement"],
+        max_accuracy_drop=o["max_accuracy_drop"],
+        int8_io=o["int8_io"],
+        layer_report=o["layer_report"],
+        fallback=o["fallback"],
+        fallback_max_layers=o["fallback_max_layers"],
+        resize=o["resize"],
+    )
+    check_engine(o["engine"])
+    if o["recipe"] is not None:
+        load_recipe(o["recipe"])
+    check_out(Path(out_dir))
+    check_calibration_path(o["calibration_data"])
+    return budget
+
+
+def convert_source(
+    source: ModelSource,
+    out_dir: str | os.PathLike,
+    *,
+    modes: str | list[str] | tuple[str, ...] | None = None,
+    calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES,
+    calibration_data: str | os.PathLike | None = None,
+    int8_io: bool = False,
+    min_agreement: float | None = None,
+    verify_samples: int = DEFAULT_VERIFY_SAMPLES,
+    progress: ProgressCallback | None = None,
+    max_accuracy_drop: float | None = None,
+    layer_report: bool = False,
+    fallback: bool = False,
+    fallback_max_layers: int = DEFAULT_MAX_FLOAT_LAYERS,
+    class_names: str | list[str] | tuple[str, ...] | None = None,
+    labels: str | os.PathLike | None = None,
+    resize: str | None = None,
+    input_scale: float | None = None,
+    input_offset: float | None = None,
+    input_mean: str | list[float] | None = None,
+    input_std: str | list[float] | None = None,
+    author: str | None = None,
+    license: str | None = None,  # noqa: A002 - the metadata field's name
+    engine: str = "auto",
+    recipe: str | os.PathLike | None = None,
+) -> ConvertReport:
+    """Convert a framework front end's `ModelSource` to `out_dir/model_<mode>.tflite` per mode.
+
+    float32 is the source's own flatbuffer; every other mode comes from it through
+    ai-edge-quantizer (`convert.engine`), or through TensorFlow's converter for a Keras source
+    where `engine` says so (`auto` picks per mode, `convert.engine.AUTO_ENGINE`). `recipe` (a
+    JSON file, ai-edge-quantizer's format) replaces edgeship's recipe for the quantized modes.
+
+    Each file carries the `edgeship` metadata and the result of its check against the source's
+    `reference` (through `edge_runtime.EdgeClassifier`). A mode that fails writes nothing (and
+    removes a stale file of that mode); the others go on. Check `report.failed` or call
     `report.raise_for_failures()`. Bad input raises `ConvertError` before anything is written.
 
     `layer_report` writes `out_dir/quantization/<mode>_layers.{csv,md,png}` for int8 and
@@ -101,34 +181,20 @@ def convert_model(
     into it when given.
     """
     mode_list = parse_modes(modes)
-    budget = check_options(
-        mode_list,
-        calibration_samples=calibration_samples,
-        verify_samples=verify_samples,
-        min_agreement=min_agreement,
-        max_accuracy_drop=max_accuracy_drop,
-        int8_io=int8_io,
-        layer_report=layer_report,
-        fallback=fallback,
-        fallback_max_layers=fallback_max_layers,
-        resize=resize,
+    budget = _check_early(
+        out_dir, modes=modes, calibration_samples=calibration_samples,
+        calibration_data=calibration_data, int8_io=int8_io, min_agreement=min_agreement,
+        verify_samples=verify_samples, max_accuracy_drop=max_accuracy_drop,
+        layer_report=layer_report, fallback=fallback, fallback_max_layers=fallback_max_layers,
+        resize=resize, engine=engine, recipe=recipe,
     )
+    user_recipe = load_recipe(recipe) if recipe is not None else None
+    engines = {m: pick_engine(m, engine, source) for m in mode_list if m != "float32"}
     out = Path(out_dir)
-    check_out(out)
-    source = None
-    if split_torch_spec(model_path) is not None:  # FILE.pt2 or FILE.py:FUNCTION
-        check_calibration_path(calibration_data)
-        source = load_torch_model(model_path)
-        model_path, model = source.path, None
-        signature = ModelSignature(source.input_shape, source.num_classes)
-        meta = None
-    else:
-        model_path = check_model_file(model_path)
-        check_calibration_path(calibration_data)
-        model = load_keras_model(model_path)
-        signature = model_signature(model)
-        meta = read_run_metadata(model_path)
+    model_path = source.source_model
+    signature = source.signature
     names = resolve_class_names(class_names, labels, signature.num_classes)
+    meta = read_run_metadata(model_path)
     resize, pixel_scaling = input_settings(
         model_path, signature, meta, names, resize, input_scale, input_offset,
         input_mean, input_std,
@@ -157,43 +223,30 @@ def convert_model(
     )
     # The standard TFLite metadata's author and license (edge_runtime.standard_metadata_write).
     base_meta.update({k: v for k, v in (("author", author), ("license", license)) if v})
-    if source is not None:
-        base_meta["source_model"].update(torch_source_block(source))
+    if "source_model" in base_meta:  # bench and deploy mobile find the desktop model by it
+        base_meta["source_model"].update(framework=source.framework, **source.recorded)
 
-    from convert.converter import ModeConversionError, saved_model, to_tflite
-
-    def keras_fn(x: np.ndarray) -> np.ndarray:
-        if source is not None:
-            return source.reference(x)  # PyTorch's own outputs
-        return keras_probabilities(model, x)
-
+    keras_fn = source.probabilities
     keras_probs = keras_fn(inputs.model_input(inputs.verify_x))
     check_output_dir(out)  # a read-only or full --out fails before the conversions
     results: list[ModeResult] = []
     layer_reports: list[LayerReport] = []
-    if source is not None:
-        return _torch_modes(source, out, mode_list, base_meta, inputs, keras_probs, int8_io,
-                            budget, progress, model_path, min_agreement, max_accuracy_drop)
-    layer_names = [layer.name for layer in model.layers]
-
-    with saved_model(model, signature.input_shape) as export_dir:
-        float32_bytes: bytes | None = None
-        if "float32" not in mode_list or layer_report:
-            with contextlib.suppress(ModeConversionError):
-                float32_bytes = to_tflite(export_dir, "float32")
-        float32_size = len(float32_bytes) if float32_bytes is not None else None
-        for mode in mode_list:
-            if progress:
-                progress(mode, "convert", None)
-            path = out / tflite_name(mode)
-            plain: bytes | None = None
-            started = time.perf_counter()
-            if mode in CALIBRATED_MODES and (layer_report or fallback):
-                with contextlib.suppress(ModeConversionError):  # convert_and_check reports it
-                    plain = to_tflite(
-                        export_dir, mode, inputs.calibration_input(),
-                        int8_io=int8_io and mode == "int8",
-                    )
+    layer_names = list(source.layer_names)
+    export_dir = source.saved_model_dir
+    float32_bytes = source.float32_tflite
+    float32_size: int | None = len(float32_bytes)
+    for mode in mode_list:
+        if progress:
+            progress(mode, "convert", None)
+        path = out / tflite_name(mode)
+        started = time.perf_counter()
+        made = make_mode(
+            source, mode, engines.get(mode, "converter"), inputs, int8_io, user_recipe
+        )
+        if isinstance(made, ModeResult):
+            result = made
+        else:
+            plain = made.model_bytes
             result = convert_and_check(
                 export_dir,
                 mode,
@@ -208,8 +261,14 @@ def convert_model(
                 model_bytes=plain,
                 seconds=time.perf_counter() - started,
             )
+            if result.ok and mode != "float32":
+                write_recipe(out, mode, made)
             # (a model that does not run in edge_runtime has nothing to study)
-            if plain is not None and (result.ok or result.missed_budget):
+            if (
+                mode in CALIBRATED_MODES
+                and (layer_report or fallback)
+                and (result.ok or result.missed_budget)
+            ):
                 result, report = study_mode(
                     result,
                     started,
@@ -231,14 +290,14 @@ def convert_model(
                 )
                 if report is not None:
                     layer_reports.append(report)
-            if mode == "float32" and result.ok:
-                float32_size = result.size_bytes
-                result = dataclasses.replace(result, size_vs_float32=1.0)
-            if not result.ok and path.exists():
-                path.unlink()  # a stale file from an earlier model would pass for this one's
-            results.append(result)
-            if progress:
-                progress(mode, "done" if result.ok else "failed", result)
+        if mode == "float32" and result.ok:
+            float32_size = result.size_bytes
+            result = dataclasses.replace(result, size_vs_float32=1.0)
+        if not result.ok and path.exists():
+            path.unlink()  # a stale file from an earlier model would pass for this one's
+        results.append(result)
+        if progress:
+            progress(mode, "done" if result.ok else "failed", result)
 
     calib = inputs.calibration
     return ConvertReport(
@@ -253,52 +312,6 @@ def convert_model(
         min_agreement=min_agreement,
         max_accuracy_drop=max_accuracy_drop,
         layer_reports=tuple(layer_reports),
-    )
-
-
-def torch_source_block(source) -> dict[str, Any]:
-    """What `source_model` records of a PyTorch model beside its path and sha256."""
-    return {
-        "framework": "pytorch",
-        "function": source.function,
-        "torch": source.torch_version,
-        "litert_torch": source.litert_torch_version,
-        "logits": source.logits,
-    }
-
-
-def _torch_modes(source, out, mode_list, base_meta, inputs, reference_probs, int8_io, budget,
-                 progress, model_path, min_agreement, max_accuracy_drop) -> ConvertReport:
-    """INTERIM, until the quantization engine lands: float32 only."""
-    results = []
-    for mode in mode_list:
-        if progress:
-            progress(mode, "convert", None)
-        if mode == "float32":
-            result = convert_and_check(
-                None, mode, out / tflite_name(mode), base_meta, inputs, reference_probs,
-                int8_io, budget, None, progress, model_bytes=source.float32_tflite,
-            )
-            if result.ok:
-                result = dataclasses.replace(result, size_vs_float32=1.0)
-        else:
-            result = ModeResult(mode, error="not yet: the quantization engine", hint="float32")
-        results.append(result)
-        if progress:
-            progress(mode, "done" if result.ok else "failed", result)
-    calib = inputs.calibration
-    return ConvertReport(
-        model_path=model_path,
-        out_dir=out,
-        results=tuple(results),
-        verify_samples=int(len(inputs.verify_x)),
-        verify_source=inputs.verify_source,
-        calibration_samples=int(len(calib.x)) if calib is not None else 0,
-        calibration_source=calib.source if calib is not None else None,
-        keras_accuracy=accuracy(reference_probs, inputs.verify_y),
-        min_agreement=min_agreement,
-        max_accuracy_drop=max_accuracy_drop,
-        layer_reports=(),
     )
 
 

@@ -65,7 +65,7 @@ class _Study:
 
 
 def _study(
-    export_dir: str,
+    export_dir: str | None,
     mode: str,
     plain: bytes,
     float32_bytes: bytes | None,
@@ -94,6 +94,10 @@ def _study(
         n = min(len(inputs.verify_x), RANKING_SAMPLES)
         x, ref = inputs.verify_x[:n], keras_probs[:n]
         try:
+            if export_dir is None:
+                raise ValueError(
+                    "keeping layers in float needs TensorFlow's converter (a Keras model)"
+                )
             if mode == "int16x8":
                 quantizer = PartialInt16x8.convert(export_dir, calib, plain)
             else:
@@ -245,7 +249,7 @@ def _write_layer_report(study: _Study, out: Path, kept: tuple[str, ...]) -> Laye
 def study_mode(
     result: ModeResult,
     started: float,
-    export_dir: str,
+    export_dir: str | None,
     path: Path,
     plain: bytes,
     float32_bytes: bytes | None,

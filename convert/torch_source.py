@@ -14,15 +14,15 @@ import os
 import sys
 import warnings
 import zipfile
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from convert.errors import ConvertError
-from edge_runtime.scores import as_probabilities
+from convert.loading import ModelSignature
+from convert.source import ModelSource, outputs_logits
+from edge_runtime.scores import as_probabilities, class_count
 
 TORCH_SUFFIXES = (".pt2",)
 # Files that hold weights or TorchScript, not a program litert-torch can take.
@@ -37,41 +37,6 @@ FORMS = (
     "FILE.py:FUNCTION (a function returning (model, example_args), the model in eval mode)"
 )
 REFERENCE_BATCH = 256
-
-
-@dataclass(frozen=True, eq=False)
-class TorchModel:
-    """A PyTorch classifier converted to a float32 `.tflite` taking NHWC images."""
-
-    path: Path
-    function: str | None
-    input_shape: tuple[int, int, int]
-    num_classes: int
-    float32_tflite: bytes = field(repr=False)
-    reference: Callable[[np.ndarray], np.ndarray] = field(repr=False)
-    logits: bool
-    layer_names: tuple[str, ...]
-    torch_version: str
-    litert_torch_version: str
-
-    def __post_init__(self) -> None:
-        if self.float32_tflite[4:8] != b"TFL3":
-            raise ConvertError(f"litert-torch returned no TFLite model. Received: path={self.path}")
-        if len(self.input_shape) != 3 or self.input_shape[2] not in (1, 3):
-            raise ConvertError(
-                "The PyTorch model must take one image batch (N, C, H, W) with 1 or 3 channels. "
-                f"Received: input (H, W, C)={self.input_shape}"
-            )
-
-    @property
-    def framework(self) -> str:
-        """Always 'pytorch'."""
-        return "pytorch"
-
-    @property
-    def source(self) -> str:
-        """How a user names it: `FILE.pt2` or `FILE.py:FUNCTION`."""
-        return f"{self.path}:{self.function}" if self.function else str(self.path)
 
 
 def split_torch_spec(model: str | os.PathLike) -> tuple[Path, str | None] | None:
@@ -300,9 +265,21 @@ def torch_probabilities(module: Any, x: np.ndarray, logits: bool | None = None) 
     return np.asarray(as_probabilities(scores, probabilities=probabilities), np.float64)
 
 
-def load_torch_model(model: str | os.PathLike) -> TorchModel:
-    """Load `FILE.pt2` or `FILE.py:FUNCTION`, convert it to a float32 `.tflite` with NHWC
-    input through litert-torch, and keep PyTorch itself as the reference."""
+def _convert_nhwc(torch, litert_torch, nhwc, shape: tuple[int, int, int], batch1: bool) -> bytes:
+    """litert-torch's float32 flatbuffer, with a dynamic batch (-1) unless the program was
+    exported for batch 1 only."""
+    if not batch1:
+        batch = torch.export.Dim("batch")
+        with contextlib.suppress(Exception):  # a model that fixes its batch: batch 1 below
+            return litert_torch.convert(
+                nhwc, (torch.zeros(2, *shape),), dynamic_shapes=({0: batch},)
+            ).model_content()
+    return litert_torch.convert(nhwc, (torch.zeros(1, *shape),)).model_content()
+
+
+def torch_source(model: str | os.PathLike) -> ModelSource:
+    """The PyTorch front end: load `FILE.pt2` or `FILE.py:FUNCTION`, convert it to a float32
+    `.tflite` with NHWC input through litert-torch, and keep PyTorch itself as the reference."""
     module, (h, w, c) = load_torch_module(model)
     p, function = split_torch_spec(model)
     torch, litert_torch = _import_torch()
@@ -315,19 +292,18 @@ def load_torch_model(model: str | os.PathLike) -> TorchModel:
             f"The PyTorch model does not run on a (1, {c}, {h}, {w}) image "
             f"({type(err).__name__}: {_first_line(err)}). Received: path={p}"
         ) from None
-    if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[1] < 2:
+    if not isinstance(out, torch.Tensor) or out.ndim != 2:
         shape = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ConvertError(
             "The PyTorch model must output one score per class, (batch, classes). "
             f"Received: output={shape}, path={p}"
         )
+    raw = unwrap(module)
     try:
         with _quiet() as log:
-            raw = unwrap(module)
             nhwc = litert_torch.to_channel_last_io(raw, args=[0])
-            with contextlib.suppress(Exception):
-                nhwc.eval()
-            data = litert_torch.convert(nhwc, (torch.zeros(1, h, w, c),)).model_content()
+            nhwc.training = False  # (not .eval(): an exported program's module refuses train())
+            data = _convert_nhwc(torch, litert_torch, nhwc, (h, w, c), isinstance(module, _Singles))
     except Exception as err:  # noqa: BLE001 - the converter raises anything
         reason = _first_line(err)
         errs = [ln for ln in log if "error" in ln.lower()]
@@ -337,7 +313,8 @@ def load_torch_model(model: str | os.PathLike) -> TorchModel:
             f"litert-torch cannot convert the model ({type(err).__name__}: {reason}). An op "
             f"LiteRT lacks must be replaced in the model. Received: path={p}"
         ) from None
-    logits = not _ends_in_probabilities(bytes(data))
+    data = bytes(data)
+    logits = outputs_logits(data)
 
     def reference(x: np.ndarray) -> np.ndarray:
         """NHWC model input (float32) -> PyTorch's probabilities (float64)."""
@@ -347,25 +324,17 @@ def load_torch_model(model: str | os.PathLike) -> TorchModel:
         name for name, m in raw.named_modules()
         if name and not name.startswith("_") and not list(m.children())
     )
-    return TorchModel(
-        path=p,
-        function=function,
-        input_shape=(h, w, c),
-        num_classes=int(out.shape[1]),
-        float32_tflite=bytes(data),
+    return ModelSource(
+        framework="torch",
+        source_model=p,
+        signature=ModelSignature((h, w, c), class_count(int(out.shape[1]))),
+        float32_tflite=data,
         reference=reference,
-        logits=logits,
+        outputs_logits=logits,
         layer_names=layers,
-        torch_version=torch.__version__,
-        litert_torch_version=getattr(litert_torch, "__version__", "unknown"),
+        recorded={
+            "function": function,
+            "torch": torch.__version__,
+            "litert_torch": getattr(litert_torch, "__version__", "unknown"),
+        },
     )
-
-
-def _ends_in_probabilities(data: bytes) -> bool:
-    """Does the converted graph end in a softmax (or sigmoid), as edge_runtime decides it?"""
-    from edge_runtime.backends import load_backend
-    from edge_runtime.graph import PROBABILITY_HEADS, output_head
-
-    interpreter = load_backend().make_interpreter(data)
-    index = int(interpreter.get_output_details()[0]["index"])
-    return output_head(data, index) in PROBABILITY_HEADS

@@ -82,7 +82,7 @@ def _run_metadata(run: Path) -> tuple[dict[str, Any], Path | str]:
     source = (meta or {}).get("source_model") or {}
     if not keras_path.is_file() and source.get("path"):
         keras_path = Path(source["path"])
-        if source.get("framework") == "pytorch" and keras_path.is_file():
+        if source.get("framework") == "torch" and keras_path.is_file():
             func = source.get("function")
             return meta, f"{keras_path}:{func}" if func else str(keras_path)
     if meta is None or not keras_path.is_file():
