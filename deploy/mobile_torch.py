@@ -10,6 +10,9 @@ from typing import Any
 
 from deploy.errors import DeployError
 
+# Modes a PyTorch run's phone model is made in: no calibration needed.
+TORCH_MOBILE_MODES = ("float32", "float16", "dynamic")
+
 
 def torch_phone_bytes(spec: str, meta: dict[str, Any], mode: str) -> bytes:
     """The phone model of the PyTorch model `spec` (`FILE.pt2` or `FILE.py:FUNCTION`) in `mode`."""
@@ -19,9 +22,11 @@ def torch_phone_bytes(spec: str, meta: dict[str, Any], mode: str) -> bytes:
     from deploy.mobile_graph import torch_phone_model
     from train.quiet import captured_stderr
 
-    if mode != "float32":
+    if mode not in TORCH_MOBILE_MODES:
         raise MobileError(
-            f"A PyTorch run's phone model is float32 for now: --models float32. "
+            f"A PyTorch run's phone models are {', '.join(TORCH_MOBILE_MODES)} (int8 needs the "
+            "run's dataset to calibrate the RGB graph; convert's own model_int8.tflite takes "
+            "float input with the standard metadata, which MediaPipe reads). "
             f"Received: models={mode}"
         )
     block = meta["input"]
@@ -46,9 +51,14 @@ def torch_phone_bytes(spec: str, meta: dict[str, Any], mode: str) -> bytes:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
                 captured_stderr():
             warnings.simplefilter("ignore")
-            return bytes(
+            data = bytes(
                 litert_torch.convert(graph, (torch.zeros(1, height, width, 3),)).model_content()
             )
+        if mode == "float32":
+            return data
+        from convert.engine import quantize_tflite
+
+        return quantize_tflite(data, mode).model_bytes  # the quantization engine's recipe
     except Exception as err:  # noqa: BLE001 - the converter raises anything
         first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
         raise DeployError(
