@@ -224,7 +224,9 @@ def convert_source(
     # The standard TFLite metadata's author and license (edge_runtime.standard_metadata_write).
     base_meta.update({k: v for k, v in (("author", author), ("license", license)) if v})
     if "source_model" in base_meta:  # bench and deploy mobile find the desktop model by it
-        base_meta["source_model"].update(framework=source.framework, **source.recorded)
+        base_meta["source_model"].update(
+            framework=source.framework, logits=source.outputs_logits, **source.recorded
+        )
 
     keras_fn = source.probabilities
     keras_probs = keras_fn(inputs.model_input(inputs.verify_x))

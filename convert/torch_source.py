@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import io
+import logging
 import os
 import sys
 import warnings
@@ -68,9 +69,8 @@ def _is_torchscript_or_pickle(p: Path) -> bool:
 
 
 def _refuse(p: Path, what: str) -> ConvertError:
-    return ConvertError(
-        f"{what}: {FORMS}. Export it with:\n{EXPORT_SNIPPET}\nReceived: path={p}"
-    )
+    """One line naming the two forms (and what was received), then the export snippet."""
+    return ConvertError(f"{what}: {FORMS}. Received: path={p}. Export it with:\n{EXPORT_SNIPPET}")
 
 
 def check_torch_spec(p: Path, function: str | None) -> None:
@@ -107,13 +107,19 @@ def _first_line(err: BaseException) -> str:
 
 @contextlib.contextmanager
 def _quiet() -> Any:
-    """litert-torch's progress lines (stdout) and native logs (fd 2) off the terminal."""
+    """litert-torch's progress lines (stdout), torch's log records (the graph it failed on)
+    and native logs (fd 2) off the terminal."""
     from train.quiet import captured_stderr
 
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        with captured_stderr() as lines:
+    previous = logging.root.manager.disable
+    logging.disable(logging.CRITICAL)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+                contextlib.redirect_stderr(io.StringIO()), captured_stderr() as lines:
+            warnings.simplefilter("ignore")
             yield lines
+    finally:
+        logging.disable(previous)
 
 
 def _import_torch():
@@ -311,7 +317,7 @@ def torch_source(model: str | os.PathLike) -> ModelSource:
             reason += f" ({errs[0].strip()[:200]})"
         raise ConvertError(
             f"litert-torch cannot convert the model ({type(err).__name__}: {reason}). An op "
-            f"LiteRT lacks must be replaced in the model. Received: path={p}"
+            f"LiteRT lacks must be replaced in the model. Received: path={os.fspath(model)}"
         ) from None
     data = bytes(data)
     logits = outputs_logits(data)
