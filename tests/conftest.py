@@ -292,7 +292,7 @@ def tf_not_installed_env(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def torch_run(tmp_path_factory, tf_not_installed_env) -> dict[str, Path]:
-    """A small CNN (BatchNorm, a residual add) trained for seconds on 1,500 Fashion-MNIST
+    """A small CNN (BatchNorm, a residual add) trained for seconds on 1,000 Fashion-MNIST
     images, saved as `cnn.pt2` (dynamic batch), and `edgeship convert` of it into every mode
     (200 calibration/check images from `calib.npy`) in a subprocess without TensorFlow.
     {"root", "pt2", "run", "test_npz", "calib"} -> path; "convert_stdout" -> the table."""
@@ -310,7 +310,7 @@ def torch_run(tmp_path_factory, tf_not_installed_env) -> dict[str, Path]:
     except DatasetError as err:
         pytest.skip(f"Fashion-MNIST not available: {err}")
     root = tmp_path_factory.mktemp("torch_run")
-    model = train_small_cnn(data.x_train[:1500], data.y_train[:1500], epochs=2)
+    model = train_small_cnn(data.x_train[:1000], data.y_train[:1000], epochs=2)
     pt2 = save_pt2(model, (1, 28, 28), root / "cnn.pt2")
     np.save(root / "calib.npy", data.x_train[2000:2200])
     np.savez(root / "test.npz", x=data.x_test[:300], y=data.y_test[:300])

@@ -64,7 +64,7 @@ def test_convert_bench_deploy_without_tensorflow(torch_run, tf_not_installed_env
 
     bench = tmp_path / "bench"
     run_without_tf(tf_not_installed_env, "edgeship", "bench", run, "--test-data",
-                   torch_run["test_npz"], "--runs", "20", "--warmup", "2", "--batch", "8",
+                   torch_run["test_npz"], "--runs", "10", "--warmup", "2", "--batch", "8",
                    "--threads", "1", "--no-plots", "--out", bench)
     report = json.loads((bench / "report.json").read_text())
     rows = {m["name"]: m for m in report["models"]}
@@ -97,10 +97,10 @@ def test_mobilenet_style_with_imagenet_normalization(tmp_path):
     from edge_runtime.metadata import read_metadata
 
     pt2 = save_pt2(mobilenet_v3_style(), (3, 224, 224), tmp_path / "mobilenet.pt2")
-    np.save(tmp_path / "calib.npy", generated_images(100, 224, seed=1))
+    np.save(tmp_path / "calib.npy", generated_images(50, 224, seed=1))
     result = cli("convert", pt2, "--quantize", "float32,int8", "--calibration-data",
-                 tmp_path / "calib.npy", "--calibration-samples", "100", "--verify-samples",
-                 "100", "--input-mean", ",".join(map(str, IMAGENET_MEAN)), "--input-std",
+                 tmp_path / "calib.npy", "--calibration-samples", "50", "--verify-samples",
+                 "50", "--input-mean", ",".join(map(str, IMAGENET_MEAN)), "--input-std",
                  ",".join(map(str, IMAGENET_STD)), "--out", tmp_path / "run")
     assert result.exit_code == 0, result.output
     images = generated_images(200, 224, seed=2)
