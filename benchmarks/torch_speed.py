@@ -39,12 +39,12 @@ def _models(root: Path, samples: int) -> list[tuple[str, str, np.ndarray, dict]]
 
     data = load_dataset("fashion-mnist")
     cnn = train_small_cnn(data.x_train[:2000], data.y_train[:2000], epochs=2)
-    np.save(root / "fashion.npy", data.x_train[2000:2000 + samples, ..., None])
+    np.save(root / "fashion.npy", data.x_train[2000:2000 + samples])
     photos = generated_images(2 * samples, 224, seed=1)
     np.save(root / "photos.npy", photos[:samples])
     return [
         ("small CNN 28x28x1", str(save_pt2(cnn, (1, 28, 28), root / "cnn.pt2")),
-         data.x_test[:samples, ..., None],
+         data.x_test[:samples],
          {"calibration_data": root / "fashion.npy", "input_scale": 1 / 255}),
         ("MobileNetV3-style 224x224x3", str(save_pt2(mobilenet_v3_style(), (3, 224, 224),
                                                      root / "mobilenet.pt2")),
