@@ -132,7 +132,9 @@ def run_convert(
 
 
 def convert_command(
-    model: Annotated[Path, typer.Argument(help="Keras model: RUN/model.keras, or any .keras/.h5.")],
+    model: Annotated[Path, typer.Argument(
+        help="Keras model (RUN/model.keras, any .keras/.h5) or PyTorch model (FILE.pt2 from "
+             "torch.export.save, or FILE.py:FUNCTION returning (model, example_args)).")],
     out: Annotated[Path, typer.Option("--out", help="Directory for model_<mode>.tflite.")],
     quantize: Annotated[
         str, typer.Option(help=f"Comma-separated modes out of {','.join(MODES)}.")
@@ -242,7 +244,8 @@ def convert_command(
         ),
     ] = None,
 ) -> None:
-    """Convert a Keras model to TensorFlow Lite in each mode and check it against Keras."""
+    """Convert a Keras or PyTorch model to TensorFlow Lite in each mode and check it against
+    the original model."""
     if fallback_max_layers is not None and not fallback:
         raise ConvertError(
             "--fallback-max-layers caps what --fallback keeps in float; add --fallback (with a "
