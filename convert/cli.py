@@ -82,11 +82,17 @@ def summary_lines(report: ConvertReport, top: int = 3) -> list[str]:
             continue
         fb = r.fallback
         held = fb.get("held_out")
+        kept = "in float (int8 weights)" if fb.get("precision") == "hybrid" else "in float"
         line = (
-            f"{r.mode} --fallback kept in float: {', '.join(r.float_layers)}; agreement "
+            f"{r.mode} --fallback kept {kept}: {', '.join(r.float_layers)}; agreement "
             f"{fb['plain']['agreement']:.2%} -> {fb['search']['agreement']:.2%} on "
             f"{fb['search']['samples']} search samples"
         )
+        if fb.get("size_vs_float32") is not None:
+            line += (
+                f"; size {fb['size_vs_float32']:.0%} of float32, "
+                f"{fb['size_vs_plain']:.0%} of plain {r.mode}"
+            )
         if held:
             line += f", {held['agreement']:.2%} on {held['samples']} held-out samples"
             if held.get("accuracy") is not None:
@@ -236,6 +242,13 @@ def convert_command(
             "mode, docs/convert.md)."
         ),
     ] = "auto",
+    fallback_precision: Annotated[
+        str,
+        typer.Option(
+            help="--fallback: keep a rescued layer at float compute with int8 weights (hybrid) "
+            "or all float (float)."
+        ),
+    ] = "hybrid",
     recipe: Annotated[
         Path | None,
         typer.Option(
@@ -278,6 +291,7 @@ def convert_command(
         license=license,
         engine=engine,
         recipe=recipe,
+        fallback_precision=fallback_precision,
     )
     console = Console()
     console.print(report_table(report))

@@ -6,7 +6,8 @@ matched against each op's tensor names, later entries winning. Each mode is one 
 
 | mode | recipe |
 |---|---|
-| dynamic | `dynamic_wi8_afp32`: int8 weights (per channel), float activations |
+| dynamic | `dynamic_wi8_afp32`: int8 weights (per channel; FULLY_CONNECTED per tensor, which
+  tflite-runtime 2.14 reads right), float activations quantized on the fly |
 | float16 | weight-only float16 weights, float compute |
 | int8 | `static_wi8_ai8`, calibrated: int8 weights and activations |
 | int16x8 | `static_wi8_ai16`, calibrated: int8 weights, int16 activations |
@@ -24,6 +25,7 @@ import io
 import json
 import os
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,11 +47,13 @@ __all__ = [
     "Quantized",
     "RecipeError",
     "check_engine",
+    "check_recipe",
     "default_recipe",
     "load_recipe",
     "make_mode",
     "pick_engine",
     "quantize_tflite",
+    "quiet",
     "write_recipe",
 ]
 
@@ -83,6 +87,19 @@ class Quantized:
         return json.dumps(self.recipe, indent=2) + "\n"
 
 
+@contextlib.contextmanager
+def quiet() -> Iterator[list[str]]:
+    """ai-edge-quantizer without its noise: native log lines (kept for error messages),
+    Python warnings and its tqdm progress bar (written to `sys.stderr`)."""
+    with (
+        warnings.catch_warnings(),
+        captured_stderr() as log,
+        contextlib.redirect_stderr(io.StringIO()),
+    ):
+        warnings.simplefilter("ignore")
+        yield log
+
+
 def _float_io() -> Recipe:
     return [
         {"regex": ".*", "operation": op, "algorithm_key": "no_quantize"}
@@ -99,7 +116,14 @@ def default_recipe(mode: str, int8_io: bool = False) -> Recipe:
             f"No recipe for mode {mode}: choose from {','.join(MODES[1:])}. Received: {mode}"
         )
     if mode == "dynamic":
-        return copy.deepcopy(recipe.dynamic_wi8_afp32())
+        # FULLY_CONNECTED per tensor: tflite-runtime 2.14 (the armhf Pi's runtime) loads a
+        # per-channel hybrid FULLY_CONNECTED but reads one scale for all channels (wrong
+        # answers, no error); its per-channel hybrid CONV_2D is right.
+        rp = copy.deepcopy(recipe.dynamic_wi8_afp32())
+        fc = copy.deepcopy(rp[0])
+        fc["operation"] = "FULLY_CONNECTED"
+        fc["op_config"]["weight_tensor_config"]["granularity"] = "TENSORWISE"
+        return [*rp, fc]
     if mode == "float16":
         return [
             {
@@ -216,8 +240,7 @@ def quantize_tflite(
         raise ConvertError(f"Mode {mode} needs calibration data. Received: none")
     log: list[str] = []
     try:
-        with warnings.catch_warnings(), captured_stderr() as log:
-            warnings.simplefilter("ignore")
+        with quiet() as log:
             q = quantizer.Quantizer(bytearray(float_bytes), rp)
             result = None
             if q.need_calibration:
@@ -237,13 +260,36 @@ def quantize_tflite(
         from convert.converter import _reason
 
         raise ModeConversionError(_reason(err, log)) from None
-    if recipe is not None and model_bytes == bytes(float_bytes):
-        raise RecipeError(
-            "--recipe changed nothing: no entry matched an op of the model (check each "
-            "entry's regex against the .tflite's tensor names and its operation). "
-            f"Received: {len(recipe)} entries"
-        )
     return Quantized(model_bytes=model_bytes, recipe=rp)
+
+
+def check_recipe(recipe: Recipe, float_bytes: bytes, path: str | os.PathLike) -> None:
+    """`RecipeError` unless some entry of `recipe` names an op of the float model: its regex
+    found in the op's scope (its output tensor names, `;`-joined, as ai-edge-quantizer
+    matches them) and its operation `*` or the op's type."""
+    import re
+
+    from convert.graph import read_graph
+
+    graph = read_graph(float_bytes)
+    scopes = [
+        (";".join(graph.tensors[t].name for t in op.outputs) + ";", op.name) for op in graph.ops
+    ]
+    for i, entry in enumerate(recipe):
+        try:
+            pattern = re.compile(str(entry["regex"]))
+        except re.error as err:
+            raise RecipeError(
+                f"--recipe entry {i} has a bad regex ({err}). Received: path={path}"
+            ) from None
+        op = str(entry["operation"])
+        if any(pattern.search(scope) and op in ("*", kind) for scope, kind in scopes):
+            return
+    raise RecipeError(
+        "--recipe names no op of the model: no entry's regex matches an op's output tensor "
+        "name with its operation (see OUT/quantization/<mode>.recipe.json of a plain run for "
+        f"the names). Received: path={path}, {len(recipe)} entries"
+    )
 
 
 # The engine `--engine auto` takes per mode for a Keras model (TensorFlow's converter is
@@ -292,7 +338,7 @@ def make_mode(
     failed `ModeResult` saying why."""
     if mode == "float32":
         return Quantized(source.float32_tflite, [], engine="converter")
-    calib = inputs.calibration_input() if mode in CALIBRATED_MODES or recipe else None
+    calib = inputs.calibration_input() if inputs.calibration is not None else None
     mode_int8_io = bool(int8_io and mode == "int8")
     if engine == "converter" and recipe is None:
         from convert.converter import to_tflite
@@ -310,6 +356,8 @@ def make_mode(
         )
     except ModeConversionError as err:
         return ModeResult(mode, error=f"ai-edge-quantizer failed: {err}", hint=FALLBACKS[mode])
+    except ConvertError as err:  # a --recipe with static activations and no calibration data
+        return ModeResult(mode, error=str(err), hint=FALLBACKS[mode])
 
 
 def write_recipe(out: Path, mode: str, made: Quantized) -> Path | None:

@@ -89,8 +89,10 @@ def mode_metadata(
     inputs: CheckInputs,
     int8_io: bool,
     fallback: dict[str, Any] | None,
+    engine: str | None = None,
 ) -> dict[str, Any]:
-    """`base_meta` plus the mode's `quantization` block (its check is added once it ran)."""
+    """`base_meta` plus the mode's `quantization` block (its check is added once it ran);
+    `engine`: what made the mode ("quantizer": ai-edge-quantizer, "converter": TensorFlow's)."""
     calibrated = mode in CALIBRATED_MODES
     meta = copy.deepcopy(base_meta)
     meta["quantization"] = {
@@ -99,6 +101,8 @@ def mode_metadata(
         "calibration_source": inputs.calibration.source if calibrated else None,
         "int8_io": int8_io,
     }
+    if engine is not None:
+        meta["quantization"]["engine"] = engine
     if fallback is not None:
         meta["quantization"]["float_layers"] = list(fallback["float_layers"])
         meta["quantization"]["fallback"] = fallback

@@ -9,7 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from convert.calibration import DEFAULT_CALIBRATION_SAMPLES
-from convert.engine import check_engine, load_recipe, make_mode, pick_engine, write_recipe
+from convert.engine import (
+    check_engine,
+    check_recipe,
+    load_recipe,
+    make_mode,
+    pick_engine,
+    write_recipe,
+)
 from convert.errors import ConvertError
 from convert.fallback import DEFAULT_MAX_FLOAT_LAYERS, Budget
 from convert.inputs import DEFAULT_VERIFY_SAMPLES, VERIFY_SEED, prepare_inputs
@@ -23,6 +30,7 @@ from convert.options import (
     input_settings,
     resolve_class_names,
 )
+from convert.rescue import check_precision
 from convert.results import ConvertReport, ModeResult, ProgressCallback, tflite_name
 from convert.source import ModelSource, keras_source
 from convert.study import study_mode
@@ -71,6 +79,7 @@ def convert_model(
     license: str | None = None,  # noqa: A002 - the metadata field's name
     engine: str = "auto",
     recipe: str | os.PathLike | None = None,
+    fallback_precision: str = "hybrid",
 ) -> ConvertReport:
     """Convert a `.keras`/`.h5` model, or a PyTorch `FILE.pt2` / `FILE.py:FUNCTION`, to
     `out_dir/model_<mode>.tflite` for each mode.
@@ -87,7 +96,7 @@ def convert_model(
         layer_report=layer_report, fallback=fallback, fallback_max_layers=fallback_max_layers,
         class_names=class_names, labels=labels, resize=resize, input_scale=input_scale,
         input_offset=input_offset, input_mean=input_mean, input_std=input_std, author=author,
-        license=license, engine=engine, recipe=recipe,
+        license=license, engine=engine, recipe=recipe, fallback_precision=fallback_precision,
     )
     _check_early(out_dir, **options)
     if split_torch_spec(model_path) is not None:  # FILE.pt2 or FILE.py:FUNCTION
@@ -112,6 +121,7 @@ def _check_early(out_dir: str | os.PathLike, **o: Any) -> Budget:
         resize=o["resize"],
     )
     check_engine(o["engine"])
+    check_precision(o.get("fallback_precision", "hybrid"))
     if o["recipe"] is not None:
         load_recipe(o["recipe"])
     check_out(Path(out_dir))
@@ -145,6 +155,7 @@ def convert_source(
     license: str | None = None,  # noqa: A002 - the metadata field's name
     engine: str = "auto",
     recipe: str | os.PathLike | None = None,
+    fallback_precision: str = "hybrid",
 ) -> ConvertReport:
     """Convert a framework front end's `ModelSource` to `out_dir/model_<mode>.tflite` per mode.
 
@@ -152,6 +163,8 @@ def convert_source(
     ai-edge-quantizer (`convert.engine`), or through TensorFlow's converter for a Keras source
     where `engine` says so (`auto` picks per mode, `convert.engine.AUTO_ENGINE`). `recipe` (a
     JSON file, ai-edge-quantizer's format) replaces edgeship's recipe for the quantized modes.
+    `fallback_precision`: how `--fallback` rescues a layer: "hybrid" (int8 weights, float
+    compute; `convert.rescue`) or "float" (the layer as in float32).
 
     Each file carries the `edgeship` metadata and the result of its check against the source's
     `reference` (through `edge_runtime.EdgeClassifier`). A mode that fails writes nothing (and
@@ -186,9 +199,11 @@ def convert_source(
         calibration_data=calibration_data, int8_io=int8_io, min_agreement=min_agreement,
         verify_samples=verify_samples, max_accuracy_drop=max_accuracy_drop,
         layer_report=layer_report, fallback=fallback, fallback_max_layers=fallback_max_layers,
-        resize=resize, engine=engine, recipe=recipe,
+        resize=resize, engine=engine, recipe=recipe, fallback_precision=fallback_precision,
     )
     user_recipe = load_recipe(recipe) if recipe is not None else None
+    if user_recipe is not None:
+        check_recipe(user_recipe, source.float32_tflite, recipe)
     engines = {m: pick_engine(m, engine, source) for m in mode_list if m != "float32"}
     out = Path(out_dir)
     model_path = source.source_model
@@ -262,6 +277,7 @@ def convert_source(
                 progress,
                 model_bytes=plain,
                 seconds=time.perf_counter() - started,
+                engine=made.engine,
             )
             if result.ok and mode != "float32":
                 write_recipe(out, mode, made)
@@ -289,6 +305,8 @@ def convert_source(
                     max_float_layers=fallback_max_layers,
                     float32_size=float32_size,
                     progress=progress,
+                    precision=fallback_precision,
+                    engine=made.engine,
                 )
                 if report is not None:
                     layer_reports.append(report)

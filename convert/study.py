@@ -60,6 +60,7 @@ class _Study:
     ranking_error: float | None = None
     ranking_samples: int = 0
     stats_samples: int = 0
+    float32_size: int | None = None
     # Why the layers could not be kept in float one at a time (no ranking, no fallback).
     problem: str | None = None
 
@@ -75,10 +76,13 @@ def _study(
     keras_probs: np.ndarray,
     ranked: bool,
     with_stats: bool,
+    precision: str = "float",
+    engine: str = "converter",
 ) -> _Study:
     from convert.fallback import candidates, check, rank
     from convert.layers import STATS_SAMPLES, layer_stats
     from convert.partial16 import PartialInt16x8
+    from convert.rescue import RecipeQuantizer
     from convert.selective import SelectiveQuantizer
 
     predict = _predictor(base_meta)
@@ -94,11 +98,9 @@ def _study(
         n = min(len(inputs.verify_x), RANKING_SAMPLES)
         x, ref = inputs.verify_x[:n], keras_probs[:n]
         try:
-            if export_dir is None:
-                raise ValueError(
-                    "keeping layers in float needs TensorFlow's converter (a Keras model)"
-                )
-            if mode == "int16x8":
+            if precision == "hybrid" or engine == "quantizer" or export_dir is None:
+                quantizer = RecipeQuantizer(float32_bytes, mode, calib, precision)
+            elif mode == "int16x8":
                 quantizer = PartialInt16x8.convert(export_dir, calib, plain)
             else:
                 quantizer = SelectiveQuantizer(export_dir, calib)
@@ -123,6 +125,7 @@ def _study(
         ranking_error=ranking_error,
         ranking_samples=n,
         stats_samples=min(len(inputs.verify_x), STATS_SAMPLES) if stats else 0,
+        float32_size=len(float32_bytes) if float32_bytes is not None else None,
         problem=problem,
     )
 
@@ -140,6 +143,8 @@ def _fallback_one(
     max_float_layers: int,
     float32_size: int | None,
     progress: ProgressCallback | None,
+    plain_size: int,
+    precision: str,
 ) -> ModeResult:
     from convert.fallback import check, search
 
@@ -174,9 +179,19 @@ def _fallback_one(
             keras_fn(inputs.model_input(inputs.holdout_x)),
             inputs.holdout_y,
         )
+    recipe = getattr(study.quantizer, "recipe", None)
     info = {
+        "precision": precision,
+        "engine": "quantizer" if recipe is not None else "converter",
         "float_layers": list(result.float_layers),
+        "layers": [{"name": n, "precision": precision} for n in result.float_layers],
         "float_ops": list(result.float_nodes),
+        # Sizes of the flatbuffers without metadata: the rescued model against plain int8's
+        # (or int16x8's) and float32's.
+        "size_vs_plain": round(len(result.model_bytes) / plain_size, 4),
+        "size_vs_float32": (
+            round(len(result.model_bytes) / study.float32_size, 4) if study.float32_size else None
+        ),
         "budget": {
             "min_agreement": budget.min_agreement,
             "max_accuracy_drop": budget.max_accuracy_drop,
@@ -191,7 +206,7 @@ def _fallback_one(
             for s in result.steps
         ],
     }
-    return convert_and_check(
+    checked = convert_and_check(
         export_dir,
         study.mode,
         path,
@@ -205,7 +220,14 @@ def _fallback_one(
         model_bytes=result.model_bytes,
         fallback=info,
         seconds=time.perf_counter() - started,  # the plain conversion, the study, the search
+        engine=info["engine"],
     )
+    if checked.ok and recipe is not None:
+        from convert.engine import Quantized, write_recipe
+
+        made = Quantized(result.model_bytes, recipe(result.float_nodes))
+        write_recipe(path.parent, study.mode, made)
+    return checked
 
 
 def _write_layer_report(study: _Study, out: Path, kept: tuple[str, ...]) -> LayerReport:
@@ -265,6 +287,8 @@ def study_mode(
     max_float_layers: int,
     float32_size: int | None,
     progress: ProgressCallback | None,
+    precision: str = "float",
+    engine: str = "converter",
 ) -> tuple[ModeResult, LayerReport | None]:
     """After the plain model's check: a `--fallback` model in its place if it missed the
     budget, and the layer report (with the ranking when there was one). `keras_fn` maps
@@ -281,6 +305,8 @@ def study_mode(
         keras_probs,
         ranked=layer_report or result.missed_budget,
         with_stats=layer_report,
+        precision=precision if fallback else "float",
+        engine=engine,
     )
     if fallback and result.missed_budget and study.quantizer is None:
         result = ModeResult(
@@ -294,7 +320,7 @@ def study_mode(
             progress(mode, "fallback", None)
         result = _fallback_one(
             started, study, export_dir, path, base_meta, inputs, keras_probs, keras_fn,
-            budget, max_float_layers, float32_size, progress,
+            budget, max_float_layers, float32_size, progress, len(plain), precision,
         )
     report = None
     if layer_report:

@@ -94,6 +94,7 @@ def convert_and_check(
     model_bytes: bytes | None = None,
     fallback: dict[str, Any] | None = None,
     seconds: float = 0.0,
+    engine: str | None = None,
 ) -> ModeResult:
     """Convert `mode` (unless `model_bytes` is given), check it against Keras and write it to
     `path` with its metadata; a mode that fails or misses the budget writes nothing."""
@@ -113,7 +114,7 @@ def convert_and_check(
             )
     convert_seconds = time.perf_counter() - start + seconds  # + the caller's conversion
 
-    meta = mode_metadata(base_meta, mode, inputs, mode_int8_io, fallback)
+    meta = mode_metadata(base_meta, mode, inputs, mode_int8_io, fallback, engine)
     if progress:
         progress(mode, "verify", None)
     start = time.perf_counter()

@@ -325,3 +325,38 @@ def torch_run(tmp_path_factory, tf_not_installed_env) -> dict[str, Path]:
     assert proc.returncode == 0, proc.stderr[-3000:]
     return {"root": root, "pt2": pt2, "run": run, "test_npz": root / "test.npz",
             "calib": root / "calib.npy", "convert_stdout": proc.stdout}
+
+
+# --- ai-edge-quantizer models (issue 25): the wide collapsing model, every mode by recipe ---
+
+
+@pytest.fixture(scope="session")
+def wide_collapsing(tmp_path_factory):
+    """tests.support.collapsing's model with 256-unit layers (its weights outweigh the
+    flatbuffer's own bytes): a `CollapsingModels`."""
+    from tests.support.collapsing import build
+
+    return build(tmp_path_factory.mktemp("wide"), widths=(256, 256))
+
+
+@pytest.fixture(scope="session")
+def quantizer_models(wide_collapsing, tmp_path_factory) -> dict[str, Path]:
+    """{"float32", "dynamic", "float16", "int8", "int16x8"} -> `--engine quantizer` models
+    (input in [0, 1], `wide_collapsing.x`): int8 is the collapsing model rescued by the
+    default hybrid `--fallback` (agreement 0.98), the others the healthy model, plain."""
+    from convert import MODES, convert_model
+
+    out = tmp_path_factory.mktemp("quantizer_models")
+    common = dict(engine="quantizer", calibration_data=wide_collapsing.calibration,
+                  verify_samples=300)  # fmt: skip
+    plain = convert_model(
+        wide_collapsing.healthy, out / "plain", modes=[m for m in MODES if m != "int8"],
+        **common,
+    )
+    rescued = convert_model(
+        wide_collapsing.collapsing, out / "rescued", modes="int8", fallback=True,
+        min_agreement=0.98, **common,
+    )  # fmt: skip
+    for report in (plain, rescued):
+        report.raise_for_failures()
+    return {r.mode: r.path for r in (*plain.results, *rescued.results)}

@@ -109,6 +109,7 @@ def test_fallback_reaches_the_budget_with_a_float_layer(models, tmp_path):
     result = invoke(
         collapsing, "--quantize", "float32,int8", "--calibration-data", calib,
         "--verify-samples", VERIFY, "--fallback", "--min-agreement", "0.98", "--out", out,
+        "--fallback-precision", "float",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     model = out / "model_int8.tflite"
@@ -263,7 +264,7 @@ def test_int16x8_fallback_reaches_the_budget_with_float_layers(models, extreme, 
     result = invoke(
         model, "--quantize", "float32,int16x8", "--calibration-data", calib,
         "--verify-samples", VERIFY, "--fallback", "--min-agreement", "0.98", "--layer-report",
-        "--out", out,
+        "--out", out, "--fallback-precision", "float",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     tflite = out / "model_int16x8.tflite"

@@ -33,8 +33,11 @@ class CollapsingModels:
     y: np.ndarray
 
 
-def build(root: str | Path) -> CollapsingModels:
-    """Train, save the healthy model, plant the outlier unit, save the collapsing one."""
+def build(root: str | Path, widths: tuple[int, int] = (32, 16)) -> CollapsingModels:
+    """Train, save the healthy model, plant the outlier unit, save the collapsing one.
+
+    `widths`: the units of the `features` and `outlier` layers; wider ones (e.g. (256, 256))
+    make a model whose weights outweigh the flatbuffer's fixed overhead, so sizes compare."""
     from train.quiet import import_keras
 
     keras = import_keras()
@@ -46,8 +49,8 @@ def build(root: str | Path) -> CollapsingModels:
     y = (x.reshape(SAMPLES, -1) @ rng.normal(size=(int(np.prod(SHAPE)), 4))).argmax(1)
     inp = keras.Input(SHAPE)
     h = keras.layers.Flatten(name="flat")(inp)
-    h = keras.layers.Dense(32, activation="relu", name="features")(h)
-    h = keras.layers.Dense(16, activation="relu", name="outlier")(h)
+    h = keras.layers.Dense(widths[0], activation="relu", name="features")(h)
+    h = keras.layers.Dense(widths[1], activation="relu", name="outlier")(h)
     out = keras.layers.Dense(4, activation="softmax", name="head")(h)
     model = keras.Model(inp, out, name="collapsing")
     model.compile("adam", "sparse_categorical_crossentropy")
