@@ -71,8 +71,10 @@ def test_torch_bundle_predicts_as_the_desktop(name, torch_bundle, agreement_imag
         d = want[i * AGREEMENT_IMAGES:(i + 1) * AGREEMENT_IMAGES]
         assert [x["label"] for x in g] == [x["label"] for x in d], (name, model)
         # convert's int8 (ai-edge-quantizer) keeps float input and output around its int8
-        # core, so neither mode is bit-identical across x86 and arm64 kernels (a trixie-arm64
-        # run differed from the desktop in a lower top-k confidence of int8): the top-1
-        # confidence agrees to 1e-4.
+        # core, so it is not bit-identical across kernels: trixie-arm64 differed in a lower
+        # top-k confidence, bookworm-armhf (tflite-runtime 2.14, reference kernels) by 1.1e-3
+        # in a top-1 confidence. The answer (top-1) is the same everywhere; the confidence
+        # within 1e-4 for float32, 1e-2 for int8.
+        tolerance = 1e-2 if "int8" in model else 1e-4
         for a, b in zip(g, d, strict=True):
-            assert abs(a["confidence"] - b["confidence"]) <= 1e-4, (name, model, a, b)
+            assert abs(a["confidence"] - b["confidence"]) <= tolerance, (name, model, a, b)
