@@ -26,10 +26,14 @@ test: install data system-test-deps
 
 install: $(STAMP)
 
+# torch's CPU build first, pinned: `torch==2.13.0` takes it (these machines hold it locally),
+# while a looser spec pulls a CUDA build of several GB; then the extras, `torch` included
+# (litert-torch). Elsewhere: docs/pytorch.md (PyTorch's CPU wheel index).
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[desktop,edge,fleet,dev]'
+	$(PY) -m pip install -q 'torch==2.13.0'
+	$(PY) -m pip install -q -e '.[desktop,edge,fleet,torch,dev]'
 	touch $(STAMP)
 
 # Fashion-MNIST: found on disk, else the Debian package when we can install it as root,

@@ -109,8 +109,8 @@ def measure_keras(path: Path, x: np.ndarray, meta: dict, options: BenchOptions) 
         except RuntimeError:  # TensorFlow already initialised in this process
             pass
     inp = meta.get("input") or {}
-    scale = np.float32(inp.get("scale", 1.0 / 255.0))
-    offset = np.float32(inp.get("offset", 0.0))
+    scale = np.asarray(inp.get("scale", 1.0 / 255.0), np.float32)  # a float, or per channel
+    offset = np.asarray(inp.get("offset", 0.0), np.float32)
     t0 = time.perf_counter()
     model = keras.models.load_model(path, compile=False)
     load_ms = (time.perf_counter() - t0) * 1e3
@@ -157,6 +157,53 @@ def measure_keras(path: Path, x: np.ndarray, meta: dict, options: BenchOptions) 
         "model_predict_runs": options.predict_runs,
         "throughput_ips": ips,
         "backend": f"tensorflow {tf.__version__} / keras {keras.__version__}",
+        "_probs": probs,
+    }
+
+
+def measure_torch(spec: str, x: np.ndarray, meta: dict, options: BenchOptions) -> dict:
+    """The PyTorch reference's report row (`FILE.pt2` or `FILE.py:FUNCTION`, eager on the CPU,
+    `torch.inference_mode`), fed the pixels scaled as the runtime scales them."""
+    import torch
+
+    from convert.torch_source import load_torch_module, split_torch_spec, torch_probabilities
+
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    inp = meta.get("input") or {}
+    scale = np.asarray(inp.get("scale", 1.0 / 255.0), np.float32)  # a float, or per channel
+    offset = np.asarray(inp.get("offset", 0.0), np.float32)
+    t0 = time.perf_counter()
+    module, shape = load_torch_module(spec)
+    load_ms = (time.perf_counter() - t0) * 1e3
+    xf = x.astype(np.float32) * scale + offset
+    if tuple(xf.shape[1:]) != tuple(shape):
+        raise BenchError(
+            f"The PyTorch model takes images of {shape}, the run's models "
+            f"{tuple(x.shape[1:])}: it is another model. Received: model={spec}"
+        )
+    probs = torch_probabilities(module, xf)
+    nchw = np.ascontiguousarray(xf.transpose(0, 3, 1, 2))
+
+    def call(a: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return module(torch.from_numpy(a)).numpy()
+
+    samples = time_calls(call, _singles(nchw), options.runs, options.warmup)
+    batch = np.ascontiguousarray(np.resize(nchw, (options.batch, *nchw.shape[1:])))
+    ips = throughput_ips(call, batch, options.batch)
+    path = split_torch_spec(spec)[0]
+    return {
+        "name": "torch",
+        "format": "torch",
+        "quantization": "none (float32)",
+        "path": spec,
+        "size_bytes": path.stat().st_size,
+        "load_ms": round(load_ms, 3),
+        "latency_method": "eager module call under torch.inference_mode (float32 NCHW in)",
+        "latency_samples_us": samples * 1e6,
+        "throughput_ips": ips,
+        "backend": f"torch {torch.__version__} (eager, CPU, {torch.get_num_threads()} threads)",
         "_probs": probs,
     }
 

@@ -2,7 +2,8 @@
 
 Runs in its own process so TensorFlow's footprint never pollutes a TFLite figure. Prints one
 JSON object: `start_rss_mb` (the bare interpreter), `baseline_rss_mb` (after importing the
-runtime the model needs: TensorFlow+Keras for `.keras`, edge_runtime+LiteRT for `.tflite`),
+runtime the model needs: TensorFlow+Keras for `.keras`, torch for a PyTorch `FILE.pt2` or
+`FILE.py:FUNCTION`, edge_runtime+LiteRT for `.tflite`),
 `peak_rss_mb` (after loading the model and running a batch-1 call and one `--batch` call),
 and `model_rss_mb` = peak - baseline. All are high-water marks (`VmHWM`, else `ru_maxrss`), MiB.
 """
@@ -15,6 +16,12 @@ import os
 import sys
 
 from edge_runtime.device.memory import peak_rss_mb
+
+
+def _is_torch(path: str) -> bool:
+    from convert.torch_source import split_torch_spec
+
+    return split_torch_spec(path) is not None
 
 
 def probe(path: str, threads: int | None, batch: int) -> dict:
@@ -34,6 +41,19 @@ def probe(path: str, threads: int | None, batch: int) -> dict:
         model.predict(np.zeros((1, *shape), np.float32), verbose=0)
         model.predict(np.zeros((batch, *shape), np.float32), batch_size=batch, verbose=0)
         fmt = "keras"
+    elif _is_torch(path):
+        import numpy as np
+        import torch
+
+        from convert.torch_source import load_torch_module, torch_probabilities
+
+        if threads:
+            torch.set_num_threads(threads)
+        baseline = peak_rss_mb()
+        module, shape = load_torch_module(path)
+        torch_probabilities(module, np.zeros((1, *shape), np.float32))
+        torch_probabilities(module, np.zeros((batch, *shape), np.float32))
+        fmt = "torch"
     else:
         import numpy as np
 

@@ -15,6 +15,8 @@ from edge_runtime.metadata import read_metadata, same_source
 from edge_runtime.native_log import filtered_native_stderr
 
 MODE_ORDER = ("float32", "dynamic", "float16", "int8", "int16x8")
+# The desktop reference rows: the Keras model (TensorFlow) or the PyTorch model (eager).
+REFERENCE_FORMATS = ("keras", "torch")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,6 +27,8 @@ class RunModels:
     keras: Path | None
     tflites: list[Path]
     recorded_sha256: str | None = None
+    # A PyTorch source (`FILE.pt2` or `FILE.py:FUNCTION`) recorded by convert: the "torch" row.
+    torch: str | None = None
 
 
 def mode_of(path: Path) -> str:
@@ -72,18 +76,35 @@ def find_models(run_dir: Path, options: BenchOptions) -> RunModels:
     recorded = recorded_source_model(tflites)
     if recorded is None:
         return RunModels(None, tflites)
+    torch = _torch_spec(tflites, recorded[0])
+    if torch is not None:
+        return RunModels(None, tflites, recorded[1], torch=torch)
     return RunModels(recorded[0], tflites, recorded[1])
 
 
-def _recorded_sources(tflites: list[Path]) -> Iterator[tuple[Path, Path, str | None]]:
-    """(tflite, source Keras path, its recorded sha256) for each `.tflite` that records one."""
+def _source_blocks(tflites: list[Path]) -> Iterator[tuple[Path, dict[str, Any]]]:
     for path in tflites:
         try:
             source = (read_metadata(path, sidecar=False) or {}).get("source_model") or {}
         except EdgeshipError:
             continue
         if source.get("path"):
-            yield path, Path(source["path"]), source.get("sha256")
+            yield path, source
+
+
+def _torch_spec(tflites: list[Path], source_path: Path) -> str | None:
+    """`FILE.pt2` or `FILE.py:FUNCTION` when the recorded source is a PyTorch model."""
+    for _, source in _source_blocks(tflites):
+        if Path(source["path"]) == source_path and source.get("framework") == "torch":
+            func = source.get("function")
+            return f"{source['path']}:{func}" if func else str(source["path"])
+    return None
+
+
+def _recorded_sources(tflites: list[Path]) -> Iterator[tuple[Path, Path, str | None]]:
+    """(tflite, source model path, its recorded sha256) for each `.tflite` that records one."""
+    for path, source in _source_blocks(tflites):
+        yield path, Path(source["path"]), source.get("sha256")
 
 
 def recorded_source_model(tflites: list[Path]) -> tuple[Path, str] | None:
@@ -144,7 +165,10 @@ def models_metadata(run_dir: Path, tflites: list[Path], options: BenchOptions) -
 
 
 def check_stale(
-    path: Path, run_meta: dict[str, Any] | None, reference: Path | None, reference_sha: str | None
+    path: Path,
+    run_meta: dict[str, Any] | None,
+    reference: Path | str | None,
+    reference_sha: str | None,
 ) -> None:
     """Raise `BenchError` if `path` was converted from another model.keras than the run's, or
     records a source Keras file (`convert` of a file outside the run) other than the run's

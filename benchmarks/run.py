@@ -24,8 +24,21 @@ from benchmarks.device import load_device_results, match_device
 from benchmarks.errors import BenchError
 from benchmarks.host import host_info
 from benchmarks.measure import CLOCK, classification_stats, latency_summary, timer_overhead_ns
-from benchmarks.measure_models import LATENCY_IMAGES, measure_keras, measure_tflite, memory_probes
-from benchmarks.models import check_stale, find_models, mode_of, models_metadata, no_keras_note
+from benchmarks.measure_models import (
+    LATENCY_IMAGES,
+    measure_keras,
+    measure_tflite,
+    measure_torch,
+    memory_probes,
+)
+from benchmarks.models import (
+    REFERENCE_FORMATS,
+    check_stale,
+    find_models,
+    mode_of,
+    models_metadata,
+    no_keras_note,
+)
 from benchmarks.options import BenchOptions
 from benchmarks.testdata import bench_test_set, test_photos
 from edge_runtime.errors import EdgeshipError
@@ -58,7 +71,7 @@ def _score(
 ) -> list[dict]:
     """The models whose outputs fit the test set, with accuracy, agreement with the Keras row
     (if any) and latency statistics; the others are appended to `failed`."""
-    keras = next((m for m in models if m["format"] == "keras"), None)
+    keras = next((m for m in models if m["format"] in REFERENCE_FORMATS), None)
     reference = keras["_probs"] if keras else None
     scored = []
     for m in models:
@@ -142,7 +155,7 @@ def run_bench(
     run_json = read_run_metadata(run)  # None: the metadata comes from a .tflite
     meta = run_json if run_json is not None else models_metadata(run, found.tflites, options)
     meta = _with_labels(meta, options.labels)
-    total = 4 + len(found.tflites) + (found.keras is not None)
+    total = 4 + len(found.tflites) + (found.keras is not None or found.torch is not None)
     done = itertools.count()  # steps started so far
 
     def step(text: str) -> None:
@@ -159,7 +172,7 @@ def run_bench(
     for path in found.tflites:
         step(f"measuring {path.name}")
         try:
-            check_stale(path, run_json, found.keras, found.recorded_sha256)
+            check_stale(path, run_json, found.keras or found.torch, found.recorded_sha256)
             models.append(measure_tflite(path, x, options, photos))
         except (EdgeshipError, ValueError, RuntimeError) as err:
             failed.append({"name": mode_of(path), "path": str(path), "error": _first_line(err)})
@@ -169,12 +182,20 @@ def run_bench(
             models.insert(0, measure_keras(found.keras, x, meta, options))
         except Exception as err:  # noqa: BLE001 - Keras raises anything on a bad file
             failed.append({"name": "keras", "path": str(found.keras), "error": _first_line(err)})
+    elif found.torch is not None:
+        step("measuring the PyTorch model (eager)")
+        try:
+            models.insert(0, measure_torch(found.torch, x, meta, options))
+        except Exception as err:  # noqa: BLE001 - torch raises anything on a bad file
+            failed.append({"name": "torch", "path": found.torch, "error": _first_line(err)})
     else:
         notes.append(no_keras_note(found.tflites))
     models = _score(models, y, len(data.class_names), failed)
     step("measuring peak memory (one subprocess per model)")
     _add_memory_and_device(models, options, device_entries, notes)
-    keras_accuracy = next((m["accuracy"] for m in models if m["format"] == "keras"), None)
+    keras_accuracy = next(
+        (m["accuracy"] for m in models if m["format"] in REFERENCE_FORMATS), None
+    )
     backend = next((m["backend"] for m in models if m["format"] == "tflite"), None)
     report: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,

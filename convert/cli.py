@@ -138,7 +138,9 @@ def run_convert(
 
 
 def convert_command(
-    model: Annotated[Path, typer.Argument(help="Keras model: RUN/model.keras, or any .keras/.h5.")],
+    model: Annotated[Path, typer.Argument(
+        help="Keras model (RUN/model.keras, any .keras/.h5) or PyTorch model (FILE.pt2 from "
+             "torch.export.save, or FILE.py:FUNCTION returning (model, example_args)).")],
     out: Annotated[Path, typer.Option("--out", help="Directory for model_<mode>.tflite.")],
     quantize: Annotated[
         str, typer.Option(help=f"Comma-separated modes out of {','.join(MODES)}.")
@@ -215,6 +217,17 @@ def convert_command(
     input_offset: Annotated[
         float | None, typer.Option(help="O in p*S+O (see --input-scale); default 0.")
     ] = None,
+    input_mean: Annotated[
+        str | None,
+        typer.Option(help="Per-channel normalization outside the model, on pixels scaled to "
+                     "[0, 1]: (p/255 - mean) / std. R,G,B (ImageNet: 0.485,0.456,0.406).",
+                     metavar="R,G,B"),
+    ] = None,
+    input_std: Annotated[
+        str | None,
+        typer.Option(help="The std of --input-mean, R,G,B (ImageNet: 0.229,0.224,0.225).",
+                     metavar="R,G,B"),
+    ] = None,
     author: Annotated[
         str | None, typer.Option(help="Author, in the standard TFLite metadata.")
     ] = None,
@@ -244,7 +257,8 @@ def convert_command(
         ),
     ] = None,
 ) -> None:
-    """Convert a Keras model to TensorFlow Lite in each mode and check it against Keras."""
+    """Convert a Keras or PyTorch model to TensorFlow Lite in each mode and check it against
+    the original model."""
     if fallback_max_layers is not None and not fallback:
         raise ConvertError(
             "--fallback-max-layers caps what --fallback keeps in float; add --fallback (with a "
@@ -271,6 +285,8 @@ def convert_command(
         resize=resize,
         input_scale=input_scale,
         input_offset=input_offset,
+        input_mean=input_mean,
+        input_std=input_std,
         author=author,
         license=license,
         engine=engine,

@@ -34,8 +34,8 @@ class CheckInputs:
     verify_x: np.ndarray
     verify_y: np.ndarray | None
     verify_source: str
-    scale: float
-    offset: float
+    scale: float | list[float]
+    offset: float | list[float]
     # Samples beside the check's, for checking a --fallback model on data its search did not use.
     holdout_x: np.ndarray | None = None
     holdout_y: np.ndarray | None = None
@@ -43,7 +43,8 @@ class CheckInputs:
     def model_input(self, x: np.ndarray) -> np.ndarray:
         """Raw uint8 pixels -> model input (scale/offset); float arrays pass unchanged."""
         if x.dtype == np.uint8:
-            return x.astype(np.float32) * np.float32(self.scale) + np.float32(self.offset)
+            scale = np.asarray(self.scale, np.float32)  # a float, or one per channel
+            return x.astype(np.float32) * scale + np.asarray(self.offset, np.float32)
         return np.asarray(x, dtype=np.float32)
 
     def calibration_input(self) -> np.ndarray:
@@ -114,7 +115,7 @@ def prepare_inputs(
     verify_samples: int,
     resize: str = "stretch",
     class_names: tuple[str, ...] | None = None,
-    pixel_scaling: tuple[float, float] = (1.0, 0.0),
+    pixel_scaling: tuple[float | list[float], float | list[float]] = (1.0, 0.0),
 ) -> CheckInputs:
     """Calibration and check samples: from the run's dataset (model.json), from
     `calibration_data`, or (a foreign model in float modes only) seeded random pixels."""

@@ -18,10 +18,17 @@ def foreign_metadata(
     signature: ModelSignature,
     class_names: tuple[str, ...] | None,
     resize: str,
-    pixel_scaling: tuple[float, float] = (1.0, 0.0),
+    pixel_scaling: tuple[float | list[float], float | list[float]] = (1.0, 0.0),
 ) -> dict[str, Any]:
     """Metadata for a model edgeship did not train: raw pixels in, class indices as names."""
     names = list(class_names) if class_names else [str(i) for i in range(signature.num_classes)]
+    normalization = {}
+    if isinstance(pixel_scaling[0], list):  # --input-mean/--input-std, on pixels in [0, 1]
+        scale, offset = pixel_scaling
+        normalization = {
+            "mean": [round(-o / s / 255.0, 9) for s, o in zip(scale, offset, strict=True)],
+            "std": [round(1.0 / (255.0 * s), 9) for s in scale],
+        }
     return {
         "schema_version": METADATA_SCHEMA_VERSION,
         "model": "custom",
@@ -34,6 +41,7 @@ def foreign_metadata(
             "color_mode": signature.color_mode,
             "background": "unknown",
             "resize": resize,
+            **normalization,
         },
     }
 

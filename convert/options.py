@@ -129,6 +129,48 @@ def resolve_class_names(
         raise ConvertError(str(err)) from None
 
 
+def parse_channels(text: str | list[float] | tuple[float, ...], name: str) -> list[float]:
+    """`--input-mean 0.485,0.456,0.406` -> [0.485, 0.456, 0.406] (finite numbers)."""
+    items = text.split(",") if isinstance(text, str) else list(text)
+    try:
+        values = [float(v) for v in items]
+    except (TypeError, ValueError):
+        values = []
+    if not values or not all(math.isfinite(v) for v in values):
+        raise ConvertError(
+            f"--{name} takes one number per channel, comma-separated (R,G,B), on pixels scaled "
+            f"to [0, 1]: e.g. 0.485,0.456,0.406. Received: {name}={text!r}"
+        )
+    return values
+
+
+def normalization_scaling(
+    input_mean: str | list[float] | None, input_std: str | list[float] | None, channels: int
+) -> tuple[list[float], list[float]] | None:
+    """`--input-mean`/`--input-std` (on pixels scaled to [0, 1], the PyTorch/ImageNet rule)
+    as per-channel (scale, offset) of raw pixels: (p / 255 - mean) / std; None if not given."""
+    if input_mean is None and input_std is None:
+        return None
+    if input_mean is None or input_std is None:
+        raise ConvertError(
+            "--input-mean and --input-std go together (e.g. --input-mean 0.485,0.456,0.406 "
+            f"--input-std 0.229,0.224,0.225). Received: input_mean={input_mean!r}, "
+            f"input_std={input_std!r}"
+        )
+    mean, std = parse_channels(input_mean, "input-mean"), parse_channels(input_std, "input-std")
+    for name, values in (("input-mean", mean), ("input-std", std)):
+        if len(values) not in (1, channels):
+            raise ConvertError(
+                f"--{name} needs one value per channel: the model takes {channels}. "
+                f"Received: {name}={','.join(f'{v:g}' for v in values)}"
+            )
+    if any(s <= 0 for s in std):
+        raise ConvertError(f"--input-std must be above 0. Received: input_std={std}")
+    mean = mean * channels if len(mean) == 1 else mean
+    std = std * channels if len(std) == 1 else std
+    return ([1.0 / (255.0 * s) for s in std], [-m / s for m, s in zip(mean, std, strict=True)])
+
+
 def _pixel_scaling(
     input_scale: float | None, input_offset: float | None, meta: dict[str, Any] | None
 ) -> tuple[float, float]:
@@ -159,9 +201,12 @@ def input_settings(
     resize: str | None,
     input_scale: float | None,
     input_offset: float | None,
-) -> tuple[str, tuple[float, float]]:
+    input_mean: str | list[float] | None = None,
+    input_std: str | list[float] | None = None,
+) -> tuple[str, tuple[float | list[float], float | list[float]]]:
     """The resize rule and pixel scaling, checked against an edgeship run's model.json (whose
-    class names, resize rule, scaling and input shape may not be overridden)."""
+    class names, resize rule, scaling and input shape may not be overridden). The scaling is
+    per channel (lists) with `input_mean`/`input_std`."""
     if meta is not None and names is not None and list(names) != meta.get("class_names"):
         raise ConvertError(
             "This model was trained by edgeship: its class names come from its training data "
@@ -176,6 +221,20 @@ def input_settings(
             f"must be prepared the same way. Leave out --resize. Received: resize={resize!r}"
         )
     pixel_scaling = _pixel_scaling(input_scale, input_offset, meta)
+    normalized = normalization_scaling(input_mean, input_std, signature.input_shape[2])
+    if normalized is not None:
+        if meta is not None:
+            raise ConvertError(
+                "This model was trained by edgeship: its pixel scaling comes from model.json. "
+                f"Leave out --input-mean/--input-std. Received: input_mean={input_mean!r}"
+            )
+        if input_scale is not None or input_offset is not None:
+            raise ConvertError(
+                "Give the pixel scaling once: --input-mean/--input-std (per channel, on [0, 1]) "
+                "or --input-scale/--input-offset, not both. Received: input_scale="
+                f"{input_scale}, input_mean={input_mean!r}"
+            )
+        pixel_scaling = normalized
     if meta is not None:
         meta_shape = tuple(int(d) for d in meta["input"].get("shape", ()))
         if meta_shape != signature.input_shape:

@@ -34,6 +34,7 @@ from convert.rescue import check_precision
 from convert.results import ConvertReport, ModeResult, ProgressCallback, tflite_name
 from convert.source import ModelSource, keras_source
 from convert.study import study_mode
+from convert.torch_source import split_torch_spec, torch_source
 from convert.verify import accuracy, convert_and_check
 from edge_runtime.files import check_output_dir
 from train.training import read_run_metadata
@@ -72,15 +73,19 @@ def convert_model(
     resize: str | None = None,
     input_scale: float | None = None,
     input_offset: float | None = None,
+    input_mean: str | list[float] | None = None,
+    input_std: str | list[float] | None = None,
     author: str | None = None,
     license: str | None = None,  # noqa: A002 - the metadata field's name
     engine: str = "auto",
     recipe: str | os.PathLike | None = None,
     fallback_precision: str = "hybrid",
 ) -> ConvertReport:
-    """Convert a `.keras`/`.h5` model to `out_dir/model_<mode>.tflite` for each mode.
+    """Convert a `.keras`/`.h5` model, or a PyTorch `FILE.pt2` / `FILE.py:FUNCTION`, to
+    `out_dir/model_<mode>.tflite` for each mode.
 
-    The Keras front end (`convert.source.keras_source`) makes the float32 `.tflite`; every
+    The Keras front end (`convert.source.keras_source`) or the PyTorch one
+    (`convert.torch_source.torch_source`, litert-torch) makes the float32 `.tflite`; every
     other step is `convert_source`'s (its docstring has the options). Bad input raises
     `ConvertError` before anything is written.
     """
@@ -90,10 +95,12 @@ def convert_model(
         verify_samples=verify_samples, progress=progress, max_accuracy_drop=max_accuracy_drop,
         layer_report=layer_report, fallback=fallback, fallback_max_layers=fallback_max_layers,
         class_names=class_names, labels=labels, resize=resize, input_scale=input_scale,
-        input_offset=input_offset, author=author, license=license, engine=engine, recipe=recipe,
-        fallback_precision=fallback_precision,
+        input_offset=input_offset, input_mean=input_mean, input_std=input_std, author=author,
+        license=license, engine=engine, recipe=recipe, fallback_precision=fallback_precision,
     )
     _check_early(out_dir, **options)
+    if split_torch_spec(model_path) is not None:  # FILE.pt2 or FILE.py:FUNCTION
+        return convert_source(torch_source(model_path), out_dir, **options)
     with keras_source(model_path) as source:
         return convert_source(source, out_dir, **options)
 
@@ -142,6 +149,8 @@ def convert_source(
     resize: str | None = None,
     input_scale: float | None = None,
     input_offset: float | None = None,
+    input_mean: str | list[float] | None = None,
+    input_std: str | list[float] | None = None,
     author: str | None = None,
     license: str | None = None,  # noqa: A002 - the metadata field's name
     engine: str = "auto",
@@ -176,7 +185,9 @@ def convert_source(
     a model edgeship did not train whose normalization is outside it (trained on `x / 255`:
     S = 1/255; on [-1, 1]: S = 1/127.5, O = -1). Photos are scaled so for calibration and the
     check, and the scaling is recorded for bench and the runtime. Left out: raw 0-255 pixels
-    (a model with its own `Rescaling` layer).
+    (a model with its own `Rescaling` layer). `input_mean`/`input_std` ("R,G,B" or lists):
+    per-channel normalization of pixels scaled to [0, 1], `(p / 255 - mean) / std` (PyTorch's
+    and ImageNet's convention), recorded per channel.
 
     Every file also carries the standard TFLite Model Metadata (name, version, normalization,
     the labels file packed in), for MediaPipe Tasks and Android Studio; `author`/`license` go
@@ -200,7 +211,8 @@ def convert_source(
     names = resolve_class_names(class_names, labels, signature.num_classes)
     meta = read_run_metadata(model_path)
     resize, pixel_scaling = input_settings(
-        model_path, signature, meta, names, resize, input_scale, input_offset
+        model_path, signature, meta, names, resize, input_scale, input_offset,
+        input_mean, input_std,
     )
     inputs = prepare_inputs(
         model_path,
@@ -226,6 +238,10 @@ def convert_source(
     )
     # The standard TFLite metadata's author and license (edge_runtime.standard_metadata_write).
     base_meta.update({k: v for k, v in (("author", author), ("license", license)) if v})
+    if "source_model" in base_meta:  # bench and deploy mobile find the desktop model by it
+        base_meta["source_model"].update(
+            framework=source.framework, logits=source.outputs_logits, **source.recorded
+        )
 
     keras_fn = source.probabilities
     keras_probs = keras_fn(inputs.model_input(inputs.verify_x))

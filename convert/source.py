@@ -11,8 +11,9 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -41,6 +42,8 @@ class ModelSource:
       `.tflite`'s tensor names: the layer report and the rescue name layers by them.
     - `saved_model_dir`: Keras only, the exported SavedModel that TensorFlow's converter (the
       `converter` engine) and its selective quantizer read; None for other frameworks.
+    - `recorded`: what the front end adds to the metadata's `source_model` block beside the
+      path and sha256 (PyTorch: the factory `function` of `FILE.py:FUNCTION`, versions).
     """
 
     framework: str
@@ -51,6 +54,7 @@ class ModelSource:
     outputs_logits: bool = False
     layer_names: tuple[str, ...] = ()
     saved_model_dir: str | None = None
+    recorded: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.framework not in FRAMEWORKS:

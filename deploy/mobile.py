@@ -55,8 +55,9 @@ def _parse_modes(modes: Sequence[str] | str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(wanted))
 
 
-def _run_metadata(run: Path) -> tuple[dict[str, Any], Path]:
-    """The run's metadata (model.json, or a converted model's block) and its Keras model."""
+def _run_metadata(run: Path) -> tuple[dict[str, Any], Path | str]:
+    """The run's metadata (model.json, or a converted model's block) and its Keras model (a
+    Path) or PyTorch model (`FILE.pt2` or `FILE.py:FUNCTION`, a str)."""
     from train.training import read_run_metadata
 
     if not run.is_dir():
@@ -81,6 +82,9 @@ def _run_metadata(run: Path) -> tuple[dict[str, Any], Path]:
     source = (meta or {}).get("source_model") or {}
     if not keras_path.is_file() and source.get("path"):
         keras_path = Path(source["path"])
+        if source.get("framework") == "torch" and keras_path.is_file():
+            func = source.get("function")
+            return meta, f"{keras_path}:{func}" if func else str(keras_path)
     if meta is None or not keras_path.is_file():
         raise MobileError(
             "The run has no Keras model to export (model.keras, or the source model recorded "
@@ -159,8 +163,8 @@ def _convert(keras_model, meta: dict[str, Any], mode: str, samples: int) -> byte
         width=width,
         channels=channels,
         invert_light_background=dark,
-        scale=float(block.get("scale", 1.0)),
-        offset=float(block.get("offset", 0.0)),
+        scale=block.get("scale", 1.0),  # a float, or one per channel
+        offset=block.get("offset", 0.0),
         exact_gray=mode != "int8",  # no integer FLOOR in a full-int8 graph
     )
     calibration = _calibration(meta, dark, samples) if mode == "int8" else None
@@ -198,7 +202,8 @@ def _phone_metadata(meta: dict[str, Any], mode: str, data: bytes) -> dict[str, A
     steps = ["grayscale (Pillow's ITU-R 601-2 L)"] if channels == 1 else []
     if block.get("background") == "dark":
         steps.append("invert when the border mean > 127 (light background)")
-    steps.append(f"pixel * {block.get('scale', 1.0):.6g} + {block.get('offset', 0.0):.6g}")
+    steps.append(f"pixel * {_num(block.get('scale', 1.0))} + {_num(block.get('offset', 0.0))}")
+    block = {k: v for k, v in block.items() if k not in ("mean", "std")}
     out["input"] = {
         **block,
         "shape": [height, width, 3],
@@ -210,12 +215,21 @@ def _phone_metadata(meta: dict[str, Any], mode: str, data: bytes) -> dict[str, A
         "background": "any",
         "in_graph": steps,
         "source": {
-            k: block.get(k) for k in ("shape", "scale", "offset", "color_mode", "background")
+                k: block.get(k)
+            for k in ("shape", "scale", "offset", "mean", "std", "color_mode", "background")
+            if k in block
         },
     }
     out["quantization"] = {"mode": mode, "int8_io": False, "mobile": True}
     out["mobile"] = {"format": "rgb-pixels", "sha256_before_metadata": _sha256(data)}
     return out
+
+
+def _num(value: float | list[float]) -> str:
+    """A scale or offset as text: one number, or one per channel."""
+    if isinstance(value, list):
+        return "(" + ", ".join(f"{float(v):.6g}" for v in value) + ")"
+    return f"{float(value):.6g}"
 
 
 def _sha256(data: bytes) -> str:
@@ -236,10 +250,15 @@ def write_mobile_models(
         raise MobileError(f"The run's metadata has no input shape. Received: path={run}")
     out = Path(out_dir)
     check_output_dir(out, keep=False)  # a read-only place fails now, leaving nothing
+    if isinstance(keras_path, str):  # a PyTorch model (FILE.pt2 or FILE.py:FUNCTION)
+        from deploy.mobile_torch import torch_phone_bytes
+
+        return _write(out, meta, {
+            mode: torch_phone_bytes(keras_path, meta, mode) for mode in mode_list
+        })
 
     from convert.converter import ModeConversionError
     from convert.loading import load_keras_model
-    from deploy.mobile_readme import readme_text
 
     try:
         keras_model = load_keras_model(keras_path)
@@ -255,9 +274,18 @@ def write_mobile_models(
                 f"The phone model could not be converted to {mode} ({err}). Try another mode. "
                 f"Received: path={keras_path}"
             ) from None
-        phone_meta = _phone_metadata(meta, mode, data)
-        data = embed_all_metadata(data, phone_meta)
-        files[f"model_{mode}.tflite"] = data
+        files[mode] = data
+    return _write(out, meta, files)
+
+
+def _write(out: Path, meta: dict[str, Any], converted: dict[str, bytes]) -> list[Path]:
+    """The phone models (their metadata embedded) and README.txt, written into `out`."""
+    from deploy.mobile_readme import readme_text
+
+    files = {
+        f"model_{mode}.tflite": embed_all_metadata(data, _phone_metadata(meta, mode, data))
+        for mode, data in converted.items()
+    }
     make_output_dir(out)
     paths = [atomic_write_bytes(out / name, data) for name, data in files.items()]
     atomic_write_text(out / "README.txt", readme_text(meta, list(files)))

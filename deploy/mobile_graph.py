@@ -1,4 +1,5 @@
-"""The phone-ready graph: RGB pixels (0-255) in, edgeship's preprocessing as Keras layers.
+"""The phone-ready graph: RGB pixels (0-255) in, edgeship's preprocessing as Keras layers (or,
+for a PyTorch model, as a torch module in front of it: `torch_phone_model`).
 
 edge_runtime prepares an image in Pillow (`edge_runtime.preprocess`): convert to L for a
 grayscale model, invert when the model's background is dark and the image's border is light
@@ -92,3 +93,47 @@ def phone_model(
         x = keras.layers.Rescaling(scale, offset, name="pixel_scaling")(x)
     outputs = model(x, training=False)
     return keras.Model(pixels, outputs, name=f"{model.name}_phone")
+
+
+def torch_phone_model(
+    model: Any,
+    *,
+    channels: int,
+    invert_light_background: bool,
+    scale: float | list[float],
+    offset: float | list[float],
+    softmax: bool = False,
+):
+    """A torch module taking (N, H, W, 3) RGB pixels 0-255 (channels last, as the phone sends
+    them) and running the PyTorch `model` (N, C, H, W) behind edgeship's preprocessing: the
+    same steps as `phone_model`, with the scaling per channel (--input-mean/--input-std).
+    `softmax`: end in one (a model that outputs logits), so a phone app's scores are
+    probabilities."""
+    import torch
+
+    class PhoneModel(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+            self.register_buffer("scale", torch.tensor(scale, dtype=torch.float32).reshape(-1))
+            self.register_buffer("offset", torch.tensor(offset, dtype=torch.float32).reshape(-1))
+            self.register_buffer("gray", torch.tensor(PIL_L_WEIGHTS, dtype=torch.float32))
+
+        def forward(self, pixels):
+            x = pixels
+            if channels == 1:  # Pillow's convert("L"), bit for bit (see the module docstring)
+                fixed = (x * self.gray).sum(-1, keepdim=True) + float(PIL_L_ROUND)
+                x = torch.floor(fixed * (1.0 / 65536.0))
+            if invert_light_background:
+                border = torch.cat(
+                    [x[:, 0, :, :], x[:, -1, :, :], x[:, :, 0, :], x[:, :, -1, :]], dim=1
+                )
+                light = border.mean(dim=(1, 2)).reshape(-1, 1, 1, 1) > BORDER_THRESHOLD
+                x = torch.where(light, 255.0 - x, x)
+            x = x * self.scale + self.offset
+            y = self.model(x.permute(0, 3, 1, 2))
+            return torch.softmax(y, dim=-1) if softmax else y
+
+    phone = PhoneModel()
+    phone.training = False  # (not .eval(): an exported program's module refuses train())
+    return phone

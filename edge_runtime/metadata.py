@@ -347,6 +347,14 @@ def embed_metadata(
 
     import numpy as np
 
+    # Buffers stored after the flatbuffer (`offset`/`size` from the file's start, as
+    # ai-edge-quantizer and litert-torch write larger models) move when the flatbuffer is
+    # rewritten: take their bytes into the flatbuffer itself.
+    for buf in model.buffers:
+        if (getattr(buf, "offset", 0) or 0) > 1:
+            buf.data = np.frombuffer(model_bytes, np.uint8, count=buf.size, offset=buf.offset)
+            buf.offset, buf.size = 0, 0
+
     data = np.frombuffer(payload, dtype=np.uint8)
     for entry in model.metadata:
         entry_name = entry.name.decode() if isinstance(entry.name, bytes) else entry.name

@@ -23,7 +23,12 @@ def raw_pixel_scaling(
     own quantization (raw pixels), else unchanged. Scale/offset are floats, or float32 arrays
     of one value per channel when the normalization differs between channels."""
     if "scale" in meta_input:
-        return float(meta_input["scale"]), float(meta_input.get("offset", 0.0)), "edgeship metadata"
+        scale, offset = meta_input["scale"], meta_input.get("offset", 0.0)
+        if isinstance(scale, list) or isinstance(offset, list):  # per channel (--input-mean/std)
+            scale = np.broadcast_to(np.asarray(scale, np.float32), (channels,)).copy()
+            offset = np.broadcast_to(np.asarray(offset, np.float32), (channels,)).copy()
+            return scale, offset, "edgeship metadata"
+        return float(scale), float(offset), "edgeship metadata"
     if standard is not None and standard.mean is not None and spec.dtype.kind == "f":
         # (p - mean) / std  ==  p * (1 / std) + (-mean / std), channel by channel
         mean = np.broadcast_to(np.asarray(standard.mean, np.float64), (channels,))

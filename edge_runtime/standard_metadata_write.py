@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from edge_runtime.metadata import embed_metadata, pack_files
 from edge_runtime.standard_metadata import METADATA_IDENTIFIER, STANDARD_METADATA_NAME
 
@@ -68,10 +70,10 @@ def metadata_buffer(meta: dict[str, Any]) -> bytes:
     block = meta.get("input") or {}
     shape = [int(d) for d in block.get("shape") or [0, 0, 3]]
     channels = shape[-1] if shape else 3
-    scale = float(block.get("scale", 1.0))
-    offset = float(block.get("offset", 0.0))
-    if scale == 0:
-        scale = 1.0
+    scales = [float(v) for v in np.broadcast_to(block.get("scale", 1.0), (channels,))]
+    offsets = [float(v) for v in np.broadcast_to(block.get("offset", 0.0), (channels,))]
+    scales = [s if s != 0 else 1.0 for s in scales]
+    scale, offset = scales[0], offsets[0]
 
     image = schema.ImagePropertiesT()
     image.colorSpace = (
@@ -82,19 +84,22 @@ def metadata_buffer(meta: dict[str, Any]) -> bytes:
     content_in.contentProperties = image
     norm = schema.NormalizationOptionsT()
     # p * scale + offset == (p - mean) / std  with  std = 1 / scale, mean = -offset / scale
-    norm.mean = [0.0 - offset / scale + 0.0] * channels
-    norm.std = [1.0 / scale] * channels
+    norm.mean = [0.0 - o / s + 0.0 for s, o in zip(scales, offsets, strict=True)]
+    norm.std = [1.0 / s for s in scales]
     unit = schema.ProcessUnitT()
     unit.optionsType = schema.ProcessUnitOptions.NormalizationOptions
     unit.options = norm
     stats_in = schema.StatsT()
-    stats_in.max = [255.0 * scale + offset] * channels
-    stats_in.min = [offset] * channels
+    stats_in.max = [255.0 * s + o for s, o in zip(scales, offsets, strict=True)]
+    stats_in.min = list(offsets)
     tensor_in = schema.TensorMetadataT()
     tensor_in.name = "image"
     tensor_in.description = (
         f"An image of {shape[0]}x{shape[1]} pixels, {'grey' if channels == 1 else 'RGB'}, "
-        f"0-255 values scaled by {scale:.6g} and shifted by {offset:.6g}."
+        + (f"0-255 values scaled by {scale:.6g} and shifted by {offset:.6g}."
+           if len(set(scales)) == 1 and len(set(offsets)) == 1 else
+           "0-255 values scaled by " + ", ".join(f"{s:.6g}" for s in scales)
+           + " and shifted by " + ", ".join(f"{o:.6g}" for o in offsets) + " (per channel).")
     )
     tensor_in.content = content_in
     tensor_in.processUnits = [unit]

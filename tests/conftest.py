@@ -257,6 +257,76 @@ def mobile_models(fashion_runs, tmp_path_factory) -> dict[str, Path]:
     return paths
 
 
+# --- PyTorch (issue 24): a machine without TensorFlow, and one trained PyTorch run ---------
+
+# TensorFlow and Keras absent as on a machine that never installed them: `import` fails and
+# `importlib.util.find_spec` answers None (torch's dynamo asks it; a finder that raises instead,
+# as _BLOCKER's does, breaks `import torch._dynamo`).
+_NOT_INSTALLED = '''
+import importlib.machinery
+import sys
+
+_BLOCKED = ("tensorflow", "keras", "tf_keras", "tensorflow_core")
+_find = importlib.machinery.PathFinder.find_spec.__func__
+
+
+def _find_spec(cls, name, path=None, target=None):
+    if name.split(".")[0] in _BLOCKED:
+        return None
+    return _find(cls, name, path, target)
+
+
+importlib.machinery.PathFinder.find_spec = classmethod(_find_spec)
+'''
+
+
+@pytest.fixture(scope="session")
+def tf_not_installed_env(tmp_path_factory):
+    """Environment for a subprocess in which TensorFlow and Keras look not installed."""
+    site = tmp_path_factory.mktemp("tf_not_installed_site")
+    (site / "sitecustomize.py").write_text(_NOT_INSTALLED)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(site), str(REPO)])
+    return env
+
+
+@pytest.fixture(scope="session")
+def torch_run(tmp_path_factory, tf_not_installed_env) -> dict[str, Path]:
+    """A small CNN (BatchNorm, a residual add) trained for seconds on 1,000 Fashion-MNIST
+    images, saved as `cnn.pt2` (dynamic batch), and `edgeship convert` of it into every mode
+    (200 calibration/check images from `calib.npy`) in a subprocess without TensorFlow.
+    {"root", "pt2", "run", "test_npz", "calib"} -> path; "convert_stdout" -> the table."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("torch")
+    pytest.importorskip("litert_torch")
+    from benchmarks.torch_models import save_pt2, train_small_cnn
+    from train.datasets import FASHION_MNIST_CLASSES, load_dataset
+    from train.errors import DatasetError
+
+    try:
+        data = load_dataset("fashion-mnist")
+    except DatasetError as err:
+        pytest.skip(f"Fashion-MNIST not available: {err}")
+    root = tmp_path_factory.mktemp("torch_run")
+    model = train_small_cnn(data.x_train[:1000], data.y_train[:1000], epochs=2)
+    pt2 = save_pt2(model, (1, 28, 28), root / "cnn.pt2")
+    np.save(root / "calib.npy", data.x_train[2000:2200])
+    np.savez(root / "test.npz", x=data.x_test[:300], y=data.y_test[:300])
+    run = root / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgeship", "convert", str(pt2), "--out", str(run),
+         "--calibration-data", str(root / "calib.npy"), "--calibration-samples", "200",
+         "--verify-samples", "200", "--input-scale", str(1 / 255),
+         "--class-names", ",".join(FASHION_MNIST_CLASSES)],
+        capture_output=True, text=True, env=tf_not_installed_env, cwd=REPO, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return {"root": root, "pt2": pt2, "run": run, "test_npz": root / "test.npz",
+            "calib": root / "calib.npy", "convert_stdout": proc.stdout}
+
+
 # --- ai-edge-quantizer models (issue 25): the wide collapsing model, every mode by recipe ---
 
 
