@@ -60,6 +60,24 @@ def test_float32_graph_is_pillows_grayscale_and_inversion(fashion_runs, mobile_m
     np.testing.assert_allclose(phone.predict_proba(photos), expected, atol=1e-5)
 
 
+def test_int8_phone_model_answers_as_the_source_model_on_tinted_garments(
+    fashion_runs, mobile_models, test_images
+):
+    """Coloured photos (each garment tinted its own colour, on black): the int8 phone model's
+    grey conversion weighs R, G and B as Pillow's does, so it still names what the source model
+    names on Pillow's L of the same photo. (The grey photos above cannot tell R from B.)"""
+    rng = np.random.default_rng(7)
+    tints = rng.uniform(0.1, 1.0, size=(len(test_images), 1, 1, 3))
+    tints /= tints.max(axis=3, keepdims=True)  # each tint's strongest channel at full level
+    photos = [Image.fromarray(p) for p in (test_images * tints).round().astype(np.uint8)]
+    source = EdgeClassifier.load(fashion_runs["mlp"] / "model_int8.tflite")
+    phone = EdgeClassifier.load(mobile_models["mlp_int8"])
+    want, got = source.predict_proba(photos), phone.predict_proba(photos)
+    agreement = float(np.mean(want.argmax(axis=1) == got.argmax(axis=1)))
+    worst = float(np.abs(want - got).max())
+    assert agreement >= 0.99 and worst < 0.2, (agreement, worst)
+
+
 def test_cli_writes_models_and_readme(fashion_runs, tmp_path):
     out = tmp_path / "phone"
     result = runner.invoke(
