@@ -199,7 +199,8 @@ def test_a_model_with_an_offset_is_normalized_as_it_says(mp, edge_models, tmp_pa
     interp = Interpreter(model_path=str(model))
     interp.resize_tensor_input(0, [len(x), 32, 32, 3])
     interp.allocate_tensors()
-    interp.set_tensor(interp.get_input_details()[0]["index"], (x - 127.5) / np.float32(127.5))
+    pixels = ((x - np.float32(127.5)) / np.float32(127.5)).astype(np.float32)
+    interp.set_tensor(interp.get_input_details()[0]["index"], pixels)
     interp.invoke()
     want = interp.get_tensor(interp.get_output_details()[0]["index"])
     options = vision.ImageClassifierOptions(
