@@ -22,15 +22,11 @@ def _record(records, host: str, outcome: str, release: str | None = "r2") -> Non
 
 
 @pytest.fixture(scope="module")
-def hosts(tmp_path_factory):
-    """Three hosts of a real inventory, read by `ansible-inventory` as a rollout reads it."""
-    pytest.importorskip("ansible", reason="deploy fleet needs ansible-core (the fleet extra)")
-    from deploy.fleet.inventory import inventory_hosts
+def hosts():
+    """Three inventory hosts, as `deploy.fleet.inventory` reads them."""
+    from deploy.fleet.inventory import InventoryHost
 
-    inventory = tmp_path_factory.mktemp("inv") / "inventory.ini"
-    inventory.write_text("[pis]\na ansible_host=127.0.0.1\nb ansible_host=127.0.0.1\n"
-                         "c ansible_host=127.0.0.1\n")
-    return inventory_hosts(inventory)
+    return [InventoryHost.from_vars(name, {"ansible_host": "127.0.0.1"}) for name in "abc"]
 
 
 @pytest.mark.parametrize(
