@@ -14,10 +14,10 @@ from deploy.fleet.report import collect
 RECAP = "{host} : ok=9    changed={changed}    unreachable={unreachable}    failed=0    skipped=2"
 
 
-def _record(records, host: str, outcome: str, release: str | None = "r2") -> None:
+def _record(records, host: str, outcome: str, release: str | None = "r2", error=None) -> None:
     """One host's record as the playbook's record.yml writes it."""
     data = {"host": host, "outcome": outcome, "target": "trixie-arm64", "device": None,
-            "release": release, "prepared": None, "activated": None, "error": None}
+            "release": release, "prepared": None, "activated": None, "error": error}
     (records / f"{host}.ansible.json").write_text(json.dumps(data, indent=4) + "\n")
 
 
@@ -40,13 +40,16 @@ def test_one_bad_outcome_alone_fails_the_rollout(hosts, tmp_path, outcome, ok):
     records = tmp_path / "records"
     records.mkdir()
     _record(records, "a", "updated")
-    _record(records, "b", outcome, release="r1")
+    _record(records, "b", outcome, release="r1", error=None if ok else "smoke test failed")
     _record(records, "c", "updated")
     output = "\n".join(RECAP.format(host=h, changed=3, unreachable=0) for h in "abc")
     report = collect(None, hosts, records, 2 if not ok else 0, output, None, False)
     assert [r.outcome for r in report.rows] == ["updated", outcome, "updated"]
     assert report.ok is ok
     assert report.rows[0].changed == 3 and report.rows[1].release == "r1"
+    assert report.rows[1].target == "trixie-arm64" and report.rows[0].error is None
+    assert report.rows[1].error == (None if ok else "smoke test failed")
+    assert report.ansible_exit == (0 if ok else 2) and report.output == output
 
 
 def test_hosts_without_a_record_are_unreachable_or_not_reached(hosts, tmp_path):
@@ -64,3 +67,20 @@ def test_hosts_without_a_record_are_unreachable_or_not_reached(hosts, tmp_path):
     table = report.table().splitlines()
     assert table[0].split() == ["host", "target", "outcome", "release", "p50"]
     assert table[2].split() == ["b", "-", "unreachable", "-", "-"]
+
+
+def test_ansible_failing_before_any_host_is_one_error(hosts, tmp_path):
+    """No record and an exit that is not a host failure (1: a playbook error): one DeployError
+    with the exit and Ansible's last lines; a host failure (2, 4) gives rows instead."""
+    from deploy.errors import DeployError
+
+    records = tmp_path / "records"
+    records.mkdir()
+    output = "PLAY [x]\n\nfirst\nERROR! the playbook could not be parsed\nlast line\n"
+    with pytest.raises(DeployError, match=r"\(exit 1\) before any host was reached") as err:
+        collect(None, hosts, records, 1, output, None, False)
+    assert str(err.value).endswith("Received: first | ERROR! the playbook could not be parsed"
+                                   " | last line")
+    for code in (0, 2, 4):
+        report = collect(None, hosts, records, code, output, None, False)
+        assert [r.outcome for r in report.rows] == ["not reached"] * 3 and not report.ok
