@@ -68,10 +68,11 @@ lint: install
 # Mutation testing (not in CI): mutmut changes the logic-dense modules ([tool.mutmut] in
 # pyproject.toml) one small edit at a time and runs the fast tests that guard them; then the
 # score per module and every survivor (`.venv/bin/mutmut show NAME` prints one). From scratch
-# each time (mutants/ is mutmut's working copy).
+# each time (mutants/ is mutmut's working copy). MUTANTS='edge_runtime.stages.*' runs one module.
+MUTANTS ?=
 mutants: install
 	rm -rf mutants
-	nice -n 10 $(VENV)/bin/mutmut run --max-children $$(nproc) || true
+	nice -n 10 $(VENV)/bin/mutmut run --max-children $$(nproc) $(MUTANTS) || true
 	$(PY) tools/mutants_report.py --survivors
 
 # Regenerate the checked-in reader/writer of the standard TFLite Model Metadata from its
