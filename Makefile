@@ -10,13 +10,13 @@ MODEL  ?= mlp
 # the Debian archive keyring for the emulated Raspberry Pi userlands (tests/support/pi.py
 # fetches Debian's arm64/armhf packages and Debian 13's qemu-user 10 into the cache itself),
 # chromium (the serve page in a real browser, driven by Playwright) and systemd
-# (`systemd-analyze verify` of the service unit; nothing of systemd runs) and openssl (the web
-# app's throwaway TLS pair).
+# (`systemd-analyze verify` of the service unit; nothing of systemd runs), openssl (the web
+# app's throwaway TLS pair) and nodejs (the web app's resize.js run against Pillow).
 DATA_PKG  := dataset-fashion-mnist
-TEST_PKGS := openssh-server python3-venv debian-archive-keyring chromium systemd openssl ffmpeg
+TEST_PKGS := openssh-server python3-venv debian-archive-keyring chromium systemd openssl ffmpeg nodejs
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 
-.PHONY: demo test install data system-test-deps lint clean metadata-schema
+.PHONY: demo test install data system-test-deps lint clean metadata-schema mutants
 
 demo: install data
 	$(VENV)/bin/edgeship pipeline --model $(MODEL) --out $(RUN)
@@ -68,6 +68,16 @@ apt-install:
 
 lint: install
 	$(VENV)/bin/ruff check .
+
+# Mutation testing (not in CI): mutmut changes the logic-dense modules ([tool.mutmut] in
+# pyproject.toml) one small edit at a time and runs the fast tests that guard them; then the
+# score per module and every survivor (`.venv/bin/mutmut show NAME` prints one). From scratch
+# each time (mutants/ is mutmut's working copy). MUTANTS='edge_runtime.stages.*' runs one module.
+MUTANTS ?=
+mutants: install
+	rm -rf mutants
+	nice -n 10 $(VENV)/bin/mutmut run --max-children $$(nproc) $(MUTANTS) || true
+	$(PY) tools/mutants_report.py --survivors
 
 # Regenerate the checked-in reader/writer of the standard TFLite Model Metadata from its
 # schema (Debian's flatbuffers-compiler; not needed to build, test or run edgeship).

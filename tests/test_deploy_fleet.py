@@ -15,6 +15,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import urllib.request
@@ -163,6 +164,12 @@ def _rows(result) -> dict[str, list[str]]:
     return rows
 
 
+def _played(result) -> set[str]:
+    """The hosts of Ansible's PLAY RECAP (its output, relayed on stderr): those it ran on."""
+    recap = re.compile(r"^(\S+)\s+:\s+ok=\d+")
+    return {m.group(1) for m in map(recap.match, result.stderr.splitlines()) if m}
+
+
 def _summary(results: Path) -> dict[str, dict]:
     return {h["host"]: h for h in json.loads((results / "fleet.json").read_text())["hosts"]}
 
@@ -268,6 +275,7 @@ def test_a_second_run_changes_nothing(fleet, rollout, second_bundle, tmp_path):
     result = fleet.fleet(second_bundle, "--serve", "--limit", f"all:!{ARMHF}:!{WRONG}",
                          "--results", str(tmp_path))
     assert result.exit_code == 0, result.output
+    assert _played(result) == set(HOSTS) - {ARMHF, WRONG}, "--limit: Ansible left h0, h4 alone"
     summary = _summary(tmp_path)
     assert sorted(summary) == sorted(set(HOSTS) - {ARMHF, WRONG})
     for host, row in summary.items():
@@ -298,6 +306,7 @@ def test_a_failed_first_batch_stops_the_rollout(fleet, rollout, first_bundle, tm
         "--max-fail-percent", "34", "--results", str(tmp_path),
     )
     assert result.exit_code == 1, result.output
+    assert _played(result) == {ARMHF, first}, "the first batch of the --limit hosts, no other"
     rows = _rows(result)
     assert rows[ARMHF][1] == "refused" and rows[first][1] == "updated", rows
     assert fleet.current(first) == f"releases/{rows[first][2]}" != before[first][0]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import subprocess
 import sys
 import tarfile
@@ -76,6 +77,43 @@ def test_deploy_web_writes_a_complete_site(cli_site):
     # nothing that points off the site: no http(s) URL in the app's own files
     for name in ("index.html", "app.js", "resize.js", "app.css", "sw.js"):
         assert "https://" not in (site / name).read_text(), name
+
+
+def _cache_version(site) -> str:
+    found = re.search(r'^const VERSION = "([0-9a-f]+)";$', (site / "sw.js").read_text(), re.M)
+    assert found, "sw.js names its cache version"
+    return found.group(1)
+
+
+def _flip_a_weight_byte(data: bytes) -> bytes:
+    """`data` (a .tflite) with one byte of its largest constant buffer (weights) changed."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.Model.GetRootAs(data, 0)
+    sizes = [model.Buffers(i).DataLength() for i in range(model.BuffersLength())]
+    buf = model.Buffers(sizes.index(max(sizes)))
+    start = buf._tab.Vector(buf._tab.Offset(4))  # where the buffer's bytes begin in the file
+    out = bytearray(data)
+    out[start + 7] ^= 0x01
+    return bytes(out)
+
+
+def test_one_model_byte_gives_the_site_a_new_cache_version(cli_site, tmp_path):
+    """The service worker's cache is named by the site's content: a retrained model of the
+    same file name makes phones drop the old cache; the same files keep it."""
+    from deploy.web import build_site
+
+    model = (cli_site / "models/model_int8.tflite").read_bytes()
+    changed = _flip_a_weight_byte(model)
+    assert sum(a != b for a, b in zip(model, changed, strict=True)) == 1
+    versions = []
+    for n, data in enumerate((model, model, changed)):
+        path = tmp_path / f"m{n}" / "model_int8.tflite"
+        path.parent.mkdir()
+        path.write_bytes(data)
+        versions.append(_cache_version(build_site([path], tmp_path / f"site{n}", "Closet").path))
+    assert versions[0] == versions[1] != versions[2], versions
+    assert versions[0] == _cache_version(cli_site)
 
 
 def test_deploy_web_refuses_a_run_without_a_model(tmp_path):
@@ -179,3 +217,77 @@ def test_serve_web_and_tls_option_errors(edge_models, tmp_path, extra, message):
     )
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+# --- the web app's resize (deploy/webapp/resize.js) is Pillow's, byte for byte ---------------
+
+NODE_RUNNER = """
+import { readFileSync, writeFileSync } from "node:fs";
+import { toModelPixels } from "./resize.mjs";
+const cases = JSON.parse(readFileSync("cases.json", "utf8"));
+const src = readFileSync("in.bin");
+const parts = [];
+for (const c of cases) {
+  const rgb = new Uint8Array(src.buffer, src.byteOffset + c.offset, c.w * c.h * 3);
+  const model = { width: c.outW, height: c.outH, resize: c.rule, background: "light" };
+  parts.push(Buffer.from(toModelPixels(rgb, c.w, c.h, model)));
+}
+writeFileSync("out.bin", Buffer.concat(parts));
+"""
+
+
+def test_resize_js_equals_pillow_byte_for_byte(tmp_path):
+    """60 random photo and model sizes (shrinking by up to 40x, a few enlarging), each under
+    both rules, through resize.js in Node: the same bytes as Pillow's BILINEAR with
+    `reducing_gap=3.0` ("stretch") and `ImageOps.fit` ("crop"), which edge_runtime uses."""
+    import shutil
+
+    import numpy as np
+    from PIL import Image, ImageOps
+
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("Node.js not installed (apt-get install nodejs)")
+    rng = np.random.default_rng(31)
+    cases, blobs, offset = [], [], 0
+    for n in range(60):
+        w, h = (int(v) for v in rng.integers(1, 320, 2))
+        if n % 3 == 0:  # one dimension shrinks far more than the other (either pass first)
+            w, h = (int(rng.integers(200, 400)), int(rng.integers(8, 40)))[:: 1 if n % 2 else -1]
+        out_w, out_h = (int(v) for v in rng.integers(1, 48, 2))
+        if n % 10 == 7:  # enlarging
+            w, h = int(rng.integers(1, out_w + 1)), int(rng.integers(1, out_h + 1))
+        y, x = np.mgrid[0:h, 0:w]
+        smooth = np.dstack([x * 255 // max(w - 1, 1), y * 255 // max(h - 1, 1), (x ^ y) & 255])
+        noise = rng.integers(-40, 41, (h, w, 3))
+        rgb = np.clip(smooth + noise, 0, 255).astype(np.uint8)
+        for rule in ("stretch", "crop"):
+            cases.append({"w": w, "h": h, "outW": out_w, "outH": out_h, "rule": rule,
+                          "offset": offset})
+        blobs.append(rgb.tobytes())
+        offset += rgb.nbytes
+        for case in cases[-2:]:
+            case["rgb"] = rgb
+    (tmp_path / "in.bin").write_bytes(b"".join(blobs))
+    (tmp_path / "cases.json").write_text(
+        json.dumps([{k: v for k, v in c.items() if k != "rgb"} for c in cases])
+    )
+    shutil.copy(REPO / "deploy/webapp/resize.js", tmp_path / "resize.mjs")
+    (tmp_path / "run.mjs").write_text(NODE_RUNNER)
+    proc = subprocess.run([node, "run.mjs"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    got, at, differ = (tmp_path / "out.bin").read_bytes(), 0, []
+    for c in cases:
+        img = Image.fromarray(c["rgb"])
+        size = (c["outW"], c["outH"])
+        if c["rule"] == "crop":
+            want = ImageOps.fit(img, size, Image.Resampling.BILINEAR)
+        else:
+            want = img.resize(size, Image.Resampling.BILINEAR, reducing_gap=3.0)
+        want = np.asarray(want).tobytes()
+        if got[at : at + len(want)] != want:
+            differ.append((c["w"], c["h"], *size, c["rule"]))
+        at += len(want)
+    assert at == len(got)
+    assert not differ, f"{len(differ)} of {len(cases)} differ from Pillow: {differ[:5]}"

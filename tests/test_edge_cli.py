@@ -93,6 +93,35 @@ def test_predict_matches_api(edge_models, pictures):
     assert [json.loads(line)["index"] for line in proc.stdout.splitlines()] == want
 
 
+def test_predict_full_decode_decodes_in_full(edge_models, tmp_path, capsys):
+    """`predict --full-decode` answers what the model says of the fully decoded photo, not of
+    the photo decoded at the model's size (which differs, a little, on a textured 3 MP JPEG)."""
+    from edge_runtime.classifier import EdgeClassifier
+    from edge_runtime.preprocess import load_and_preprocess
+
+    rng = np.random.default_rng(5)
+    y, x = np.mgrid[0:1536, 0:2048]
+    texture = 128 + 60 * np.sin(x / 3.1) * np.cos(y / 2.3) + rng.normal(0, 25, (1536, 2048))
+    arr = np.dstack([texture, texture[::-1], 255 - texture]).clip(0, 255).astype(np.uint8)
+    photo = tmp_path / "photo.jpg"
+    Image.fromarray(arr).save(photo, quality=95)
+    model = edge_models["cnn_float32"]
+    clf = EdgeClassifier.load(model)
+
+    def confidences(pixels) -> list[float]:
+        return [round(float(p), 6) for p in clf.predict(pixels)[0].probabilities]
+
+    full = confidences(load_and_preprocess(photo, (32, 32, 3), invert="no", to_size=False))
+    to_size = confidences(load_and_preprocess(photo, (32, 32, 3), invert="no"))
+    assert full != to_size, "the photo must tell the two decodes apart"
+    for flags, want in ((["--full-decode"], full), ([], to_size)):
+        assert edge_main(["predict", str(model), str(photo), "--json", "--top-k", "10",
+                          *flags]) == 0
+        record = json.loads(capsys.readouterr().out)
+        got = sorted(record["top_k"], key=lambda e: e["index"])
+        assert [e["confidence"] for e in got] == want, flags
+
+
 def test_bench_json(edge_models, no_tf_env):
     proc = _run(
         ["bench", edge_models["mlp_int8"], "--runs", "20", "--warmup", "2", "--json"],

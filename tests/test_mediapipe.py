@@ -176,6 +176,46 @@ def test_mediapipe_names_a_stock_uint8_model(mp, edge_models, tmp_path, packer):
     assert all(name == NAMES[i] for name, i in ours)
 
 
+def test_a_model_with_an_offset_is_normalized_as_it_says(mp, edge_models, tmp_path):
+    """Scale 1/127.5 and offset -1 (pixels to [-1, 1], as MobileNet's): the standard metadata
+    says mean 127.5, std 127.5, and MediaPipe's scores are the model's own on
+    (p - 127.5) / 127.5 (pixel 255 -> 1.0, not 3.0)."""
+    from ai_edge_litert.interpreter import Interpreter
+    from mediapipe.tasks.python import BaseOptions, vision
+
+    from edge_runtime.standard_metadata import read_standard_metadata
+    from edge_runtime.standard_metadata_write import embed_all_metadata
+
+    meta = {"class_names": NAMES,
+            "input": {"shape": [32, 32, 3], "scale": 1 / 127.5, "offset": -1.0}}
+    data = embed_all_metadata(edge_models["cnn_float32"].read_bytes(), meta)
+    std = read_standard_metadata(data)
+    assert std.mean == pytest.approx((127.5,) * len(std.mean)) and len(std.mean) in (1, 3)
+    assert std.std == pytest.approx((127.5,) * len(std.std))
+    model = tmp_path / "offset.tflite"
+    model.write_bytes(data)
+    x = np.random.default_rng(4).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    x[0] = 255  # the brightest pixel must become 1.0
+    interp = Interpreter(model_path=str(model))
+    interp.resize_tensor_input(0, [len(x), 32, 32, 3])
+    interp.allocate_tensors()
+    pixels = ((x - np.float32(127.5)) / np.float32(127.5)).astype(np.float32)
+    interp.set_tensor(interp.get_input_details()[0]["index"], pixels)
+    interp.invoke()
+    want = interp.get_tensor(interp.get_output_details()[0]["index"])
+    options = vision.ImageClassifierOptions(
+        base_options=BaseOptions(model_asset_path=str(model)), max_results=-1
+    )
+    with vision.ImageClassifier.create_from_options(options) as classifier:
+        for image, row in zip(x, want, strict=True):
+            frame = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(image))
+            got = classifier.classify(frame).classifications[0].categories
+            scores = np.zeros(len(row), np.float32)
+            for c in got:
+                scores[c.index] = c.score
+            np.testing.assert_allclose(scores, row, atol=1e-4)
+
+
 def test_readme_snippet_runs(mp, mobile_models, fashion_pngs, tmp_path, no_tf_env):
     """The README's MediaPipe snippet, as written, on a phone-ready model and a photo, in a
     process where TensorFlow cannot be imported (a phone developer's machine has none; and

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -69,3 +71,65 @@ def test_bench_image_text_and_errors(edge_models, photo, tmp_path):
         proc = _run(["bench", model, "--image", *args, "--runs", "2"])
         assert proc.returncode == 2 and proc.stdout == ""
         assert proc.stderr.count("\n") == 1 and needle in proc.stderr, proc.stderr
+
+
+DELAY_S = 0.05  # what a stage is made slower by, on purpose
+
+
+def _slowed(fn):
+    def slow(*args, **kwargs):
+        time.sleep(DELAY_S)
+        return fn(*args, **kwargs)
+
+    return slow
+
+
+@pytest.mark.parametrize(
+    ("stage", "method"),
+    [("preprocess", "_image"), ("invoke", "_invoke"), ("postprocess", "_probabilities")],
+)
+def test_a_stage_made_slow_shows_under_its_own_name(edge_models, stage, method):
+    """The classifier's step behind one stage sleeps DELAY_S: that stage's time holds it."""
+    from edge_runtime.classifier import EdgeClassifier
+    from edge_runtime.stages import classify_photo
+
+    clf = EdgeClassifier.load(edge_models["mlp_int8"])
+    setattr(clf, method, _slowed(getattr(clf, method)))
+    _, seconds = classify_photo(clf, _jpeg((64, 48)))
+    assert seconds[stage] >= DELAY_S, seconds
+
+
+class _SlowPath:
+    """A photo's path that takes DELAY_S to resolve each time it is opened (as on a slow
+    network share)."""
+
+    def __init__(self, path) -> None:
+        self.path = path
+
+    def __fspath__(self) -> str:
+        time.sleep(DELAY_S)
+        return os.fspath(self.path)
+
+
+def test_a_slow_read_shows_under_read_in_bench_image(edge_models, tmp_path):
+    """`bench --image` on a photo slow to open: the read stage holds the wait, and the stages
+    still add up to the total."""
+    from edge_runtime.stages import photo_bench
+
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(_jpeg((64, 48)))
+    result = photo_bench(edge_models["mlp_int8"], _SlowPath(photo), runs=3, warmup=0)
+    stages = result.stages_us
+    assert stages["read"]["p50"] >= DELAY_S * 1e6, stages
+    assert stages["total"]["mean"] >= sum(stages[s]["mean"] for s in STAGES[:-1]), stages
+    assert result.image_size == [64, 48]
+
+
+def _jpeg(size) -> bytes:
+    import io
+
+    y, x = np.mgrid[0 : size[1], 0 : size[0]]
+    img = Image.fromarray(np.dstack([x * 4 % 256, y * 5 % 256, (x + y) % 256]).astype(np.uint8))
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=90)
+    return buf.getvalue()

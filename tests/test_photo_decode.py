@@ -135,6 +135,23 @@ def test_exif_rotation_is_applied_before_the_jpeg_scale_is_chosen(tmp_path):
     assert np.abs(got.astype(int) - want).mean() < 3
 
 
+def test_a_rotated_12mp_photo_into_a_small_model_equals_the_full_decode(tmp_path):
+    """A 12 MP EXIF-6 JPEG into a 32x32 model takes the banded reduce (1/8 draft, then whole
+    factors): it is turned upright all the same, within a few levels of `--full-decode`."""
+    from edge_runtime.shrink import reduce_factors
+
+    path = tmp_path / "portrait.jpg"
+    _rotated_photo(path)
+    shape = (32, 32, 1)
+    with load_image(path, size=(32, 32)) as img:
+        assert img.size == (504, 378)
+        assert reduce_factors(img.size, (32, 32), "stretch", True) != (1, 1)  # the reduce path
+    got = load_and_preprocess(path, shape, invert="no").astype(int)
+    full = load_and_preprocess(path, shape, invert="no", to_size=False).astype(int)
+    assert got[:7].mean() > 250 and got[9:].mean() < 240  # white on top: turned upright
+    assert np.abs(got - full).mean() < 3, np.abs(got - full).mean()
+
+
 def test_the_crop_rule_is_kept_when_decoding_to_size(tmp_path):
     path = tmp_path / "wide.jpg"
     arr = _smooth(4032 // 8, 3024 // 8, seed=4)

@@ -180,6 +180,25 @@ def test_past_max_connections_idle_sockets_make_room_and_busy_ones_get_503(guard
         pytest.fail("still busy after the uploads went away")
 
 
+def test_the_oldest_idle_connection_is_the_one_evicted(guarded):
+    """MAX_CONNECTIONS idle sockets opened one after another, then one more: the first opened
+    is the first closed, to make room (the others close later, on their header timeout)."""
+    import select
+
+    idle = []
+    try:
+        for _ in range(MAX_CONNECTIONS):  # accepted in this order: the kernel's queue is FIFO
+            idle.append(_connect(guarded.port))
+        newcomer = _connect(guarded.port)
+        readable, _, _ = select.select(idle, [], [], CLOSED_WITHIN_S)
+        first_closed = [idle.index(s) for s in readable]
+        newcomer.close()
+    finally:
+        for sock in idle:
+            sock.close()
+    assert first_closed and first_closed[0] == 0, first_closed
+
+
 def test_idle_sockets_past_the_open_file_limit_leave_healthz_answering(edge_models, tmp_path):
     """`ulimit -n 100` and 120 idle sockets: /healthz still answers 200, and the log holds no
     "Too many open files" traceback."""
@@ -204,6 +223,8 @@ def test_idle_sockets_past_the_open_file_limit_leave_healthz_answering(edge_mode
         ("evil.example", 400),
         ("evil.example:{port}", 400),
         ("127.0.0.1.evil.example", 400),
+        ("evilpi.example:{port}", 400),  # ends with the --allowed-host name, is not it
+        ("pi.example.evil:{port}", 400),
         ("10.0.0.1:{port}", 400),  # an IP this connection did not come to
         ("127.0.0.1:{port}", 200),
         ("localhost:{port}", 200),
@@ -235,6 +256,12 @@ def test_host_may_be_the_address_the_connection_came_to():
     assert guard.host_allowed("192.168.1.20", "::ffff:192.168.1.20")
     assert not guard.host_allowed("192.168.1.21", "192.168.1.20")
     assert not guard.host_allowed("evil.example", "192.168.1.20")
+    # names are matched whole: only a `*.domain` pattern takes subdomains
+    named = HostOriginGuard(None, allowed_hosts("0.0.0.0", ["pi.example", "*.lan.example"]))
+    assert named.host_allowed("pi.example", None) and named.host_allowed("a.lan.example", None)
+    for other in ("evilpi.example", "x.pi.example", "pi.example.evil", "evillan.example",
+                  "lan.example", "localhost.evil", "evil" + socket.gethostname()):
+        assert not named.host_allowed(other, None), other
     assert "0.0.0.0" not in allowed_hosts("0.0.0.0")
     assert "192.168.1.20" in allowed_hosts("192.168.1.20")
     # The same origin over TLS (serve --tls-cert) is the same origin.

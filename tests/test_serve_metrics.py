@@ -31,6 +31,21 @@ def test_exposition_counts_and_histogram():
     assert m.snapshot()["predictions"] == 3 and m.snapshot()["errors"] == 1
 
 
+def test_stage_seconds_land_in_the_bucket_of_their_value():
+    """A 2 ms decode is counted under le="0.0025", a 30 us read under le="0.0001"."""
+    m = ServeMetrics(["m"])
+    m.stages("m", {"read": 0.00003, "decode": 0.002})
+    m.stages("m", {"read": 0.00003, "decode": 0.002})
+    lines = m.render(temperature_c=None, throttled=None).splitlines()
+    for stage, below, at in (("read", None, "0.0001"), ("decode", "0.001", "0.0025")):
+        bucket = f'edgeship_stage_seconds_bucket{{model="m",stage="{stage}",le='
+        if below is not None:
+            assert f'{bucket}"{below}"}} 0' in lines
+        assert f'{bucket}"{at}"}} 2' in lines
+        assert f'edgeship_stage_seconds_count{{model="m",stage="{stage}"}} 2' in lines
+    assert 'edgeship_stage_seconds_sum{model="m",stage="decode"} 0.004000' in lines
+
+
 def test_board_gauges_from_a_pi_like_root(edge_models, tmp_path):
     """A real server whose doctor reads a Pi's sysfs (EDGESHIP_ROOT): /metrics has the gauges
     (a machine that exposes neither gets none: see the test above)."""

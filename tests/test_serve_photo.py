@@ -96,6 +96,16 @@ def test_peak_memory_per_request_is_bounded_by_the_model_not_the_photo(photo_ser
     assert growth <= GROWTH_LIMIT_MB, f"all requests together: +{growth:.0f} MB"
 
 
+def stage_histogram(text: str, model: str, stage: str) -> tuple[list[float], list[int]]:
+    """The `le` bounds and cumulative counts of one stage's histogram in /metrics."""
+    found = re.findall(
+        rf'^edgeship_stage_seconds_bucket{{model="{model}",stage="{stage}",le="([^"]+)"}} (\d+)$',
+        text, re.M,
+    )
+    assert found and found[-1][0] == "+Inf", (stage, found)
+    return [float(le) for le, _ in found], [int(n) for _, n in found]
+
+
 def test_metrics_show_each_stage_per_model(photo_server):
     data = photo_jpeg((1600, 1200))
     for _ in range(3):
@@ -111,6 +121,14 @@ def test_metrics_show_each_stage_per_model(photo_server):
             rf'^edgeship_stage_seconds_sum{{model="mlp_int8",stage="{stage}"}} (\S+)$', text, re.M
         )
         assert float(total.group(1)) > 0, stage
+        # seconds in seconds' buckets: the mean lies between the first non-empty bucket's
+        # lower edge and the last non-empty one's upper edge (a 2 ms decode counted as 2 s
+        # would sit in le="2.5" with a mean of 0.002)
+        bounds, cumulative = stage_histogram(text, "mlp_int8", stage)
+        mean = float(total.group(1)) / counts[stage]
+        filled = [i for i, n in enumerate(cumulative) if n > (cumulative[i - 1] if i else 0)]
+        lower = bounds[filled[0] - 1] if filled[0] else 0.0
+        assert lower < mean <= bounds[filled[-1]], (stage, mean, lower, bounds[filled[-1]])
     assert len(set(counts.values())) == 1 and counts["decode"] >= 3
     assert "# TYPE edgeship_stage_seconds histogram" in text
 

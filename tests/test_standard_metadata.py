@@ -72,6 +72,29 @@ def test_written_metadata_parses_with_mediapipes_schema(edge_models, tmp_path):
     np.testing.assert_array_equal(EdgeClassifier.load(path).predict_proba(x), plain)
 
 
+def test_offset_normalization_round_trips(edge_models):
+    """Scale 1/127.5 and offset -1 (pixels to [-1, 1], as MobileNet's): mediapipe's schema
+    reads NormalizationOptions mean 127.5, std 127.5 and the range -1..1; (255 - mean) / std
+    is 1.0 (a sign flipped in the mean would make it 3.0)."""
+    from edge_runtime.metadata import list_metadata
+
+    meta = {"class_names": NAMES,
+            "input": {"shape": [32, 32, 3], "scale": 1 / 127.5, "offset": -1.0}}
+    data = embed_all_metadata(edge_models["cnn_float32"].read_bytes(), meta)
+    s = mp_schema()
+    raw = list_metadata(data)["TFLITE_METADATA"]
+    inp = s.ModelMetadataT.InitFromObj(s.ModelMetadata.GetRootAs(raw, 0))
+    inp = inp.subgraphMetadata[0].inputTensorMetadata[0]
+    norm = inp.processUnits[0].options
+    assert list(norm.mean) == pytest.approx([127.5] * 3)
+    assert list(norm.std) == pytest.approx([127.5] * 3)
+    assert list(inp.stats.min) == pytest.approx([-1.0] * 3)
+    assert list(inp.stats.max) == pytest.approx([1.0] * 3)
+    ours = read_standard_metadata(data)
+    mean, std = np.array(ours.mean), np.array(ours.std)
+    assert (255 - mean) / std == pytest.approx(1.0) and (0 - mean) / std == pytest.approx(-1.0)
+
+
 def test_convert_writes_it_in_every_mode(fashion_runs):
     for mode in ("int8", "float32"):
         path = fashion_runs["mlp"] / f"model_{mode}.tflite"
