@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from tune.device import Device
+from tune.device import REMOTE_DIR, Device
 from tune.search import DEFAULT_MAX_FAILURES, DEFAULT_STUDY, Budgets, TuneOptions
 
 INTERRUPTED = 130
@@ -37,6 +37,8 @@ def tune_command(
     threads: Annotated[int | None, typer.Option(help="Interpreter threads on the device.")] = None,
     identity: Annotated[Path | None, typer.Option(help="SSH private key.")] = None,
     known_hosts: Annotated[Path | None, typer.Option(help="SSH known_hosts file.")] = None,
+    remote_dir: Annotated[str, typer.Option(help="The device's folder for the candidates "
+                                            "(beside a real deployment's).")] = REMOTE_DIR,
     per_upload: Annotated[int | None, typer.Option(help="Candidates measured per device trip "
                                                    "(default 1 local, 4 over SSH).")] = None,
     storage: Annotated[str | None, typer.Option(help="Optuna storage URL (default "
@@ -59,7 +61,8 @@ def tune_command(
     options = TuneOptions(
         out=out, trials=trials, timeout=timeout,
         budgets=Budgets(max_latency_ms, max_size_kb, max_ram_mb, min_accuracy),
-        device=Device(device, threads=threads, identity=identity, known_hosts=known_hosts),
+        device=Device(device, threads=threads, identity=identity, known_hosts=known_hosts,
+                      remote_dir=remote_dir),
         dataset=dataset, data_dir=str(data_dir) if data_dir else None, limit=limit,
         storage=storage, study=study, space_file=space, seed=seed, per_upload=per_upload,
         max_failures=max_failures,

@@ -53,6 +53,7 @@ class Device:
     identity: Path | None = None
     known_hosts: Path | None = None
     connect_timeout: int = 10
+    remote_dir: str = REMOTE_DIR
 
     @property
     def is_local(self) -> bool:
@@ -102,7 +103,7 @@ class Device:
         try:
             build_bundle(upload, bundle, models=[n.removesuffix(".tflite") for n in names])
             pushed = push_bundle(
-                bundle, [target], options, remote_dir=REMOTE_DIR, bench=True, results=results,
+                bundle, [target], options, remote_dir=self.remote_dir, bench=True, results=results,
                 keep=1, bench_threads=str(self.threads) if self.threads else None,
             )[0]
         except DeployError as err:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -176,7 +177,7 @@ def write_best(chosen, out: Path, rebuild) -> tuple[Path, float]:
 
     best = out / "best"
     src = Path(chosen.user_attrs.get("folder", ""))
-    tmp = out / ".best.tmp"
+    tmp = out / f".best.{os.getpid()}.tmp"  # several workers may finish at once
     shutil.rmtree(tmp, ignore_errors=True)
     if src.is_dir():
         shutil.copytree(src, tmp)
@@ -193,8 +194,14 @@ def write_best(chosen, out: Path, rebuild) -> tuple[Path, float]:
                     "p50_us": chosen.user_attrs["p50_us"], "p99_us": chosen.user_attrs["p99_us"],
                     "peak_rss_mb": chosen.user_attrs["peak_rss_mb"], "model_file": tflite.name}
     meta_path.write_text(json.dumps(meta, indent=2) + "\n")
-    shutil.rmtree(best, ignore_errors=True)
-    tmp.rename(best)
+    for _ in range(3):
+        shutil.rmtree(best, ignore_errors=True)
+        try:
+            tmp.rename(best)
+            break
+        except OSError:  # another worker's best/ landed in between
+            continue
+    shutil.rmtree(tmp, ignore_errors=True)
     return best, test_acc
 
 

@@ -23,6 +23,9 @@ from tune.trial import Candidate, build_candidate, split_validation
 
 DEFAULT_STUDY = "edgeship-tune"
 VALIDATION_FRACTION = 0.1
+# The split's own seed: every worker of a study (whatever its --seed) validates on the same
+# images.
+SPLIT_SEED = 0
 DEFAULT_MAX_FAILURES = 3
 
 
@@ -181,7 +184,7 @@ def run_search(
     study = open_study(options)
     with contextlib.suppress(Exception):
         study.set_user_attr("space", space.to_dict())
-    train_part, validation = split_validation(data, VALIDATION_FRACTION, options.seed,
+    train_part, validation = split_validation(data, VALIDATION_FRACTION, SPLIT_SEED,
                                               options.limit)
     workdir = options.out / "trials"
     started_at = time.monotonic()

@@ -125,14 +125,14 @@ def rebuild_trial(options, params: dict[str, Any], folder: Path) -> Candidate:
     """Build a trial's model again from its parameters (seeded): for the chosen trial of a
     study whose trial ran on another worker."""
     from train import load_dataset
-    from tune.search import VALIDATION_FRACTION
+    from tune.search import SPLIT_SEED, VALIDATION_FRACTION
     from tune.space import default_space, load_space
 
     data = load_dataset(options.dataset, options.data_dir)
     height = data.image_shape[0]
     space = (load_space(options.space_file, height) if options.space_file
              else default_space(height))
-    train_part, validation = split_validation(data, VALIDATION_FRACTION, options.seed,
+    train_part, validation = split_validation(data, VALIDATION_FRACTION, SPLIT_SEED,
                                               options.limit)
     return build_candidate(params, train_part, validation, folder, seed=options.seed,
                            batch_size=space.batch_size)
