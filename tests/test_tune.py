@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 from pathlib import Path
 
@@ -291,25 +292,25 @@ def postgres(tmp_path_factory):
     if not bins:
         pytest.skip("no PostgreSQL: apt-get install postgresql")
     bindir = bins[-1].parent
-    root = tmp_path_factory.mktemp("pg")
+    # a folder of its own under /tmp (pytest's are private to root), owned by the server's user
+    root = Path(tempfile.mkdtemp(prefix="edgeship-pg-"))
     data = root / "data"
     user = "nobody"
     as_user = ["runuser", "-u", user, "--"] if os.geteuid() == 0 else []
     if as_user:
         shutil.chown(root, user)
-        root.chmod(0o755)
-        for parent in root.parents:  # nobody must reach the folder
-            if parent.stat().st_mode & 0o001 == 0 and parent != Path("/"):
-                parent.chmod(parent.stat().st_mode | 0o001)
     port = free_port()
-    subprocess.run([*as_user, str(bindir / "initdb"), "-D", str(data), "-U", "tune", "-A", "trust",
-                    "--no-sync"], check=True, capture_output=True)
-    subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "log"),
-                    "-o", f"-p {port} -k {root} -h 127.0.0.1", "-w", "start"], check=True,
-                   capture_output=True)
+    def pg(*args: str) -> subprocess.CompletedProcess:
+        proc = subprocess.run([*as_user, *args], capture_output=True, text=True, cwd=root)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return proc
+
+    pg(str(bindir / "initdb"), "-D", str(data), "-U", "tune", "-A", "trust", "--no-sync")
+    pg(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "log"),
+       "-o", f"-p {port} -k {root} -h 127.0.0.1", "-w", "start")
     yield f"postgresql+psycopg://tune@127.0.0.1:{port}/postgres"
-    subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"],
-                   capture_output=True)
+    pg(str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop")
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def test_two_workers_share_one_postgresql_study(space_file, tmp_path, postgres):

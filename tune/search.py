@@ -127,19 +127,27 @@ def open_study(options: TuneOptions):
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     options.out.mkdir(parents=True, exist_ok=True)
-    try:
-        storage = optuna.storages.RDBStorage(options.storage_url)
-        return optuna.create_study(
-            storage=storage,
-            study_name=options.study,
-            direction="maximize",
-            sampler=optuna.samplers.TPESampler(seed=options.seed, n_startup_trials=5),
-            load_if_exists=True,
-        )
-    except Exception as err:  # SQLAlchemy's and the drivers' errors: one line
-        line = " ".join(str(err).split())[:300]
-        raise TuneError(f"Cannot open the study's storage ({type(err).__name__}: {line}). "
-                        f"Received: storage={_redacted(options.storage_url)}") from None
+    for attempt in range(4):
+        try:
+            storage = optuna.storages.RDBStorage(options.storage_url)
+            return optuna.create_study(
+                storage=storage,
+                study_name=options.study,
+                direction="maximize",
+                sampler=optuna.samplers.TPESampler(seed=options.seed, n_startup_trials=5),
+                load_if_exists=True,
+            )
+        except Exception as err:  # SQLAlchemy's and the drivers' errors: one line
+            if attempt < 3 and type(err).__name__ == "IntegrityError":
+                # workers starting together race to create the tables: the loser retries
+                time.sleep(0.5 + attempt)
+                continue
+            line = " ".join(str(err).split())[:300]
+            raise TuneError(
+                f"Cannot open the study's storage ({type(err).__name__}: {line}). "
+                f"Received: storage={_redacted(options.storage_url)}"
+            ) from None
+    raise AssertionError("unreachable")
 
 
 def _redacted(url: str) -> str:
@@ -147,7 +155,8 @@ def _redacted(url: str) -> str:
     if "://" in url and "@" in url:
         scheme, rest = url.split("://", 1)
         cred, host = rest.rsplit("@", 1)
-        return f"{scheme}://{cred.split(':')[0]}:***@{host}"
+        if ":" in cred:
+            return f"{scheme}://{cred.split(':')[0]}:***@{host}"
     return url
 
 
