@@ -11,9 +11,10 @@ MODEL  ?= mlp
 # fetches Debian's arm64/armhf packages and Debian 13's qemu-user 10 into the cache itself),
 # chromium (the serve page in a real browser, driven by Playwright) and systemd
 # (`systemd-analyze verify` of the service unit; nothing of systemd runs) and openssl (the web
-# app's throwaway TLS pair).
+# app's throwaway TLS pair) and postgresql (`edgeship tune`'s two-worker test starts its own
+# server in a temp folder as `nobody`).
 DATA_PKG  := dataset-fashion-mnist
-TEST_PKGS := openssh-server python3-venv debian-archive-keyring chromium systemd openssl
+TEST_PKGS := openssh-server python3-venv debian-archive-keyring chromium systemd openssl postgresql
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 
 .PHONY: demo test install data system-test-deps lint clean metadata-schema
@@ -29,7 +30,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[desktop,edge,fleet,dev]'
+	$(PY) -m pip install -q -e '.[desktop,edge,fleet,dev,tune]'
 	touch $(STAMP)
 
 # Fashion-MNIST: found on disk, else the Debian package when we can install it as root,
