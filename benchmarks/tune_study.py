@@ -22,8 +22,8 @@ BUDGETS = {
     "A: <= 64 KiB, <= 50 us p50": ["--max-size-kb", "64", "--max-latency-ms", "0.05"],
     "B: <= 16 KiB": ["--max-size-kb", "16"],
 }
-SPACE = """# benchmarks.tune_study's space: the default's, with longer training
-epochs: [3, 10]
+SPACE = """# benchmarks.tune_study's space: the default's, with 2-5 epochs
+epochs: [2, 5]
 """
 
 
@@ -66,7 +66,7 @@ def baseline(name: str, out: Path) -> dict:
             "p50_us": bench["latency_us"]["p50"], "seconds": round(time.perf_counter() - start)}
 
 
-def search(label: str, flags: list[str], out: Path, trials: int) -> dict:
+def search(label: str, flags: list[str], out: Path, trials: int, limit: int | None) -> dict:
     """One `edgeship tune` search; its chosen model's figures."""
     folder = out / ("tune_" + label[0])
     space = out / "space.yaml"
@@ -74,7 +74,7 @@ def search(label: str, flags: list[str], out: Path, trials: int) -> dict:
     start = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-m", "edgeship", "tune", "--out", str(folder), "--trials", str(trials),
-         "--space", str(space), *flags],
+         "--space", str(space), *(["--limit", str(limit)] if limit else []), *flags],
         capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
     )
     seconds = round(time.perf_counter() - start)
@@ -87,7 +87,7 @@ def search(label: str, flags: list[str], out: Path, trials: int) -> dict:
     return {"model": f"tune trial {t['trial']}: {json.dumps(t['params'])}",
             "test_accuracy": t["test_accuracy"], "validation_accuracy": t["validation_accuracy"],
             "size_kb": round(tflite.stat().st_size / 1024, 1), "p50_us": t["p50_us"],
-            "seconds": seconds, "trials": trials}
+            "seconds": seconds, "trials": trials, "limit": limit}
 
 
 def _fits(row: dict, label: str) -> str:
@@ -104,6 +104,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("runs/tune_study"))
     parser.add_argument("--trials", type=int, default=12)
+    parser.add_argument("--limit", type=int, default=None,
+                        help="train each trial on N training images (default: all 60,000)")
     parser.add_argument("--only", choices=["A", "B"], default=None)
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -112,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     for label, flags in BUDGETS.items():
         if args.only and not label.startswith(args.only):
             continue
-        results[label] = search(label, flags, args.out, args.trials)
+        results[label] = search(label, flags, args.out, args.trials, args.limit)
         (args.out / "tune_study.json").write_text(
             json.dumps({"baselines": base, "searches": results}, indent=2) + "\n")
     print("| budget | model | test acc | KiB | p50 µs | fits | time |")

@@ -94,7 +94,10 @@ class TuneOptions:
 
     @property
     def storage_url(self) -> str:
-        """The study's storage: --storage, or TUNE/study.db (SQLite)."""
+        """The study's storage: --storage, or TUNE/study.db (SQLite). A plain postgresql://
+        URL gets psycopg 3 (the `tune` extra's driver) rather than SQLAlchemy's psycopg2."""
+        if self.storage and self.storage.startswith("postgresql://"):
+            return "postgresql+psycopg://" + self.storage.removeprefix("postgresql://")
         return self.storage or f"sqlite:///{(self.out / 'study.db').resolve()}"
 
     @property
