@@ -209,45 +209,15 @@ def run_search(
         if room <= 0:
             break
         asked = [study.ask() for _ in range(min(options.batch, room))]
-        built: list[tuple[Any, Candidate]] = []
-        for trial in asked:
-            params = suggest(trial, space)
-            trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-            try:
-                cand = build_candidate(params, train_part, validation,
-                                       workdir / f"{trial.number:04d}", seed=options.seed,
-                                       batch_size=space.batch_size)
-            except EdgeshipError as err:
-                trial.set_user_attr("error", f"build: {err}")
-                study.tell(trial, state=TrialState.FAIL)
-                continue
-            finally:
-                _free_keras()
-            trial.set_user_attr("validation_accuracy", cand.validation_accuracy)
-            trial.set_user_attr("size_bytes", cand.size_bytes)
-            trial.set_user_attr("folder", str(cand.folder.resolve()))
-            built.append((trial, cand))
-        measured: dict[Path, Measurement] = {}
-        error = None
-        if built:
-            try:
-                measured = options.device.measure([c.tflite for _, c in built], workdir)
-            except DeviceError as err:
-                error = str(err)
-        for trial, cand in built:
-            if error is not None:
-                trial.set_user_attr("error", f"device: {error}")
-                study.tell(trial, state=TrialState.FAIL)
-                continue
-            m = measured[cand.tflite]
-            trial.set_user_attr("p50_us", m.p50_us)
-            trial.set_user_attr("p99_us", m.p99_us)
-            trial.set_user_attr("peak_rss_mb", m.peak_rss_mb)
-            for key, value in options.budgets.constraints(
-                cand.validation_accuracy, cand.size_bytes, m
-            ).items():
-                trial.set_constraint(key, round(value, 6))
-            study.tell(trial, cand.validation_accuracy)
+        try:
+            built, measured, error = _run_batch(study, asked, options, space, train_part,
+                                                validation, workdir)
+        except BaseException:  # a second Ctrl-C, a crash: no trial left "running" forever
+            for trial in asked:
+                with contextlib.suppress(Exception):
+                    trial.set_user_attr("error", "interrupted")
+                    study.tell(trial, state=TrialState.FAIL)
+            raise
         if error is not None:
             failures_in_a_row += len(built)
             last_error = error
@@ -263,6 +233,52 @@ def run_search(
                 f"Received: device={options.device.spec}, last error: {last_error}"
             )
     return study
+
+
+def _run_batch(study, asked, options, space, train_part, validation, workdir):
+    """Build each asked trial, measure them in one device trip, tell Optuna."""
+    from optuna.trial import TrialState
+
+    built: list[tuple[Any, Candidate]] = []
+    for trial in asked:
+        params = suggest(trial, space)
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        try:
+            cand = build_candidate(params, train_part, validation,
+                                   workdir / f"{trial.number:04d}", seed=options.seed,
+                                   batch_size=space.batch_size)
+        except EdgeshipError as err:
+            trial.set_user_attr("error", f"build: {err}")
+            study.tell(trial, state=TrialState.FAIL)
+            continue
+        finally:
+            _free_keras()
+        trial.set_user_attr("validation_accuracy", cand.validation_accuracy)
+        trial.set_user_attr("size_bytes", cand.size_bytes)
+        trial.set_user_attr("folder", str(cand.folder.resolve()))
+        built.append((trial, cand))
+    measured: dict[Path, Measurement] = {}
+    error = None
+    if built:
+        try:
+            measured = options.device.measure([c.tflite for _, c in built], workdir)
+        except DeviceError as err:
+            error = str(err)
+    for trial, cand in built:
+        if error is not None:
+            trial.set_user_attr("error", f"device: {error}")
+            study.tell(trial, state=TrialState.FAIL)
+            continue
+        m = measured[cand.tflite]
+        trial.set_user_attr("p50_us", m.p50_us)
+        trial.set_user_attr("p99_us", m.p99_us)
+        trial.set_user_attr("peak_rss_mb", m.peak_rss_mb)
+        for key, value in options.budgets.constraints(
+            cand.validation_accuracy, cand.size_bytes, m
+        ).items():
+            trial.set_constraint(key, round(value, 6))
+        study.tell(trial, cand.validation_accuracy)
+    return built, measured, error
 
 
 def best_feasible_accuracy(study) -> float | None:
