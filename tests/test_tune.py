@@ -222,6 +222,12 @@ def test_an_unreachable_device_fails_trials_then_stops(space_file, tmp_path):
     trials = stored_trials(f"sqlite:///{out / 'study.db'}")
     assert [t.state.name for t in trials] == ["FAIL", "FAIL"]
     assert all(t.user_attrs["error"].startswith("device: ") for t in trials)
+    assert [r["error"][:8] for r in rows(out)] == ["device: "] * 2
+
+
+def test_a_malformed_device_is_one_error_line(tmp_path):
+    line = one_error_line("edgeship", ["tune", "--out", tmp_path / "T", "--device", "a b@c"])
+    assert "--device must be local or USER@HOST" in line and not (tmp_path / "T").exists()
 
 
 def _wait_for_complete(storage: str, n: int, proc: subprocess.Popen, timeout: float) -> None:

@@ -55,6 +55,25 @@ class Device:
     connect_timeout: int = 10
     remote_dir: str = REMOTE_DIR
 
+    def __post_init__(self) -> None:
+        if self.threads is not None and self.threads < 1:
+            raise TuneError(f"--threads must be at least 1. Received: {self.threads}")
+        if not self.is_local:  # a malformed host or a missing key: now, not after a trial
+            self._ssh_setup()
+
+    def _ssh_setup(self) -> tuple:
+        from deploy import SshOptions
+        from deploy.errors import DeployError
+        from deploy.ssh import SshTarget
+
+        try:
+            return SshTarget.parse(self.spec), SshOptions(
+                identity=self.identity, known_hosts=self.known_hosts,
+                connect_timeout=self.connect_timeout)
+        except DeployError as err:
+            raise TuneError(f"--device must be local or USER@HOST[:PORT] with a usable key: "
+                            f"{err}") from None
+
     @property
     def is_local(self) -> bool:
         """Whether the candidates run on this machine."""
@@ -81,16 +100,10 @@ class Device:
 
     def _ssh(self, models: list[Path], workdir: Path) -> dict[Path, Measurement]:
         from benchmarks.device import load_device_results, match_device
-        from deploy import SshOptions, build_bundle, push_bundle
+        from deploy import build_bundle, push_bundle
         from deploy.errors import DeployError
-        from deploy.ssh import SshTarget
 
-        try:
-            target = SshTarget.parse(self.spec)
-            options = SshOptions(identity=self.identity, known_hosts=self.known_hosts,
-                                 connect_timeout=self.connect_timeout)
-        except DeployError as err:
-            raise TuneError(f"--device: {err}") from None
+        target, options = self._ssh_setup()
         upload = workdir / "upload"
         shutil.rmtree(upload, ignore_errors=True)
         upload.mkdir(parents=True)

@@ -227,6 +227,9 @@ def run_search(
              "best": best_feasible_accuracy(study),
              "last_p50_us": measured[built[-1][1].tflite].p50_us if measured else None})
         if failures_in_a_row >= options.max_failures:
+            from tune.report import write_trials_csv
+
+            write_trials_csv(study, options.out)  # each failure with its reason
             raise DeviceFailuresError(
                 f"Stopped: the device failed {failures_in_a_row} trials in a row "
                 f"(--max-failures {options.max_failures}); the study is kept, rerun to resume. "
