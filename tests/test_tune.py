@@ -45,7 +45,7 @@ def tune_cmd(out: Path, space: Path, *extra: str) -> list[str]:
             "--space", str(space), "--seed", "0", *extra]
 
 
-def run_tune(out: Path, space: Path, *extra: str, timeout: float = 300):
+def run_tune(out: Path, space: Path, *extra: str, timeout: float = 900):
     """Run `edgeship tune` to its end."""
     return subprocess.run(tune_cmd(out, space, *extra), capture_output=True, text=True,
                           env=_env(), cwd=REPO, timeout=timeout)
