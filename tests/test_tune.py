@@ -166,13 +166,16 @@ def test_a_bad_space_file_is_one_error_line(tmp_path):
     assert not (tmp_path / "T").exists()
 
 
-def test_no_feasible_trial_exits_1_with_the_closest_misses(study, space_file):
-    # the same study, resumed with a budget no model meets: one more trial, then exit 1
-    proc = run_tune(study, space_file, "--trials", "7", "--max-size-kb", "0.5")
+def test_no_feasible_trial_exits_1_with_the_closest_misses(space_file, tmp_path):
+    out = tmp_path / "T"
+    proc = run_tune(out, space_file, "--trials", "1", "--max-size-kb", "0.5")
     assert proc.returncode == 1, proc.stderr[-2000:]
     err = proc.stderr.strip().splitlines()[-1]
     assert err.startswith("error: No trial met every budget") and "missed size_kb +" in err
-    assert len(rows(study)) == 7  # the resumed study kept its 6 trials and added one
+    (row,) = rows(out)  # the outputs are written all the same
+    assert row["feasible"] == "false" and float(row["size_kb"]) > 0.5
+    assert "## No trial met every budget" in (out / "report.md").read_text()
+    assert not (out / "best").exists()
 
 
 @pytest.fixture(scope="module")
