@@ -67,6 +67,7 @@ def convert_model(
     input_offset: float | None = None,
     author: str | None = None,
     license: str | None = None,  # noqa: A002 - the metadata field's name
+    compare_float32: bool = True,
 ) -> ConvertReport:
     """Convert a `.keras`/`.h5` model to `out_dir/model_<mode>.tflite` for each mode.
 
@@ -93,7 +94,8 @@ def convert_model(
 
     Every file also carries the standard TFLite Model Metadata (name, version, normalization,
     the labels file packed in), for MediaPipe Tasks and Android Studio; `author`/`license` go
-    into it when given.
+    into it when given. `compare_float32=False` skips the float32 conversion made only to
+    report each file's size against float32 (`size_vs_float32` is then None).
     """
     mode_list = parse_modes(modes)
     budget = check_options(
@@ -157,7 +159,7 @@ def convert_model(
 
     with saved_model(model, signature.input_shape) as export_dir:
         float32_bytes: bytes | None = None
-        if "float32" not in mode_list or layer_report:
+        if ("float32" not in mode_list and (compare_float32 or fallback)) or layer_report:
             with contextlib.suppress(ModeConversionError):
                 float32_bytes = to_tflite(export_dir, "float32")
         float32_size = len(float32_bytes) if float32_bytes is not None else None

@@ -1,7 +1,11 @@
 """`edgeship tune`: real Optuna studies of real (tiny) trainings, measured by the device-side
 bench on this machine and on a real sshd on loopback; the chosen model re-measured, bundled
 and run in an emulated Pi; resume after Ctrl-C; two workers on SQLite and on a PostgreSQL
-server the test starts itself."""
+server the test starts itself.
+
+Most searches run in this process through the CLI (Typer's runner: TensorFlow is imported
+once); a subprocess is used where a process is what is tested (Ctrl-C, a second worker, the
+one-line error of a real CLI process)."""
 
 from __future__ import annotations
 
@@ -14,41 +18,56 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from tests.support.procs import REPO, one_error_line
 
 pytestmark = pytest.mark.slow
 
-# A space of cheap trials (2 epochs of a small MLP on 900 images): width 96 makes models over
-# the size budget (~76 KiB int8, ~150 KiB float16), width 8 models under it (< 15 KiB).
+# A space of the cheapest trials (1 epoch of a small MLP on 450 images in batches of 16, no
+# calibration):
+# width 96 makes models over the size budget (>= 37 KiB dynamic at 20x20, ~150 KiB float16 at
+# 28x28), width 8 models under it (< 13 KiB).
 SPACE = """families: [mlp]
 mlp: {width: [8, 96]}
 resolution: [28, 20]
-quantization: [int8, float16]
-epochs: [2, 2]
+quantization: [float16, dynamic]
+epochs: [1, 1]
+batch_size: 16
 """
-SIZE_KB, LATENCY_MS, RAM_MB, MIN_ACC = 40, 5.0, 1000, 0.15
-LIMIT = "1000"
+SIZE_KB, LATENCY_MS, RAM_MB, MIN_ACC = 30, 5.0, 1000, 0.15
+LIMIT = "500"
 
 
 def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"}
 
 
+def tune_args(out: Path, space: Path, *extra: str) -> list[str]:
+    """`edgeship tune`'s arguments in these tests."""
+    return ["tune", "--out", str(out), "--limit", LIMIT, "--space", str(space), "--seed", "0",
+            *extra]
+
+
 def tune_cmd(out: Path, space: Path, *extra: str) -> list[str]:
-    """The `edgeship tune` command line of these tests (a subprocess: a real CLI process)."""
-    return [sys.executable, "-m", "edgeship", "tune", "--out", str(out), "--limit", LIMIT,
-            "--space", str(space), "--seed", "0", *extra]
+    """The `edgeship tune` command line (a subprocess: a real CLI process)."""
+    return [sys.executable, "-m", "edgeship", *tune_args(out, space, *extra)]
 
 
-def run_tune(out: Path, space: Path, *extra: str, timeout: float = 900):
-    """Run `edgeship tune` to its end."""
-    return subprocess.run(tune_cmd(out, space, *extra), capture_output=True, text=True,
-                          env=_env(), cwd=REPO, timeout=timeout)
+def tune_here(out: Path, space: Path, *extra: str):
+    """Run `edgeship tune` in this process (the CLI's own error handling and exit codes)."""
+    from edgeship.cli import app
+
+    return CliRunner().invoke(app, tune_args(out, space, *extra))
+
+
+def _diag(result) -> str:
+    return f"{result.output[-3000:]}\n{result.exception!r}"
 
 
 def rows(out: Path) -> list[dict[str, str]]:
@@ -75,11 +94,11 @@ def space_file(tmp_path_factory) -> Path:
 def study(tmp_path_factory, space_file) -> Path:
     """One small search (6 trials) with a size budget that excludes the wide models."""
     out = tmp_path_factory.mktemp("tune") / "T"
-    proc = run_tune(out, space_file, "--trials", "6", "--max-size-kb", str(SIZE_KB),
-                    "--max-latency-ms", str(LATENCY_MS), "--max-ram-mb", str(RAM_MB),
-                    "--min-accuracy", str(MIN_ACC))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "best: trial" in proc.stdout
+    result = tune_here(out, space_file, "--trials", "6", "--max-size-kb", str(SIZE_KB),
+                       "--max-latency-ms", str(LATENCY_MS), "--max-ram-mb", str(RAM_MB),
+                       "--min-accuracy", str(MIN_ACC))
+    assert result.exit_code == 0, _diag(result)
+    assert "best: trial" in result.stdout
     return out
 
 
@@ -158,19 +177,30 @@ def test_best_bundles_and_predicts_in_an_emulated_pi(study, tmp_path):
 def test_a_bad_space_file_is_one_error_line(tmp_path):
     bad = tmp_path / "space.yaml"
     bad.write_text("families: [mlp, transformer]\n")
+    # a real CLI process: exit 2, one line on stderr, no traceback
     line = one_error_line("edgeship", ["tune", "--out", tmp_path / "T", "--space", bad])
     assert "families" in line and "transformer" in line
     bad.write_text("families: [mlp\n")
-    line = one_error_line("edgeship", ["tune", "--out", tmp_path / "T", "--space", bad])
-    assert "not valid YAML" in line
+    result = tune_here(tmp_path / "T", bad)
+    assert result.exit_code == 2, _diag(result)
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: ") and "not valid YAML" in line
+    assert not (tmp_path / "T").exists()
+
+
+def test_a_malformed_device_is_one_error_line(tmp_path, space_file):
+    result = tune_here(tmp_path / "T", space_file, "--device", "a b@c")
+    assert result.exit_code == 2, _diag(result)
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: --device must be local or USER@HOST")
     assert not (tmp_path / "T").exists()
 
 
 def test_no_feasible_trial_exits_1_with_the_closest_misses(space_file, tmp_path):
     out = tmp_path / "T"
-    proc = run_tune(out, space_file, "--trials", "1", "--max-size-kb", "0.5")
-    assert proc.returncode == 1, proc.stderr[-2000:]
-    err = proc.stderr.strip().splitlines()[-1]
+    result = tune_here(out, space_file, "--trials", "1", "--max-size-kb", "0.5")
+    assert result.exit_code == 1, _diag(result)
+    err = result.stderr.strip().splitlines()[-1]
     assert err.startswith("error: No trial met every budget") and "missed size_kb +" in err
     (row,) = rows(out)  # the outputs are written all the same
     assert row["feasible"] == "false" and float(row["size_kb"]) > 0.5
@@ -199,10 +229,10 @@ def sshd(tmp_path_factory):
 @pytest.mark.ssh
 def test_device_over_ssh_measures_on_the_device(sshd, space_file, tmp_path):
     out, remote = tmp_path / "T", tmp_path / "device" / "tune"
-    proc = run_tune(out, space_file, "--trials", "2", "--device", f"{sshd.target}:{sshd.port}",
-                    "--identity", str(sshd.client_key), "--known-hosts", str(sshd.known_hosts),
-                    "--remote-dir", str(remote), timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = tune_here(out, space_file, "--trials", "2", "--device", f"{sshd.target}:{sshd.port}",
+                       "--identity", str(sshd.client_key), "--known-hosts",
+                       str(sshd.known_hosts), "--remote-dir", str(remote))
+    assert result.exit_code == 0, _diag(result)
     table = rows(out)
     assert len(table) == 2 and all(float(r["p50_us"]) > 0 for r in table)
     # both candidates went up in one upload and were benched by the bundle on the device
@@ -217,82 +247,89 @@ def test_an_unreachable_device_fails_trials_then_stops(space_file, tmp_path):
     from tests._sshd import free_port
 
     out = tmp_path / "T"
-    proc = run_tune(out, space_file, "--trials", "4", "--device", f"nobody@127.0.0.1:{free_port()}",
-                    "--per-upload", "1", "--max-failures", "2")
-    assert proc.returncode == 1, proc.stderr[-2000:]
-    last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: Stopped: the device failed 2 trials in a row")
+    result = tune_here(out, space_file, "--trials", "3", "--device",
+                       f"nobody@127.0.0.1:{free_port()}", "--per-upload", "1",
+                       "--max-failures", "1")
+    assert result.exit_code == 1, _diag(result)
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: Stopped: the device failed 1 trials in a row")
     trials = stored_trials(f"sqlite:///{out / 'study.db'}")
-    assert [t.state.name for t in trials] == ["FAIL", "FAIL"]
-    assert all(t.user_attrs["error"].startswith("device: ") for t in trials)
-    assert [r["error"][:8] for r in rows(out)] == ["device: "] * 2
+    assert [t.state.name for t in trials] == ["FAIL"]  # stopped: no second trial of the 3
+    assert trials[0].user_attrs["error"].startswith("device: ")
+    assert [r["error"][:8] for r in rows(out)] == ["device: "]
 
 
-def test_a_malformed_device_is_one_error_line(tmp_path):
-    line = one_error_line("edgeship", ["tune", "--out", tmp_path / "T", "--device", "a b@c"])
-    assert "--device must be local or USER@HOST" in line and not (tmp_path / "T").exists()
-
-
-def _wait_for_complete(storage: str, n: int, proc: subprocess.Popen, timeout: float) -> None:
-    from optuna.trial import TrialState
-
+def _wait_for(storage: str, proc: subprocess.Popen, ok, timeout: float) -> None:
+    """Poll the study until ok(trials) holds; the process must still run."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.communicate()[1][-2000:]
         try:
-            done = [t for t in stored_trials(storage) if t.state == TrialState.COMPLETE]
+            trials = stored_trials(storage)
         except Exception:  # the study is not created yet
-            done = []
-        if len(done) >= n:
+            trials = []
+        if ok(trials):
             return
-        time.sleep(0.5)
-    raise AssertionError("no trial completed in time")
+        time.sleep(0.2)
+    raise AssertionError("the worker started no trial in time")
 
 
-def test_ctrl_c_stops_after_the_trial_and_the_same_command_resumes(space_file, tmp_path):
+def _assert_one_study(trials: list, n: int) -> set[str]:
+    """Every trial recorded once and complete; return the workers that ran them."""
+    numbers = [t.number for t in trials]
+    assert sorted(numbers) == list(range(n)), numbers
+    assert {t.state.name for t in trials} == {"COMPLETE"}
+    return {t.user_attrs["worker"] for t in trials}
+
+
+def test_two_sqlite_workers_then_ctrl_c_and_the_same_command_resumes(space_file, tmp_path):
+    """Worker A (a CLI process, --trials 4) and worker B (this process, --trials 2) share
+    A's SQLite study at once; A gets Ctrl-C in the middle of its first trial, finishes it,
+    exits 130; A's same command then resumes the study to 4 trials."""
+    from tune import TuneOptions, run_search
+
     out = tmp_path / "T"
-    storage = f"sqlite:///{out / 'study.db'}"
-    cmd = tune_cmd(out, space_file, "--trials", "3")
+    out.mkdir()  # worker B may open A's study.db before A has started
+    storage = f"sqlite:///{(out / 'study.db').resolve()}"
+    cmd = tune_cmd(out, space_file, "--trials", "4")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=_env(), cwd=REPO)
-    _wait_for_complete(storage, 1, proc, timeout=240)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=240)
+    errors: list[BaseException] = []
+
+    def worker_b() -> None:
+        try:
+            run_search(TuneOptions(out=tmp_path / "B", trials=2, storage=storage, seed=1,
+                                   limit=int(LIMIT), space_file=space_file))
+        except BaseException as err:  # reported by the test's thread
+            errors.append(err)
+
+    b = threading.Thread(target=worker_b)
+    b.start()
+    try:
+        a_pid = f":{proc.pid}"
+        _wait_for(storage, proc, lambda ts: any(t.user_attrs.get("worker", "").endswith(a_pid)
+                                                for t in ts), timeout=300)
+        proc.send_signal(signal.SIGINT)  # A's trial is running: it finishes, nothing more
+        _, err = proc.communicate(timeout=300)
+    finally:
+        b.join(timeout=300)
+        if proc.poll() is None:
+            proc.kill()
+    assert not errors, errors
     assert proc.returncode == 130, err[-2000:]
     assert "run the same command to resume" in err and "Traceback" not in err
     first = stored_trials(storage)
-    # the trial running at Ctrl-C finished: one or two, never three, all complete
-    assert 1 <= len(first) < 3 and {t.state.name for t in first} == {"COMPLETE"}
-    again = subprocess.run(cmd, capture_output=True, text=True, env=_env(), cwd=REPO,
-                           timeout=300)
-    assert again.returncode == 0, again.stderr[-2000:]
+    workers = _assert_one_study(first, len(first))
+    assert len(workers) == 2, workers  # both processes ran trials of the one study
+    assert 2 <= len(first) < 4
+    again = tune_here(out, space_file, "--trials", "4")  # A's same command, once more
+    assert again.exit_code == 0, _diag(again)
     after = stored_trials(storage)
-    assert len(after) == 3 and {t.state.name for t in after} == {"COMPLETE"}
+    _assert_one_study(after, 4)
     assert [(t.params, t.value) for t in after[: len(first)]] == [
         (t.params, t.value) for t in first
     ]
-
-
-def _two_workers(space_file: Path, tmp_path: Path, storage: str | None) -> list:
-    extra = ["--storage", storage] if storage else []
-    procs = [subprocess.Popen(tune_cmd(tmp_path / f"w{i}" if storage else tmp_path / "T",
-                                       space_file, "--trials", "4", "--seed", str(i), *extra),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              env=_env(), cwd=REPO) for i in (1, 2)]
-    for p in procs:
-        _, err = p.communicate(timeout=300)
-        assert p.returncode == 0, err[-2000:]
-    trials = stored_trials(storage or f"sqlite:///{tmp_path / 'T' / 'study.db'}")
-    numbers = [t.number for t in trials]
-    assert len(numbers) == len(set(numbers)) and 4 <= len(numbers) <= 5
-    assert {t.state.name for t in trials} == {"COMPLETE"}
-    workers = {t.user_attrs["worker"] for t in trials}
-    assert len(workers) == 2, workers  # both processes ran trials of the one study
-    return trials
-
-
-def test_two_workers_share_one_sqlite_study(space_file, tmp_path):
-    _two_workers(space_file, tmp_path, None)
+    assert len(rows(out)) == 4
 
 
 @pytest.fixture(scope="module")
@@ -312,6 +349,7 @@ def postgres(tmp_path_factory):
     if as_user:
         shutil.chown(root, user)
     port = free_port()
+
     def pg(*args: str) -> subprocess.CompletedProcess:
         proc = subprocess.run([*as_user, *args], capture_output=True, text=True, cwd=root)
         assert proc.returncode == 0, proc.stderr[-2000:]
@@ -320,12 +358,28 @@ def postgres(tmp_path_factory):
     pg(str(bindir / "initdb"), "-D", str(data), "-U", "tune", "-A", "trust", "--no-sync")
     pg(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "log"),
        "-o", f"-p {port} -k {root} -h 127.0.0.1", "-w", "start")
-    yield f"postgresql+psycopg://tune@127.0.0.1:{port}/postgres"
+    yield f"postgresql://tune@127.0.0.1:{port}/postgres"
     pg(str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop")
     shutil.rmtree(root, ignore_errors=True)
 
 
 def test_two_workers_share_one_postgresql_study(space_file, tmp_path, postgres):
-    trials = _two_workers(space_file, tmp_path, postgres)
+    """A CLI process (--trials 3) and this process (--trials 2) on one PostgreSQL study."""
+    other = subprocess.Popen(tune_cmd(tmp_path / "w2", space_file, "--trials", "3", "--seed", "2",
+                                      "--storage", postgres),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env=_env(), cwd=REPO)
+    try:
+        here = tune_here(tmp_path / "w1", space_file, "--trials", "2", "--seed", "1",
+                         "--storage", postgres)
+        _, err = other.communicate(timeout=300)
+    finally:
+        if other.poll() is None:
+            other.kill()
+    assert here.exit_code == 0, _diag(here)
+    assert other.returncode == 0, err[-2000:]
+    trials = stored_trials("postgresql+psycopg://" + postgres.removeprefix("postgresql://"))
+    workers = _assert_one_study(trials, 3)
+    assert len(workers) == 2, workers  # both processes ran trials of the one study
     # each worker wrote its own outputs from the whole study
-    assert len(rows(tmp_path / "w1")) >= len(trials) - 1
+    assert len(rows(tmp_path / "w2")) == 3
