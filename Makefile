@@ -11,9 +11,12 @@ MODEL  ?= mlp
 # fetches Debian's arm64/armhf packages and Debian 13's qemu-user 10 into the cache itself),
 # chromium (the serve page in a real browser, driven by Playwright) and systemd
 # (`systemd-analyze verify` of the service unit; nothing of systemd runs), openssl (the web
-# app's throwaway TLS pair) and nodejs (the web app's resize.js run against Pillow).
+# app's throwaway TLS pair), ffmpeg (the camera's MJPEG clips), nodejs (the web app's resize.js
+# run against Pillow) and postgresql (`edgeship tune`'s two-worker test starts its own server
+# in a temp folder as `nobody`).
 DATA_PKG  := dataset-fashion-mnist
-TEST_PKGS := openssh-server python3-venv debian-archive-keyring chromium systemd openssl ffmpeg nodejs
+TEST_PKGS := openssh-server python3-venv debian-archive-keyring chromium systemd openssl ffmpeg nodejs \
+             postgresql
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 
 .PHONY: demo test install data system-test-deps lint clean metadata-schema mutants
@@ -33,7 +36,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q 'torch==2.13.0'
-	$(PY) -m pip install -q -e '.[desktop,edge,fleet,torch,dev]'
+	$(PY) -m pip install -q -e '.[desktop,edge,fleet,torch,tune,dev]'
 	touch $(STAMP)
 
 # Fashion-MNIST: found on disk, else the Debian package when we can install it as root,

@@ -188,11 +188,13 @@ def _mount() -> None:
     from deploy.cli import deploy_app
     from edgeship.pipeline import pipeline_command
     from train.cli import train_command
+    from tune.cli import tune_command
 
     app.command("train")(train_command)
     app.command("convert")(convert_command)
     app.command("bench")(bench_command)
     app.command("pipeline")(pipeline_command)
+    app.command("tune")(tune_command)
     app.add_typer(deploy_app, name="deploy")
     app.command("predict")(_predict_command)
     app.command("label")(_label_command)

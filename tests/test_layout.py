@@ -10,7 +10,7 @@ import pytest
 
 from tests.support.procs import REPO, one_error_line
 
-STAGES = ("train", "convert", "benchmarks", "deploy")  # in pipeline order
+STAGES = ("train", "convert", "benchmarks", "deploy", "tune")  # in pipeline order
 # What each package may import of the project's own (DESIGN.md: edgeship -> stages -> runtime):
 # a stage may use an earlier stage, never a later one (ARCHITECTURE.md).
 ALLOWED = {

@@ -23,6 +23,7 @@ from train.models import (
     LEARNING_RATE,
     LR_SCHEDULES,
     MODELS,
+    PARAMETERS,
     build_model,
     learning_rate_callback,
 )
@@ -45,11 +46,20 @@ class TrainConfig:
     dataset: str = FASHION_MNIST
     data_dir: str | None = None
     limit: int | None = None
+    # The architecture's size (train.models.PARAMETERS), as sorted (name, value) pairs; empty:
+    # the model's defaults. Recorded in model.json's `architecture`.
+    params: tuple[tuple[str, int], ...] = ()
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:
             raise TrainError(
                 f"Unknown model. Choose one of: {', '.join(MODELS)}. Received: model={self.model}"
+            )
+        unknown = sorted({k for k, _ in self.params} - set(PARAMETERS[self.model]))
+        if unknown:
+            raise TrainError(
+                f"The {self.model} model takes {', '.join(PARAMETERS[self.model])}. "
+                f"Received: {', '.join(unknown)}"
             )
         for name in ("epochs", "batch_size", "limit"):
             value = getattr(self, name)
@@ -115,6 +125,7 @@ def build_metadata(
     return {
         "schema_version": SCHEMA_VERSION,
         "model": config.model,
+        "architecture": dict(config.params),
         "class_names": list(data.class_names),
         "input": {
             "shape": list(data.image_shape),
@@ -177,7 +188,9 @@ def train(
 
     keras.utils.set_random_seed(config.seed)
     tf.config.experimental.enable_op_determinism()
-    model = build_model(config.model, data.image_shape, len(data.class_names))
+    model = build_model(
+        config.model, data.image_shape, len(data.class_names), **dict(config.params)
+    )
     schedule = learning_rate_callback(config.model, config.resolved_epochs)
     callbacks = [*callbacks, schedule] if schedule is not None else list(callbacks)
     start = time.perf_counter()
