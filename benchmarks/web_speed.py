@@ -128,19 +128,18 @@ def _load(page, navigate) -> tuple[float, int]:
 
 def site_bytes(site: Path, build: str = "threaded") -> tuple[int, int]:
     """(every file, the precompressed copies included; what one browser needs of it,
-    uncompressed: the site's own files but the WASM builds other than `build`)."""
-    from deploy.litertjs import WASM_BUILDS
-    from deploy.precompress import is_precompressed
-
+    uncompressed: the site's own files but the WASM builds other than `build`). Read from the
+    folder itself: a build is a `wasm/NAME.wasm`, a copy is `X.gz`/`X.br` beside `X`."""
     files = [p for p in site.rglob("*") if p.is_file()]
     total = sum(p.stat().st_size for p in files)
-    others = [b for b in WASM_BUILDS if not b.startswith(f"litert_wasm_{build}")]
-    if build == "plain":
-        others = [b for b in WASM_BUILDS if b != "litert_wasm_internal"]
+    builds = {p.name.split(".")[0] for p in files if p.suffix == ".wasm"}
+    keep = "litert_wasm_internal" if build == "plain" else f"litert_wasm_{build}_internal"
+    others = builds - {keep}
     needed = sum(
         p.stat().st_size
         for p in files
-        if not is_precompressed(p) and not any(p.name.startswith(f"{b}.") for b in others)
+        if not (p.suffix in (".gz", ".br") and p.with_suffix("").is_file())
+        and not any(p.name.startswith(f"{b}.") for b in others)
     )
     return total, needed
 

@@ -107,13 +107,9 @@ class EdgeClassifier:
         )
         # Probabilities as they come out (one check per call): a softmax head of 2+ classes.
         self._final = self.outputs_probabilities and self.output_units > 1
-        (
-            self._fast_table,
-            self._fast_xor,
-            self._fast_shapes,
-            self._fast_feed,
-            self._fast_scores,
-        ) = single_image_tables(self)
+        fast = single_image_tables(self)  # predict's one-image path (edge_runtime.fastpath)
+        self._fast_table, self._fast_xor, self._fast_shapes, self._fast_feed = fast[:4]
+        self._fast_scores = fast[4]
         self._fast_buffer = np.zeros(self._fast_feed, np.int8)
         if self._fast_xor:  # each accepted image shape -> a uint8 view of the buffer
             raw = self._fast_buffer.view(np.uint8)

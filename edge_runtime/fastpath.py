@@ -18,14 +18,6 @@ import numpy as np
 def single_image_tables(clf: Any) -> tuple[np.ndarray, bool, frozenset, tuple, np.ndarray | None]:
     """(pixel table, XOR shortcut, image shapes taken, feed shape, dequantization table)."""
     pixels = np.arange(256, dtype=np.uint8)
-    table = clf._lut
-    if clf._float_input:
-        table = pixels * clf._scale32
-        if clf._has_offset:
-            table += clf._offset32
-    minus_128 = (pixels.astype(np.int16) - 128).astype(np.int8)
-    xor = table.dtype == np.int8 and np.array_equal(table, minus_128)
-    shapes = (clf.input_shape, clf._gray_shape) if not clf._per_channel else ()
     scores = None
     out = clf.output_spec
     if clf._final and clf._dequantize is not None and out.dtype in (np.int8, np.uint8):
@@ -33,4 +25,14 @@ def single_image_tables(clf: Any) -> tuple[np.ndarray, bool, frozenset, tuple, n
         zero_point, scale = clf._dequantize
         scores = (codes.astype(np.float32) - zero_point) * scale
     feed = (1, *clf._feed_shape)
+    if clf._per_channel:  # one scaling per channel: no single table, `_to_tensor` does it
+        return np.zeros(0, np.float32), False, frozenset(), feed, scores
+    table = clf._lut
+    if clf._float_input:
+        table = pixels * clf._scale32
+        if clf._has_offset:
+            table += clf._offset32
+    minus_128 = (pixels.astype(np.int16) - 128).astype(np.int8)
+    xor = table.dtype == np.int8 and np.array_equal(table, minus_128)
+    shapes = (clf.input_shape, clf._gray_shape)
     return table, xor, frozenset(s for s in shapes if s is not None), feed, scores

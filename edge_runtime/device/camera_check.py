@@ -72,7 +72,7 @@ def in_video_group(root: Path) -> bool | None:
 
 def camera_check(root: Path):
     """One `Check` named camera: ok, warn (found but not usable as is) or skip (none)."""
-    from edge_runtime.device.doctor import Check
+    from edge_runtime.device.check import Check
 
     rpicam = _tool(root, "rpicam-vid")
     listed = listed_cameras(root) if rpicam else None

@@ -14,13 +14,13 @@ import json
 import os
 import shutil
 import subprocess
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from edge_runtime.device import targets as _targets
+from edge_runtime.device.check import Check
 
-STATUSES = ("ok", "warn", "fail", "skip")
 # get_throttled bits (Raspberry Pi firmware): now (0-3) and since boot (16-19).
 THROTTLE_BITS = {
     0: "under-voltage now",
@@ -41,20 +41,6 @@ LOW_MEMORY_MB = 100
 LOW_DISK_MB = 500
 
 
-@dataclass(frozen=True)
-class Check:
-    """One line of the doctor's report."""
-
-    name: str
-    status: str
-    detail: str
-    fix: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.status not in STATUSES:
-            raise ValueError(f"status must be one of {STATUSES}. Received: {self.status!r}")
-        if self.status in ("warn", "fail") and not self.fix:
-            raise ValueError(f"A {self.status} check needs a fix. Received: {self.name}")
 
 
 def _read(root: Path, rel: str) -> str | None:

@@ -5,15 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+DEFAULT_CAMERA_FPS = 5.0
+DEFAULT_CAMERA_TIMEOUT_S = 5.0  # no frame for this long: the camera command is restarted
+DEFAULT_CAMERA_SAVE_MAX = 100
+
 
 def add_camera_arguments(p: Any) -> None:
     """`--camera SOURCE` and its options (docs/camera.md)."""
-    from edge_runtime.serve.options import (
-        DEFAULT_CAMERA_FPS,
-        DEFAULT_CAMERA_SAVE_MAX,
-        DEFAULT_CAMERA_TIMEOUT_S,
-    )
-
     p.add_argument(
         "--camera", default=None, metavar="SOURCE",
         help="classify a camera live: auto, rpicam, v4l2:/dev/videoN or cmd:COMMAND (any "

@@ -19,7 +19,7 @@ import shutil
 from dataclasses import dataclass
 
 from edge_runtime.device.camera_check import video_devices
-from edge_runtime.serve.options import ServeError
+from edge_runtime.serve.errors import ServeError
 
 # The usual sizes a Camera Module and a UVC webcam both offer, smallest first.
 CAMERA_SIZES = ((320, 240), (640, 480), (1280, 720), (1920, 1080))

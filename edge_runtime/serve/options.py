@@ -7,8 +7,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge_runtime.errors import EdgeRuntimeError
 from edge_runtime.model_bounds import DEFAULT_MAX_MODEL_MB, max_model_option
+from edge_runtime.serve.camera_args import (
+    DEFAULT_CAMERA_FPS,
+    DEFAULT_CAMERA_SAVE_MAX,
+    DEFAULT_CAMERA_TIMEOUT_S,
+    add_camera_arguments,
+    camera_options,
+)
+from edge_runtime.serve.errors import ServeError
 from edge_runtime.serve.webapp import add_web_arguments, check_site, check_tls
 
 DEFAULT_HOST = "127.0.0.1"
@@ -23,14 +30,7 @@ DEFAULT_MAX_INFLIGHT_MB = 64
 # Decoded pixels one upload may take (after a JPEG's decode to size): a 12 MP PNG (46 MiB as
 # RGBX) or a 6300x6300 palette PNG (38 MiB) pass; a 16-bit one of that size (76 MiB) gets 413.
 DEFAULT_MAX_DECODED_MB = 48
-DEFAULT_CAMERA_FPS = 5.0
-DEFAULT_CAMERA_TIMEOUT_S = 5.0  # no frame for this long: the camera command is restarted
-DEFAULT_CAMERA_SAVE_MAX = 100
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
-
-
-class ServeError(EdgeRuntimeError):
-    """The service cannot start: bad option, unusable model or labels, port taken."""
 
 
 @dataclass(frozen=True)
@@ -342,5 +342,3 @@ def _add_bound_arguments(p: Any) -> None:
         help="also take POSTs from pages of this origin, e.g. https://app.example (repeatable)",
     )
 
-
-from edge_runtime.serve.camera_args import add_camera_arguments, camera_options  # noqa: E402
