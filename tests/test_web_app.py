@@ -606,3 +606,60 @@ def test_web_speed_benchmark_measures_the_site(browser, site):
     assert [m["model"] for m in result["models"]] == ["mlp_int8", "cnn_int8"]
     for m in result["models"]:
         assert m["runs"] == 10 and m["web_ms"]["mean"] > 0 and m["native_ms"]["mean"] > 0
+
+
+def test_the_hybrid_rescued_model_runs_in_litertjs_as_natively(
+    browser, site, quantizer_models, wide_collapsing, tmp_path
+):
+    """The hybrid rescue's int8 model (int8 weights, float compute where rescued; issue 25) in
+    the site's own LiteRT.js, on the images of its check: the same top-1 as LiteRT's native
+    interpreter on every one, probabilities within 1e-3."""
+    from deploy.web import fixed_batch
+    from edge_runtime.backends import load_backend
+    from edge_runtime.metadata import read_embedded_metadata
+
+    rescue = read_embedded_metadata(quantizer_models["int8"].read_bytes())["quantization"]
+    assert {layer["precision"] for layer in rescue["fallback"]["layers"]} == {"hybrid"}
+    folder = tmp_path / "site"
+    shutil.copytree(site, folder)
+    # as `deploy web` puts a model in the site: batch 1 in the signature (LiteRT.js)
+    (folder / "hybrid.tflite").write_bytes(fixed_batch(quantizer_models["int8"].read_bytes()))
+    x = wide_collapsing.x[:40].astype(np.float32)
+    model_bytes = (folder / "hybrid.tflite").read_bytes()
+    interpreter = load_backend().make_interpreter(model_bytes, num_threads=1)
+    interpreter.allocate_tensors()
+    (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+    want = []
+    for image in x:
+        interpreter.set_tensor(inp["index"], image[None])
+        interpreter.invoke()
+        want.append(interpreter.get_tensor(out["index"])[0].copy())
+    server = StaticServer(folder)
+    app = App(browser, f"http://127.0.0.1:{server.port}")
+    try:
+        page = app.open("/")
+        got = page.evaluate(
+            """async ([flat, shape]) => {
+                const lr = await import('./vendor/litertjs/core/dist/index.js');
+                const model = await lr.loadAndCompile('./hybrid.tflite', {accelerator: 'wasm'});
+                const size = shape.reduce((a, b) => a * b, 1);
+                const out = [];
+                for (let i = 0; i < flat.length / size; i++) {
+                    const input = new lr.Tensor(
+                        new Float32Array(flat.slice(i * size, (i + 1) * size)), [1, ...shape]);
+                    const [result] = await model.run([input]);
+                    out.push(Array.from(await result.data()));
+                    input.delete();
+                    result.delete();
+                }
+                return out;
+            }""",
+            [x.ravel().tolist(), list(x.shape[1:])],
+        )
+    finally:
+        app.close()
+        server.stop()
+    got, want = np.array(got), np.array(want)
+    assert got.shape == want.shape
+    assert (got.argmax(axis=1) == want.argmax(axis=1)).all()
+    assert np.abs(got - want).max() <= 1e-3, np.abs(got - want).max()
