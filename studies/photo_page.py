@@ -1,5 +1,5 @@
 """The served page with phone photos, in Debian's chromium (Playwright), for
-`benchmarks.photo_speed`: upload bytes and time at 20 Mbit/s, and the answers' agreement."""
+`studies.photo_speed`: upload bytes and time at 20 Mbit/s, and the answers' agreement."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.photo_models import SIZES, phone_jpeg, scene
+from studies.photo_models import SIZES, phone_jpeg, scene
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]

@@ -1,6 +1,6 @@
 """Wall time of a rollout to N loopback "Pis": `deploy fleet` (Ansible) vs `deploy push`.
 
-    python -m deploy.fleet.speed BUNDLE [--hosts 8,16] [--out FILE.json]
+    python -m studies.fleet_speed BUNDLE [--hosts 8,16] [--out FILE.json]
 
 For each N: N real sshd on 127.0.0.1 (tests/_sshd.py, throwaway keys; pip offline from the
 cached wheels), one remote dir each, one shared venv folder (installed once, in a warm-up push).
@@ -126,7 +126,7 @@ def measure(bundle: Path, count: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     """Measure and print a Markdown table (and --out JSON)."""
-    parser = argparse.ArgumentParser(prog="python -m deploy.fleet.speed")
+    parser = argparse.ArgumentParser(prog="python -m studies.fleet_speed")
     parser.add_argument("bundle", type=Path)
     parser.add_argument("--hosts", default="8,16")
     parser.add_argument("--repeat", type=int, default=1, help="runs per size (median)")

@@ -1,4 +1,4 @@
-"""The models and photos of `python -m benchmarks.photo_speed`, built once and cached.
+"""The models and photos of `python -m studies.photo_speed`, built once and cached.
 
 Models (under `${EDGESHIP_CACHE:-~/.cache/edgeship}/photo_speed/`): the tutorial MLP and the
 CNN, one epoch of `edgeship train` on Fashion-MNIST each, converted to int8; a MobileNet-sized

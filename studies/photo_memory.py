@@ -1,4 +1,4 @@
-"""Peak RSS growth of a real `serve` process per photo: `python -m benchmarks.photo_memory MODEL...`
+"""Peak RSS growth of a real `serve` process per photo: `python -m studies.photo_memory MODEL...`
 
 For each image of `tests/test_serve_photo.py` (a 6300x6300 palette PNG with transparency, 16-bit
 PNGs of 4000x4000 and 6300x6300, a 12 MP JPEG) and each model: a fresh `python -m edge_runtime

@@ -1,4 +1,4 @@
-"""From a phone photo to an answer: `python -m benchmarks.photo_speed`.
+"""From a phone photo to an answer: `python -m studies.photo_speed`.
 
 Three measurements (docs/photos.md holds the figures and how to read them):
 1. **Speed**: photo -> answer for a 3 MP and a 12 MP JPEG on the int8 MLP, CNN and a
@@ -17,7 +17,7 @@ Three measurements (docs/photos.md holds the figures and how to read them):
    throttled to a 20 Mbit/s link (CDP `Network.emulateNetworkConditions`), before (the photo
    as it is: `?margin=0`) and after (scaled in the browser).
 
-Models and photos are built once and cached (`benchmarks.photo_models`). Prints one JSON
+Models and photos are built once and cached (`studies.photo_models`). Prints one JSON
 object (and writes it to --out).
 """
 
@@ -36,8 +36,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from benchmarks.photo_models import SIZES, fruit_photos, models, phone_jpeg, scene
 from edge_runtime.native_log import filtered_native_stderr
+from studies.photo_models import SIZES, fruit_photos, models, phone_jpeg, scene
 
 GOAL = 1.15
 
@@ -117,8 +117,8 @@ def speed(model_paths: dict[str, Path], folder: Path, runs: int) -> list[dict[st
 def agreement_photos(fashion: int, fruit: int) -> dict[str, list[Path]]:
     """{"fashion": [...], "fruit": [...]} JPEG files: each source image at 3 MP and 12 MP
     (made once, kept in the cache: a 12 MP JPEG takes a while to make)."""
-    from benchmarks.photo_models import cache_dir
     from edge_runtime.files import atomic_write_bytes
+    from studies.photo_models import cache_dir
     from train.datasets import load_fashion_mnist
 
     folder = cache_dir() / "photos"
@@ -159,7 +159,7 @@ def agreement(model_paths: dict[str, Path], photos: dict[str, list[Path]]) -> li
 
 def main(argv: list[str] | None = None) -> int:
     """Run the measurements; print (and write) the JSON report."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.photo_speed")
+    parser = argparse.ArgumentParser(prog="python -m studies.photo_speed")
     parser.add_argument("--runs", type=int, default=15, help="timed runs per way (median)")
     parser.add_argument("--fashion", type=int, default=100, help="Fashion-MNIST images")
     parser.add_argument("--fruit", type=int, default=45, help="BYO-style fruit photos")
@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         if "agreement" not in skip:
             report["agreement"] = agreement(model_paths, photos)
         if "page" not in skip:
-            from benchmarks.photo_page import page_measurements
+            from studies.photo_page import page_measurements
 
             margins = tuple(int(m) for m in args.page_margins.split(","))
             report["page"] = page_measurements(model_paths, photos, args.page_photos, folder,
