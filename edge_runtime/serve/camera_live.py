@@ -26,7 +26,7 @@ from typing import Any
 from edge_runtime.errors import EdgeshipError
 from edge_runtime.serve.camera import CameraFeed
 from edge_runtime.serve.camera_source import CameraCommand
-from edge_runtime.serve.metrics import LATENCY_BUCKETS
+from edge_runtime.serve.metrics import LATENCY_BUCKETS, histogram_lines
 from edge_runtime.serve.uploads import DEFAULT_TOP_K
 
 FPS_WINDOW_S = 5.0
@@ -252,10 +252,5 @@ class CameraLive:
             "its answer.",
             "# TYPE edgeship_camera_frame_latency_seconds histogram",
         ]
-        running = 0
-        for bound, n in zip([*map(str, LATENCY_BUCKETS), "+Inf"], buckets, strict=True):
-            running += n
-            out.append(f'edgeship_camera_frame_latency_seconds_bucket{{le="{bound}"}} {running}')
-        out.append(f"edgeship_camera_frame_latency_seconds_sum {total:.6f}")
-        out.append(f"edgeship_camera_frame_latency_seconds_count {running}")
+        out += histogram_lines("edgeship_camera_frame_latency_seconds", "", buckets, total)
         return "\n".join(out) + "\n"

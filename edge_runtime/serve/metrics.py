@@ -20,6 +20,20 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 BOARD_STATE_TTL_S = 5.0  # /metrics reads the board (vcgencmd) at most this often
 
 
+def histogram_lines(name: str, labels: str, counts: list[int], total: float) -> list[str]:
+    """A Prometheus histogram's exposition lines: cumulative buckets of LATENCY_BUCKETS, sum,
+    count. `labels`: 'a="x",b="y"' or ""."""
+    lines, running = [], 0
+    prefix = f"{labels}," if labels else ""
+    braces = f"{{{labels}}}" if labels else ""
+    for bound, n in zip([*map(str, LATENCY_BUCKETS), "+Inf"], counts, strict=True):
+        running += n
+        lines.append(f'{name}_bucket{{{prefix}le="{bound}"}} {running}')
+    lines.append(f"{name}_sum{braces} {total:.6f}")
+    lines.append(f"{name}_count{braces} {running}")
+    return lines
+
+
 def _label(value: str) -> str:
     return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
@@ -136,16 +150,10 @@ class ServeMetrics:
             "# TYPE edgeship_predict_latency_seconds histogram",
         ]
         for model in self._models:
-            m = _label(model)
-            running = 0
-            bounds = [*map(str, LATENCY_BUCKETS), "+Inf"]
-            for bound, n in zip(bounds, buckets[model], strict=True):
-                running += n
-                out.append(
-                    f'edgeship_predict_latency_seconds_bucket{{model="{m}",le="{bound}"}} {running}'
-                )
-            out.append(f'edgeship_predict_latency_seconds_sum{{model="{m}"}} {sums[model]:.6f}')
-            out.append(f'edgeship_predict_latency_seconds_count{{model="{m}"}} {running}')
+            out += histogram_lines(
+                "edgeship_predict_latency_seconds", f'model="{_label(model)}"', buckets[model],
+                sums[model],
+            )
         out += [
             "# HELP edgeship_stage_seconds A photo's time per stage: read, decode, preprocess, "
             "invoke, postprocess.",
@@ -153,12 +161,9 @@ class ServeMetrics:
         ]
         for (model, stage), counts in stage_buckets.items():
             labels = f'model="{_label(model)}",stage="{_label(stage)}"'
-            running = 0
-            for bound, n in zip([*map(str, LATENCY_BUCKETS), "+Inf"], counts, strict=True):
-                running += n
-                out.append(f'edgeship_stage_seconds_bucket{{{labels},le="{bound}"}} {running}')
-            out.append(f"edgeship_stage_seconds_sum{{{labels}}} {stage_sums[(model, stage)]:.6f}")
-            out.append(f"edgeship_stage_seconds_count{{{labels}}} {running}")
+            out += histogram_lines(
+                "edgeship_stage_seconds", labels, counts, stage_sums[(model, stage)]
+            )
         out += [
             "# HELP edgeship_uptime_seconds Seconds since the server started.",
             "# TYPE edgeship_uptime_seconds gauge",
