@@ -42,7 +42,7 @@ $(STAMP): pyproject.toml
 # Fashion-MNIST: found on disk, else the Debian package when we can install it as root,
 # else Keras's own download (online machines) the first time the data is loaded.
 data: install
-	@if $(PY) -c "from train.datasets import find_fashion_mnist as f; f(download=None)" 2>/dev/null; then \
+	@if $(PY) -c "from edgeship.train.datasets import find_fashion_mnist as f; f(download=None)" 2>/dev/null; then \
 		echo "Fashion-MNIST: found"; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		$(MAKE) --no-print-directory apt-install PKGS="$(DATA_PKG)"; \
@@ -75,7 +75,7 @@ lint: install
 # Mutation testing (not in CI): mutmut changes the logic-dense modules ([tool.mutmut] in
 # pyproject.toml) one small edit at a time and runs the fast tests that guard them; then the
 # score per module and every survivor (`.venv/bin/mutmut show NAME` prints one). From scratch
-# each time (mutants/ is mutmut's working copy). MUTANTS='edge_runtime.stages.*' runs one module.
+# each time (mutants/ is mutmut's working copy). MUTANTS='edge_runtime.image.stages.*' runs one module.
 MUTANTS ?=
 mutants: install
 	rm -rf mutants

@@ -29,7 +29,7 @@ def main() -> int:
     from PIL import Image
     from playwright.sync_api import sync_playwright
 
-    from train.datasets import load_fashion_mnist
+    from edgeship.train.datasets import load_fashion_mnist
 
     data = load_fashion_mnist()
     with tempfile.TemporaryDirectory() as tmp:

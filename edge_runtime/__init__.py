@@ -36,11 +36,11 @@ def __getattr__(name: str):
 
         return getattr(classifier, name)
     if name in ("embed_metadata", "read_metadata"):
-        from edge_runtime import metadata
+        from edge_runtime.metadata import block
 
-        return getattr(metadata, name)
+        return getattr(block, name)
     if name in ("StandardMetadata", "read_standard_metadata"):
-        from edge_runtime import standard_metadata
+        from edge_runtime.metadata import standard
 
-        return getattr(standard_metadata, name)
+        return getattr(standard, name)
     raise AttributeError(f"module 'edge_runtime' has no attribute {name!r}")

@@ -1,7 +1,7 @@
 """`EdgeClassifier`: a .tflite image classifier behind one small, thread-safe API.
 
 Input rule: a **uint8** array is raw pixels; a **float** array is already in the model's input
-space. PIL images and paths are preprocessed (`edge_runtime.preprocess`) into raw pixels.
+space. PIL images and paths are preprocessed (`edge_runtime.image.preprocess`) into raw pixels.
 Every input becomes an (N, H, W, C) batch, and each chunk of `batch_size` images goes through
 one conversion to the input tensor's values (`_to_tensor`):
 - raw pixels into a float tensor: `pixels * scale + offset` in float32 (the metadata's
@@ -11,7 +11,7 @@ one conversion to the input tensor's values (`_to_tensor`):
 - floats: the tensor's quantization (none for a float tensor).
 
 Outputs are dequantized, and get a softmax only when the model does not end in one. That is
-decided once at load from the graph itself (`edge_runtime.graph`): the op that computes the
+decided once at load from the graph itself (`edge_runtime.metadata.graph`): the op that computes the
 output (SOFTMAX or LOGISTIC: probabilities) or, failing that, the output's quantization
 (TFLite's softmax quantization, scale 1/256). A model with one output unit is binary: its p
 (after a sigmoid if it is a logit) becomes two classes, [1 - p, p] (`edge_runtime.scores`).
@@ -30,21 +30,21 @@ import numpy as np
 
 from edge_runtime.backends import Backend, load_backend
 from edge_runtime.errors import InputShapeError, ModelFileError
-from edge_runtime.fastpath import single_image_tables
-from edge_runtime.graph import PROBABILITY_HEADS, is_softmax_quantization, output_head
-from edge_runtime.labels import Labels, resolve_labels
-from edge_runtime.metadata import read_embedded_metadata, read_model_bytes, read_sidecar
-from edge_runtime.model_bounds import DEFAULT_MAX_MODEL_MB, check_model_memory
-from edge_runtime.options import normalize_invert, positive_int
-from edge_runtime.prediction import Prediction
-from edge_runtime.preprocess import MAX_PIXELS, load_and_preprocess, preprocess_image
-from edge_runtime.scaling import raw_pixel_scaling
-from edge_runtime.scores import as_probabilities, class_count
-from edge_runtime.standard_metadata import (
+from edge_runtime.image.fastpath import single_image_tables
+from edge_runtime.image.preprocess import MAX_PIXELS, load_and_preprocess, preprocess_image
+from edge_runtime.image.scaling import raw_pixel_scaling
+from edge_runtime.metadata.block import read_embedded_metadata, read_model_bytes, read_sidecar
+from edge_runtime.metadata.graph import PROBABILITY_HEADS, is_softmax_quantization, output_head
+from edge_runtime.metadata.labels import Labels, resolve_labels
+from edge_runtime.metadata.standard import (
     StandardMetadata,
     read_standard_metadata,
     usable_labels,
 )
+from edge_runtime.model_bounds import DEFAULT_MAX_MODEL_MB, check_model_memory
+from edge_runtime.options import normalize_invert, positive_int
+from edge_runtime.prediction import Prediction
+from edge_runtime.scores import as_probabilities, class_count
 from edge_runtime.tensors import TensorSpec
 
 DEFAULT_BATCH_SIZE = 256
@@ -92,7 +92,7 @@ class EdgeClassifier:
         self.batch_size = positive_int(batch_size, "batch_size")
         self.output_head = output_head
         # False: decode and convert photos in full before resizing (`--full-decode`), not at
-        # the model's size (edge_runtime.shrink)
+        # the model's size (edge_runtime.image.shrink)
         self.decode_to_size = True
         self._lock = threading.Lock()
         self._setup_tensors()
@@ -107,7 +107,7 @@ class EdgeClassifier:
         )
         # Probabilities as they come out (one check per call): a softmax head of 2+ classes.
         self._final = self.outputs_probabilities and self.output_units > 1
-        fast = single_image_tables(self)  # predict's one-image path (edge_runtime.fastpath)
+        fast = single_image_tables(self)  # predict's one-image path (edge_runtime.image.fastpath)
         self._fast_table, self._fast_xor, self._fast_shapes, self._fast_feed = fast[:4]
         self._fast_scores = fast[4]
         self._fast_buffer = np.zeros(self._fast_feed, np.int8)

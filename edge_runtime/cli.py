@@ -345,7 +345,7 @@ def _run(args: argparse.Namespace) -> None:
 def _photo_bench(args: argparse.Namespace) -> None:
     """`bench MODEL --image PHOTO`: each stage's p50 and p99 (and the total), in ms."""
     from edge_runtime.device.bench import parse_threads
-    from edge_runtime.stages import photo_bench
+    from edge_runtime.image.stages import photo_bench
 
     try:
         threads = parse_threads(args.threads)

@@ -2,7 +2,7 @@
 
 A 2.8 KB model may declare a 1x16384x16384x3 float input: its interpreter's arena and the
 image resized to it would take gigabytes (a Pi is OOM-killed). The declared inputs are read
-from the flatbuffer itself (edge_runtime.graph.input_tensors) and checked against the bound
+from the flatbuffer itself (edge_runtime.metadata.graph.input_tensors) and checked against the bound
 before an interpreter exists, in `predict`, `serve`, `bench` and `info` alike. The default fits
 a 1 GB Pi. (The interpreter's own arena is not readable before allocation from Python; the
 inputs are what a small file can make huge.)
@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from edge_runtime.errors import ModelFileError
-from edge_runtime.graph import input_tensors
+from edge_runtime.metadata.graph import input_tensors
 
 DEFAULT_MAX_MODEL_MB = 256.0
 MB = 1024 * 1024

@@ -7,8 +7,8 @@
   with `from_logits=True`) gets a sigmoid first; a softmax of one value would be 1.0 always.
 
 Whether the scores already are probabilities is the caller's knowledge when it has it (the
-runtime reads the .tflite graph, `edge_runtime.graph`); `None` guesses from the values, as is
-done for a Keras model's outputs: rows that are distributions (or one column within [0, 1]).
+runtime reads the .tflite graph, `edge_runtime.metadata.graph`); `None` guesses from the values, as
+is done for a Keras model's outputs: rows that are distributions (or one column within [0, 1]).
 """
 
 from __future__ import annotations

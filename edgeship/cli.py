@@ -154,7 +154,7 @@ def _label_command(
 ) -> None:
     """Embed class names and/or pixel scaling into any .tflite, atomically (edgeship's block
     and the standard TFLite metadata, with the labels packed in)."""
-    from edge_runtime.labeling import label_model
+    from edge_runtime.metadata.labeling import label_model
     from edge_runtime.native_log import filtered_native_stderr
 
     with filtered_native_stderr():
@@ -183,12 +183,12 @@ def _label_command(
 
 def _mount() -> None:
     """Attach each stage's commands to `app`."""
-    from benchmarks.cli import bench_command
-    from convert.cli import convert_command
-    from deploy.cli import deploy_app
+    from edgeship.bench.cli import bench_command
+    from edgeship.convert.cli import convert_command
+    from edgeship.deploy.cli import deploy_app
     from edgeship.pipeline import pipeline_command
-    from train.cli import train_command
-    from tune.cli import tune_command
+    from edgeship.train.cli import train_command
+    from edgeship.tune.cli import tune_command
 
     app.command("train")(train_command)
     app.command("convert")(convert_command)

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from train.models import MODELS
+from edgeship.train.models import MODELS
 
 
 def pipeline_command(
@@ -30,13 +30,13 @@ def pipeline_command(
 
     Writes RUN/model.keras, model.json, model_<mode>.tflite and RUN/bench/report.md.
     """
-    from benchmarks.budgets import raise_for_outcome
-    from benchmarks.cli import bench_with_progress, print_summary
-    from benchmarks.options import BenchOptions
-    from convert.cli import report_table, run_convert
-    from train.cli import run_training
-    from train.progress import make_progress
-    from train.training import MODEL_FILE, TrainConfig
+    from edgeship.bench.budgets import raise_for_outcome
+    from edgeship.bench.cli import bench_with_progress, print_summary
+    from edgeship.bench.options import BenchOptions
+    from edgeship.convert.cli import report_table, run_convert
+    from edgeship.train.cli import run_training
+    from edgeship.train.progress import make_progress
+    from edgeship.train.training import MODEL_FILE, TrainConfig
 
     console = Console(stderr=True)
     config = TrainConfig(

@@ -54,8 +54,8 @@ def _start_hosts(root: Path, count: int, setenv: dict[str, str]) -> tuple[list, 
 
 
 def _push_all(bundle: Path, servers: list, root: Path, known: Path) -> float:
-    from deploy.push import push_bundle
-    from deploy.ssh import SshOptions, SshTarget
+    from edgeship.deploy.pi.push import push_bundle
+    from edgeship.deploy.pi.ssh import SshOptions, SshTarget
 
     options = SshOptions(identity=servers[0].client_key, known_hosts=known)
 
@@ -73,7 +73,7 @@ def _push_all(bundle: Path, servers: list, root: Path, known: Path) -> float:
 
 
 def _fleet(bundle: Path, inventory: Path, known: Path, forks: int, expect: str) -> float:
-    from deploy.fleet import FleetOptions, run_fleet
+    from edgeship.deploy.fleet import FleetOptions, run_fleet
 
     started = time.perf_counter()
     report = run_fleet(bundle, inventory, FleetOptions(forks=forks, known_hosts=known))
@@ -86,8 +86,8 @@ def _fleet(bundle: Path, inventory: Path, known: Path, forks: int, expect: str) 
 
 def measure(bundle: Path, count: int) -> dict:
     """One row: the wall times for `count` hosts."""
-    from deploy.wheels import download_wheels
     from edge_runtime.device.targets import TARGETS
+    from edgeship.deploy.pi.wheels import download_wheels
 
     python = f"{sys.version_info.major}.{sys.version_info.minor}"
     system = shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin")

@@ -30,8 +30,8 @@ def cache_dir() -> Path:
 
 
 def _fashion_model(kind: str, out: Path) -> Path:
-    from convert import convert_model
-    from train import TrainConfig, train
+    from edgeship.convert import convert_model
+    from edgeship.train import TrainConfig, train
 
     trained = train(TrainConfig(model=kind, epochs=1), out)
     report = convert_model(trained.model_path, out, modes=("int8",))
@@ -43,7 +43,7 @@ def _mobilenet(out: Path) -> Path:
     import keras
     import tensorflow as tf
 
-    from edge_runtime.metadata import embed_metadata
+    from edge_runtime.metadata.block import embed_metadata
 
     keras.utils.set_random_seed(0)
     model = keras.applications.MobileNetV2(weights=None, input_shape=(224, 224, 3))
@@ -69,7 +69,7 @@ def _mobilenet(out: Path) -> Path:
 
 
 def _fruit(out: Path) -> tuple[Path, Path]:
-    from convert import convert_model
+    from edgeship.convert import convert_model
     from tests.support.byo_example import ORDER, build
 
     model_path, photos, _ = build(out)

@@ -5,7 +5,7 @@ Three measurements (docs/photos.md holds the figures and how to read them):
    MobileNetV2-sized model, medians of interleaved runs, in one process:
    - *before*: the full decode (`load_image` without a size, `preprocess_image(to_size=False)`,
      `EdgeClassifier.predict`), as edgeship did until decode to size;
-   - *after*: `edge_runtime.stages.classify_photo` (what `serve` runs: read, decode to the
+   - *after*: `edge_runtime.image.stages.classify_photo` (what `serve` runs: read, decode to the
      model's size, preprocess, invoke, postprocess);
    - *floor*: decode at the JPEG scale (`Image.draft`) + convert + resize + the raw
      interpreter's set_tensor / invoke / get_tensor, nothing else. Goal: after <= 1.15x floor.
@@ -59,7 +59,7 @@ def _floor(clf, interp, path: Path) -> int:
 
 
 def _before(clf, path: Path) -> int:
-    from edge_runtime.preprocess import load_image, preprocess_image
+    from edge_runtime.image.preprocess import load_image, preprocess_image
 
     with load_image(path, max_pixels=clf.max_pixels) as img:
         pixels = preprocess_image(img, clf.input_shape, invert=clf.invert,
@@ -69,7 +69,7 @@ def _before(clf, path: Path) -> int:
 
 
 def _after(clf, path: Path) -> int:
-    from edge_runtime.stages import classify_photo
+    from edge_runtime.image.stages import classify_photo
 
     return classify_photo(clf, path)[0].index
 
@@ -118,8 +118,8 @@ def agreement_photos(fashion: int, fruit: int) -> dict[str, list[Path]]:
     """{"fashion": [...], "fruit": [...]} JPEG files: each source image at 3 MP and 12 MP
     (made once, kept in the cache: a 12 MP JPEG takes a while to make)."""
     from edge_runtime.files import atomic_write_bytes
+    from edgeship.train.datasets import load_fashion_mnist
     from studies.photo_models import cache_dir
-    from train.datasets import load_fashion_mnist
 
     folder = cache_dir() / "photos"
     folder.mkdir(parents=True, exist_ok=True)

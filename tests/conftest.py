@@ -128,7 +128,7 @@ def edge_models(tmp_path_factory) -> dict[str, Path]:
     import keras
 
     from edge_runtime.files import atomic_write_bytes
-    from edge_runtime.metadata import embed_metadata
+    from edge_runtime.metadata.block import embed_metadata
 
     out = tmp_path_factory.mktemp("edge_models")
     keras.utils.set_random_seed(0)
@@ -213,7 +213,7 @@ def deploy_run(edge_models, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def deploy_bundle(deploy_run, tmp_path_factory) -> Path:
     """`edgeship deploy bundle` of `deploy_run` (no wheels): tiny-bundle.tar.gz."""
-    from deploy.bundle import build_bundle
+    from edgeship.deploy.pi.bundle import build_bundle
 
     return build_bundle(deploy_run, tmp_path_factory.mktemp("bundle") / "tiny-bundle.tar.gz").path
 
@@ -225,10 +225,10 @@ def deploy_bundle(deploy_run, tmp_path_factory) -> Path:
 def fashion_runs(tmp_path_factory) -> dict[str, Path]:
     """{"mlp", "cnn"} -> a run folder: trained 1 epoch on 2000 Fashion-MNIST images, converted
     to `model_int8.tflite` and `model_float32.tflite` (200 calibration, 200 check samples)."""
-    from convert.run import convert_run
-    from train.datasets import load_dataset
-    from train.errors import DatasetError
-    from train.training import TrainConfig, train
+    from edgeship.convert.run import convert_run
+    from edgeship.train.datasets import load_dataset
+    from edgeship.train.errors import DatasetError
+    from edgeship.train.training import TrainConfig, train
 
     try:
         data = load_dataset("fashion-mnist")
@@ -247,7 +247,7 @@ def fashion_runs(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def mobile_models(fashion_runs, tmp_path_factory) -> dict[str, Path]:
     """`deploy mobile` of `fashion_runs`: {"mlp_int8", "mlp_float32", "cnn_int8", ...} -> path."""
-    from deploy.mobile import write_mobile_models
+    from edgeship.deploy.mobile.models import write_mobile_models
 
     out = tmp_path_factory.mktemp("mobile")
     paths = {}
@@ -301,9 +301,9 @@ def torch_run(tmp_path_factory, tf_not_installed_env) -> dict[str, Path]:
 
     pytest.importorskip("torch")
     pytest.importorskip("litert_torch")
-    from benchmarks.torch_models import save_pt2, train_small_cnn
-    from train.datasets import FASHION_MNIST_CLASSES, load_dataset
-    from train.errors import DatasetError
+    from edgeship.train.datasets import FASHION_MNIST_CLASSES, load_dataset
+    from edgeship.train.errors import DatasetError
+    from tests.support.torch_models import save_pt2, train_small_cnn
 
     try:
         data = load_dataset("fashion-mnist")
@@ -344,7 +344,7 @@ def quantizer_models(wide_collapsing, tmp_path_factory) -> dict[str, Path]:
     """{"float32", "dynamic", "float16", "int8", "int16x8"} -> `--engine quantizer` models
     (input in [0, 1], `wide_collapsing.x`): int8 is the collapsing model rescued by the
     default hybrid `--fallback` (agreement 0.98), the others the healthy model, plain."""
-    from convert import MODES, convert_model
+    from edgeship.convert import MODES, convert_model
 
     out = tmp_path_factory.mktemp("quantizer_models")
     common = dict(engine="quantizer", calibration_data=wide_collapsing.calibration,

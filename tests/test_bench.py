@@ -66,7 +66,7 @@ def bench(tiny_run):
 
 @pytest.fixture(scope="module")
 def test_set():
-    from train.datasets import load_dataset
+    from edgeship.train.datasets import load_dataset
 
     data = load_dataset("fashion-mnist")
     return data.x_test[:LIMIT], data.y_test[:LIMIT]
@@ -291,24 +291,24 @@ def test_bad_device_file_one_line_exit_2(tiny_run, tmp_path):
 
 
 def test_library_call_reports_progress_and_returns_the_report(tiny_run, tmp_path):
-    import benchmarks
+    from edgeship import bench
 
     seen = []
-    options = benchmarks.BenchOptions(limit=50, runs=3, warmup=1, batch=8, predict_runs=1,
+    options = bench.BenchOptions(limit=50, runs=3, warmup=1, batch=8, predict_runs=1,
                                       only=("float32",), memory=False, plots=False)
-    report = benchmarks.run_bench(tiny_run, tmp_path / "b", options,
+    report = bench.run_bench(tiny_run, tmp_path / "b", options,
                                   progress=lambda text, done, total: seen.append((done, total)))
     assert report == json.loads((tmp_path / "b" / "report.json").read_text())
     assert [m["name"] for m in report["models"]] == ["keras", "float32"]
     assert seen[0][0] == 0 and seen[-1][0] == seen[-1][1] - 1 and len(seen) == seen[-1][1]
-    benchmarks.raise_for_outcome(report)  # nothing failed, no budget: no error
-    with pytest.raises(benchmarks.BenchError):
-        benchmarks.BenchOptions(limit=0)
+    bench.raise_for_outcome(report)  # nothing failed, no budget: no error
+    with pytest.raises(bench.BenchError):
+        bench.BenchOptions(limit=0)
 
 
 def test_stale_tflite_is_a_failed_model(tiny_run, tmp_path):
     """A .tflite converted from an earlier model.keras: named, not measured, exit 2."""
-    from edge_runtime.metadata import embed_metadata, read_metadata
+    from edge_runtime.metadata.block import embed_metadata, read_metadata
 
     run = tmp_path / "run"
     run.mkdir()
@@ -357,7 +357,7 @@ def keras_labelled(tiny_run, tmp_path_factory):
     import keras
 
     from edge_runtime.classifier import EdgeClassifier
-    from train.datasets import load_dataset
+    from edgeship.train.datasets import load_dataset
 
     x = load_dataset("fashion-mnist").x_test[:2000]
     probs = keras.models.load_model(tiny_run / "model.keras").predict(

@@ -16,8 +16,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from edge_runtime.classifier import EdgeClassifier
-from edge_runtime.metadata import read_metadata
-from edge_runtime.preprocess import load_and_preprocess
+from edge_runtime.image.preprocess import load_and_preprocess
+from edge_runtime.metadata.block import read_metadata
 from edgeship.cli import app
 from tests.support.byo_example import ORDER, SHAPE, build
 from tests.support.byo_example import photo as _photo

@@ -139,7 +139,7 @@ def test_stock_int8_input_model_without_metadata_takes_raw_pixels(tmp_path):
 def test_tutorial_grids_sample_a_class_ordered_test_set_across_classes():
     """Photos read folder by folder come grouped by class: the grids take one of each class in
     turn, not the first class's images only; a mixed set (Fashion-MNIST's) shows its first."""
-    from benchmarks.testdata import spread_indices as grid_indices
+    from edgeship.bench.testdata import spread_indices as grid_indices
 
     by_folder = np.repeat([0, 1, 2], [10, 3, 6])
     shown = grid_indices(by_folder, 15)
@@ -279,7 +279,7 @@ def test_serve_applies_the_models_crop_rule_like_predict(tmp_path):
     import keras
 
     from edge_runtime.files import atomic_write_bytes
-    from edge_runtime.metadata import embed_metadata
+    from edge_runtime.metadata.block import embed_metadata
     from tests.support.serving import start_server
 
     keras.utils.set_random_seed(9)
@@ -315,7 +315,7 @@ def test_serve_applies_the_models_crop_rule_like_predict(tmp_path):
 def test_a_48_megapixel_phone_jpeg_classifies(tmp_path):
     """8064 x 6048 (a 48 MP phone photo) was refused as a decompression bomb (limit 40 MP);
     a JPEG decodes at a fraction of its size for free, and answers as its small copy does."""
-    from edge_runtime.preprocess import load_and_preprocess
+    from edge_runtime.image.preprocess import load_and_preprocess
 
     big = Image.new("RGB", (8064, 6048), (30, 60, 200))
     big.paste((220, 40, 20), (0, 0, 4032, 6048))  # left half red, right half blue
@@ -332,7 +332,7 @@ def test_a_48_megapixel_phone_jpeg_classifies(tmp_path):
 def test_an_iphone_heic_photo_says_what_it_is(tmp_path):
     """Pillow reads no HEIC: the error names the format and the fix, not 'not an image'."""
     from edge_runtime.errors import ImageError
-    from edge_runtime.preprocess import load_image
+    from edge_runtime.image.preprocess import load_image
 
     heic = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(64)  # its ftyp box
     path = tmp_path / "IMG_0001.HEIC"
@@ -425,7 +425,7 @@ def test_bench_says_why_the_keras_row_is_missing(binary_run, tmp_path):
     """The Keras file convert recorded is gone (the run was copied to another machine): the
     Keras row went missing without a word on the terminal."""
     from edge_runtime.files import atomic_write_bytes
-    from edge_runtime.metadata import embed_metadata, read_metadata
+    from edge_runtime.metadata.block import embed_metadata, read_metadata
 
     run = tmp_path / "copied_run"
     run.mkdir()
@@ -462,7 +462,7 @@ def test_a_1001_line_labels_file_for_a_1000_class_model_says_which_line(tmp_path
     """TF's ImageNet labels.txt starts with `background` (1001 lines); Keras's MobileNets have
     1000 outputs: the error says to drop that line."""
     from edge_runtime.errors import LabelsError
-    from edge_runtime.labels import resolve_labels
+    from edge_runtime.metadata.labels import resolve_labels
 
     labels = tmp_path / "labels.txt"
     labels.write_text("background\n" + "\n".join(f"class {i}" for i in range(1000)) + "\n")
@@ -491,7 +491,7 @@ def test_bench_refuses_a_leftover_of_another_keras_files_conversion(binary, bina
     import shutil
 
     from edge_runtime.files import atomic_write_bytes
-    from edge_runtime.metadata import embed_metadata, read_metadata
+    from edge_runtime.metadata.block import embed_metadata, read_metadata
 
     run = tmp_path / "mixed"
     run.mkdir()
@@ -542,7 +542,7 @@ def test_a_model_with_augmentation_layers_inside_converts_without_them(tmp_path)
 def test_predict_on_the_keras_file_says_convert_it_first(binary, tmp_path):
     """`edgeship predict model.keras photo.jpg`, the first thing a Keras user tries."""
     from edge_runtime.errors import ModelFileError
-    from edge_runtime.metadata import read_model_bytes
+    from edge_runtime.metadata.block import read_model_bytes
 
     with pytest.raises(ModelFileError, match=r"zip archive: a Keras \.keras model\? convert it"):
         read_model_bytes(binary["root"] / "binary.keras")

@@ -16,11 +16,11 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from convert import MODES, ConvertError, convert_model, convert_run
-from convert.calibration import balanced_indices, seeded_subset
-from convert.run import VERIFY_SEED
-from edge_runtime.metadata import read_metadata
+from edge_runtime.metadata.block import read_metadata
 from edgeship.cli import app
+from edgeship.convert import MODES, ConvertError, convert_model, convert_run
+from edgeship.convert.calibration import balanced_indices, seeded_subset
+from edgeship.convert.run import VERIFY_SEED
 from tests.support.procs import one_error_line
 
 runner = CliRunner()
@@ -54,8 +54,8 @@ def litert_predict(path: Path, x: np.ndarray, batch: int | None = None) -> np.nd
 
 @pytest.fixture(scope="session")
 def fashion():
-    from train.datasets import load_dataset
-    from train.errors import DatasetError
+    from edgeship.train.datasets import load_dataset
+    from edgeship.train.errors import DatasetError
 
     try:
         return load_dataset("fashion-mnist")
@@ -66,7 +66,7 @@ def fashion():
 @pytest.fixture(scope="session")
 def own_run(tmp_path_factory, fashion):
     """An edgeship run dir (mlp, 300 images, 1 epoch) converted in every mode."""
-    from train.training import TrainConfig, train
+    from edgeship.train.training import TrainConfig, train
 
     run = tmp_path_factory.mktemp("own") / "run"
     train(TrainConfig(model="mlp", epochs=1, limit=300, seed=1), run, data=fashion)
@@ -495,7 +495,7 @@ def test_bad_new_options_one_line_exit_2(tiny_keras, args, fragment):
 
 
 def test_modes_are_parsed_in_canonical_order():
-    from convert import parse_modes
+    from edgeship.convert import parse_modes
 
     assert parse_modes("int8, float32,int8") == ("float32", "int8")
     assert parse_modes(None) == MODES

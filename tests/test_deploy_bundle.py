@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from deploy.requirements import LITERT_PINS, TARGET_PINS, TFLITE_PINS
 from edge_runtime.device.targets import TARGET_NAMES, get_target
 from edgeship.cli import app
+from edgeship.deploy.pi.requirements import LITERT_PINS, TARGET_PINS, TFLITE_PINS
 
 runner = CliRunner()
 
@@ -90,7 +90,7 @@ def test_bundle_contents(deploy_run, tmp_path):
 
 
 def test_bundle_is_deterministic(deploy_run, tmp_path):
-    from deploy.bundle import build_bundle
+    from edgeship.deploy.pi.bundle import build_bundle
 
     a = build_bundle(deploy_run, tmp_path / "a" / "b.tar.gz")
     b = build_bundle(deploy_run, tmp_path / "c" / "b.tar.gz")
@@ -219,7 +219,7 @@ def _run_with_model_json(deploy_run: Path, dest: Path, **changes) -> Path:
     """deploy_run's models plus the model.json they were converted from, with `changes`."""
     import shutil
 
-    from edge_runtime.metadata import read_metadata
+    from edge_runtime.metadata.block import read_metadata
 
     dest.mkdir()
     for model in deploy_run.glob("model_*.tflite"):
@@ -252,7 +252,7 @@ def test_stale_tflite_is_refused(deploy_run, tmp_path):
 
 
 def test_same_source_compares_the_training_identity():
-    from edge_runtime.metadata import same_source
+    from edge_runtime.metadata.block import same_source
 
     run = {"model": "mlp", "training": {"seed": 0}, "metrics": {"test_accuracy": 0.8},
            "class_names": ["a", "b"], "input": {"shape": [28, 28, 1]},

@@ -10,10 +10,10 @@ from pathlib import Path
 import yaml
 from typer.testing import CliRunner
 
-from deploy.fleet.rollout import FleetOptions, _vars
 from edgeship.cli import app
+from edgeship.deploy.fleet.rollout import FleetOptions, _vars
 
-ROLE = Path(__file__).parents[1] / "deploy/fleet/playbook/roles/edgeship"
+ROLE = Path(__file__).parents[1] / "edgeship/deploy/fleet/playbook/roles/edgeship"
 CAMERA = "cmd:rpicam-vid -t 0 -n --codec mjpeg -o - | tee /tmp/x's"
 
 

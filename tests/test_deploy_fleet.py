@@ -136,7 +136,7 @@ def fleet(tmp_path_factory, wheel_env, trixie_armhf_python):  # noqa: F811 - fix
 
 
 def _bundle(deploy_run, folder: Path, models: str) -> Path:
-    from deploy.bundle import build_bundle
+    from edgeship.deploy.pi.bundle import build_bundle
 
     return build_bundle(deploy_run, folder / f"{models}.tar.gz", models=models).path
 

@@ -1,4 +1,5 @@
-"""`deploy.fleet.report`: a rollout's outcome from the records the playbook writes (no sshd).
+"""`edgeship.deploy.fleet.report`: a rollout's outcome from the records the playbook writes (no
+sshd).
 
 The full rollout (tests/test_deploy_fleet.py) always has a refused host beside its rolled-back
 one; here each outcome is alone, so the verdict of each is seen on its own."""
@@ -9,7 +10,7 @@ import json
 
 import pytest
 
-from deploy.fleet.report import collect
+from edgeship.deploy.fleet.report import collect
 
 RECAP = "{host} : ok=9    changed={changed}    unreachable={unreachable}    failed=0    skipped=2"
 
@@ -23,8 +24,8 @@ def _record(records, host: str, outcome: str, release: str | None = "r2", error=
 
 @pytest.fixture(scope="module")
 def hosts():
-    """Three inventory hosts, as `deploy.fleet.inventory` reads them."""
-    from deploy.fleet.inventory import InventoryHost
+    """Three inventory hosts, as `edgeship.deploy.fleet.inventory` reads them."""
+    from edgeship.deploy.fleet.inventory import InventoryHost
 
     return [InventoryHost.from_vars(name, {"ansible_host": "127.0.0.1"}) for name in "abc"]
 
@@ -72,7 +73,7 @@ def test_hosts_without_a_record_are_unreachable_or_not_reached(hosts, tmp_path):
 def test_ansible_failing_before_any_host_is_one_error(hosts, tmp_path):
     """No record and an exit that is not a host failure (1: a playbook error): one DeployError
     with the exit and Ansible's last lines; a host failure (2, 4) gives rows instead."""
-    from deploy.errors import DeployError
+    from edgeship.deploy.errors import DeployError
 
     records = tmp_path / "records"
     records.mkdir()

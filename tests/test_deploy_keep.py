@@ -30,7 +30,7 @@ from tests.test_deploy_push import (  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.ssh
 
-# A release name (the pattern deploy/push.py prunes) that sorts after any real one.
+# A release name (the pattern edgeship/deploy/pi/push.py prunes) that sorts after any real one.
 FUTURE = "29991231T235959999Z-00000000-0000"
 
 

@@ -7,10 +7,10 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from deploy.mobile import as_rgb
 from edge_runtime import EdgeClassifier
 from edgeship.cli import app
-from train.datasets import FASHION_MNIST_CLASSES as FASHION_CLASSES
+from edgeship.deploy.mobile.models import as_rgb
+from edgeship.train.datasets import FASHION_MNIST_CLASSES as FASHION_CLASSES
 
 IMAGES = 300
 runner = CliRunner()
@@ -19,7 +19,7 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def test_images():
     """The first 300 Fashion-MNIST test images, uint8 (N, 28, 28, 1)."""
-    from train.datasets import load_dataset
+    from edgeship.train.datasets import load_dataset
 
     return load_dataset("fashion-mnist").x_test[:IMAGES]
 

@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from deploy.requirements import LITERT_PINS
 from edge_runtime.device.targets import TARGETS
 from edgeship.cli import app
+from edgeship.deploy.pi.requirements import LITERT_PINS
 from tests._sshd import Sshd, SshdUnavailable, free_port, keygen
 
 pytestmark = pytest.mark.ssh
@@ -59,7 +59,7 @@ def host_target() -> str:
 @pytest.fixture(scope="module")
 def wheel_env() -> dict[str, str]:
     """pip settings for the remote sessions: the pinned wheels for this machine, cached."""
-    from deploy.wheels import download_wheels
+    from edgeship.deploy.pi.wheels import download_wheels
 
     wheels = download_wheels(host_target(), platform.machine(), _remote_python_version())
     return {"PIP_FIND_LINKS": str(wheels[0].parent), "PIP_NO_INDEX": "1"}

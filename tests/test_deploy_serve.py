@@ -1,8 +1,8 @@
 """`edgeship deploy push --serve` and `deploy status` against a real sshd on 127.0.0.1.
 
 The "Pi" is this machine, which runs no systemd user manager: the push starts the service as a
-background process (deploy/service.py says so) with the unit's own command line; the unit
-itself is checked in test_serve_systemd.py. A release whose service is unhealthy is rolled
+background process (edgeship/deploy/pi/service.py says so) with the unit's own command line; the
+unit itself is checked in test_serve_systemd.py. A release whose service is unhealthy is rolled
 back: `current` goes back and the previous release serves again. `--serve-token-file` puts the
 token on the device (mode 0600) and nowhere else; a plain push (no `--serve`) restarts the
 installed service on the new release, and rolls back the same way.
@@ -26,8 +26,8 @@ from pathlib import Path
 
 import pytest
 
-from deploy.service import ServeSettings, unit_text
 from edgeship.cli import app
+from edgeship.deploy.pi.service import ServeSettings, unit_text
 from tests._sshd import free_port
 from tests.test_deploy_push import (  # noqa: F401 - fixtures
     _current,
@@ -298,8 +298,8 @@ def test_a_stale_pid_file_never_signals_an_unrelated_process(deploy_bundle, devi
 def test_a_bundle_with_the_web_app_serves_it_at_app(fashion_runs, device, tmp_path):
     """`deploy bundle --web` then `push --serve`: the service on the device serves the app at
     /app/ (the unit's command line says `--web web`), the same files as the site bundled."""
-    from deploy.bundle import build_bundle
-    from deploy.web import write_web_site
+    from edgeship.deploy.pi.bundle import build_bundle
+    from edgeship.deploy.web.site import write_web_site
 
     server, remote = device
     site = write_web_site(fashion_runs["mlp"], tmp_path / "site", modes=("int8",)).path

@@ -130,7 +130,7 @@ def other_target(host_target) -> str:
 @pytest.fixture(scope="module")
 def foreign_bundle(deploy_run, tmp_path_factory, other_target) -> Path:
     """A bundle built only for a 64-bit target that this machine is not."""
-    from deploy.bundle import build_bundle
+    from edgeship.deploy.pi.bundle import build_bundle
 
     out = tmp_path_factory.mktemp("foreign") / "foreign.tar.gz"
     return build_bundle(deploy_run, out, targets=other_target).path

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from deploy.requirements import TARGET_PINS
 from edge_runtime.device.targets import TARGET_NAMES, get_target
+from edgeship.deploy.pi.requirements import TARGET_PINS
 
 pytestmark = [pytest.mark.emulated, pytest.mark.slow]
 
@@ -27,7 +27,7 @@ pytestmark = [pytest.mark.emulated, pytest.mark.slow]
 @pytest.fixture(scope="module")
 def offline_bundle(deploy_run, tmp_path_factory) -> Path:
     """`edgeship deploy bundle --with-wheels` (all targets), unpacked."""
-    from deploy.bundle import build_bundle
+    from edgeship.deploy.pi.bundle import build_bundle
 
     out = tmp_path_factory.mktemp("offline") / "pi-offline.tar.gz"
     info = build_bundle(deploy_run, out, with_wheels=True)

@@ -14,8 +14,8 @@ import zipfile
 import pytest
 from typer.testing import CliRunner
 
-from deploy.errors import DeployError
-from deploy.litertjs import WASM_UTILS, NpmPackage, fetch_tarball, integrity_of
+from edgeship.deploy.errors import DeployError
+from edgeship.deploy.web.litertjs import WASM_UTILS, NpmPackage, fetch_tarball, integrity_of
 from tests.support.procs import REPO
 
 
@@ -101,7 +101,7 @@ def _flip_a_weight_byte(data: bytes) -> bytes:
 def test_one_model_byte_gives_the_site_a_new_cache_version(cli_site, tmp_path):
     """The service worker's cache is named by the site's content: a retrained model of the
     same file name makes phones drop the old cache; the same files keep it."""
-    from deploy.web import build_site
+    from edgeship.deploy.web.site import build_site
 
     model = (cli_site / "models/model_int8.tflite").read_bytes()
     changed = _flip_a_weight_byte(model)
@@ -144,7 +144,7 @@ def test_deploy_web_refuses_a_folder_that_is_not_a_site(fashion_runs, tmp_path):
     mine = tmp_path / "photos"
     mine.mkdir()
     (mine / "holiday.jpg").write_bytes(b"x")
-    from deploy.web import build_site
+    from edgeship.deploy.web.site import build_site
 
     with pytest.raises(DeployError, match="new or empty folder"):
         build_site([fashion_runs["mlp"] / "model_int8.tflite"], mine)
@@ -152,7 +152,7 @@ def test_deploy_web_refuses_a_folder_that_is_not_a_site(fashion_runs, tmp_path):
 
 
 def test_grayscale_int8_model_is_refused_with_the_fix(fashion_runs, tmp_path):
-    from deploy.web import build_site
+    from edgeship.deploy.web.site import build_site
 
     with pytest.raises(DeployError, match="deploy mobile"):
         build_site([fashion_runs["mlp"] / "model_int8.tflite"], tmp_path / "site")
@@ -160,7 +160,7 @@ def test_grayscale_int8_model_is_refused_with_the_fix(fashion_runs, tmp_path):
 
 
 def test_bundle_web_carries_the_site(fashion_runs, cli_site, tmp_path):
-    from deploy.bundle import build_bundle, read_manifest
+    from edgeship.deploy.pi.bundle import build_bundle, read_manifest
 
     info = build_bundle(fashion_runs["mlp"], tmp_path / "b.tar.gz", models="int8", web=cli_site)
     top, manifest = read_manifest(info.path)
@@ -219,7 +219,7 @@ def test_serve_web_and_tls_option_errors(edge_models, tmp_path, extra, message):
     assert message in proc.stderr and "Traceback" not in proc.stderr
 
 
-# --- the web app's resize (deploy/webapp/resize.js) is Pillow's, byte for byte ---------------
+# --- the web app's resize (edgeship/deploy/web/app/resize.js) is Pillow's, byte for byte ---
 
 NODE_RUNNER = """
 import { readFileSync, writeFileSync } from "node:fs";
@@ -272,7 +272,7 @@ def test_resize_js_equals_pillow_byte_for_byte(tmp_path):
     (tmp_path / "cases.json").write_text(
         json.dumps([{k: v for k, v in c.items() if k != "rgb"} for c in cases])
     )
-    shutil.copy(REPO / "deploy/webapp/resize.js", tmp_path / "resize.mjs")
+    shutil.copy(REPO / "edgeship/deploy/web/app/resize.js", tmp_path / "resize.mjs")
     (tmp_path / "run.mjs").write_text(NODE_RUNNER)
     proc = subprocess.run([node, "run.mjs"], cwd=tmp_path, capture_output=True, text=True,
                           timeout=120)

@@ -11,7 +11,7 @@ from PIL import Image
 from edge_runtime.backends import load_backend, normalize_backend_name
 from edge_runtime.classifier import EdgeClassifier, Prediction
 from edge_runtime.errors import BackendError, ImageError, InputShapeError, ModelFileError
-from edge_runtime.preprocess import border_mean, preprocess_image
+from edge_runtime.image.preprocess import border_mean, preprocess_image
 from edge_runtime.tensors import TensorSpec
 
 
@@ -145,7 +145,7 @@ def test_one_image_fast_path_equals_general_path(edge_models, name):
 def test_one_image_fast_path_with_an_offset(edge_models, tmp_path):
     """A float-input model whose metadata scales pixels to [-1, 1] (scale and offset): the
     single-image path's table gives the general path's values, offset included."""
-    from edge_runtime.metadata import embed_metadata, read_embedded_metadata
+    from edge_runtime.metadata.block import embed_metadata, read_embedded_metadata
 
     data = edge_models["mlp_float32"].read_bytes()
     meta = read_embedded_metadata(data)

@@ -97,7 +97,7 @@ def test_predict_full_decode_decodes_in_full(edge_models, tmp_path, capsys):
     """`predict --full-decode` answers what the model says of the fully decoded photo, not of
     the photo decoded at the model's size (which differs, a little, on a textured 3 MP JPEG)."""
     from edge_runtime.classifier import EdgeClassifier
-    from edge_runtime.preprocess import load_and_preprocess
+    from edge_runtime.image.preprocess import load_and_preprocess
 
     rng = np.random.default_rng(5)
     y, x = np.mgrid[0:1536, 0:2048]
@@ -317,7 +317,7 @@ def test_load_image_rejects_a_bomb_from_its_header_without_warning(tmp_path):
     import warnings
 
     from edge_runtime.errors import ImageError
-    from edge_runtime.preprocess import load_image
+    from edge_runtime.image.preprocess import load_image
 
     image = tmp_path / "huge.png"
     _huge_png(image, 10_000, 10_000)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from edge_runtime import EdgeClassifier
-from edge_runtime.metadata import read_metadata
+from edge_runtime.metadata.block import read_metadata
 
 
 def test_float_model_raw_pixels_equal_model_space(edge_models):

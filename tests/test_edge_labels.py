@@ -12,9 +12,9 @@ from PIL import Image
 
 from edge_runtime.classifier import EdgeClassifier
 from edge_runtime.errors import LabelsError
-from edge_runtime.graph import is_softmax_quantization
-from edge_runtime.labels import read_labels, resolve_labels
-from edge_runtime.metadata import CONVERSION_METADATA, list_metadata
+from edge_runtime.metadata.block import CONVERSION_METADATA, list_metadata
+from edge_runtime.metadata.graph import is_softmax_quantization
+from edge_runtime.metadata.labels import read_labels, resolve_labels
 from tests.conftest import _convert
 from tests.support.procs import REPO, one_error_line
 

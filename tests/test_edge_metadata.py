@@ -1,4 +1,4 @@
-"""edge_runtime.metadata on real converted models: round trip, sidecar, bad files."""
+"""edge_runtime.metadata.block on real converted models: round trip, sidecar, bad files."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from edge_runtime.errors import ModelFileError
-from edge_runtime.metadata import (
+from edge_runtime.metadata.block import (
     CONVERSION_METADATA,
     METADATA_NAME,
     embed_metadata,
@@ -106,7 +106,7 @@ def test_unreadable_block_is_one_warning_and_the_model_runs(edge_models, tmp_pat
 
     from PIL import Image
 
-    from edge_runtime.metadata import embed_metadata
+    from edge_runtime.metadata.block import embed_metadata
 
     model = tmp_path / "deep.tflite"
     model.write_bytes(embed_metadata(edge_models["mlp_float32"].read_bytes(), b"[" * 200_000))

@@ -1,4 +1,4 @@
-"""`python -m benchmarks.edge_speed` runs with LiteRT's native chatter kept off stderr."""
+"""`python -m studies.edge_speed` runs with LiteRT's native chatter kept off stderr."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from tests.support.procs import REPO
 
 
 def test_edge_speed_keeps_the_xnnpack_line_off_stderr(edge_models, tmp_path):
-    from train.datasets import load_dataset
-    from train.errors import DatasetError
+    from edgeship.train.datasets import load_dataset
+    from edgeship.train.errors import DatasetError
 
     try:
         data = load_dataset("fashion-mnist")
@@ -22,7 +22,7 @@ def test_edge_speed_keeps_the_xnnpack_line_off_stderr(edge_models, tmp_path):
         pytest.skip(f"Fashion-MNIST not available: {err}")
     out = tmp_path / "speed.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.edge_speed", "--model", str(edge_models["mlp_int8"]),
+        [sys.executable, "-m", "studies.edge_speed", "--model", str(edge_models["mlp_int8"]),
          "--repeats", "1", "--calls", "10", "--json", str(out)],
         capture_output=True, text=True, timeout=300, cwd=REPO,
     )

@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from deploy.requirements import PINS
+from edgeship.deploy.pi.requirements import PINS
 from tests.support.predictions import (
     assert_predict_matches_desktop,
     assert_raw_outputs_match_desktop,

@@ -17,9 +17,13 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from convert.calibration import CALIBRATION_SEED, DEFAULT_CALIBRATION_SAMPLES, seeded_subset
-from edge_runtime.metadata import read_metadata
+from edge_runtime.metadata.block import read_metadata
 from edgeship.cli import app
+from edgeship.convert.calibration import (
+    CALIBRATION_SEED,
+    DEFAULT_CALIBRATION_SAMPLES,
+    seeded_subset,
+)
 from tests.support.collapsing import (
     SAMPLES,
     SHAPE,
@@ -222,7 +226,7 @@ def test_max_accuracy_drop_with_class_folders(pixel_run):
     assert "outlier" in q["float_layers"]
     assert fb["held_out"]["samples"] == SAMPLES - VERIFY
     # Recomputed on every image (read back from the folders) against the labels.
-    from train.quiet import import_keras
+    from edgeship.train.quiet import import_keras
 
     names = sorted(p.name for p in folder.iterdir())
     paths = sorted(folder.rglob("*.png"))
@@ -255,7 +259,7 @@ def extreme(built, tmp_path_factory):
 def test_int16x8_fallback_reaches_the_budget_with_float_layers(models, extreme, tmp_path):
     _, _, calib, x, _ = models
     model, plain_dir = extreme
-    from train.quiet import import_keras
+    from edgeship.train.quiet import import_keras
 
     keras_probs = import_keras().saving.load_model(model).predict(x, verbose=0)
     # Plain int16x8 collapses on this model (a raw interpreter's answers).
@@ -318,9 +322,9 @@ def test_int16x8_unreachable_budget_fails_with_exit_1(models, extreme, tmp_path)
 def test_partial_int16x8_with_every_op_float_matches_keras(built, extreme, tmp_path):
     """The flatbuffer edit itself: nothing chosen gives the plain bytes back; everything
     chosen gives a float model (only the input's int16 rounding left) that agrees with Keras."""
-    from convert.converter import saved_model
-    from convert.partial16 import PartialInt16x8
-    from train.quiet import import_keras
+    from edgeship.convert.converter import saved_model
+    from edgeship.convert.partial16 import PartialInt16x8
+    from edgeship.train.quiet import import_keras
 
     keras_model = import_keras().saving.load_model(extreme[0])
     x = built.x[:200]
@@ -335,7 +339,7 @@ def test_partial_int16x8_with_every_op_float_matches_keras(built, extreme, tmp_p
     )
     # Graphs that do not line up op for op (here: the pixel model has a Rescaling in front)
     # are refused, never edited.
-    from convert.converter import ModeConversionError
+    from edgeship.convert.converter import ModeConversionError
 
     pixels = as_pixel_model(extreme[0], tmp_path / "pixels.keras")
     with saved_model(import_keras().saving.load_model(pixels), SHAPE) as export_dir:

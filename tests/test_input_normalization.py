@@ -14,7 +14,7 @@ def test_keras_model_with_per_channel_mean_and_std(tmp_path):
     import keras
 
     from edge_runtime import EdgeClassifier
-    from edge_runtime.metadata import read_metadata
+    from edge_runtime.metadata.block import read_metadata
     from edgeship.cli import app
 
     keras.utils.set_random_seed(2)
@@ -55,9 +55,9 @@ def test_keras_model_with_per_channel_mean_and_std(tmp_path):
     ],
 )
 def test_bad_normalization_options_fail_in_one_line(tmp_path, args, says):
-    from convert.errors import ConvertError
-    from convert.loading import ModelSignature
-    from convert.options import input_settings
+    from edgeship.convert.errors import ConvertError
+    from edgeship.convert.loading import ModelSignature
+    from edgeship.convert.options import input_settings
 
     with pytest.raises(ConvertError) as info:
         input_settings(tmp_path / "m.keras", ModelSignature((8, 10, 3), 4), None, None, None,

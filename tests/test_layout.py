@@ -10,42 +10,115 @@ import pytest
 
 from tests.support.procs import REPO, one_error_line
 
-STAGES = ("train", "convert", "benchmarks", "deploy", "tune")  # in pipeline order
-# What each package may import of the project's own (DESIGN.md: edgeship -> stages -> runtime):
-# a stage may use an earlier stage, never a later one (ARCHITECTURE.md).
+STAGES = ("train", "convert", "bench", "deploy", "tune")  # edgeship's, in pipeline order
+# What each package may import of the project's own: edgeship's top (cli, pipeline) -> its
+# stages -> edge_runtime; a stage may use an earlier stage, never a later one (ARCHITECTURE.md).
 ALLOWED = {
     "edge_runtime": {"edge_runtime"},
-    **{stage: {"edge_runtime", *STAGES[: i + 1]} for i, stage in enumerate(STAGES)},
+    **{
+        f"edgeship.{stage}": {"edge_runtime", *(f"edgeship.{s}" for s in STAGES[: i + 1])}
+        for i, stage in enumerate(STAGES)
+    },
 }
-FORBIDDEN_IN_RUNTIME = {"tensorflow", "keras", "tf_keras"}
+# Inside edgeship.deploy, by target: the fleet drives pi's bundle and release steps; the web
+# app carries the phone models; pi, mobile and web know nothing of the others (the CLI builds
+# the web app and hands `build_bundle` a folder).
+DEPLOY_TARGETS = {
+    "pi": {"pi"},
+    "fleet": {"fleet", "pi"},
+    "mobile": {"mobile"},
+    "web": {"web", "mobile"},
+}
+FORBIDDEN_IN_RUNTIME = {"tensorflow", "keras", "tf_keras", "torch", "edgeship"}
+NOT_SHIPPED = {"tests", "studies", "tools", "docs"}  # beside the packages, never imported by them
 
 
-def _imported_top_levels(path: Path) -> set[str]:
+def _imported_modules(path: Path) -> set[str]:
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     names: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            names.update(alias.name.split(".")[0] for alias in node.names)
+            names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names.add(node.module.split(".")[0])
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
     return names
+
+
+def _own(module: str) -> str | None:
+    """The project package `module` belongs to (edge_runtime, edgeship.<stage>, edgeship's top,
+    a folder beside them), else None."""
+    parts = module.split(".")
+    if parts[0] == "edgeship":
+        return f"edgeship.{parts[1]}" if len(parts) > 1 and parts[1] in STAGES else "edgeship"
+    if parts[0] in {"edge_runtime", *NOT_SHIPPED}:
+        return parts[0]
+    return None
 
 
 @pytest.mark.parametrize("package", sorted(ALLOWED))
 def test_imports_point_one_way(package):
-    # tests/ and studies/ are not in the wheel: nothing shipped may import them
-    own = {"edgeship", "edge_runtime", *STAGES, "tests", "studies"}
-    files = sorted((REPO / package).rglob("*.py"))
+    files = sorted((REPO / package.replace(".", "/")).rglob("*.py"))
     assert files
     wrong = {}
     for path in files:
-        imported = _imported_top_levels(path)
-        bad = (imported & own) - ALLOWED[package]
+        imported = _imported_modules(path)
+        bad = {_own(m) for m in imported} - {None} - ALLOWED[package]
         if package == "edge_runtime":
-            bad |= imported & FORBIDDEN_IN_RUNTIME
+            bad |= {m.split(".")[0] for m in imported} & FORBIDDEN_IN_RUNTIME
         if bad:
             wrong[str(path.relative_to(REPO))] = sorted(bad)
     assert wrong == {}
+
+
+@pytest.mark.parametrize("target", sorted(DEPLOY_TARGETS))
+def test_deploy_targets_import_one_way(target):
+    files = sorted((REPO / "edgeship" / "deploy" / target).rglob("*.py"))
+    assert files
+    wrong = {}
+    for path in files:
+        used = {
+            m.split(".")[2]
+            for m in _imported_modules(path)
+            if m.startswith("edgeship.deploy.") and m.split(".")[2] in (*DEPLOY_TARGETS, "cli")
+        }
+        if used - DEPLOY_TARGETS[target]:
+            wrong[str(path.relative_to(REPO))] = sorted(used - DEPLOY_TARGETS[target])
+    assert wrong == {}
+
+
+def test_the_runtime_keeps_its_core_at_the_top():
+    """edge_runtime's top level holds the classifier's core; metadata and images have folders."""
+    top = sorted(p.name for p in (REPO / "edge_runtime").glob("*.py"))
+    assert len(top) <= 15, top
+    for folder in ("metadata", "image", "serve", "device"):
+        assert (REPO / "edge_runtime" / folder / "__init__.py").is_file()
+
+
+def test_the_wheel_installs_two_names(tmp_path):
+    """The built wheel holds `edgeship` and `edge_runtime` (and its .dist-info), nothing else:
+    no generic top-level name to shadow a user's `train` or `deploy`, no tests, no studies."""
+    import subprocess
+    import sys
+    import zipfile
+
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+         "-w", str(tmp_path), str(REPO)],
+        check=True, capture_output=True,
+    )
+    (wheel,) = tmp_path.glob("edgeship-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    tops = {n.split("/")[0] for n in names}
+    assert {t for t in tops if not t.endswith(".dist-info")} == {"edgeship", "edge_runtime"}
+    # the data files the code opens beside it travel too
+    for data in (
+        "edgeship/deploy/pi/remote/install.sh",
+        "edgeship/deploy/web/app/index.html",
+        "edgeship/deploy/fleet/playbook/site.yml",
+        "edge_runtime/serve/page.html",
+    ):
+        assert data in names, data
 
 
 @pytest.mark.parametrize(
@@ -81,7 +154,7 @@ def _source_modules() -> dict[str, int]:
         rel = path.relative_to(REPO)
         if rel.parts[0] in NOT_SOURCE or any(p.startswith(".") for p in rel.parts):
             continue
-        if rel.as_posix().startswith("edge_runtime/metadata_schema/"):  # flatc's output
+        if rel.as_posix().startswith("edge_runtime/metadata/schema/"):  # flatc's output
             continue
         with path.open(encoding="utf-8") as f:
             counts[rel.as_posix()] = sum(1 for _ in f)

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deploy.mobile import as_rgb
+from edgeship.deploy.mobile.models import as_rgb
 from tests.support.procs import REPO
 from tests.support.stock_metadata import NAMES, hand_packed
 from tests.test_deploy_mobile import FASHION_CLASSES
@@ -74,7 +74,7 @@ def edge_predict(model: Path, images: list[Path]) -> list[tuple[str, int]]:
 @pytest.fixture(scope="module")
 def fashion_pngs(tmp_path_factory) -> dict[str, list[Path]]:
     """300 Fashion-MNIST test images as 28x28 RGB PNGs: {"dark": [...], "light": [...]}."""
-    from train.datasets import load_dataset
+    from edgeship.train.datasets import load_dataset
 
     x = load_dataset("fashion-mnist").x_test[:IMAGES]
     root = tmp_path_factory.mktemp("fashion_pngs")
@@ -156,7 +156,7 @@ def test_mediapipe_on_converts_int8_of_a_user_rgb_model(mp, tmp_path):
 
 @pytest.mark.parametrize("packer", ["edgeship", "by hand"])
 def test_mediapipe_names_a_stock_uint8_model(mp, edge_models, tmp_path, packer):
-    from edge_runtime.standard_metadata_write import embed_all_metadata
+    from edge_runtime.metadata.standard_write import embed_all_metadata
 
     data = edge_models["cnn_uint8"].read_bytes()
     if packer == "edgeship":  # our writer on a model with no edgeship block (names only)
@@ -183,8 +183,8 @@ def test_a_model_with_an_offset_is_normalized_as_it_says(mp, edge_models, tmp_pa
     from ai_edge_litert.interpreter import Interpreter
     from mediapipe.tasks.python import BaseOptions, vision
 
-    from edge_runtime.standard_metadata import read_standard_metadata
-    from edge_runtime.standard_metadata_write import embed_all_metadata
+    from edge_runtime.metadata.standard import read_standard_metadata
+    from edge_runtime.metadata.standard_write import embed_all_metadata
 
     meta = {"class_names": NAMES,
             "input": {"shape": [32, 32, 3], "scale": 1 / 127.5, "offset": -1.0}}
@@ -241,8 +241,8 @@ def test_readme_snippet_runs(mp, mobile_models, fashion_pngs, tmp_path, no_tf_en
 
 
 def test_peers_benchmark_measures_both_on_the_same_answer(mp, mobile_models):
-    """`python -m benchmarks.peers` (a few runs: the figures are the docs', not asserted)."""
-    from benchmarks.peers import measure, table
+    """`python -m studies.peers` (a few runs: the figures are the docs', not asserted)."""
+    from studies.peers import measure, table
 
     row = measure(mobile_models["cnn_int8"], runs=5, warmup=2)
     assert row["same_top1"] and row["input"] == "28x28x3 uint8"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from edge_runtime.metadata import _Reader
+from edge_runtime.metadata.block import _Reader
 from tests.support.procs import REPO, one_error_line
 
 

@@ -91,7 +91,7 @@ def _slowed(fn):
 def test_a_stage_made_slow_shows_under_its_own_name(edge_models, stage, method):
     """The classifier's step behind one stage sleeps DELAY_S: that stage's time holds it."""
     from edge_runtime.classifier import EdgeClassifier
-    from edge_runtime.stages import classify_photo
+    from edge_runtime.image.stages import classify_photo
 
     clf = EdgeClassifier.load(edge_models["mlp_int8"])
     setattr(clf, method, _slowed(getattr(clf, method)))
@@ -114,7 +114,7 @@ class _SlowPath:
 def test_a_slow_read_shows_under_read_in_bench_image(edge_models, tmp_path):
     """`bench --image` on a photo slow to open: the read stage holds the wait, and the stages
     still add up to the total."""
-    from edge_runtime.stages import photo_bench
+    from edge_runtime.image.stages import photo_bench
 
     photo = tmp_path / "photo.jpg"
     photo.write_bytes(_jpeg((64, 48)))

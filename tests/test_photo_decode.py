@@ -1,4 +1,4 @@
-"""Decode to size (edge_runtime.preprocess + shrink): the same pixels as before for images at
+"""Decode to size (edge_runtime.image.preprocess + shrink): the same pixels as before for images at
 or below the model's need, the JPEG scale chosen after EXIF orientation, the crop rule kept,
 and big palette / 16-bit images shrunk without full-size copies."""
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from edge_runtime.preprocess import load_and_preprocess, load_image, preprocess_image
+from edge_runtime.image.preprocess import load_and_preprocess, load_image, preprocess_image
 
 # ---------------------------------------------------------------------------------------------
 # The preprocessing as it was before decode to size (full decode, full-size conversions), kept
@@ -138,7 +138,7 @@ def test_exif_rotation_is_applied_before_the_jpeg_scale_is_chosen(tmp_path):
 def test_a_rotated_12mp_photo_into_a_small_model_equals_the_full_decode(tmp_path):
     """A 12 MP EXIF-6 JPEG into a 32x32 model takes the banded reduce (1/8 draft, then whole
     factors): it is turned upright all the same, within a few levels of `--full-decode`."""
-    from edge_runtime.shrink import reduce_factors
+    from edge_runtime.image.shrink import reduce_factors
 
     path = tmp_path / "portrait.jpg"
     _rotated_photo(path)
@@ -200,7 +200,7 @@ def test_big_palette_and_16_bit_images_shrink_to_the_same_picture(tmp_path, make
 
 
 def test_the_decoded_budget_refuses_before_decoding(tmp_path):
-    from edge_runtime.preprocess import ImageTooLargeError
+    from edge_runtime.image.preprocess import ImageTooLargeError
 
     data = _gray16((3000, 3000))  # 18 MB decoded (2 bytes per pixel)
     with pytest.raises(ImageTooLargeError, match="17 MiB decoded .* budget of 16 MiB"):

@@ -21,7 +21,7 @@ def test_pipeline_trains_converts_and_benchmarks(tmp_path):
     assert result.stdout.strip().splitlines()[-1] == f"Report: {out / 'bench' / 'report.md'}"
     meta = json.loads((out / "model.json").read_text())
     modes = ("float32", "dynamic", "float16", "int8", "int16x8")
-    from edge_runtime.metadata import read_metadata
+    from edge_runtime.metadata.block import read_metadata
 
     for mode in modes:  # each file is that mode, and its conversion check ran and passed
         quant = read_metadata(out / f"model_{mode}.tflite")["quantization"]

@@ -14,9 +14,13 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from convert.calibration import CALIBRATION_SEED, DEFAULT_CALIBRATION_SAMPLES, seeded_subset
-from edge_runtime.metadata import read_metadata
+from edge_runtime.metadata.block import read_metadata
 from edgeship.cli import app
+from edgeship.convert.calibration import (
+    CALIBRATION_SEED,
+    DEFAULT_CALIBRATION_SAMPLES,
+    seeded_subset,
+)
 from tests.support.collapsing import SAMPLES
 from tests.test_convert import assert_clean_failure, litert_predict
 
@@ -101,7 +105,7 @@ def test_each_engine_makes_every_mode(wide, tmp_path, engine):
     """Both engines on the healthy model: every mode runs, agrees with Keras (recomputed),
     is smaller than float32 and says which engine made it; float I/O unless --int8-io."""
     built, x, _ = wide
-    from train.quiet import import_keras
+    from edgeship.train.quiet import import_keras
 
     keras_probs = import_keras().saving.load_model(built.healthy).predict(x, verbose=0)
     out = tmp_path / engine

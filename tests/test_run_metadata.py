@@ -1,4 +1,4 @@
-"""`train.training.read_run_metadata`: the one reader of train's `model.json`."""
+"""`edgeship.train.training.read_run_metadata`: the one reader of train's `model.json`."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from train.errors import TrainError
-from train.training import METADATA_FILE, read_run_metadata
+from edgeship.train.errors import TrainError
+from edgeship.train.training import METADATA_FILE, read_run_metadata
 
 
 def test_missing_model_json_is_none(tmp_path):

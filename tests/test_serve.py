@@ -382,7 +382,7 @@ def test_listening_socket_is_tcp_so_responses_are_not_nagled():
 
 def test_load_benchmark_runs_bounded_and_checks_every_answer(edge_models):
     proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.serve_load", str(edge_models["cnn_uint8"]),
+        [sys.executable, "-m", "studies.serve_load", str(edge_models["cnn_uint8"]),
          "--synthetic", "--images", "5", "--clients", "3", "--requests", "10", "--rate", "200",
          "--json"],
         capture_output=True, text=True, cwd=REPO, timeout=300,

@@ -62,7 +62,7 @@ def distinct(model, tmp_path_factory) -> list[tuple[Path, str]]:
     """Six camera frames (Fashion-MNIST test images as 320x240 JPEG) that the model tells apart,
     each with its label as the upload path (classify_photo) gives it."""
     from edge_runtime.classifier import EdgeClassifier
-    from edge_runtime.stages import classify_photo
+    from edge_runtime.image.stages import classify_photo
 
     clf = EdgeClassifier.load(model)
     folder = tmp_path_factory.mktemp("frames")

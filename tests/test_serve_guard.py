@@ -396,10 +396,10 @@ def test_metrics_read_the_board_at_most_every_few_seconds(guarded):
 
 
 def test_stall_benchmark_measures_the_bounds(edge_models):
-    """`python -m benchmarks.serve_stall` (docs/serve.md's figures), small: the budget refuses
+    """`python -m studies.serve_stall` (docs/serve.md's figures), small: the budget refuses
     what passes it and a half-sent header is closed at --header-timeout, not held."""
     proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.serve_stall", str(edge_models["mlp_int8"]),
+        [sys.executable, "-m", "studies.serve_stall", str(edge_models["mlp_int8"]),
          "--uploads", "4", "--mb", "0.9", "--hold", "0.5", "--json", "--",
          "--max-upload-mb", "1", "--max-inflight-mb", "2", "--header-timeout", "1"],
         capture_output=True, text=True, cwd=REPO, timeout=120,

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy.service import ServeSettings, unit_text
+from edgeship.deploy.pi.service import ServeSettings, unit_text
 from tests._sshd import free_port
 
 
@@ -134,8 +134,8 @@ ODD_NAME = "it's $HOME ${USER} \\n \"50%\" x.tflite"
 
 def _systemd_words(line: str) -> list[str]:
     """ExecStart's words as systemd.service(5) reads them (written here from the man page, not
-    from deploy/service.py): blanks separate words; "..." and '...' group; a backslash escapes
-    the next character (`\\\\`, `\\"`, `\\'`); `$$` is a literal `$` and `%%` a literal `%`.
+    from edgeship/deploy/pi/service.py): blanks separate words; "..." and '...' group; a backslash
+    escapes the next character (`\\\\`, `\\"`, `\\'`); `$$` is a literal `$` and `%%` a literal `%`.
     A lone `$` (variable expansion) or `%` (specifier) means systemd would rewrite the word:
     refused, since the service would not run what the unit says."""
     words, word, quote, i, started = [], "", None, 0, False
@@ -186,7 +186,7 @@ def test_a_model_named_with_dollar_backslash_and_space_runs_as_written(
 ):
     """The unit for `it's $HOME ${USER} \\n "50%" x.tflite`: verified by systemd, and its
     ExecStart, read by systemd's rules, is the exact argv, which serves that model."""
-    from deploy.bundle import build_bundle
+    from edgeship.deploy.pi.bundle import build_bundle
 
     run = tmp_path / "run"
     run.mkdir()
@@ -254,7 +254,8 @@ def test_a_model_name_with_a_control_character_is_refused_at_bundle_time(deploy_
     ],
 )
 def test_the_device_side_unit_refuses_a_control_character(remote_dir, model, what):
-    """The unit release.py writes on the device (device_service.py, which deploy/service.py
-    loads): a control character in a word or the folder is refused, never written."""
+    """The unit release.py writes on the device (device_service.py, which
+    edgeship/deploy/pi/service.py loads): a control character in a word or the folder is refused,
+    never written."""
     with pytest.raises(ValueError, match=f"{what}.*control character"):
         unit_text(remote_dir, [model], ServeSettings())

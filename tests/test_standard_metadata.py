@@ -1,4 +1,5 @@
-"""The standard TFLite Model Metadata: written by convert/label/deploy, read by edge_runtime.
+"""The standard TFLite Model Metadata: written by edgeship convert/label/deploy, read by
+edge_runtime.
 
 The independent reader is the schema module shipped in mediapipe's wheel; the independent
 writer is a ModelMetadata built here with that module and a labels zip packed with `zipfile`.
@@ -19,9 +20,9 @@ import pytest
 from typer.testing import CliRunner
 
 from edge_runtime import EdgeClassifier
-from edge_runtime.metadata import read_metadata
-from edge_runtime.standard_metadata import MetadataWarning, read_standard_metadata
-from edge_runtime.standard_metadata_write import embed_all_metadata
+from edge_runtime.metadata.block import read_metadata
+from edge_runtime.metadata.standard import MetadataWarning, read_standard_metadata
+from edge_runtime.metadata.standard_write import embed_all_metadata
 from edgeship.cli import app
 from tests.support.procs import REPO
 from tests.support.stock_metadata import NAMES, hand_packed, mp_schema
@@ -45,7 +46,7 @@ def test_written_metadata_parses_with_mediapipes_schema(edge_models, tmp_path):
     path.write_bytes(embed_all_metadata(edge_models["mlp_int8"].read_bytes(), meta))
 
     s = mp_schema()
-    from edge_runtime.metadata import list_metadata
+    from edge_runtime.metadata.block import list_metadata
 
     raw = list_metadata(path.read_bytes())["TFLITE_METADATA"]
     assert s.ModelMetadata.ModelMetadataBufferHasIdentifier(raw, 0)
@@ -76,7 +77,7 @@ def test_offset_normalization_round_trips(edge_models):
     """Scale 1/127.5 and offset -1 (pixels to [-1, 1], as MobileNet's): mediapipe's schema
     reads NormalizationOptions mean 127.5, std 127.5 and the range -1..1; (255 - mean) / std
     is 1.0 (a sign flipped in the mean would make it 3.0)."""
-    from edge_runtime.metadata import list_metadata
+    from edge_runtime.metadata.block import list_metadata
 
     meta = {"class_names": NAMES,
             "input": {"shape": [32, 32, 3], "scale": 1 / 127.5, "offset": -1.0}}
@@ -145,7 +146,7 @@ def test_hand_packed_stock_model_is_named_without_labels(edge_models, tmp_path):
 def test_rewriting_the_edgeship_block_keeps_the_packed_labels(edge_models, tmp_path):
     """`embed_metadata` (public) on a model with standard metadata: the labels zip survives the
     rewrite, readable by `zipfile` and named by the reader, with no warning."""
-    from edge_runtime.metadata import embed_metadata
+    from edge_runtime.metadata.block import embed_metadata
 
     stock = hand_packed(edge_models["cnn_uint8"].read_bytes(), NAMES)
     meta = read_metadata(edge_models["cnn_uint8"]) or {}
@@ -172,7 +173,7 @@ def test_a_model_without_class_names_names_no_labels_file(edge_models, tmp_path)
     path = tmp_path / "nameless.tflite"
     path.write_bytes(embed_all_metadata(edge_models["mlp_int8"].read_bytes(), meta))
     s = mp_schema()
-    from edge_runtime.metadata import list_metadata
+    from edge_runtime.metadata.block import list_metadata
 
     raw = list_metadata(path.read_bytes())["TFLITE_METADATA"]
     parsed = s.ModelMetadataT.InitFromObj(s.ModelMetadata.GetRootAs(raw, 0))

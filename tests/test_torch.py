@@ -42,7 +42,7 @@ def run_without_tf(env, *args, timeout=600) -> subprocess.CompletedProcess:
 def test_convert_bench_deploy_without_tensorflow(torch_run, tf_not_installed_env, tmp_path):
     """Every mode, checked against PyTorch's own outputs; bench's "torch" row; a bundle; all
     in processes where TensorFlow and Keras are not installed."""
-    from edge_runtime.metadata import read_metadata
+    from edge_runtime.metadata.block import read_metadata
 
     blocked = subprocess.run([sys.executable, "-c", "import tensorflow"], capture_output=True,
                              text=True, env=tf_not_installed_env)
@@ -85,16 +85,16 @@ def test_convert_bench_deploy_without_tensorflow(torch_run, tf_not_installed_env
 def test_mobilenet_style_with_imagenet_normalization(tmp_path):
     """224x224x3 RGB with --input-mean/--input-std: float32 and int8 against PyTorch on 200
     generated images the calibration never saw, through edge_runtime from uint8 pixels."""
-    from benchmarks.torch_models import (
+    from edge_runtime import EdgeClassifier
+    from edge_runtime.metadata.block import read_metadata
+    from edgeship.convert.torch_source import load_torch_module, torch_probabilities
+    from tests.support.torch_models import (
         IMAGENET_MEAN,
         IMAGENET_STD,
         generated_images,
         mobilenet_v3_style,
         save_pt2,
     )
-    from convert.torch_source import load_torch_module, torch_probabilities
-    from edge_runtime import EdgeClassifier
-    from edge_runtime.metadata import read_metadata
 
     pt2 = save_pt2(mobilenet_v3_style(), (3, 224, 224), tmp_path / "mobilenet.pt2")
     np.save(tmp_path / "calib.npy", generated_images(50, 224, seed=1))
@@ -125,7 +125,7 @@ def test_mobilenet_style_with_imagenet_normalization(tmp_path):
             assert np.abs(probs - reference).max() < 1e-4
     print(f"agreement with PyTorch on 200 generated images: {agreement}")
     # Random weights leave small margins between the 10 logits: int8 flips 16-20 % of them
-    # (84 % with 100 calibration images in benchmarks.torch_speed, 80 % with 50 here).
+    # (84 % with 100 calibration images in studies.torch_speed, 80 % with 50 here).
     assert agreement["float32"] == 1.0 and agreement["int8"] >= 0.75
 
 
@@ -192,7 +192,7 @@ def net_py(tmp_path_factory) -> Path:
 
 def test_factory_form_with_a_state_dict(net_py, tmp_path):
     from edge_runtime import EdgeClassifier
-    from edge_runtime.metadata import read_metadata
+    from edge_runtime.metadata.block import read_metadata
 
     result = cli("convert", f"{net_py}:make", "--quantize", "float32,dynamic",
                  "--out", tmp_path / "run")
@@ -258,10 +258,10 @@ def test_deploy_mobile_names_images_as_edge_runtime_in_mediapipe(torch_run, tmp_
     mp = pytest.importorskip("mediapipe")
     from PIL import Image
 
-    from deploy.mobile import as_rgb, write_mobile_models
     from edge_runtime import EdgeClassifier
+    from edgeship.deploy.mobile.models import as_rgb, write_mobile_models
+    from edgeship.train.datasets import FASHION_MNIST_CLASSES
     from tests.test_mediapipe import classify, edge_predict
-    from train.datasets import FASHION_MNIST_CLASSES
 
     [phone] = write_mobile_models(torch_run["run"], tmp_path / "mobile", ("float32",))
     x = np.load(torch_run["test_npz"])["x"][:100]

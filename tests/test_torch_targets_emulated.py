@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from deploy.requirements import TARGET_PINS
 from edge_runtime.device.targets import TARGET_NAMES
+from edgeship.deploy.pi.requirements import TARGET_PINS
 from tests.test_deploy_targets_emulated import AGREEMENT_IMAGES, PREDICT_ALL
 
 pytestmark = [pytest.mark.emulated, pytest.mark.slow]
@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.emulated, pytest.mark.slow]
 @pytest.fixture(scope="module")
 def torch_bundle(torch_run, tmp_path_factory) -> Path:
     """`edgeship deploy bundle --with-wheels` of the PyTorch run (int8, float32), unpacked."""
-    from deploy.bundle import build_bundle
+    from edgeship.deploy.pi.bundle import build_bundle
 
     out = tmp_path_factory.mktemp("torch_offline") / "torch-pi.tar.gz"
     info = build_bundle(torch_run["run"], out, models=["int8", "float32"], with_wheels=True)

@@ -12,7 +12,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from edgeship.cli import app
-from train.datasets import find_fashion_mnist
+from edgeship.train.datasets import find_fashion_mnist
 
 runner = CliRunner()
 
@@ -67,7 +67,7 @@ def test_train_limit_writes_model_and_metadata(tmp_path, fashion_dir):
     model = keras.saving.load_model(out / "model.keras")
     assert model.count_params() == meta["parameters"]
     # The saved model reproduces the recorded test accuracy.
-    from train.datasets import load_fashion_mnist
+    from edgeship.train.datasets import load_fashion_mnist
 
     data = load_fashion_mnist(fashion_dir)
     probs = model.predict(data.x_test.astype(np.float32) / 255, verbose=0, batch_size=1000)
@@ -184,7 +184,7 @@ def test_image_folder_with_one_class(tmp_path):
 def test_interrupted_training_leaves_nothing(tmp_path, fashion_dir):
     import keras
 
-    from train.training import TrainConfig, train
+    from edgeship.train.training import TrainConfig, train
 
     class Interrupt(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):

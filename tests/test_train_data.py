@@ -11,14 +11,14 @@ import pytest
 from PIL import Image
 
 from edge_runtime.files import atomic_path, atomic_write_text
-from train.datasets import (
+from edgeship.train.datasets import (
     FASHION_MNIST_SHA256,
     find_fashion_mnist,
     load_fashion_mnist,
     load_image_folder,
 )
-from train.errors import DatasetError
-from train.idx import read_idx
+from edgeship.train.errors import DatasetError
+from edgeship.train.idx import read_idx
 
 
 def idx_bytes(array: np.ndarray) -> bytes:

@@ -119,7 +119,7 @@ def test_the_budget_excludes_trials_by_their_measured_figures(study):
 
 def test_the_chosen_model_remeasured_meets_every_budget(study):
     from edge_runtime import EdgeClassifier
-    from train import load_dataset
+    from edgeship.train import load_dataset
 
     meta = json.loads((study / "best" / "model.json").read_text())
     tflite = study / "best" / meta["tune"]["model_file"]
@@ -146,7 +146,7 @@ def test_the_chosen_model_remeasured_meets_every_budget(study):
 
 @pytest.mark.emulated
 def test_best_bundles_and_predicts_in_an_emulated_pi(study, tmp_path):
-    from deploy.bundle import build_bundle
+    from edgeship.deploy.pi.bundle import build_bundle
     from tests.support import EnvironmentUnavailable
     from tests.support.pi import ensure_pi_python, site_from_wheels
 
@@ -212,7 +212,7 @@ def test_no_feasible_trial_exits_1_with_the_closest_misses(space_file, tmp_path)
 def sshd(tmp_path_factory):
     import platform
 
-    from deploy.wheels import download_wheels
+    from edgeship.deploy.pi.wheels import download_wheels
     from tests._sshd import Sshd, SshdUnavailable
     from tests.test_deploy_push import _remote_python_version, host_target
 
@@ -286,7 +286,7 @@ def test_two_sqlite_workers_then_ctrl_c_and_the_same_command_resumes(space_file,
     """Worker A (a CLI process, --trials 3) and worker B (this process, --trials 1) share
     A's SQLite study at once; A gets Ctrl-C in the middle of its first trial, finishes it,
     exits 130; A's same command then resumes the study to 3 trials."""
-    from tune import TuneOptions, run_search
+    from edgeship.tune import TuneOptions, run_search
 
     out = tmp_path / "T"
     out.mkdir()  # worker B may open A's study.db before A has started

@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchmarks.web_speed import ARGS, CHROMIUM, PHONE
+from studies.web_speed import ARGS, CHROMIUM, PHONE
 from tests.support.procs import REPO
 from tests.support.serving import start_server
 from tests.support.webapp import (
@@ -62,8 +62,8 @@ def _png(pixels: np.ndarray) -> bytes:
 # ----------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="session")
 def fashion_test():
-    from train.datasets import load_dataset
-    from train.errors import DatasetError
+    from edgeship.train.datasets import load_dataset
+    from edgeship.train.errors import DatasetError
 
     try:
         data = load_dataset("fashion-mnist")
@@ -75,7 +75,7 @@ def fashion_test():
 @pytest.fixture(scope="session")
 def site(mobile_models, tmp_path_factory):
     """The web app of deploy mobile's MLP and CNN int8 models (MLP first: the default)."""
-    from deploy.web import build_site
+    from edgeship.deploy.web.site import build_site
 
     folder = tmp_path_factory.mktemp("web_models")
     models = []
@@ -593,9 +593,9 @@ def test_desktop_screenshot(browser, served, fashion_test, tmp_path):
 
 
 def test_web_speed_benchmark_measures_the_site(browser, site):
-    """benchmarks.web_speed on the shared browser: the reload comes from the service worker
+    """studies.web_speed on the shared browser: the reload comes from the service worker
     alone, and a first visit fetches one WASM build, precompressed."""
-    from benchmarks.web_speed import measure_site, site_bytes
+    from studies.web_speed import measure_site, site_bytes
 
     result = measure_site(browser, site, runs=10, loads=1)
     assert result["backend"] == "WASM" and result["build"] == "threaded"
@@ -614,9 +614,9 @@ def test_the_hybrid_rescued_model_runs_in_litertjs_as_natively(
     """The hybrid rescue's int8 model (int8 weights, float compute where rescued; issue 25) in
     the site's own LiteRT.js, on the images of its check: the same top-1 as LiteRT's native
     interpreter on every one, probabilities within 1e-3."""
-    from deploy.web import fixed_batch
     from edge_runtime.backends import load_backend
-    from edge_runtime.metadata import read_embedded_metadata
+    from edge_runtime.metadata.block import read_embedded_metadata
+    from edgeship.deploy.web.site import fixed_batch
 
     rescue = read_embedded_metadata(quantizer_models["int8"].read_bytes())["quantization"]
     assert {layer["precision"] for layer in rescue["fallback"]["layers"]} == {"hybrid"}

@@ -32,8 +32,8 @@ def _rgb(x: np.ndarray, size: int) -> np.ndarray:
 
 def _models(root: Path, data) -> list[tuple[str, Path, np.ndarray, np.ndarray, np.ndarray]]:
     """(name, model path, calibration input, test input, test labels) per model."""
-    from train.quiet import import_keras
-    from train.training import TrainConfig, train
+    from edgeship.train.quiet import import_keras
+    from edgeship.train.training import TrainConfig, train
 
     keras = import_keras()
     out = []
@@ -132,8 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     args = parser.parse_args(argv)
     TEST = args.test
-    from convert import convert_model
-    from train.datasets import load_dataset
+    from edgeship.convert import convert_model
+    from edgeship.train.datasets import load_dataset
 
     data = load_dataset("fashion-mnist")
     root = args.out
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     ) else []
     rows = []
     for name, path, calib, x, y in _models(root, data):
-        from train.quiet import import_keras
+        from edgeship.train.quiet import import_keras
 
         keras_probs = import_keras().saving.load_model(path).predict(x, verbose=0)
         np.save(root / f"{name}_calib.npy", calib)

@@ -3,7 +3,7 @@
 The reading thread (camera.py) offers every frame; one that comes sooner than 1/fps after the
 last one taken is dropped, and a frame taken while the classifier is still busy replaces the
 waiting one (the older is dropped). One classifying thread runs each taken frame through the
-service's own `classify` (edge_runtime.stages.classify_photo: the same decode-to-size and
+service's own `classify` (edge_runtime.image.stages.classify_photo: the same decode-to-size and
 preprocessing as an upload) with the default model, then: the latest frame and answer for
 `/v1/camera.jpg` and `/v1/camera/events`, a `/v1/recent` row (source `camera`), a `--results`
 line, the `/metrics` counters, and with `--camera-save DIR` the frame as a file (the newest

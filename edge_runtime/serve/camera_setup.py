@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from edge_runtime.preprocess import needed_size
+from edge_runtime.image.preprocess import needed_size
 from edge_runtime.serve.camera_source import CameraError, camera_command, default_size
 
 

@@ -80,7 +80,7 @@ class ServeMetrics:
         self._errors: Counter[str] = Counter()
         self._buckets = {m: [0] * (len(LATENCY_BUCKETS) + 1) for m in models}
         self._sum = dict.fromkeys(models, 0.0)
-        # per (model, stage): read, decode, preprocess, invoke, postprocess (edge_runtime.stages)
+        # per (model, stage): read, decode, preprocess, invoke, postprocess (image.stages)
         self._stage_buckets: dict[tuple[str, str], list[int]] = {}
         self._stage_sum: dict[tuple[str, str], float] = {}
 
@@ -97,7 +97,7 @@ class ServeMetrics:
             self._sum[model] += seconds
 
     def stages(self, model: str, seconds: dict[str, float]) -> None:
-        """Count one photo's time in each stage (`edge_runtime.stages.classify_photo`)."""
+        """Count one photo's time in each stage (`edge_runtime.image.stages.classify_photo`)."""
         with self._lock:
             for stage, value in seconds.items():
                 key = (model, stage)

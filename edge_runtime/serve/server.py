@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_runtime.errors import ImageError
-from edge_runtime.preprocess import ImageTooLargeError
+from edge_runtime.image.preprocess import ImageTooLargeError
 from edge_runtime.serve.camera_routes import camera_routes
 from edge_runtime.serve.connections import bounded_protocol, connection_limit, quiet_accept_errors
 from edge_runtime.serve.guard import HostOriginGuard, allowed_hosts

@@ -117,7 +117,7 @@ class Service:
     ) -> tuple[dict[str, Any], float]:
         """Decode, preprocess and classify one image's bytes (in a worker thread): the
         response record and the seconds it took."""
-        from edge_runtime.stages import classify_photo
+        from edge_runtime.image.stages import classify_photo
 
         started = time.perf_counter()
         # decoded to the model's size; the classifier prepares it as predict does

@@ -29,7 +29,7 @@ def write_test_images(folder: Path, count: int) -> None:
     """The first `count` Fashion-MNIST test images as PNGs (the dataset as edgeship finds it)."""
     from PIL import Image
 
-    from train.datasets import load_fashion_mnist
+    from edgeship.train.datasets import load_fashion_mnist
 
     folder.mkdir(parents=True)
     for i, pixels in enumerate(load_fashion_mnist().x_test[:count]):

@@ -2,8 +2,8 @@
 
 `tests.support.pi`'s `bookworm-arm64` userland (Debian bookworm arm64 packages, CPython 3.11,
 run under Debian 13's qemu-aarch64 10) with the aarch64 / cp311 wheels of the target's pins
-(`deploy.requirements`, fetched by `deploy.wheels.download_wheels`) unpacked as its site
-folder, so the emulated tests run exactly what a bundle ships.
+(`edgeship.deploy.pi.requirements`, fetched by `edgeship.deploy.pi.wheels.download_wheels`)
+unpacked as its site folder, so the emulated tests run exactly what a bundle ships.
 
     python -m tests.support.arm64 build        # prepare (or reuse) the environment
     python -m tests.support.arm64 info         # where it is and what it holds
@@ -15,9 +15,9 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Sequence
 
-from deploy.errors import BundleError
-from deploy.requirements import target_pins
-from deploy.wheels import download_wheels
+from edgeship.deploy.errors import BundleError
+from edgeship.deploy.pi.requirements import target_pins
+from edgeship.deploy.pi.wheels import download_wheels
 from tests.support._cache import EnvironmentBuildError
 from tests.support._cli import env_main
 from tests.support.pi import PiPython, ensure_pi_python, site_from_wheels

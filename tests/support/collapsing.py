@@ -38,7 +38,7 @@ def build(root: str | Path, widths: tuple[int, int] = (32, 16)) -> CollapsingMod
 
     `widths`: the units of the `features` and `outlier` layers; wider ones (e.g. (256, 256))
     make a model whose weights outweigh the flatbuffer's fixed overhead, so sizes compare."""
-    from train.quiet import import_keras
+    from edgeship.train.quiet import import_keras
 
     keras = import_keras()
     keras.utils.set_random_seed(0)
@@ -78,7 +78,7 @@ def build(root: str | Path, widths: tuple[int, int] = (32, 16)) -> CollapsingMod
 def with_outlier(source: Path, dest: Path, outlier: float) -> Path:
     """The collapsing model with the outlier unit at `outlier` instead of 1000. At 1e6 even
     int16x8 collapses: its step is 1e6 / 32767, about 30, above every other unit's values."""
-    from train.quiet import import_keras
+    from edgeship.train.quiet import import_keras
 
     model = import_keras().saving.load_model(source)
     kernel, bias = model.get_layer("outlier").get_weights()
@@ -90,7 +90,7 @@ def with_outlier(source: Path, dest: Path, outlier: float) -> Path:
 
 def as_pixel_model(source: Path, dest: Path) -> Path:
     """The same layers and weights behind a Rescaling(1/255): a model for raw 0-255 pixels."""
-    from train.quiet import import_keras
+    from edgeship.train.quiet import import_keras
 
     keras = import_keras()
     src = keras.saving.load_model(source)

@@ -19,8 +19,8 @@ from PIL import Image
 
 def agreement(source: Path, phone: Path, images: np.ndarray, light: bool) -> tuple[int, int]:
     """(top-1 matches, images) of the two models on `images` shown as RGB photos."""
-    from deploy.mobile import as_rgb
     from edge_runtime import EdgeClassifier
+    from edgeship.deploy.mobile.models import as_rgb
 
     photos = [Image.fromarray(p) for p in as_rgb(images, light)]
     a = [p.index for p in EdgeClassifier.load(source).predict(photos)]
@@ -30,7 +30,7 @@ def agreement(source: Path, phone: Path, images: np.ndarray, light: bool) -> tup
 
 def main(argv: list[str]) -> None:
     """Print the agreement table."""
-    from train.datasets import load_dataset
+    from edgeship.train.datasets import load_dataset
 
     run, phone_dir = Path(argv[0]), Path(argv[1])
     n = int(argv[2]) if len(argv) > 2 else 10000

@@ -11,7 +11,7 @@ import zipfile
 
 import pytest
 
-from edge_runtime.metadata import embed_metadata
+from edge_runtime.metadata.block import embed_metadata
 
 NAMES = [f"thing {i}" for i in range(10)]
 

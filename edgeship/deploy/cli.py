@@ -1,0 +1,426 @@
+"""`edgeship deploy bundle|push`: the Typer layer (Rich output on stderr, results on stdout)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from edgeship.deploy.fleet.cli import fleet_command
+
+deploy_app = typer.Typer(
+    name="deploy",
+    help="Bundle a run's models for a Raspberry Pi and push them over SSH; export for phones.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _plain(text: object) -> str:
+    """Device, model or user text made literal for Rich (a `[/x]` in it is printed, not parsed)."""
+    from rich.markup import escape
+
+    return escape(str(text))
+
+
+@deploy_app.command("bundle")
+def bundle_command(
+    run: Annotated[
+        Path, typer.Argument(help="Run directory holding model_<mode>.tflite (or any .tflite).")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="The bundle file to write (.tar.gz).")],
+    models: Annotated[
+        str | None,
+        typer.Option(
+            "--models",
+            help="Comma-separated modes (or .tflite names in the run) to ship; default "
+            "int8,float32, or every .tflite of a run without model_<mode>.tflite files.",
+        ),
+    ] = None,
+    with_wheels: Annotated[
+        bool,
+        typer.Option("--with-wheels", help="Add every wheel each target needs (offline Pi)."),
+    ] = False,
+    target: Annotated[
+        str,
+        typer.Option(
+            "--target",
+            help="Comma-separated OS targets out of trixie-arm64, bookworm-arm64, "
+            "bookworm-armhf, or all.",
+        ),
+    ] = "all",
+    web: Annotated[
+        bool,
+        typer.Option(
+            "--web",
+            help="Add the offline web app (`deploy web`, int8) under web/: serve it with "
+            "`python -m edge_runtime serve ... --web web`.",
+        ),
+    ] = False,
+) -> None:
+    """Build FILE.tar.gz: edge_runtime, models, sample images, install.sh, manifest."""
+    import tempfile
+
+    from edgeship.deploy.pi.bundle import build_bundle
+
+    console = _console()
+
+    def say(msg: str) -> None:
+        console.print(f"[dim]bundle:[/] {_plain(msg)}")
+
+    with tempfile.TemporaryDirectory(prefix="edgeship-web-") as tmp:
+        site = None
+        if web:  # the web app is built here and handed to the bundle as a folder
+            from edgeship.deploy.web.site import write_web_site
+
+            say("writing the web app (deploy web)")
+            site = write_web_site(run, Path(tmp) / "web").path
+        info = build_bundle(
+            run, out, models=models, with_wheels=with_wheels, progress=say, targets=target, web=site
+        )
+    wheels = f", {len(info.wheels)} wheels" if info.wheels else ""
+    typer.echo(
+        f"{info.path}: {info.size_bytes / 1e6:.2f} MB, {info.files} files, "
+        f"{len(info.models)} models{wheels}, targets {','.join(info.targets)}, "
+        f"sha256 {info.sha256[:16]}"
+    )
+
+
+@deploy_app.command("mobile")
+def mobile_command(
+    run: Annotated[Path, typer.Argument(help="Run directory holding model.keras.")],
+    out: Annotated[Path, typer.Option("--out", help="The folder to write the models to.")],
+    models: Annotated[
+        str,
+        typer.Option(
+            "--models", help="Comma-separated modes out of int8, float32, float16, dynamic."
+        ),
+    ] = "int8",
+) -> None:
+    """Phone-ready models: RGB pixels in, preprocessing in the graph, metadata for MediaPipe."""
+    from edgeship.deploy.mobile.models import write_mobile_models
+
+    for path in write_mobile_models(run, out, models):
+        typer.echo(f"{path}: {path.stat().st_size / 1024:.0f} KiB")
+    typer.echo(f"{out / 'README.txt'}: how to load them in MediaPipe and Android Studio")
+
+
+@deploy_app.command("web")
+def web_command(
+    run: Annotated[Path, typer.Argument(help="Run directory (model.json, model_<mode>.tflite).")],
+    out: Annotated[Path, typer.Option("--out", help="The site folder to write (replaced).")],
+    models: Annotated[
+        str, typer.Option("--models", help="Comma-separated modes of `deploy mobile`'s models.")
+    ] = "int8",
+    title: Annotated[str, typer.Option("--title", help="The app's name.")] = "edgeship",
+) -> None:
+    """Write SITE: a static web app that classifies in the phone's browser, offline (LiteRT.js)."""
+    from edgeship.deploy.web.site import write_web_site
+
+    modes = tuple(m.strip() for m in models.split(",") if m.strip())
+    info = write_web_site(run, out, modes=modes or ("int8",), title=title)
+    typer.echo(
+        f"{info.path}: {info.size_bytes / 1e6:.2f} MB, {info.files} files, "
+        f"models {', '.join(info.models)}; serve it: python -m edge_runtime serve "
+        f"MODEL.tflite --web {info.path} (the app at /app/), or any static host"
+    )
+
+
+deploy_app.command("fleet")(fleet_command)
+
+
+# The SSH options that `push` and `status` share.
+_Hosts = Annotated[
+    list[str], typer.Option("--host", help="USER@HOST[:PORT]; repeat for several devices.")
+]
+_Port = Annotated[int | None, typer.Option("--port", help="SSH port (default: 22).")]
+_Identity = Annotated[Path | None, typer.Option("--identity", help="Private key file (ssh -i).")]
+_KnownHosts = Annotated[
+    Path | None,
+    typer.Option("--known-hosts", help="known_hosts file (default: ~/.ssh/known_hosts)."),
+]
+_SshConfig = Annotated[Path | None, typer.Option("--ssh-config", help="ssh config file (ssh -F).")]
+_RemoteDir = Annotated[
+    str, typer.Option("--remote-dir", help="Folder on the device (relative to home).")
+]
+_ConnectTimeout = Annotated[
+    int, typer.Option("--connect-timeout", help="Seconds to wait for the TCP connection.")
+]
+
+
+def _ssh_options(
+    identity: Path | None, known_hosts: Path | None, ssh_config: Path | None, connect_timeout: int
+):
+    """The `edgeship.deploy.pi.ssh.SshOptions` of the shared options."""
+    from edgeship.deploy.pi.ssh import SshOptions
+
+    return SshOptions(
+        identity=identity, known_hosts=known_hosts, config=ssh_config,
+        connect_timeout=connect_timeout,
+    )
+
+
+_STYLE = {"failed": "bold red", "done": "bold green", "warning": "bold yellow"}
+
+
+@deploy_app.command("push")
+def push_command(
+    bundle: Annotated[Path, typer.Argument(help="The bundle from `edgeship deploy bundle`.")],
+    host: _Hosts,
+    port: _Port = None,
+    identity: _Identity = None,
+    known_hosts: _KnownHosts = None,
+    ssh_config: _SshConfig = None,
+    remote_dir: _RemoteDir = "edgeship",
+    bench: Annotated[
+        bool, typer.Option("--bench", help="Run `python -m edge_runtime bench --json` there.")
+    ] = False,
+    results: Annotated[
+        Path | None,
+        typer.Option(
+            "--results",
+            help="With --bench: the results file (default: device-bench.json beside "
+            "the bundle; one file per host when several).",
+        ),
+    ] = None,
+    keep: Annotated[
+        int, typer.Option("--keep", help="Releases to keep on the device (0: all).")
+    ] = 3,
+    connect_timeout: _ConnectTimeout = 10,
+    target: Annotated[
+        str | None,
+        typer.Option("--target", help="Install this OS target, not the probed one."),
+    ] = None,
+    threads: Annotated[
+        str | None,
+        typer.Option("--threads", help="With --bench: thread counts to measure, e.g. 1,2,4."),
+    ] = None,
+    serve: Annotated[
+        bool,
+        typer.Option(
+            "--serve",
+            help="Run `python -m edge_runtime serve` as a service (systemd user unit) on the "
+            "new release; roll back if its /healthz fails.",
+        ),
+    ] = False,
+    serve_port: Annotated[
+        int | None,
+        typer.Option("--serve-port", help="With --serve: the service's port (default: 8080)."),
+    ] = None,
+    serve_host: Annotated[
+        str | None,
+        typer.Option(
+            "--serve-host",
+            help="With --serve: the service's address (default: 127.0.0.1; 0.0.0.0: the LAN).",
+        ),
+    ] = None,
+    serve_token_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--serve-token-file",
+            help="With --serve: POSTs need 'Authorization: Bearer TOKEN', TOKEN the file's one "
+            "line (copied to the device with mode 0600, never on a command line).",
+        ),
+    ] = None,
+    camera: Annotated[
+        str | None,
+        typer.Option(
+            "--camera",
+            help="With --serve: the service classifies a camera live (`serve --camera SOURCE`: "
+            "auto, rpicam, v4l2:/dev/videoN, cmd:COMMAND; docs/camera.md).",
+        ),
+    ] = None,
+) -> None:
+    """Upload, verify, install, smoke-test, switch `current` (bench, serve) on each host."""
+    from edgeship.deploy.errors import DeployError
+    from edgeship.deploy.pi.push import push_bundle
+    from edgeship.deploy.pi.service import ServeSettings
+    from edgeship.deploy.pi.ssh import parse_targets
+
+    given = {
+        "--threads": threads,
+        "--serve-port": serve_port,
+        "--serve-host": serve_host,
+        "--serve-token-file": serve_token_file,
+        "--camera": camera,
+    }
+    for option, needs, on in (
+        ("--threads", "--bench", bench),
+        ("--serve-port", "--serve", serve),
+        ("--serve-host", "--serve", serve),
+        ("--serve-token-file", "--serve", serve),
+        ("--camera", "--serve", serve),
+    ):
+        if given[option] is not None and not on:
+            raise DeployError(
+                f"{option} goes with {needs}; add {needs} or leave {option} out. "
+                f"Received: {option}={given[option]}"
+            )
+    settings = None
+    if serve:
+        try:
+            chosen = {"port": serve_port, "host": serve_host, "camera": camera}
+            settings = ServeSettings(**{k: v for k, v in chosen.items() if v is not None})
+        except ValueError as err:
+            raise DeployError(str(err)) from None
+    targets = parse_targets(host, port)
+    options = _ssh_options(identity, known_hosts, ssh_config, connect_timeout)
+    console = _console()
+    if settings is not None and serve_token_file is None and settings.exposed:
+        console.print(
+            f"[bold yellow]warning:[/] --serve-host {_plain(settings.host)} without "
+            "--serve-token-file: anyone on the network can use the classifier"
+        )
+
+    def progress(target: str, step: str, detail: str) -> None:
+        if step == "failed":
+            return  # reported once, below
+        style = _STYLE.get(step, "cyan")
+        console.print(f"[bold]{_plain(target)}[/] [{style}]{step:>7}[/] {_plain(detail)}")
+
+    found = push_bundle(
+        bundle,
+        targets,
+        options,
+        remote_dir=remote_dir,
+        bench=bench,
+        results=results,
+        keep=keep,
+        progress=progress,
+        device_target=target,
+        bench_threads=threads,
+        serve=settings,
+        serve_token_file=serve_token_file,
+    )
+    for r in found:
+        if r.ok:
+            venv = "venv reused" if r.reused_venv else "venv installed"
+            extra = f", bench -> {r.bench_path}" if r.bench_path else ""
+            if r.serve_at:
+                extra += f", serving on {r.serve_at} ({r.serve_manager})"
+            typer.echo(
+                f"ok {r.target}: {r.device_target}, release {r.release}, {venv}, "
+                f"{r.seconds:.1f} s{extra}"
+            )
+    failed = [r for r in found if not r.ok]
+    if len(failed) == 1 and len(found) == 1:
+        raise DeployError(f"deploy failed: {failed[0].error}")
+    if failed:
+        for r in failed:
+            console.print(f"[bold red]failed[/] {_plain(r.error)}")
+        raise DeployError(
+            f"deploy failed on {len(failed)} of {len(found)} hosts: "
+            + ", ".join(r.target for r in failed)
+            + " (see above); the other hosts were deployed"
+        )
+
+
+@deploy_app.command("status")
+def status_command(
+    host: Annotated[
+        list[str] | None,
+        typer.Option("--host", help="USER@HOST[:PORT]; repeat for several devices."),
+    ] = None,
+    inventory: Annotated[
+        Path | None,
+        typer.Option("--inventory", "-i", help="Every host of this Ansible inventory."),
+    ] = None,
+    limit: Annotated[
+        str | None, typer.Option("--limit", help="With --inventory: an Ansible host pattern.")
+    ] = None,
+    port: _Port = None,
+    identity: _Identity = None,
+    known_hosts: _KnownHosts = None,
+    ssh_config: _SshConfig = None,
+    remote_dir: _RemoteDir = "edgeship",
+    connect_timeout: _ConnectTimeout = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per host.")] = False,
+) -> None:
+    """The running release, the service's health and a summary of its metrics, per host."""
+    import json
+
+    from edgeship.deploy.errors import DeployError
+    from edgeship.deploy.pi.service import status_lines, status_script
+    from edgeship.deploy.pi.ssh import parse_targets, remote_path, session
+
+    if bool(host) == (inventory is not None):
+        raise DeployError(
+            "Pass --host USER@HOST... or --inventory FILE (one of them). "
+            f"Received: --host {host or []}, --inventory {inventory}"
+        )
+    if limit is not None and inventory is None:
+        raise DeployError(f"--limit goes with --inventory. Received: --limit {limit}")
+    if inventory is not None:
+        _inventory_status(inventory, limit, known_hosts, identity, connect_timeout, as_json)
+        return
+    down = []
+    options = _ssh_options(identity, known_hosts, ssh_config, connect_timeout)
+    for target in parse_targets(host, port):
+        label, folder = str(target), remote_dir
+        with session(target, options) as sess:
+            script = status_script(remote_path(folder.rstrip("/") or "/"))
+            proc = sess.run(script, step="status", timeout=60)
+        if proc.returncode == 4:
+            raise DeployError(
+                f"{label}: no edgeship folder there; push a bundle first. "
+                f"Received: --remote-dir {folder}"
+            )
+        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+        if proc.returncode != 0 or not lines:
+            raise DeployError(
+                f"{label}: status failed on the device (exit {proc.returncode}). "
+                f"Received: {(proc.stderr or proc.stdout).strip()[-300:]}"
+            )
+        data = json.loads(lines[-1])
+        if as_json:
+            typer.echo(json.dumps({"host": label, **data}))
+        else:
+            typer.echo("\n".join(status_lines(label, data)))
+        if data.get("settings") and not data.get("health"):
+            down.append(label)
+    if down:
+        raise DeployError(f"the service is down on {', '.join(down)}")
+
+
+def _inventory_status(
+    inventory: Path, limit: str | None, known_hosts: Path | None, identity: Path | None,
+    connect_timeout: int, as_json: bool,
+) -> None:
+    """`deploy status --inventory`: every host through Ansible (edgeship/deploy/fleet/status.py); an
+    unreachable host is a row saying why, and then exit 1."""
+    import json
+
+    from edgeship.deploy.errors import DeployError
+    from edgeship.deploy.fleet.status import inventory_status
+    from edgeship.deploy.pi.service import status_lines
+
+    found = inventory_status(
+        inventory, limit, known_hosts=known_hosts, identity=identity,
+        connect_timeout=connect_timeout,
+    )
+    for h in found:
+        if as_json:
+            typer.echo(json.dumps({"host": h.host, "unreachable": h.unreachable, "error": h.error}
+                                  | (h.data or {})))
+        elif h.data is not None:
+            typer.echo("\n".join(status_lines(h.host, h.data)))
+        else:
+            typer.echo(f"{h.host}: {'UNREACHABLE' if h.unreachable else 'FAILED'} ({h.error})")
+    lost = [h.host for h in found if h.data is None]
+    down = [h.host for h in found if h.data and h.data.get("settings") and not h.data.get("health")]
+    if lost:
+        typer.echo(
+            f"error: {len(lost)} of {len(found)} hosts could not be read: {', '.join(lost)}"
+            + (f"; the service is down on {', '.join(down)}" if down else ""),
+            err=True,
+        )
+        raise typer.Exit(1)
+    if down:
+        raise DeployError(f"the service is down on {', '.join(down)}")
