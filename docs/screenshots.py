@@ -54,8 +54,10 @@ def main() -> int:
                     page.wait_for_selector(".bar.predicted")
                     wait_for(page, "document.querySelectorAll('#recent tr').length > 3")
                     page.screenshot(path=str(args.out / name), full_page=True)
-                    print(f"{args.out / name}: {page.inner_text('#answer')}, "
-                          f"{page.inner_text('#detail')}")
+                    print(
+                        f"{args.out / name}: {page.inner_text('#answer')}, "
+                        f"{page.inner_text('#detail')}"
+                    )
                     context.close()
                 browser.close()
         finally:

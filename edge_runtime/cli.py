@@ -48,7 +48,11 @@ def predict_lines(
     if not images:
         raise _usage("Pass at least one image. Received: none")
     clf = EdgeClassifier.load(
-        model, num_threads=threads, backend=backend, invert=invert, labels=labels,
+        model,
+        num_threads=threads,
+        backend=backend,
+        invert=invert,
+        labels=labels,
         max_model_mb=max_model_mb,
     )
     clf.decode_to_size = not full_decode
@@ -103,13 +107,20 @@ def _info_text(info: dict[str, Any]) -> str:
         f"python {info['python']}, {info['machine']})",
         f"input:    {tensor(info['input'])}",
         f"output:   {tensor(info['output'])}, "
-        + (f"probabilities (the model ends in {info['output_head']})"
-           if info["outputs_probabilities"] and info["output_head"] in ("SOFTMAX", "LOGISTIC")
-           else "probabilities (softmax quantization)" if info["outputs_probabilities"]
-           else "scores: a sigmoid is applied" if info.get("output_units") == 1
-           else "scores: a softmax is applied")
-        + (", one unit: a binary classifier, classes [1 - p, p]"
-           if info.get("output_units") == 1 else ""),
+        + (
+            f"probabilities (the model ends in {info['output_head']})"
+            if info["outputs_probabilities"] and info["output_head"] in ("SOFTMAX", "LOGISTIC")
+            else "probabilities (softmax quantization)"
+            if info["outputs_probabilities"]
+            else "scores: a sigmoid is applied"
+            if info.get("output_units") == 1
+            else "scores: a softmax is applied"
+        )
+        + (
+            ", one unit: a binary classifier, classes [1 - p, p]"
+            if info.get("output_units") == 1
+            else ""
+        ),
         f"image:    {info['image_shape']} raw pixel * {_number(info['raw_pixel_scale'])} + "
         f"{_number(info['raw_pixel_offset'])} (from {info['raw_pixel_scaling_source']})",
         f"classes:  {info['num_classes']}: {', '.join(info['class_names'][:12])}"
@@ -119,26 +130,31 @@ def _info_text(info: dict[str, Any]) -> str:
     standard = info.get("standard_metadata")
     if standard:
         norm = standard["normalization"]
-        read = [f"{k}={standard[k]!r}" for k in ("name", "version", "author", "license")
-                if standard[k]]
+        read = [
+            f"{k}={standard[k]!r}" for k in ("name", "version", "author", "license") if standard[k]
+        ]
         if standard["color_space"]:
             read.append(f"color_space={standard['color_space']}")
         if norm:
             read.append(f"mean={_number(norm['mean'])} std={_number(norm['std'])}")
         if standard["labels_file"]:
-            read.append(f"labels={standard['labels_file']} ({standard['labels']} names)"
-                        if standard["labels"] is not None
-                        else f"labels={standard['labels_file']} (unreadable)")
+            read.append(
+                f"labels={standard['labels_file']} ({standard['labels']} names)"
+                if standard["labels"] is not None
+                else f"labels={standard['labels_file']} (unreadable)"
+            )
         lines.append("standard: TFLITE_METADATA " + (" ".join(read) or "(empty)"))
     if meta is None and standard:
         lines.append("metadata: no edgeship block (the standard metadata above is used)")
     elif meta is None:
         lines.append(
             "metadata: none (class names only from --labels; "
-            + ("raw 0-255 pixels go in as floats: if the model expects [0, 1] or [-1, 1], "
-               "embed its scaling with edgeship label --input-scale S --input-offset O)"
-               if info["input"]["dtype"].startswith("float")
-               else "raw pixels go in as the input tensor's 8-bit values)")
+            + (
+                "raw 0-255 pixels go in as floats: if the model expects [0, 1] or [-1, 1], "
+                "embed its scaling with edgeship label --input-scale S --input-offset O)"
+                if info["input"]["dtype"].startswith("float")
+                else "raw pixels go in as the input tensor's 8-bit values)"
+            )
         )
     else:
         quant = meta.get("quantization") or {}
@@ -222,7 +238,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="one JSON object per image per line")
     p.add_argument(
-        "--threads", type=int, default=None, metavar="N",
+        "--threads",
+        type=int,
+        default=None,
+        metavar="N",
         help="interpreter threads (default: the runtime's)",
     )
     p.add_argument(
@@ -235,9 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="time the model on this machine")
     common(p)
-    p.add_argument(
-        "--runs", type=int, default=200, metavar="N", help="timed calls (default 200)"
-    )
+    p.add_argument("--runs", type=int, default=200, metavar="N", help="timed calls (default 200)")
     p.add_argument(
         "--warmup", type=int, default=20, metavar="N", help="untimed calls first (default 20)"
     )
@@ -247,9 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N[,N...]",
         help="interpreter threads; 1,2,4 measures each (JSON lines)",
     )
-    p.add_argument(
-        "--batch", type=int, default=1, metavar="N", help="images per call (default 1)"
-    )
+    p.add_argument("--batch", type=int, default=1, metavar="N", help="images per call (default 1)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument(
         "--image",

@@ -25,8 +25,7 @@ def output_error(err: OSError, path: str | os.PathLike) -> OutputError:
     """The `OutputError` for an `OSError` met while writing `path`."""
     reason = err.strerror or str(err)
     return OutputError(
-        f"Cannot write {path}: {reason}. Choose another --out or free space. "
-        f"Received: path={path}",
+        f"Cannot write {path}: {reason}. Choose another --out or free space. Received: path={path}",
         path=str(path),
         reason=reason,
     )

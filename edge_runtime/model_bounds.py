@@ -26,7 +26,10 @@ class ModelTooLargeError(ModelFileError):
 def max_model_option(parser: Any) -> None:
     """The `--max-model-mb MB` argument of predict, bench, info and serve."""
     parser.add_argument(
-        "--max-model-mb", type=float, default=DEFAULT_MAX_MODEL_MB, metavar="MB",
+        "--max-model-mb",
+        type=float,
+        default=DEFAULT_MAX_MODEL_MB,
+        metavar="MB",
         help=f"largest input tensors a model may declare (default {DEFAULT_MAX_MODEL_MB:g}, "
         "a 1 GB Pi; larger: refused before any allocation)",
     )

@@ -125,8 +125,14 @@ def _predict_command(
 
     with filtered_native_stderr():
         lines = predict_lines(
-            model, images, top_k=top_k, as_json=as_json, threads=threads, backend=backend,
-            invert=invert, labels=labels,
+            model,
+            images,
+            top_k=top_k,
+            as_json=as_json,
+            threads=threads,
+            backend=backend,
+            invert=invert,
+            labels=labels,
         )
     typer.echo("\n".join(lines))
 
@@ -139,8 +145,9 @@ def _label_command(
     ] = None,
     input_scale: Annotated[
         float | None,
-        typer.Option(help="Raw pixel p becomes p * S + O: S (e.g. 0.00392157 for [0, 1]).",
-                     metavar="S"),
+        typer.Option(
+            help="Raw pixel p becomes p * S + O: S (e.g. 0.00392157 for [0, 1]).", metavar="S"
+        ),
     ] = None,
     input_offset: Annotated[
         float | None, typer.Option(help="O (e.g. -1 with S = 1/127.5 for [-1, 1]).", metavar="O")
@@ -174,9 +181,7 @@ def _label_command(
     if input_scale is not None or input_offset is not None:
         block = meta["input"]
         sign = "-" if block["offset"] < 0 else "+"
-        written.append(
-            f"pixel scaling p * {block['scale']:.6g} {sign} {abs(block['offset']):.6g}"
-        )
+        written.append(f"pixel scaling p * {block['scale']:.6g} {sign} {abs(block['offset']):.6g}")
     written += [f"{k} {v!r}" for k, v in (("author", author), ("license", license)) if v]
     typer.echo(f"{model}: {' and '.join(written)} written")
 

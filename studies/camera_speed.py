@@ -64,16 +64,31 @@ def _cpu_s(pid: int) -> float:
 
 
 def _player(path: Path) -> str:
-    return (f"{shutil.which('ffmpeg')} -hide_banner -loglevel error -re -f mjpeg -framerate "
-            f"{STREAM_FPS} -stream_loop -1 -i {shlex.quote(str(path))} -c copy -f mjpeg -")
+    return (
+        f"{shutil.which('ffmpeg')} -hide_banner -loglevel error -re -f mjpeg -framerate "
+        f"{STREAM_FPS} -stream_loop -1 -i {shlex.quote(str(path))} -c copy -f mjpeg -"
+    )
 
 
 def _start(model: Path, source: str, log: Path) -> tuple[subprocess.Popen, int]:
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "edge_runtime", "serve", str(model), "--port", "0",
-             "--camera", "cmd:" + source, "--camera-fps", str(CAMERA_FPS)],
-            stdout=out, stderr=out, stdin=subprocess.DEVNULL,
+            [
+                sys.executable,
+                "-m",
+                "edge_runtime",
+                "serve",
+                str(model),
+                "--port",
+                "0",
+                "--camera",
+                "cmd:" + source,
+                "--camera-fps",
+                str(CAMERA_FPS),
+            ],
+            stdout=out,
+            stderr=out,
+            stdin=subprocess.DEVNULL,
         )
     deadline = time.monotonic() + STARTUP_S
     while time.monotonic() < deadline:
@@ -137,8 +152,10 @@ def service_run(model: Path, path: Path, seconds: float, warmup: float = 3.0) ->
     if not window:
         raise SystemExit(f"no frame classified in {seconds} s with {model}")
     return {
-        "frame_to_answer_ms": {"p50": round(float(np.percentile(window, 50)), 2),
-                               "p99": round(float(np.percentile(window, 99)), 2)},
+        "frame_to_answer_ms": {
+            "p50": round(float(np.percentile(window, 50)), 2),
+            "p99": round(float(np.percentile(window, 99)), 2),
+        },
         "classified_per_s": round(len(window) / wall, 2),
         "service_cpu_pct": round(100 * cpu / wall, 1),
         "source_cpu_pct": round(100 * source_cpu / wall, 1),
@@ -165,8 +182,11 @@ def flat_out(model: Path, path: Path, seconds: float = 3.0) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print its table (or JSON)."""
-    p = argparse.ArgumentParser(prog="python -m studies.camera_speed", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m studies.camera_speed",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("models", nargs="+", type=Path, help=".tflite models (e.g. the MLP and CNN)")
     p.add_argument("--seconds", type=float, default=10.0, help="measuring window per run")
     p.add_argument("--json", action="store_true", help="one JSON document instead of a table")
@@ -178,27 +198,41 @@ def main(argv: list[str] | None = None) -> int:
         clips = {size: clip(size, Path(tmp)) for size in SIZES}
         for model in args.models:
             for size, path in clips.items():
-                row = {"model": str(model), "size": f"{size[0]}x{size[1]}",
-                       "frame_kb": round(path.stat().st_size / CLIP_IMAGES / 1024, 1),
-                       **service_run(model, path, args.seconds),
-                       "flat_out_fps": flat_out(model, path)}
+                row = {
+                    "model": str(model),
+                    "size": f"{size[0]}x{size[1]}",
+                    "frame_kb": round(path.stat().st_size / CLIP_IMAGES / 1024, 1),
+                    **service_run(model, path, args.seconds),
+                    "flat_out_fps": flat_out(model, path),
+                }
                 rows.append(row)
                 print(json.dumps(row), file=sys.stderr, flush=True)
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
     if args.json:
-        print(json.dumps({"machine": machine, "stream_fps": STREAM_FPS, "camera_fps": CAMERA_FPS,
-                          "rows": rows}))
+        print(
+            json.dumps(
+                {
+                    "machine": machine,
+                    "stream_fps": STREAM_FPS,
+                    "camera_fps": CAMERA_FPS,
+                    "rows": rows,
+                }
+            )
+        )
         return 0
     print(f"{machine}; {STREAM_FPS} fps MJPEG stream, serve --camera-fps {CAMERA_FPS}\n")
-    print("| model | stream | frame | frame→answer p50 | p99 | service CPU | ffmpeg CPU "
-          "| flat out |")
+    print(
+        "| model | stream | frame | frame→answer p50 | p99 | service CPU | ffmpeg CPU | flat out |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         lat = r["frame_to_answer_ms"]
-        print(f"| {Path(r['model']).parent.name}/{Path(r['model']).name} | {r['size']} "
-              f"| {r['frame_kb']} kB | {lat['p50']} ms | {lat['p99']} ms "
-              f"| {r['service_cpu_pct']} % | {r['source_cpu_pct']} % "
-              f"| {r['flat_out_fps']} frames/s |")
+        print(
+            f"| {Path(r['model']).parent.name}/{Path(r['model']).name} | {r['size']} "
+            f"| {r['frame_kb']} kB | {lat['p50']} ms | {lat['p99']} ms "
+            f"| {r['service_cpu_pct']} % | {r['source_cpu_pct']} % "
+            f"| {r['flat_out_fps']} frames/s |"
+        )
     return 0
 
 

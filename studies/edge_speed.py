@@ -41,6 +41,7 @@ from edge_runtime.native_log import filtered_native_stderr
 # predict() on one image over the bare round trip, per model (issue 12).
 SINGLE_TARGETS = {"int8 MLP": 2.5, "CNN": 1.25}
 
+
 def load_fashion_mnist(data_dir: Path | None = None):
     """(x_train, y_train, x_test, y_test): uint8 NHWC images and labels (train's loader)."""
     from edgeship.train.datasets import load_fashion_mnist as load
@@ -115,10 +116,17 @@ def bench_single(
             per[key].append((clock() - t0) / calls * 1e6)
     raw_us, ours_us = statistics.median(per["raw"]), statistics.median(per["predict"])
     floor_us = statistics.median(per["floor"])
-    return {"raw_us": round(raw_us, 2), "predict_us": round(ours_us, 2),
-            "ratio": round(ours_us / raw_us, 3), "target": SINGLE_TARGETS,
-            "floor_us": round(floor_us, 2), "floor_ratio": round(floor_us / raw_us, 3),
-            "calls": calls, "repeats": repeats, "clock": "cpu" if cpu_time else "wall"}
+    return {
+        "raw_us": round(raw_us, 2),
+        "predict_us": round(ours_us, 2),
+        "ratio": round(ours_us / raw_us, 3),
+        "target": SINGLE_TARGETS,
+        "floor_us": round(floor_us, 2),
+        "floor_ratio": round(floor_us / raw_us, 3),
+        "calls": calls,
+        "repeats": repeats,
+        "clock": "cpu" if cpu_time else "wall",
+    }
 
 
 def bench_batch(model: Path, x: np.ndarray, y: np.ndarray, repeats: int) -> dict:
@@ -146,9 +154,17 @@ def bench_batch(model: Path, x: np.ndarray, y: np.ndarray, repeats: int) -> dict
             fn()
             per[key].append(time.perf_counter() - t0)
     raw_s, ours_s = statistics.median(per["raw"]), statistics.median(per["predict_proba"])
-    return {"images": n, "raw_s": round(raw_s, 4), "predict_proba_s": round(ours_s, 4),
-            "ratio": round(ours_s / raw_s, 3), "target": 1.0, "batch_size": clf.batch_size,
-            "accuracy": round(accuracy, 4), "agreement_with_raw": agree, "repeats": repeats}
+    return {
+        "images": n,
+        "raw_s": round(raw_s, 4),
+        "predict_proba_s": round(ours_s, 4),
+        "ratio": round(ours_s / raw_s, 3),
+        "target": 1.0,
+        "batch_size": clf.batch_size,
+        "accuracy": round(accuracy, 4),
+        "agreement_with_raw": agree,
+        "repeats": repeats,
+    }
 
 
 _COLD = """
@@ -169,47 +185,69 @@ def bench_cold(model: Path, repeats: int) -> dict:
         t0 = time.perf_counter()
         proc = subprocess.run(
             [sys.executable, "-c", _COLD.format(model=str(model))],
-            capture_output=True, text=True, check=True,
+            capture_output=True,
+            text=True,
+            check=True,
         )
         wall.append(time.perf_counter() - t0)
         seconds, tf_loaded = proc.stdout.split()
         assert tf_loaded == "False", "edge_runtime imported TensorFlow"
         inside.append(float(seconds))
-    return {"import_and_load_s": round(statistics.median(inside), 4),
-            "process_wall_s": round(statistics.median(wall), 4), "target": 0.3,
-            "repeats": repeats}
+    return {
+        "import_and_load_s": round(statistics.median(inside), 4),
+        "process_wall_s": round(statistics.median(wall), 4),
+        "target": 0.3,
+        "repeats": repeats,
+    }
 
 
 def _report(results: dict, header: bool) -> None:
     s, b, c = results["single"], results["batch"], results["cold"]
     if header:
         print(f"== {results['model']}")
-    print(f"predict(1 image):   {s['predict_us']:.1f} us vs raw round trip {s['raw_us']:.1f} us"
-          f" -> {s['ratio']:.2f}x (target <= 2.5x MLP, 1.25x CNN); "
-          "a bare check+quantize+lock wrapper: "
-          f"{s['floor_ratio']:.2f}x")
-    print(f"predict_proba(10k): {b['predict_proba_s'] * 1e3:.1f} ms vs raw batched "
-          f"{b['raw_s'] * 1e3:.1f} ms -> {b['ratio']:.2f}x (target <= 1x); "
-          f"accuracy {b['accuracy']:.4f}")
-    print(f"cold import+load:   {c['import_and_load_s']:.3f} s in process "
-          f"({c['process_wall_s']:.3f} s whole process) (target <= 0.3 s)")
+    print(
+        f"predict(1 image):   {s['predict_us']:.1f} us vs raw round trip {s['raw_us']:.1f} us"
+        f" -> {s['ratio']:.2f}x (target <= 2.5x MLP, 1.25x CNN); "
+        "a bare check+quantize+lock wrapper: "
+        f"{s['floor_ratio']:.2f}x"
+    )
+    print(
+        f"predict_proba(10k): {b['predict_proba_s'] * 1e3:.1f} ms vs raw batched "
+        f"{b['raw_s'] * 1e3:.1f} ms -> {b['ratio']:.2f}x (target <= 1x); "
+        f"accuracy {b['accuracy']:.4f}"
+    )
+    print(
+        f"cold import+load:   {c['import_and_load_s']:.3f} s in process "
+        f"({c['process_wall_s']:.3f} s whole process) (target <= 0.3 s)"
+    )
     print(json.dumps(results), flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the three measurements and print them (and a JSON line)."""
-    parser = argparse.ArgumentParser(prog="python -m studies.edge_speed", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, action="append",
-                        help="an int8 .tflite MLP; repeat for several (else one is built)")
+    parser = argparse.ArgumentParser(
+        prog="python -m studies.edge_speed",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--model",
+        type=Path,
+        action="append",
+        help="an int8 .tflite MLP; repeat for several (else one is built)",
+    )
     parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--calls", type=int, default=2000)
-    parser.add_argument("--cpu-time", action="store_true",
-                        help="time predict(1 image) in the thread's CPU time (a busy machine)")
+    parser.add_argument(
+        "--cpu-time",
+        action="store_true",
+        help="time predict(1 image) in the thread's CPU time (a busy machine)",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
-    parser.add_argument("--save-model", type=Path,
-                        help="keep the built model here (reuse it later with --model)")
+    parser.add_argument(
+        "--save-model", type=Path, help="keep the built model here (reuse it later with --model)"
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # only when it builds a model
 
@@ -237,8 +275,9 @@ def main(argv: list[str] | None = None) -> int:
             all_results.append(results)
             _report(results, header=len(models) > 1)
     if args.json:
-        args.json.write_text(json.dumps(all_results[0] if len(all_results) == 1 else all_results,
-                                        indent=2))
+        args.json.write_text(
+            json.dumps(all_results[0] if len(all_results) == 1 else all_results, indent=2)
+        )
     return 0
 
 

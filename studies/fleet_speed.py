@@ -61,8 +61,9 @@ def _push_all(bundle: Path, servers: list, root: Path, known: Path) -> float:
 
     def one(i: int):
         target = SshTarget("127.0.0.1", user="root", port=servers[i].port)
-        (result,) = push_bundle(bundle, [target], options, remote_dir=str(root / f"device{i}" /
-                                                                          "edgeship"))
+        (result,) = push_bundle(
+            bundle, [target], options, remote_dir=str(root / f"device{i}" / "edgeship")
+        )
         if not result.ok:
             raise SystemExit(f"push failed: {result.error}")
 
@@ -96,7 +97,9 @@ def measure(bundle: Path, count: int) -> dict:
 
         python = subprocess.run(
             [system, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-            capture_output=True, text=True, check=True,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.strip()
     target = next(t.name for t in TARGETS if t.bits == 64 and t.python == python)
     wheels = download_wheels(target, platform.machine(), python)

@@ -41,8 +41,11 @@ def main(models: list[str]) -> int:
                     growth = vm_hwm_mb(served.proc.pid) - before
                 finally:
                     served.stop()
-                print(f"| {name} | {len(data) / 1e3:.0f} kB | {Path(model).stem} | {status} | "
-                      f"+{growth:.0f} MB |", flush=True)
+                print(
+                    f"| {name} | {len(data) / 1e3:.0f} kB | {Path(model).stem} | {status} | "
+                    f"+{growth:.0f} MB |",
+                    flush=True,
+                )
     return 0
 
 

@@ -48,8 +48,11 @@ def _mobilenet(out: Path) -> Path:
     keras.utils.set_random_seed(0)
     model = keras.applications.MobileNetV2(weights=None, input_shape=(224, 224, 3))
     out.mkdir(parents=True, exist_ok=True)
-    model.export(str(out / "export"), verbose=False,
-                 input_signature=[tf.TensorSpec([None, 224, 224, 3], tf.float32)])
+    model.export(
+        str(out / "export"),
+        verbose=False,
+        input_signature=[tf.TensorSpec([None, 224, 224, 3], tf.float32)],
+    )
     conv = tf.lite.TFLiteConverter.from_saved_model(str(out / "export"))
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
     rng = np.random.default_rng(0)
@@ -59,8 +62,13 @@ def _mobilenet(out: Path) -> Path:
         "schema_version": 1,
         "model": "mobilenet_v2 (random weights)",
         "class_names": [f"class_{i}" for i in range(1000)],
-        "input": {"shape": [224, 224, 3], "dtype": "float32", "scale": 1 / 127.5,
-                  "offset": -1.0, "color_mode": "rgb"},
+        "input": {
+            "shape": [224, 224, 3],
+            "dtype": "float32",
+            "scale": 1 / 127.5,
+            "offset": -1.0,
+            "color_mode": "rgb",
+        },
         "quantization": {"mode": "int8"},
     }
     path = out / "model_int8.tflite"
@@ -73,8 +81,9 @@ def _fruit(out: Path) -> tuple[Path, Path]:
     from tests.support.byo_example import ORDER, build
 
     model_path, photos, _ = build(out)
-    report = convert_model(model_path, out / "run", modes=("int8",), calibration_data=photos,
-                           class_names=list(ORDER))
+    report = convert_model(
+        model_path, out / "run", modes=("int8",), calibration_data=photos, class_names=list(ORDER)
+    )
     report.raise_for_failures()
     return report.results[0].path, photos
 
@@ -99,8 +108,9 @@ def fruit_photos() -> Path:
     return cache_dir() / "fruit" / "photos"
 
 
-def phone_jpeg(small: np.ndarray, size: tuple[int, int], seed: int = 0, quality: int = 92,
-               noise: float = 6.0) -> bytes:
+def phone_jpeg(
+    small: np.ndarray, size: tuple[int, int], seed: int = 0, quality: int = 92, noise: float = 6.0
+) -> bytes:
     """`small` (H, W[, 3]) uint8 upscaled to `size` (W, H) as an RGB JPEG, with sensor-like
     noise (a phone photo's texture: without it a 12 MP JPEG is ten times too small)."""
     img = Image.fromarray(small).convert("RGB").resize(size, Image.Resampling.BICUBIC)

@@ -31,7 +31,9 @@ def _serve(paths: list[Path], log: Path) -> tuple[subprocess.Popen, int]:
     out = open(log, "wb")  # noqa: SIM115 - the server's log, closed with the process
     proc = subprocess.Popen(
         [sys.executable, "-m", "edge_runtime", "serve", "--port", "0", *map(str, paths)],
-        stdout=out, stderr=out, stdin=subprocess.DEVNULL,
+        stdout=out,
+        stderr=out,
+        stdin=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -45,8 +47,9 @@ def _serve(paths: list[Path], log: Path) -> tuple[subprocess.Popen, int]:
     raise RuntimeError(f"serve did not start: {log.read_text()[-1000:]}")
 
 
-def _ask(browser, port: int, model: str, photo: Path, margin: int | None,
-         throttle: bool) -> dict[str, Any]:
+def _ask(
+    browser, port: int, model: str, photo: Path, margin: int | None, throttle: bool
+) -> dict[str, Any]:
     """One photo through a fresh page: the label, the bytes posted and the seconds from
     choosing the file to the answer on screen."""
     context = browser.new_context()
@@ -55,10 +58,15 @@ def _ask(browser, port: int, model: str, photo: Path, margin: int | None,
     if throttle:
         cdp = context.new_cdp_session(page)
         cdp.send("Network.enable")
-        cdp.send("Network.emulateNetworkConditions", {
-            "offline": False, "latency": 5, "downloadThroughput": LINK_BITS_PER_S / 8,
-            "uploadThroughput": LINK_BITS_PER_S / 8,
-        })
+        cdp.send(
+            "Network.emulateNetworkConditions",
+            {
+                "offline": False,
+                "latency": 5,
+                "downloadThroughput": LINK_BITS_PER_S / 8,
+                "uploadThroughput": LINK_BITS_PER_S / 8,
+            },
+        )
     try:
         query = "" if margin is None else f"?margin={margin}"
         page.goto(f"http://127.0.0.1:{port}/{query}")
@@ -68,14 +76,22 @@ def _ask(browser, port: int, model: str, photo: Path, margin: int | None,
         page.set_input_files("#file", str(photo))
         page.wait_for_selector(".bar.predicted", timeout=120_000)
         seconds = time.perf_counter() - t0
-        return {"label": page.inner_text("#answer"), "bytes": page.evaluate("window.__sent")[0],
-                "seconds": seconds}
+        return {
+            "label": page.inner_text("#answer"),
+            "bytes": page.evaluate("window.__sent")[0],
+            "seconds": seconds,
+        }
     finally:
         context.close()
 
 
-def page_measurements(model_paths: dict[str, Path], photos: dict[str, list[Path]], n: int,
-                      folder: Path, margins: tuple[int, ...] = (4,)) -> dict[str, Any]:
+def page_measurements(
+    model_paths: dict[str, Path],
+    photos: dict[str, list[Path]],
+    n: int,
+    folder: Path,
+    margins: tuple[int, ...] = (4,),
+) -> dict[str, Any]:
     """Upload bytes and time for a 12 MP photo at 20 Mbit/s (before: as it is; after: scaled
     in the browser), and the page's top-1 vs `predict` on the original 12 MP files."""
     from playwright.sync_api import sync_playwright
@@ -100,11 +116,15 @@ def page_measurements(model_paths: dict[str, Path], photos: dict[str, list[Path]
             for model in ("mobilenet", "mlp"):
                 for way, margin in (("before", 0), ("after", None)):
                     runs = [_ask(browser, port, model, photo, margin, True) for _ in range(3)]
-                    upload.append({
-                        "model": model, "way": way, "bytes": runs[0]["bytes"],
-                        "seconds_p50": round(statistics.median(r["seconds"] for r in runs), 3),
-                        "label": runs[0]["label"],
-                    })
+                    upload.append(
+                        {
+                            "model": model,
+                            "way": way,
+                            "bytes": runs[0]["bytes"],
+                            "seconds_p50": round(statistics.median(r["seconds"] for r in runs), 3),
+                            "label": runs[0]["label"],
+                        }
+                    )
                     print(json.dumps(upload[-1]), file=sys.stderr, flush=True)
             result["upload"] = upload
             agree = []
@@ -118,9 +138,16 @@ def page_measurements(model_paths: dict[str, Path], photos: dict[str, list[Path]
                         == clf.predict(q)[0].label
                         for q in chosen
                     )
-                    agree.append({"margin": margin, "model": model, "photos": f"{kind} at 12 MP",
-                                  "n": len(chosen), "equal": same,
-                                  "agreement": round(same / max(len(chosen), 1), 4)})
+                    agree.append(
+                        {
+                            "margin": margin,
+                            "model": model,
+                            "photos": f"{kind} at 12 MP",
+                            "n": len(chosen),
+                            "equal": same,
+                            "agreement": round(same / max(len(chosen), 1), 4),
+                        }
+                    )
                     print(json.dumps(agree[-1]), file=sys.stderr, flush=True)
             result["agreement"] = agree
             browser.close()

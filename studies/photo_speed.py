@@ -51,8 +51,11 @@ def _floor(clf, interp, path: Path) -> int:
         small = img.convert("L" if c == 1 else "RGB").resize((w, h), Image.Resampling.BILINEAR)
     x = np.asarray(small, dtype=np.uint8).reshape(1, h, w, c)
     inp = interp.get_input_details()[0]
-    values = clf._lut.take(x) if inp["dtype"] != np.float32 else (
-        x * np.float32(clf.input_scale) + np.float32(clf.input_offset))
+    values = (
+        clf._lut.take(x)
+        if inp["dtype"] != np.float32
+        else (x * np.float32(clf.input_scale) + np.float32(clf.input_offset))
+    )
     interp.set_tensor(inp["index"], values.astype(inp["dtype"], copy=False))
     interp.invoke()
     return int(interp.get_tensor(interp.get_output_details()[0]["index"]).argmax())
@@ -62,9 +65,14 @@ def _before(clf, path: Path) -> int:
     from edge_runtime.image.preprocess import load_image, preprocess_image
 
     with load_image(path, max_pixels=clf.max_pixels) as img:
-        pixels = preprocess_image(img, clf.input_shape, invert=clf.invert,
-                                  background=clf.background, resize=clf.resize_rule,
-                                  to_size=False)
+        pixels = preprocess_image(
+            img,
+            clf.input_shape,
+            invert=clf.invert,
+            background=clf.background,
+            resize=clf.resize_rule,
+            to_size=False,
+        )
     return clf.predict(pixels)[0].index
 
 
@@ -88,8 +96,11 @@ def speed(model_paths: dict[str, Path], folder: Path, runs: int) -> list[dict[st
                 clf = EdgeClassifier.load(model_paths[name])
                 interp = load_backend(None).make_interpreter(model_paths[name].read_bytes(), None)
                 interp.allocate_tensors()
-            ways = {"before": partial(_before, clf, path), "after": partial(_after, clf, path),
-                    "floor": partial(_floor, clf, interp, path)}
+            ways = {
+                "before": partial(_before, clf, path),
+                "after": partial(_after, clf, path),
+                "floor": partial(_floor, clf, interp, path),
+            }
             times: dict[str, list[float]] = {k: [] for k in ways}
             for _ in range(2):  # warm-up
                 for call in ways.values():
@@ -100,16 +111,20 @@ def speed(model_paths: dict[str, Path], folder: Path, runs: int) -> list[dict[st
                     call()
                     times[key].append(time.perf_counter() - t0)
             med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
-            rows.append({
-                "photo": f"{size_name} JPEG {size[0]}x{size[1]}",
-                "photo_mb": round(path.stat().st_size / 1e6, 2),
-                "model": name, "input": list(clf.input_shape),
-                "before_ms": round(med["before"], 1), "after_ms": round(med["after"], 1),
-                "floor_ms": round(med["floor"], 1),
-                "speedup": round(med["before"] / med["after"], 2),
-                "after_over_floor": round(med["after"] / med["floor"], 3),
-                "goal_met": med["after"] / med["floor"] <= GOAL,
-            })
+            rows.append(
+                {
+                    "photo": f"{size_name} JPEG {size[0]}x{size[1]}",
+                    "photo_mb": round(path.stat().st_size / 1e6, 2),
+                    "model": name,
+                    "input": list(clf.input_shape),
+                    "before_ms": round(med["before"], 1),
+                    "after_ms": round(med["after"], 1),
+                    "floor_ms": round(med["floor"], 1),
+                    "speedup": round(med["before"] / med["after"], 2),
+                    "after_over_floor": round(med["after"] / med["floor"], 3),
+                    "goal_met": med["after"] / med["floor"] <= GOAL,
+                }
+            )
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     return rows
 
@@ -151,8 +166,15 @@ def agreement(model_paths: dict[str, Path], photos: dict[str, list[Path]]) -> li
             tag = size_name.replace(" ", "")
             chosen = [p for p in photos[kind] if p.stem.endswith(tag)]
             same = sum(_before(clf, p) == _after(clf, p) for p in chosen)
-            rows.append({"model": name, "photos": f"{kind} at {size_name}", "n": len(chosen),
-                         "equal": same, "agreement": round(same / len(chosen), 4)})
+            rows.append(
+                {
+                    "model": name,
+                    "photos": f"{kind} at {size_name}",
+                    "n": len(chosen),
+                    "equal": same,
+                    "agreement": round(same / len(chosen), 4),
+                }
+            )
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     return rows
 
@@ -163,10 +185,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=15, help="timed runs per way (median)")
     parser.add_argument("--fashion", type=int, default=100, help="Fashion-MNIST images")
     parser.add_argument("--fruit", type=int, default=45, help="BYO-style fruit photos")
-    parser.add_argument("--page-photos", type=int, default=20,
-                        help="12 MP photos sent through the page for its agreement")
-    parser.add_argument("--page-margins", default="4",
-                        help="the page's upload margins to measure agreement at, e.g. 1,2,4")
+    parser.add_argument(
+        "--page-photos",
+        type=int,
+        default=20,
+        help="12 MP photos sent through the page for its agreement",
+    )
+    parser.add_argument(
+        "--page-margins",
+        default="4",
+        help="the page's upload margins to measure agreement at, e.g. 1,2,4",
+    )
     parser.add_argument("--skip", default="", help="comma list of speed,agreement,page")
     parser.add_argument("--out", default=None, help="also write the JSON here")
     args = parser.parse_args(argv)
@@ -185,8 +214,9 @@ def main(argv: list[str] | None = None) -> int:
             from studies.photo_page import page_measurements
 
             margins = tuple(int(m) for m in args.page_margins.split(","))
-            report["page"] = page_measurements(model_paths, photos, args.page_photos, folder,
-                                               margins)
+            report["page"] = page_measurements(
+                model_paths, photos, args.page_photos, folder, margins
+            )
     text = json.dumps(report, indent=1)
     print(text)
     if args.out:

@@ -253,23 +253,34 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result))
     else:
         lp, sp, hp = result["in_process_us"], single["latency_us"], loaded["latency_us"]
-        print(f"model {args.model} on {result['machine']} ({result['cpus']} CPUs), "
-              f"{len(images)} {'synthetic' if args.synthetic else 'Fashion-MNIST'} PNGs")
+        print(
+            f"model {args.model} on {result['machine']} ({result['cpus']} CPUs), "
+            f"{len(images)} {'synthetic' if args.synthetic else 'Fashion-MNIST'} PNGs"
+        )
         print(f"in-process   decode+predict   p50 {lp['p50']:8.1f} us  p99 {lp['p99']:8.1f} us")
-        print(f"HTTP 1 client  round trip     p50 {sp['p50']:8.1f} us  p99 {sp['p99']:8.1f} us  "
-              f"({sp['p50'] - lp['p50']:+.1f} us p50 over in-process), "
-              f"{single['requests_per_s']:.0f} req/s")
-        print(f"HTTP {args.clients} clients round trip     p50 {hp['p50']:8.1f} us  "
-              f"p99 {hp['p99']:8.1f} us  {loaded['requests_per_s']:.0f} req/s "
-              f"({loaded['requests']} requests in {loaded['seconds']:.2f} s, flat out)")
+        print(
+            f"HTTP 1 client  round trip     p50 {sp['p50']:8.1f} us  p99 {sp['p99']:8.1f} us  "
+            f"({sp['p50'] - lp['p50']:+.1f} us p50 over in-process), "
+            f"{single['requests_per_s']:.0f} req/s"
+        )
+        print(
+            f"HTTP {args.clients} clients round trip     p50 {hp['p50']:8.1f} us  "
+            f"p99 {hp['p99']:8.1f} us  {loaded['requests_per_s']:.0f} req/s "
+            f"({loaded['requests']} requests in {loaded['seconds']:.2f} s, flat out)"
+        )
         pp = paced["latency_us"]
-        print(f"HTTP {args.clients} clients at {args.rate:g} req/s  p50 {pp['p50']:8.1f} us  "
-              f"p99 {pp['p99']:8.1f} us  ({pp['p50'] - lp['p50']:+.1f} us p50 over in-process), "
-              f"{paced['requests_per_s']:.0f} req/s achieved")
+        print(
+            f"HTTP {args.clients} clients at {args.rate:g} req/s  p50 {pp['p50']:8.1f} us  "
+            f"p99 {pp['p99']:8.1f} us  ({pp['p50'] - lp['p50']:+.1f} us p50 over in-process), "
+            f"{paced['requests_per_s']:.0f} req/s achieved"
+        )
     wrong = single["wrong_count"] + loaded["wrong_count"] + paced["wrong_count"]
     if wrong or code != 0:
-        print(f"error: {wrong} wrong answers {loaded['wrong'] or single['wrong']}, "
-              f"server exit {code}", file=sys.stderr)
+        print(
+            f"error: {wrong} wrong answers {loaded['wrong'] or single['wrong']}, "
+            f"server exit {code}",
+            file=sys.stderr,
+        )
         return 2
     return 0
 

@@ -41,7 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.NamedTemporaryFile(suffix=".log") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "edge_runtime", "serve", args.model, "--port", "0", *tls],
-            stdout=log, stderr=log, preexec_fn=limit,
+            stdout=log,
+            stderr=log,
+            preexec_fn=limit,
         )
         try:
             port = None
@@ -59,9 +61,11 @@ def main(argv: list[str] | None = None) -> int:
             context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
             started, status = time.monotonic(), None
             while status is None and time.monotonic() - started < 90:
-                conn = (http.client.HTTPConnection("127.0.0.1", port, timeout=90) if args.plain
-                        else http.client.HTTPSConnection("127.0.0.1", port, timeout=90,
-                                                         context=context))
+                conn = (
+                    http.client.HTTPConnection("127.0.0.1", port, timeout=90)
+                    if args.plain
+                    else http.client.HTTPSConnection("127.0.0.1", port, timeout=90, context=context)
+                )
                 try:
                     conn.request("GET", "/healthz")
                     status = conn.getresponse().status
@@ -69,11 +73,18 @@ def main(argv: list[str] | None = None) -> int:
                     time.sleep(0.2)
                 finally:
                     conn.close()
-            print(json.dumps({
-                "scheme": "http" if args.plain else "https", "sockets": SOCKETS,
-                "ulimit_n": NOFILE, "server_fds": fds, "healthz_status": status,
-                "healthz_s": round(time.monotonic() - started, 2),
-            }))
+            print(
+                json.dumps(
+                    {
+                        "scheme": "http" if args.plain else "https",
+                        "sockets": SOCKETS,
+                        "ulimit_n": NOFILE,
+                        "server_fds": fds,
+                        "healthz_status": status,
+                        "healthz_s": round(time.monotonic() - started, 2),
+                    }
+                )
+            )
             for sock in socks:
                 sock.close()
         finally:

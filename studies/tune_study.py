@@ -30,7 +30,9 @@ epochs: [2, 5]
 def _bench(tflite: Path) -> dict:
     out = subprocess.run(
         [sys.executable, "-m", "edge_runtime", "bench", str(tflite), "--json"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return json.loads([ln for ln in out.stdout.splitlines() if ln.startswith("{")][-1])
 
@@ -42,8 +44,11 @@ def _test_accuracy(tflite: Path) -> float:
     data = load_dataset("fashion-mnist")
     clf = EdgeClassifier.load(tflite, batch_size=500)
     hits = sum(
-        int((clf.predict_proba(data.x_test[i : i + 500]).argmax(1) == data.y_test[i : i + 500])
-            .sum())
+        int(
+            (
+                clf.predict_proba(data.x_test[i : i + 500]).argmax(1) == data.y_test[i : i + 500]
+            ).sum()
+        )
         for i in range(0, len(data.x_test), 500)
     )
     return hits / len(data.x_test)
@@ -61,9 +66,13 @@ def baseline(name: str, out: Path) -> dict:
         convert_model(run / "model.keras", run, modes="int8").raise_for_failures()
     tflite = run / "model_int8.tflite"
     bench = _bench(tflite)
-    return {"model": f"{name} (int8)", "test_accuracy": round(_test_accuracy(tflite), 4),
-            "size_kb": round(tflite.stat().st_size / 1024, 1),
-            "p50_us": bench["latency_us"]["p50"], "seconds": round(time.perf_counter() - start)}
+    return {
+        "model": f"{name} (int8)",
+        "test_accuracy": round(_test_accuracy(tflite), 4),
+        "size_kb": round(tflite.stat().st_size / 1024, 1),
+        "p50_us": bench["latency_us"]["p50"],
+        "seconds": round(time.perf_counter() - start),
+    }
 
 
 def search(label: str, flags: list[str], out: Path, trials: int, limit: int | None) -> dict:
@@ -73,21 +82,45 @@ def search(label: str, flags: list[str], out: Path, trials: int, limit: int | No
     space.write_text(SPACE)
     start = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-m", "edgeship", "tune", "--out", str(folder), "--trials", str(trials),
-         "--space", str(space), *(["--limit", str(limit)] if limit else []), *flags],
-        capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        [
+            sys.executable,
+            "-m",
+            "edgeship",
+            "tune",
+            "--out",
+            str(folder),
+            "--trials",
+            str(trials),
+            "--space",
+            str(space),
+            *(["--limit", str(limit)] if limit else []),
+            *flags,
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
     )
     seconds = round(time.perf_counter() - start)
     if proc.returncode != 0:
-        return {"model": "tune: none feasible", "error": proc.stderr.strip()[-400:],
-                "seconds": seconds, "trials": trials}
+        return {
+            "model": "tune: none feasible",
+            "error": proc.stderr.strip()[-400:],
+            "seconds": seconds,
+            "trials": trials,
+        }
     meta = json.loads((folder / "best" / "model.json").read_text())
     t = meta["tune"]
     tflite = folder / "best" / t["model_file"]
-    return {"model": f"tune trial {t['trial']}: {json.dumps(t['params'])}",
-            "test_accuracy": t["test_accuracy"], "validation_accuracy": t["validation_accuracy"],
-            "size_kb": round(tflite.stat().st_size / 1024, 1), "p50_us": t["p50_us"],
-            "seconds": seconds, "trials": trials, "limit": limit}
+    return {
+        "model": f"tune trial {t['trial']}: {json.dumps(t['params'])}",
+        "test_accuracy": t["test_accuracy"],
+        "validation_accuracy": t["validation_accuracy"],
+        "size_kb": round(tflite.stat().st_size / 1024, 1),
+        "p50_us": t["p50_us"],
+        "seconds": seconds,
+        "trials": trials,
+        "limit": limit,
+    }
 
 
 def _fits(row: dict, label: str) -> str:
@@ -104,8 +137,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("runs/tune_study"))
     parser.add_argument("--trials", type=int, default=12)
-    parser.add_argument("--limit", type=int, default=None,
-                        help="train each trial on N training images (default: all 60,000)")
+    parser.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        help="train each trial on N training images (default: all 60,000)",
+    )
     parser.add_argument("--only", choices=["A", "B"], default=None)
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -116,14 +153,17 @@ def main(argv: list[str] | None = None) -> None:
             continue
         results[label] = search(label, flags, args.out, args.trials, args.limit)
         (args.out / "tune_study.json").write_text(
-            json.dumps({"baselines": base, "searches": results}, indent=2) + "\n")
+            json.dumps({"baselines": base, "searches": results}, indent=2) + "\n"
+        )
     print("| budget | model | test acc | KiB | p50 µs | fits | time |")
     print("|---|---|---|---|---|---|---|")
     for label, row in results.items():
         for r in [row, *base]:
-            print(f"| {label} | {r['model']} | {r.get('test_accuracy', '-')} | "
-                  f"{r.get('size_kb', '-')} | {r.get('p50_us', '-')} | {_fits(r, label)} | "
-                  f"{r['seconds']} s |")
+            print(
+                f"| {label} | {r['model']} | {r.get('test_accuracy', '-')} | "
+                f"{r.get('size_kb', '-')} | {r.get('p50_us', '-')} | {_fits(r, label)} | "
+                f"{r['seconds']} s |"
+            )
 
 
 if __name__ == "__main__":

@@ -155,9 +155,7 @@ def _without_isolation(route) -> None:
     route.fulfill(response=response, headers=headers)
 
 
-def measure_site(
-    browser, site: Path, runs: int, loads: int = LOADS, isolated: bool = True
-) -> dict:
+def measure_site(browser, site: Path, runs: int, loads: int = LOADS, isolated: bool = True) -> dict:
     """Load, reload and per-image figures of one site (served by edge_runtime serve --web);
     `isolated=False` strips COOP/COEP from every response (the plain build)."""
     import tempfile

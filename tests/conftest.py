@@ -133,16 +133,24 @@ def edge_models(tmp_path_factory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("edge_models")
     keras.utils.set_random_seed(0)
     specs = {
-        "mlp": ((28, 28, 1), "grayscale", lambda: [
-            keras.layers.Flatten(),
-            keras.layers.Dense(16, activation="relu"),
-            keras.layers.Dense(10, activation="softmax"),
-        ]),
-        "cnn": ((32, 32, 3), "rgb", lambda: [
-            keras.layers.Conv2D(4, 3, strides=2, activation="relu"),
-            keras.layers.GlobalAveragePooling2D(),
-            keras.layers.Dense(10, activation="softmax"),
-        ]),
+        "mlp": (
+            (28, 28, 1),
+            "grayscale",
+            lambda: [
+                keras.layers.Flatten(),
+                keras.layers.Dense(16, activation="relu"),
+                keras.layers.Dense(10, activation="softmax"),
+            ],
+        ),
+        "cnn": (
+            (32, 32, 3),
+            "rgb",
+            lambda: [
+                keras.layers.Conv2D(4, 3, strides=2, activation="relu"),
+                keras.layers.GlobalAveragePooling2D(),
+                keras.layers.Dense(10, activation="softmax"),
+            ],
+        ),
     }
     paths: dict[str, Path] = {}
     for arch, (shape, color_mode, layers) in specs.items():
@@ -262,7 +270,7 @@ def mobile_models(fashion_runs, tmp_path_factory) -> dict[str, Path]:
 # TensorFlow and Keras absent as on a machine that never installed them: `import` fails and
 # `importlib.util.find_spec` answers None (torch's dynamo asks it; a finder that raises instead,
 # as _BLOCKER's does, breaks `import torch._dynamo`).
-_NOT_INSTALLED = '''
+_NOT_INSTALLED = """
 import importlib.machinery
 import sys
 
@@ -277,7 +285,7 @@ def _find_spec(cls, name, path=None, target=None):
 
 
 importlib.machinery.PathFinder.find_spec = classmethod(_find_spec)
-'''
+"""
 
 
 @pytest.fixture(scope="session")
@@ -316,15 +324,40 @@ def torch_run(tmp_path_factory, tf_not_installed_env) -> dict[str, Path]:
     np.savez(root / "test.npz", x=data.x_test[:300], y=data.y_test[:300])
     run = root / "run"
     proc = subprocess.run(
-        [sys.executable, "-m", "edgeship", "convert", str(pt2), "--out", str(run),
-         "--calibration-data", str(root / "calib.npy"), "--calibration-samples", "200",
-         "--verify-samples", "200", "--input-scale", str(1 / 255),
-         "--class-names", ",".join(FASHION_MNIST_CLASSES)],
-        capture_output=True, text=True, env=tf_not_installed_env, cwd=REPO, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "edgeship",
+            "convert",
+            str(pt2),
+            "--out",
+            str(run),
+            "--calibration-data",
+            str(root / "calib.npy"),
+            "--calibration-samples",
+            "200",
+            "--verify-samples",
+            "200",
+            "--input-scale",
+            str(1 / 255),
+            "--class-names",
+            ",".join(FASHION_MNIST_CLASSES),
+        ],
+        capture_output=True,
+        text=True,
+        env=tf_not_installed_env,
+        cwd=REPO,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return {"root": root, "pt2": pt2, "run": run, "test_npz": root / "test.npz",
-            "calib": root / "calib.npy", "convert_stdout": proc.stdout}
+    return {
+        "root": root,
+        "pt2": pt2,
+        "run": run,
+        "test_npz": root / "test.npz",
+        "calib": root / "calib.npy",
+        "convert_stdout": proc.stdout,
+    }
 
 
 # --- ai-edge-quantizer models (issue 25): the wide collapsing model, every mode by recipe ---
@@ -350,7 +383,9 @@ def quantizer_models(wide_collapsing, tmp_path_factory) -> dict[str, Path]:
     common = dict(engine="quantizer", calibration_data=wide_collapsing.calibration,
                   verify_samples=300)  # fmt: skip
     plain = convert_model(
-        wide_collapsing.healthy, out / "plain", modes=[m for m in MODES if m != "int8"],
+        wide_collapsing.healthy,
+        out / "plain",
+        modes=[m for m in MODES if m != "int8"],
         **common,
     )
     rescued = convert_model(

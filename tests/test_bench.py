@@ -20,9 +20,23 @@ runner = CliRunner()
 LIMIT = 300
 MODES = ("float32", "dynamic", "int8")
 MODEL_KEYS = {
-    "name", "format", "quantization", "size_bytes", "accuracy", "agreement", "latency_us",
-    "throughput_ips", "load_ms", "peak_rss_mb", "per_class_accuracy", "confusion_matrix",
-    "prob_diff_mean", "prob_diff_max", "latency_method", "baseline_rss_mb", "model_rss_mb",
+    "name",
+    "format",
+    "quantization",
+    "size_bytes",
+    "accuracy",
+    "agreement",
+    "latency_us",
+    "throughput_ips",
+    "load_ms",
+    "peak_rss_mb",
+    "per_class_accuracy",
+    "confusion_matrix",
+    "prob_diff_mean",
+    "prob_diff_max",
+    "latency_method",
+    "baseline_rss_mb",
+    "model_rss_mb",
 }
 FAST = ["--runs", "5", "--warmup", "1", "--batch", "16", "--predict-runs", "2"]
 
@@ -58,8 +72,22 @@ def tiny_run(tmp_path_factory):
 def bench(tiny_run):
     """One full bench (memory probes and plots included) of the tiny run."""
     out = tiny_run / "bench"
-    result = cli("bench", tiny_run, "--limit", LIMIT, "--runs", 30, "--warmup", 3,
-                 "--batch", 32, "--predict-runs", 3, "--out", out)
+    result = cli(
+        "bench",
+        tiny_run,
+        "--limit",
+        LIMIT,
+        "--runs",
+        30,
+        "--warmup",
+        3,
+        "--batch",
+        32,
+        "--predict-runs",
+        3,
+        "--out",
+        out,
+    )
     assert result.exit_code == 0, result.output
     return out, json.loads((out / "report.json").read_text()), result
 
@@ -155,12 +183,19 @@ def test_flipped_images_counted_listed_and_shown(bench, tiny_run, test_set):
 def test_plots_are_valid_pngs(bench):
     out, report, _ = bench
     expected = {
-        "accuracy_vs_latency.png", "latency_distributions.png", "sizes.png",
-        "confusion_keras.png", "confusion_int8.png", "predictions_int8.png",
+        "accuracy_vs_latency.png",
+        "latency_distributions.png",
+        "sizes.png",
+        "confusion_keras.png",
+        "confusion_int8.png",
+        "predictions_int8.png",
         "probabilities_int8.png",
     }
-    flips = {f"flipped_{m['name']}.png" for m in report["models"] if m.get("flipped", {}) and
-             m["flipped"]["count"]}
+    flips = {
+        f"flipped_{m['name']}.png"
+        for m in report["models"]
+        if m.get("flipped", {}) and m["flipped"]["count"]
+    }
     assert set(report["plots"]) == expected | flips
     for name in expected | flips:
         with Image.open(out / name) as img:
@@ -170,17 +205,36 @@ def test_plots_are_valid_pngs(bench):
 
 
 def test_budgets_met_exit_0_and_missed_exit_1(tiny_run, tmp_path):
-    common = ["bench", tiny_run, "--limit", 100, "--only", "int8", "--no-memory", "--no-plots",
-              *FAST]
-    met = cli(*common, "--min-accuracy", 0.0, "--max-accuracy-drop", 1.0,
-              "--max-latency-us", 1e9, "--out", tmp_path / "met")
+    common = [
+        "bench",
+        tiny_run,
+        "--limit",
+        100,
+        "--only",
+        "int8",
+        "--no-memory",
+        "--no-plots",
+        *FAST,
+    ]
+    met = cli(
+        *common,
+        "--min-accuracy",
+        0.0,
+        "--max-accuracy-drop",
+        1.0,
+        "--max-latency-us",
+        1e9,
+        "--out",
+        tmp_path / "met",
+    )
     assert met.exit_code == 0, met.output
     report = json.loads((tmp_path / "met" / "report.json").read_text())
     assert [m["name"] for m in report["models"]] == ["keras", "int8"]
     assert len(report["budgets"]["checks"]) == 3 and report["budgets"]["passed"]
 
-    missed = cli(*common, "--min-accuracy", 0.999, "--max-latency-us", 0.001,
-                 "--out", tmp_path / "missed")
+    missed = cli(
+        *common, "--min-accuracy", 0.999, "--max-latency-us", 0.001, "--out", tmp_path / "missed"
+    )
     assert_one_line_error(missed, 1, "budget not met", "int8", "min_accuracy", "max_latency_us")
     report = json.loads((tmp_path / "missed" / "report.json").read_text())
     assert report["budgets"]["passed"] is False  # the report is still written
@@ -193,14 +247,39 @@ def test_budgets_met_exit_0_and_missed_exit_1(tiny_run, tmp_path):
 
 def test_device_results_sit_beside_the_desktop(tiny_run, tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "edge_runtime", "bench", str(tiny_run / "model_int8.tflite"),
-         "--json", "--runs", "5", "--warmup", "1"],
-        capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            "-m",
+            "edge_runtime",
+            "bench",
+            str(tiny_run / "model_int8.tflite"),
+            "--json",
+            "--runs",
+            "5",
+            "--warmup",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     device = tmp_path / "device.json"
     device.write_text(proc.stdout)
-    result = cli("bench", tiny_run, "--limit", 50, "--only", "int8", "--no-memory", "--no-plots",
-                 *FAST, "--device", device, "--out", tmp_path / "b")
+    result = cli(
+        "bench",
+        tiny_run,
+        "--limit",
+        50,
+        "--only",
+        "int8",
+        "--no-memory",
+        "--no-plots",
+        *FAST,
+        "--device",
+        device,
+        "--out",
+        tmp_path / "b",
+    )
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "b" / "report.json").read_text())
     int8 = report["models"][1]
@@ -294,10 +373,22 @@ def test_library_call_reports_progress_and_returns_the_report(tiny_run, tmp_path
     from edgeship import bench
 
     seen = []
-    options = bench.BenchOptions(limit=50, runs=3, warmup=1, batch=8, predict_runs=1,
-                                      only=("float32",), memory=False, plots=False)
-    report = bench.run_bench(tiny_run, tmp_path / "b", options,
-                                  progress=lambda text, done, total: seen.append((done, total)))
+    options = bench.BenchOptions(
+        limit=50,
+        runs=3,
+        warmup=1,
+        batch=8,
+        predict_runs=1,
+        only=("float32",),
+        memory=False,
+        plots=False,
+    )
+    report = bench.run_bench(
+        tiny_run,
+        tmp_path / "b",
+        options,
+        progress=lambda text, done, total: seen.append((done, total)),
+    )
     assert report == json.loads((tmp_path / "b" / "report.json").read_text())
     assert [m["name"] for m in report["models"]] == ["keras", "float32"]
     assert seen[0][0] == 0 and seen[-1][0] == seen[-1][1] - 1 and len(seen) == seen[-1][1]
@@ -318,10 +409,16 @@ def test_stale_tflite_is_a_failed_model(tiny_run, tmp_path):
     old.update(model="cnn", metrics={"test_accuracy": 0.5, "test_loss": 1.5})  # another training
     stale = embed_metadata((tiny_run / "model_float32.tflite").read_bytes(), old)
     (run / "model_float32.tflite").write_bytes(stale)
-    result = cli("bench", run, "--limit", 50, *FAST, "--no-memory", "--no-plots",
-                 "--out", run / "bench")
-    assert_one_line_error(result, 2, "model_float32.tflite", "another model.keras",
-                          f"edgeship convert {run}/model.keras --out {run}")
+    result = cli(
+        "bench", run, "--limit", 50, *FAST, "--no-memory", "--no-plots", "--out", run / "bench"
+    )
+    assert_one_line_error(
+        result,
+        2,
+        "model_float32.tflite",
+        "another model.keras",
+        f"edgeship convert {run}/model.keras --out {run}",
+    )
     report = json.loads((run / "bench" / "report.json").read_text())
     assert [m["name"] for m in report["models"]] == ["keras", "int8"]
     assert [f["name"] for f in report["failed"]] == ["float32"]
@@ -330,16 +427,43 @@ def test_stale_tflite_is_a_failed_model(tiny_run, tmp_path):
 def test_device_results_show_target_and_thread_counts(tiny_run, tmp_path):
     """`deploy push --bench` results with `bench --threads 1,2` entries: both shown."""
     proc = subprocess.run(
-        [sys.executable, "-m", "edge_runtime", "bench", str(tiny_run / "model_int8.tflite"),
-         "--json", "--runs", "5", "--warmup", "1", "--threads", "1,2"],
-        capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            "-m",
+            "edge_runtime",
+            "bench",
+            str(tiny_run / "model_int8.tflite"),
+            "--json",
+            "--runs",
+            "5",
+            "--warmup",
+            "1",
+            "--threads",
+            "1,2",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     runs = [json.loads(line) for line in proc.stdout.splitlines()]
     assert [r["threads"] for r in runs] == [1, 2]
     device = tmp_path / "device.json"
     device.write_text(json.dumps({"target": "bookworm-arm64", "models": runs}))
-    result = cli("bench", tiny_run, "--limit", 50, "--only", "int8", "--no-memory", "--no-plots",
-                 *FAST, "--device", device, "--out", tmp_path / "b")
+    result = cli(
+        "bench",
+        tiny_run,
+        "--limit",
+        50,
+        "--only",
+        "int8",
+        "--no-memory",
+        "--no-plots",
+        *FAST,
+        "--device",
+        device,
+        "--out",
+        tmp_path / "b",
+    )
     assert result.exit_code == 0, result.output
     assert "device results: target bookworm-arm64, threads 1, 2" in result.output
     int8 = json.loads((tmp_path / "b" / "report.json").read_text())["models"][1]
@@ -377,8 +501,17 @@ def test_accuracy_drop_budget_fails_when_int8_is_less_accurate(keras_labelled, t
     """Keras is right on every image (they are labelled with its answers) and int8 is not:
     `--max-accuracy-drop 0` must exit 1 naming the budget; a budget above the drop passes."""
     npz, _, _, flipped = keras_labelled
-    common = ["bench", tiny_run, "--test-data", npz, "--only", "int8", "--no-memory",
-              "--no-plots", *FAST]
+    common = [
+        "bench",
+        tiny_run,
+        "--test-data",
+        npz,
+        "--only",
+        "int8",
+        "--no-memory",
+        "--no-plots",
+        *FAST,
+    ]
     drop = flipped / 100
     missed = cli(*common, "--max-accuracy-drop", 0, "--out", tmp_path / "missed")
     assert_one_line_error(missed, 1, "budget not met", "max_accuracy_drop")
@@ -396,11 +529,23 @@ def test_prob_diff_is_the_difference_to_keras_recomputed(keras_labelled, tiny_ru
     from edge_runtime.classifier import EdgeClassifier
 
     npz, x, keras_probs, _ = keras_labelled
-    result = cli("bench", tiny_run, "--test-data", npz, "--only", "float32,int8", "--no-memory",
-                 "--no-plots", *FAST, "--out", tmp_path / "b")
+    result = cli(
+        "bench",
+        tiny_run,
+        "--test-data",
+        npz,
+        "--only",
+        "float32,int8",
+        "--no-memory",
+        "--no-plots",
+        *FAST,
+        "--out",
+        tmp_path / "b",
+    )
     assert result.exit_code == 0, result.output
-    by_name = {m["name"]: m for m in json.loads((tmp_path / "b" / "report.json").read_text())[
-        "models"]}
+    by_name = {
+        m["name"]: m for m in json.loads((tmp_path / "b" / "report.json").read_text())["models"]
+    }
     for mode in ("float32", "int8"):
         probs = EdgeClassifier.load(tiny_run / f"model_{mode}.tflite").predict_proba(x)
         diff = np.abs(probs.astype(np.float64) - keras_probs.astype(np.float64))

@@ -25,8 +25,18 @@ from tests.support.byo_example import photo as _photo
 pytestmark = pytest.mark.slow
 
 runner = CliRunner()
-FAST = ["--runs", "5", "--warmup", "1", "--batch", "8", "--predict-runs", "2", "--no-memory",
-        "--no-plots"]
+FAST = [
+    "--runs",
+    "5",
+    "--warmup",
+    "1",
+    "--batch",
+    "8",
+    "--predict-runs",
+    "2",
+    "--no-memory",
+    "--no-plots",
+]
 
 
 def cli(*args):
@@ -44,8 +54,18 @@ def byo(tmp_path_factory):
 def run(byo):
     """`edgeship convert` of the desktop model, calibrated on the photos, named in its order."""
     run = byo["root"] / "run"
-    result = cli("convert", byo["model"], "--quantize", "float32,int8", "--calibration-data",
-                 byo["photos"], "--class-names", ",".join(ORDER), "--out", run)
+    result = cli(
+        "convert",
+        byo["model"],
+        "--quantize",
+        "float32,int8",
+        "--calibration-data",
+        byo["photos"],
+        "--class-names",
+        ",".join(ORDER),
+        "--out",
+        run,
+    )
     assert result.exit_code == 0, result.output
     return run
 
@@ -100,8 +120,19 @@ def test_convert_then_bench_with_the_users_photos(byo, run):
             ys.append(label)
     npz = byo["root"] / "test.npz"
     np.savez(npz, x=np.stack(xs), y=np.asarray(ys))
-    result = cli("bench", run, "--test-data", npz, "--keras", byo["model"], "--only", "float32",
-                 *FAST, "--out", byo["root"] / "bench2")
+    result = cli(
+        "bench",
+        run,
+        "--test-data",
+        npz,
+        "--keras",
+        byo["model"],
+        "--only",
+        "float32",
+        *FAST,
+        "--out",
+        byo["root"] / "bench2",
+    )
     assert result.exit_code == 0, result.output
     report2 = json.loads((byo["root"] / "bench2" / "report.json").read_text())
     assert [m["accuracy"] for m in report2["models"]] == pytest.approx([want, want])
@@ -116,8 +147,16 @@ def test_a_folder_that_names_no_class_is_one_error_line(byo, run, tmp_path):
     assert result.exit_code == 2
     line = result.stderr.strip().splitlines()[-1]
     assert line.startswith("error: Test-data folder 'kiwi' names no class") and "zebra" in line
-    result = cli("convert", byo["model"], "--quantize", "float32", "--class-names", "a,b",
-                 "--out", tmp_path / "run2")
+    result = cli(
+        "convert",
+        byo["model"],
+        "--quantize",
+        "float32",
+        "--class-names",
+        "a,b",
+        "--out",
+        tmp_path / "run2",
+    )
     assert result.exit_code == 2 and "2 class names for a model with 3 outputs" in result.stderr
 
 
@@ -191,8 +230,18 @@ def test_crop_resize_rule_is_recorded_and_applied(byo, tmp_path):
     from PIL import ImageOps
 
     out = tmp_path / "run"
-    result = cli("convert", byo["model"], "--quantize", "float32", "--resize", "crop",
-                 "--calibration-data", byo["photos"], "--out", out)
+    result = cli(
+        "convert",
+        byo["model"],
+        "--quantize",
+        "float32",
+        "--resize",
+        "crop",
+        "--calibration-data",
+        byo["photos"],
+        "--out",
+        out,
+    )
     assert result.exit_code == 0, result.output
     assert read_metadata(out / "model_float32.tflite")["input"]["resize"] == "crop"
     clf = EdgeClassifier.load(out / "model_float32.tflite")
@@ -206,6 +255,14 @@ def test_crop_resize_rule_is_recorded_and_applied(byo, tmp_path):
     np.testing.assert_array_equal(
         clf.predict(path)[0].probabilities, clf.predict(cropped)[0].probabilities
     )
-    result = cli("convert", byo["model"], "--quantize", "float32", "--resize", "squash",
-                 "--out", tmp_path / "bad")
+    result = cli(
+        "convert",
+        byo["model"],
+        "--quantize",
+        "float32",
+        "--resize",
+        "squash",
+        "--out",
+        tmp_path / "bad",
+    )
     assert result.exit_code == 2 and "--resize must be one of stretch, crop" in result.stderr

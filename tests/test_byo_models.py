@@ -22,8 +22,18 @@ pytestmark = pytest.mark.slow  # converts real (tiny) models: a few seconds each
 
 SHAPE = (12, 20, 3)  # H, W, C: not square
 runner = CliRunner()
-FAST = ["--runs", "3", "--warmup", "1", "--batch", "4", "--predict-runs", "1", "--no-memory",
-        "--no-plots"]
+FAST = [
+    "--runs",
+    "3",
+    "--warmup",
+    "1",
+    "--batch",
+    "4",
+    "--predict-runs",
+    "1",
+    "--no-memory",
+    "--no-plots",
+]
 
 
 def cli(*args):
@@ -47,10 +57,14 @@ def binary(tmp_path_factory):
     keras.utils.set_random_seed(4)
     x = _pixels(64, 1)
     y = (np.arange(64) >= 32).astype(np.float32)
-    logit = keras.Sequential([
-        keras.Input(SHAPE), keras.layers.Rescaling(1 / 255.0), keras.layers.Flatten(),
-        keras.layers.Dense(1),
-    ])
+    logit = keras.Sequential(
+        [
+            keras.Input(SHAPE),
+            keras.layers.Rescaling(1 / 255.0),
+            keras.layers.Flatten(),
+            keras.layers.Dense(1),
+        ]
+    )
     sigmoid = keras.Sequential([logit, keras.layers.Activation("sigmoid")])
     sigmoid.compile(optimizer=keras.optimizers.Adam(0.01), loss="binary_crossentropy")
     sigmoid.fit(x.astype(np.float32), y, epochs=3, batch_size=16, verbose=0)
@@ -69,8 +83,18 @@ def binary_run(binary):
     """`edgeship convert` of the binary model (float32, int8), calibrated on its photos."""
     root = binary["root"]
     run = root / "run"
-    result = cli("convert", root / "binary.keras", "--quantize", "float32,int8",
-                 "--calibration-data", root / "photos", "--class-names", "neg,pos", "--out", run)
+    result = cli(
+        "convert",
+        root / "binary.keras",
+        "--quantize",
+        "float32,int8",
+        "--calibration-data",
+        root / "photos",
+        "--class-names",
+        "neg,pos",
+        "--out",
+        run,
+    )
     assert result.exit_code == 0, result.output
     return run
 
@@ -85,8 +109,11 @@ def test_one_sigmoid_unit_is_two_classes_through_convert_bench_predict(binary, b
     np.testing.assert_allclose(clf.predict_proba(x), want, atol=1e-5)
     answers = clf.predict(x[:2])
     assert [a.label for a in answers] == [("neg", "pos")[int(v > 0.5)] for v in p[:2]]
-    with pytest.raises(LabelsError, match=r"1 class names for a model with 2 outputs.*one "
-                                          r"sigmoid output: a binary model, class 0 then class 1"):
+    with pytest.raises(
+        LabelsError,
+        match=r"1 class names for a model with 2 outputs.*one "
+        r"sigmoid output: a binary model, class 0 then class 1",
+    ):
         EdgeClassifier.load(run / "model_float32.tflite", labels=["pos"])
     int8 = EdgeClassifier.load(run / "model_int8.tflite").predict_proba(x)
     assert np.mean(int8.argmax(1) == want.argmax(1)) >= 0.9
@@ -106,8 +133,9 @@ def test_one_logit_unit_gets_a_sigmoid_not_a_softmax(binary):
     p = 1 / (1 + np.exp(-z))
     clf = EdgeClassifier.load(binary["logit"])
     assert clf.output_head != "LOGISTIC" and clf.num_classes == 2
-    np.testing.assert_allclose(clf.predict_proba(x.astype(np.float32)),
-                               np.stack([1 - p, p], axis=1), atol=1e-5)
+    np.testing.assert_allclose(
+        clf.predict_proba(x.astype(np.float32)), np.stack([1 - p, p], axis=1), atol=1e-5
+    )
 
 
 def test_stock_int8_input_model_without_metadata_takes_raw_pixels(tmp_path):
@@ -117,12 +145,18 @@ def test_stock_int8_input_model_without_metadata_takes_raw_pixels(tmp_path):
     import keras
 
     keras.utils.set_random_seed(2)
-    model = keras.Sequential([
-        keras.Input(SHAPE), keras.layers.Conv2D(4, 3, strides=2, activation="relu"),
-        keras.layers.GlobalAveragePooling2D(),
-        keras.layers.Dense(5, activation="softmax",
-                           kernel_initializer=keras.initializers.RandomNormal(stddev=3.0)),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input(SHAPE),
+            keras.layers.Conv2D(4, 3, strides=2, activation="relu"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(
+                5,
+                activation="softmax",
+                kernel_initializer=keras.initializers.RandomNormal(stddev=3.0),
+            ),
+        ]
+    )
     calib = np.random.default_rng(0).uniform(0, 1, size=(32, *SHAPE)).astype(np.float32)
     calib[0], calib[1] = 0.0, 1.0  # the full [0, 1] range
     path = tmp_path / "stock_int8.tflite"
@@ -158,10 +192,13 @@ def test_bench_plots_a_1001_class_stock_model(tmp_path):
 
     keras.utils.set_random_seed(6)
     shape = (8, 8, 3)
-    model = keras.Sequential([
-        keras.Input(shape), keras.layers.Flatten(),
-        keras.layers.Dense(1001, activation="softmax"),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input(shape),
+            keras.layers.Flatten(),
+            keras.layers.Dense(1001, activation="softmax"),
+        ]
+    )
     run = tmp_path / "run"
     run.mkdir()
     calib = np.random.default_rng(0).uniform(0, 1, size=(8, *shape)).astype(np.float32)
@@ -190,32 +227,56 @@ def test_a_model_normalized_outside_converts_with_input_scale(binary, tmp_path):
     keras.utils.set_random_seed(7)
     x = binary["x"]
     y = (np.arange(64) >= 32).astype(np.int64)
-    model = keras.Sequential([
-        keras.Input(SHAPE), keras.layers.Flatten(), keras.layers.Dense(2, activation="softmax"),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input(SHAPE),
+            keras.layers.Flatten(),
+            keras.layers.Dense(2, activation="softmax"),
+        ]
+    )
     model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy")
     model.fit(x.astype(np.float32) / 255, y, epochs=5, batch_size=16, verbose=0)
     model.save(tmp_path / "tutorial.keras")
     run = tmp_path / "run"
     photos = binary["root"] / "photos"
-    result = cli("convert", tmp_path / "tutorial.keras", "--quantize", "float32,int8",
-                 "--calibration-data", photos, "--class-names", "neg,pos",
-                 "--input-scale", 1 / 255, "--out", run)
+    result = cli(
+        "convert",
+        tmp_path / "tutorial.keras",
+        "--quantize",
+        "float32,int8",
+        "--calibration-data",
+        photos,
+        "--class-names",
+        "neg,pos",
+        "--input-scale",
+        1 / 255,
+        "--out",
+        run,
+    )
     assert result.exit_code == 0, result.output
     want = model.predict(x.astype(np.float32) / 255, verbose=0)
     for mode in ("float32", "int8"):
         clf = EdgeClassifier.load(run / f"model_{mode}.tflite")
         assert clf.input_scale == pytest.approx(1 / 255) and clf.input_offset == 0
-        np.testing.assert_allclose(clf.predict_proba(x), want, atol=1e-5 if mode == "float32"
-                                   else 0.05)
+        np.testing.assert_allclose(
+            clf.predict_proba(x), want, atol=1e-5 if mode == "float32" else 0.05
+        )
     result = cli("bench", run, "--test-data", photos, *FAST, "--out", run / "bench")
     assert result.exit_code == 0, result.output
     rows = {m["name"]: m for m in json.loads((run / "bench" / "report.json").read_text())["models"]}
     assert rows["keras"]["accuracy"] == rows["float32"]["accuracy"]
     assert rows["float32"]["agreement"] == 1.0
 
-    result = cli("convert", tmp_path / "tutorial.keras", "--quantize", "float32",
-                 "--input-scale", 0, "--out", tmp_path / "bad")
+    result = cli(
+        "convert",
+        tmp_path / "tutorial.keras",
+        "--quantize",
+        "float32",
+        "--input-scale",
+        0,
+        "--out",
+        tmp_path / "bad",
+    )
     assert result.exit_code == 2 and "--input-scale must not be 0" in result.stderr
     assert not (tmp_path / "bad").exists()
 
@@ -227,11 +288,17 @@ def test_label_writes_pixel_scaling_alone_and_keeps_the_other_half(tmp_path):
     import keras
 
     keras.utils.set_random_seed(8)
-    model = keras.Sequential([
-        keras.Input(SHAPE), keras.layers.Flatten(),
-        keras.layers.Dense(4, activation="softmax",
-                           kernel_initializer=keras.initializers.RandomNormal(stddev=0.5)),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input(SHAPE),
+            keras.layers.Flatten(),
+            keras.layers.Dense(
+                4,
+                activation="softmax",
+                kernel_initializer=keras.initializers.RandomNormal(stddev=0.5),
+            ),
+        ]
+    )
     path = tmp_path / "mobilenet_style.tflite"
     path.write_bytes(_convert(model, tmp_path / "export", SHAPE, "float32", None))
     x = _pixels(8, 4)
@@ -259,8 +326,10 @@ def test_deploy_bundle_of_a_run_of_stock_tflite_files(tmp_path):
     data = _convert(model, tmp_path / "export", SHAPE, "float32", None)
     (run / "mobilenet.tflite").write_bytes(data)
     (run / "other.tflite").write_bytes(data)
-    for args, want in (([], ["models/mobilenet.tflite", "models/other.tflite"]),
-                       (["--models", "mobilenet"], ["models/mobilenet.tflite"])):
+    for args, want in (
+        ([], ["models/mobilenet.tflite", "models/other.tflite"]),
+        (["--models", "mobilenet"], ["models/mobilenet.tflite"]),
+    ):
         out = tmp_path / f"b{len(args)}.tar.gz"
         result = cli("deploy", "bundle", run, "--out", out, "--target", "trixie-arm64", *args)
         assert result.exit_code == 0, result.output
@@ -283,14 +352,25 @@ def test_serve_applies_the_models_crop_rule_like_predict(tmp_path):
     from tests.support.serving import start_server
 
     keras.utils.set_random_seed(9)
-    model = keras.Sequential([
-        keras.Input(SHAPE), keras.layers.Rescaling(1 / 255.0), keras.layers.Flatten(),
-        keras.layers.Dense(4, activation="softmax",
-                           kernel_initializer=keras.initializers.RandomNormal(stddev=0.3)),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input(SHAPE),
+            keras.layers.Rescaling(1 / 255.0),
+            keras.layers.Flatten(),
+            keras.layers.Dense(
+                4,
+                activation="softmax",
+                kernel_initializer=keras.initializers.RandomNormal(stddev=0.3),
+            ),
+        ]
+    )
     data = _convert(model, tmp_path / "export", SHAPE, "float32", None)
-    meta = {"schema_version": 1, "model": "custom", "class_names": ["a", "b", "c", "d"],
-            "input": {"shape": list(SHAPE), "scale": 1.0, "offset": 0.0, "resize": "crop"}}
+    meta = {
+        "schema_version": 1,
+        "model": "custom",
+        "class_names": ["a", "b", "c", "d"],
+        "input": {"shape": list(SHAPE), "scale": 1.0, "offset": 0.0, "resize": "crop"},
+    }
     path = atomic_write_bytes(tmp_path / "crop.tflite", embed_metadata(data, meta))
     ramp = np.linspace(0, 255, 60)[None, :, None]  # a square photo, left dark, right bright
     photo = (np.zeros((60, 60, 3)) + ramp).astype(np.uint8)
@@ -299,8 +379,9 @@ def test_serve_applies_the_models_crop_rule_like_predict(tmp_path):
     Image.fromarray(photo).save(png)
     clf = EdgeClassifier.load(path)
     want = clf.predict(png)[0].probabilities
-    stretched = clf.predict(np.asarray(Image.open(png).resize((SHAPE[1], SHAPE[0]),
-                                                                Image.Resampling.BILINEAR)))
+    stretched = clf.predict(
+        np.asarray(Image.open(png).resize((SHAPE[1], SHAPE[0]), Image.Resampling.BILINEAR))
+    )
     assert np.abs(stretched[0].probabilities - want).max() > 1e-3  # the rules differ here
     served = start_server([path], tmp_path)
     try:
@@ -357,12 +438,18 @@ def test_the_keras_tutorials_own_model_converts_and_benches(tmp_path):
     rng = np.random.default_rng(10)
     y = np.arange(60) % 3
     x = np.clip(y[:, None, None] * 90 + rng.normal(20, 25, (60, *hw)), 0, 255).astype(np.uint8)
-    model = keras.Sequential([
-        keras.Input(hw), keras.layers.Flatten(), keras.layers.Dense(8, activation="relu"),
-        keras.layers.Dense(3),
-    ])
-    model.compile(optimizer=keras.optimizers.Adam(0.02),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model = keras.Sequential(
+        [
+            keras.Input(hw),
+            keras.layers.Flatten(),
+            keras.layers.Dense(8, activation="relu"),
+            keras.layers.Dense(3),
+        ]
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(0.02),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
     model.fit(x / 255.0, y, epochs=5, batch_size=16, verbose=0)
     model.save(tmp_path / "tutorial.keras")
     photos = tmp_path / "photos"
@@ -370,9 +457,20 @@ def test_the_keras_tutorials_own_model_converts_and_benches(tmp_path):
         (photos / f"c{label}").mkdir(parents=True, exist_ok=True)
         Image.fromarray(image).save(photos / f"c{label}" / f"{i}.png")
     run = tmp_path / "run"
-    result = cli("convert", tmp_path / "tutorial.keras", "--quantize", "float32,int8",
-                 "--calibration-data", photos, "--class-names", "c0,c1,c2",
-                 "--input-scale", 1 / 255, "--out", run)
+    result = cli(
+        "convert",
+        tmp_path / "tutorial.keras",
+        "--quantize",
+        "float32,int8",
+        "--calibration-data",
+        photos,
+        "--class-names",
+        "c0,c1,c2",
+        "--input-scale",
+        1 / 255,
+        "--out",
+        run,
+    )
     assert result.exit_code == 0, result.output
     logits = model.predict(x / 255.0, verbose=0)
     want = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
@@ -394,15 +492,29 @@ def test_a_uint8_npy_calibration_is_raw_pixels_scaled_by_input_scale(binary, tmp
 
     keras.utils.set_random_seed(11)
     x = binary["x"]
-    model = keras.Sequential([
-        keras.Input(SHAPE), keras.layers.Flatten(), keras.layers.Dense(3, activation="softmax"),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input(SHAPE),
+            keras.layers.Flatten(),
+            keras.layers.Dense(3, activation="softmax"),
+        ]
+    )
     model.save(tmp_path / "m.keras")
     np.save(tmp_path / "calib.npy", x)
     run = tmp_path / "run"
-    result = cli("convert", tmp_path / "m.keras", "--quantize", "int8", "--int8-io",
-                 "--calibration-data", tmp_path / "calib.npy", "--input-scale", 1 / 255,
-                 "--out", run)
+    result = cli(
+        "convert",
+        tmp_path / "m.keras",
+        "--quantize",
+        "int8",
+        "--int8-io",
+        "--calibration-data",
+        tmp_path / "calib.npy",
+        "--input-scale",
+        1 / 255,
+        "--out",
+        run,
+    )
     assert result.exit_code == 0, result.output
     clf = EdgeClassifier.load(run / "model_int8.tflite")
     assert clf.input_spec.scale == pytest.approx(1 / 255, rel=0.02)
@@ -413,8 +525,17 @@ def test_a_uint8_npy_calibration_is_raw_pixels_scaled_by_input_scale(binary, tmp
 def test_bench_limit_on_a_photo_folder_keeps_every_class(binary, binary_run, tmp_path):
     """`--limit 4` on photos read folder by folder kept the first folder's 4 (all `neg`):
     now 2 of each class."""
-    result = cli("bench", binary_run, "--test-data", binary["root"] / "photos", "--limit", 4,
-                 *FAST, "--out", tmp_path / "bench")
+    result = cli(
+        "bench",
+        binary_run,
+        "--test-data",
+        binary["root"] / "photos",
+        "--limit",
+        4,
+        *FAST,
+        "--out",
+        tmp_path / "bench",
+    )
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "bench" / "report.json").read_text())
     for model in report["models"]:
@@ -446,16 +567,30 @@ def test_bench_keras_of_another_input_shape_is_refused(binary, binary_run, tmp_p
     gave agreement figures against the wrong model."""
     import keras
 
-    other = keras.Sequential([
-        keras.Input((32, 32, 3)), keras.layers.Conv2D(2, 3), keras.layers.GlobalAveragePooling2D(),
-        keras.layers.Dense(2, activation="softmax"),
-    ])
+    other = keras.Sequential(
+        [
+            keras.Input((32, 32, 3)),
+            keras.layers.Conv2D(2, 3),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(2, activation="softmax"),
+        ]
+    )
     other.save(tmp_path / "other.keras")
-    result = cli("bench", binary_run, "--test-data", binary["root"] / "photos", "--keras",
-                 tmp_path / "other.keras", *FAST, "--out", tmp_path / "bench")
+    result = cli(
+        "bench",
+        binary_run,
+        "--test-data",
+        binary["root"] / "photos",
+        "--keras",
+        tmp_path / "other.keras",
+        *FAST,
+        "--out",
+        tmp_path / "bench",
+    )
     assert result.exit_code == 2
     assert "The Keras model takes images of (32, 32, 3), the run's models (12, 20, 3)" in " ".join(
-        result.stderr.split())
+        result.stderr.split()
+    )
 
 
 def test_a_1001_line_labels_file_for_a_1000_class_model_says_which_line(tmp_path):
@@ -466,8 +601,11 @@ def test_a_1001_line_labels_file_for_a_1000_class_model_says_which_line(tmp_path
 
     labels = tmp_path / "labels.txt"
     labels.write_text("background\n" + "\n".join(f"class {i}" for i in range(1000)) + "\n")
-    with pytest.raises(LabelsError, match="line 1, 'background', is class 0 of 1001-class "
-                                          "models: this model has none; remove that line"):
+    with pytest.raises(
+        LabelsError,
+        match="line 1, 'background', is class 0 of 1001-class "
+        "models: this model has none; remove that line",
+    ):
         resolve_labels(labels, 1000)
     assert len(resolve_labels(labels, 1001)) == 1001
 
@@ -479,9 +617,21 @@ def test_python_m_edgeship_cli_runs_the_command():
 
     from tests.support.procs import REPO
 
-    proc = subprocess.run([sys.executable, "-m", "edgeship.cli", "label", "/nonexistent.tflite",
-                           "--labels", "/nonexistent.txt"], capture_output=True, text=True,
-                          cwd=REPO, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgeship.cli",
+            "label",
+            "/nonexistent.tflite",
+            "--labels",
+            "/nonexistent.txt",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
     assert proc.returncode == 2 and proc.stderr.startswith("error: "), proc.stderr
 
 
@@ -519,10 +669,16 @@ def test_a_model_with_augmentation_layers_inside_converts_without_them(tmp_path)
     augmentation = keras.Sequential(
         [layers.RandomFlip("horizontal"), layers.RandomRotation(0.1), layers.RandomZoom(0.1)]
     )
-    model = keras.Sequential([
-        keras.Input(SHAPE), augmentation, layers.Rescaling(1 / 255.0),
-        layers.Conv2D(4, 3, activation="relu"), layers.Flatten(), layers.Dense(3),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input(SHAPE),
+            augmentation,
+            layers.Rescaling(1 / 255.0),
+            layers.Conv2D(4, 3, activation="relu"),
+            layers.Flatten(),
+            layers.Dense(3),
+        ]
+    )
     model.save(tmp_path / "flowers.keras")
     photos = tmp_path / "photos"
     x = _pixels(6, 5)
@@ -530,8 +686,16 @@ def test_a_model_with_augmentation_layers_inside_converts_without_them(tmp_path)
         (photos / f"c{i % 3}").mkdir(parents=True, exist_ok=True)
         Image.fromarray(image).save(photos / f"c{i % 3}" / f"{i}.png")
     run = tmp_path / "run"
-    result = cli("convert", tmp_path / "flowers.keras", "--quantize", "float32,int8",
-                 "--calibration-data", photos, "--out", run)
+    result = cli(
+        "convert",
+        tmp_path / "flowers.keras",
+        "--quantize",
+        "float32,int8",
+        "--calibration-data",
+        photos,
+        "--out",
+        run,
+    )
     assert result.exit_code == 0, result.output
     logits = model.predict(x.astype(np.float32), verbose=0)
     want = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
@@ -559,8 +723,9 @@ def test_watch_says_why_an_iphone_heic_photo_is_not_classified(binary_run, tmp_p
 
     watch, results = tmp_path / "incoming", tmp_path / "results.jsonl"
     watch.mkdir()
-    served = start_server([binary_run / "model_float32.tflite", "--watch", watch, "--results",
-                           results], tmp_path)
+    served = start_server(
+        [binary_run / "model_float32.tflite", "--watch", watch, "--results", results], tmp_path
+    )
     try:
         (watch / "IMG_0002.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic" + bytes(80))
         deadline = time.monotonic() + 30
@@ -580,7 +745,8 @@ def test_a_stock_run_with_keras_feeds_keras_what_the_tflite_gets(binary, tmp_pat
     run.mkdir()
     keras_model = binary["keras"]
     (run / "binary.tflite").write_bytes(
-        _convert(keras_model, tmp_path / "export", SHAPE, "float32", None))
+        _convert(keras_model, tmp_path / "export", SHAPE, "float32", None)
+    )
     keras_model.save(tmp_path / "binary.keras")
     x = binary["x"]
     npz = tmp_path / "test.npz"
@@ -613,8 +779,16 @@ def test_a_mixed_precision_model_converts_in_float32(tmp_path):
     x = _pixels(6, 6)
     np.save(tmp_path / "calib.npy", x)
     run = tmp_path / "run"
-    result = cli("convert", tmp_path / "mixed.keras", "--quantize", "float32,int8",
-                 "--calibration-data", tmp_path / "calib.npy", "--out", run)
+    result = cli(
+        "convert",
+        tmp_path / "mixed.keras",
+        "--quantize",
+        "float32,int8",
+        "--calibration-data",
+        tmp_path / "calib.npy",
+        "--out",
+        run,
+    )
     assert result.exit_code == 0, result.output
     want = model.predict(x.astype(np.float32), verbose=0)  # in float16: within its precision
     got = EdgeClassifier.load(run / "model_float32.tflite").predict_proba(x)

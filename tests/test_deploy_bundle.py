@@ -254,15 +254,30 @@ def test_stale_tflite_is_refused(deploy_run, tmp_path):
 def test_same_source_compares_the_training_identity():
     from edge_runtime.metadata.block import same_source
 
-    run = {"model": "mlp", "training": {"seed": 0}, "metrics": {"test_accuracy": 0.8},
-           "class_names": ["a", "b"], "input": {"shape": [28, 28, 1]},
-           "dataset": {"sha256": "x", "source": "/here"}, "versions": {"python": "3.11"}}
-    tflite = {**run, "quantization": {"mode": "int8"}, "dataset": {"sha256": "x"},
-              "versions": {"python": "3.12"}}
+    run = {
+        "model": "mlp",
+        "training": {"seed": 0},
+        "metrics": {"test_accuracy": 0.8},
+        "class_names": ["a", "b"],
+        "input": {"shape": [28, 28, 1]},
+        "dataset": {"sha256": "x", "source": "/here"},
+        "versions": {"python": "3.11"},
+    }
+    tflite = {
+        **run,
+        "quantization": {"mode": "int8"},
+        "dataset": {"sha256": "x"},
+        "versions": {"python": "3.12"},
+    }
     assert same_source(run, tflite)
-    for key, value in [("model", "cnn"), ("training", {"seed": 1}), ("class_names", ["a"]),
-                       ("metrics", {"test_accuracy": 0.7}), ("dataset", {"sha256": "y"}),
-                       ("input", {"shape": [32, 32, 3]})]:
+    for key, value in [
+        ("model", "cnn"),
+        ("training", {"seed": 1}),
+        ("class_names", ["a"]),
+        ("metrics", {"test_accuracy": 0.7}),
+        ("dataset", {"sha256": "y"}),
+        ("input", {"shape": [32, 32, 3]}),
+    ]:
         assert not same_source(run, {**tflite, key: value}), key
 
 
@@ -293,8 +308,16 @@ def test_bundle_stderr_is_only_the_progress_lines(deploy_run, tmp_path):
     """The interpreter's native `INFO: Created ... XNNPACK delegate` line stays off stderr."""
     out = tmp_path / "q.tar.gz"
     proc = subprocess.run(
-        [sys.executable, "-c", "from edgeship.cli import main; main()", "deploy", "bundle",
-         str(deploy_run), "--out", str(out)],
+        [
+            sys.executable,
+            "-c",
+            "from edgeship.cli import main; main()",
+            "deploy",
+            "bundle",
+            str(deploy_run),
+            "--out",
+            str(out),
+        ],
         capture_output=True,
         text=True,
     )

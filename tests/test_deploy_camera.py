@@ -34,8 +34,12 @@ def _render(**overrides) -> list[str]:
     env = jinja2.Environment()
     env.filters["quote"] = lambda v: shlex.quote(str(v))
     env.filters["bool"] = lambda v: v is True or str(v).lower() in ("1", "true", "yes")
-    values = {**yaml.safe_load((ROLE / "defaults/main.yml").read_text()),
-              "edgeship_release": "r1", "edgeship_dir": "/home/pi/edgeship", **overrides}
+    values = {
+        **yaml.safe_load((ROLE / "defaults/main.yml").read_text()),
+        "edgeship_release": "r1",
+        "edgeship_dir": "/home/pi/edgeship",
+        **overrides,
+    }
     text = env.from_string(_activate_task()).render(**values)
     return shlex.split(text.replace("${PYTHON:-python3}", "python3"))
 
@@ -59,8 +63,18 @@ def test_fleet_vars_carry_the_camera(tmp_path):
 def test_fleet_camera_without_serve_is_one_error_line(tmp_path):
     inventory = tmp_path / "inventory.ini"
     inventory.write_text("pi ansible_host=192.0.2.1\n")  # TEST-NET: never reached
-    result = CliRunner().invoke(app, ["deploy", "fleet", str(tmp_path / "b.tar.gz"),
-                                      "--inventory", str(inventory), "--camera", "auto"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "deploy",
+            "fleet",
+            str(tmp_path / "b.tar.gz"),
+            "--inventory",
+            str(inventory),
+            "--camera",
+            "auto",
+        ],
+    )
     assert result.exit_code == 2, result.output
     lines = [ln for ln in result.stderr.splitlines() if ln.startswith("error:")]
     assert len(lines) == 1 and "--camera goes with --serve" in lines[0], result.stderr

@@ -181,8 +181,17 @@ def h4_serving(fleet, first_bundle):
     server = fleet.servers[WRONG]
     result = runner.invoke(
         app,
-        ["deploy", "push", str(first_bundle), *server.cli_args(), "--remote-dir",
-         str(fleet.dirs[WRONG]), "--serve", "--serve-port", str(fleet.ports[WRONG])],
+        [
+            "deploy",
+            "push",
+            str(first_bundle),
+            *server.cli_args(),
+            "--remote-dir",
+            str(fleet.dirs[WRONG]),
+            "--serve",
+            "--serve-port",
+            str(fleet.ports[WRONG]),
+        ],
     )
     assert result.exit_code == 0, result.output
     assert fleet.current(WRONG) is not None
@@ -201,8 +210,17 @@ def rollout(fleet, h4_serving, second_bundle, tmp_path_factory):
     # Ansible told to show every diff, as verbosely as it can (item: the token in no output).
     loud = {"ANSIBLE_DIFF_ALWAYS": "True", "ANSIBLE_VERBOSITY": "3"}
     result = fleet.fleet(
-        second_bundle, "--serve", "--serial", "3", "--max-fail-percent", "34",
-        "--results", str(results), "--serve-token-file", str(token_file), env=loud,
+        second_bundle,
+        "--serve",
+        "--serial",
+        "3",
+        "--max-fail-percent",
+        "34",
+        "--results",
+        str(results),
+        "--serve-token-file",
+        str(token_file),
+        env=loud,
     )
     return result, results, before
 
@@ -272,8 +290,9 @@ def test_the_rollout_updates_the_rest(fleet, rollout):
 
 def test_a_second_run_changes_nothing(fleet, rollout, second_bundle, tmp_path):
     before = fleet.state()
-    result = fleet.fleet(second_bundle, "--serve", "--limit", f"all:!{ARMHF}:!{WRONG}",
-                         "--results", str(tmp_path))
+    result = fleet.fleet(
+        second_bundle, "--serve", "--limit", f"all:!{ARMHF}:!{WRONG}", "--results", str(tmp_path)
+    )
     assert result.exit_code == 0, result.output
     assert _played(result) == set(HOSTS) - {ARMHF, WRONG}, "--limit: Ansible left h0, h4 alone"
     summary = _summary(tmp_path)
@@ -302,8 +321,15 @@ def test_a_failed_first_batch_stops_the_rollout(fleet, rollout, first_bundle, tm
     before = fleet.state()
     first, late = "h5", ["h6", "h7"]
     result = fleet.fleet(
-        first_bundle, "--limit", f"{ARMHF}:{first}:{late[0]}:{late[1]}", "--serial", "2",
-        "--max-fail-percent", "34", "--results", str(tmp_path),
+        first_bundle,
+        "--limit",
+        f"{ARMHF}:{first}:{late[0]}:{late[1]}",
+        "--serial",
+        "2",
+        "--max-fail-percent",
+        "34",
+        "--results",
+        str(tmp_path),
     )
     assert result.exit_code == 1, result.output
     assert _played(result) == {ARMHF, first}, "the first batch of the --limit hosts, no other"
@@ -337,8 +363,16 @@ def test_push_and_fleet_leave_identical_release_trees(fleet, rollout, second_bun
     server = fleet.servers[host]
     result = runner.invoke(
         app,
-        ["deploy", "push", str(second_bundle), *server.cli_args(), "--known-hosts",
-         str(fleet.known_hosts), "--remote-dir", str(fleet.dirs[host])],
+        [
+            "deploy",
+            "push",
+            str(second_bundle),
+            *server.cli_args(),
+            "--known-hosts",
+            str(fleet.known_hosts),
+            "--remote-dir",
+            str(fleet.dirs[host]),
+        ],
     )
     assert result.exit_code == 0, result.output
     by_push = fleet.current(host)
@@ -350,8 +384,17 @@ def test_push_and_fleet_leave_identical_release_trees(fleet, rollout, second_bun
 def test_status_of_the_inventory(fleet, rollout):
     result = runner.invoke(
         app,
-        ["deploy", "status", "--inventory", str(fleet.inventory), "--limit",
-         f"all:!{ARMHF}", "--known-hosts", str(fleet.known_hosts), "--json"],
+        [
+            "deploy",
+            "status",
+            "--inventory",
+            str(fleet.inventory),
+            "--limit",
+            f"all:!{ARMHF}",
+            "--known-hosts",
+            str(fleet.known_hosts),
+            "--json",
+        ],
     )
     assert result.exit_code == 0, result.output
     data = [json.loads(line) for line in result.stdout.splitlines()]
@@ -377,7 +420,8 @@ def test_status_reads_every_host_with_the_inventorys_own_settings(fleet, rollout
         )
     inventory = tmp_path / "four.ini"
     inventory.write_text(
-        "[pis]\n" + "\n".join(rows)
+        "[pis]\n"
+        + "\n".join(rows)
         + f"\n\n[pis:vars]\nansible_user=root\nansible_ssh_private_key_file={key}\n"
     )
     result = runner.invoke(app, ["deploy", "status", "--inventory", str(inventory), "--json"])

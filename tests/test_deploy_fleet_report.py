@@ -17,8 +17,16 @@ RECAP = "{host} : ok=9    changed={changed}    unreachable={unreachable}    fail
 
 def _record(records, host: str, outcome: str, release: str | None = "r2", error=None) -> None:
     """One host's record as the playbook's record.yml writes it."""
-    data = {"host": host, "outcome": outcome, "target": "trixie-arm64", "device": None,
-            "release": release, "prepared": None, "activated": None, "error": error}
+    data = {
+        "host": host,
+        "outcome": outcome,
+        "target": "trixie-arm64",
+        "device": None,
+        "release": release,
+        "prepared": None,
+        "activated": None,
+        "error": error,
+    }
     (records / f"{host}.ansible.json").write_text(json.dumps(data, indent=4) + "\n")
 
 
@@ -32,8 +40,13 @@ def hosts():
 
 @pytest.mark.parametrize(
     ("outcome", "ok"),
-    [("updated", True), ("unchanged", True), ("would update", True),
-     ("rolled back", False), ("refused", False)],
+    [
+        ("updated", True),
+        ("unchanged", True),
+        ("would update", True),
+        ("rolled back", False),
+        ("refused", False),
+    ],
 )
 def test_one_bad_outcome_alone_fails_the_rollout(hosts, tmp_path, outcome, ok):
     """Two hosts updated and one `outcome`: a rolled-back host alone makes the rollout
@@ -62,7 +75,9 @@ def test_hosts_without_a_record_are_unreachable_or_not_reached(hosts, tmp_path):
     )
     report = collect(None, hosts, records, 4, output, None, False)
     assert [(r.host, r.outcome, r.changed) for r in report.rows] == [
-        ("a", "updated", 2), ("b", "unreachable", 0), ("c", "not reached", None)
+        ("a", "updated", 2),
+        ("b", "unreachable", 0),
+        ("c", "not reached", None),
     ]
     assert not report.ok
     table = report.table().splitlines()
@@ -80,8 +95,9 @@ def test_ansible_failing_before_any_host_is_one_error(hosts, tmp_path):
     output = "PLAY [x]\n\nfirst\nERROR! the playbook could not be parsed\nlast line\n"
     with pytest.raises(DeployError, match=r"\(exit 1\) before any host was reached") as err:
         collect(None, hosts, records, 1, output, None, False)
-    assert str(err.value).endswith("Received: first | ERROR! the playbook could not be parsed"
-                                   " | last line")
+    assert str(err.value).endswith(
+        "Received: first | ERROR! the playbook could not be parsed | last line"
+    )
     for code in (0, 2, 4):
         report = collect(None, hosts, records, code, output, None, False)
         assert [r.outcome for r in report.rows] == ["not reached"] * 3 and not report.ok

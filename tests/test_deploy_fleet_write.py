@@ -51,8 +51,12 @@ def test_write_gives_the_playbook_role_and_example_inventory(written):
         "roles/edgeship/meta/main.yml",
     } <= files
     example = (written / "inventory.example.ini").read_text()
-    for var in ("ansible_host", "ansible_user", "ansible_ssh_private_key_file",
-                "edgeship_remote_dir"):
+    for var in (
+        "ansible_host",
+        "ansible_user",
+        "ansible_ssh_private_key_file",
+        "edgeship_remote_dir",
+    ):
         assert var in example
     assert not list(written.parent.glob(".*partial")), "nothing half-written left"
 
@@ -68,7 +72,10 @@ def test_write_never_overwrites(written):
 def test_ansible_accepts_the_playbook(written):
     proc = subprocess.run(
         [_tool("ansible-playbook"), "--syntax-check", "-i", "inventory.example.ini", "site.yml"],
-        cwd=written, capture_output=True, text=True, timeout=300,
+        cwd=written,
+        capture_output=True,
+        text=True,
+        timeout=300,
         env={**os.environ, "ANSIBLE_NOCOLOR": "1"},
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -77,7 +84,10 @@ def test_ansible_accepts_the_playbook(written):
 def test_ansible_lint_is_clean(written):
     proc = subprocess.run(
         [_tool("ansible-lint"), "--offline", "--profile", "production", "--nocolor"],
-        cwd=written, capture_output=True, text=True, timeout=600,
+        cwd=written,
+        capture_output=True,
+        text=True,
+        timeout=600,
         env={**os.environ, "ANSIBLE_NOCOLOR": "1", "HOME": str(written.parent)},
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

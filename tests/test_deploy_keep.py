@@ -50,7 +50,11 @@ def _push_ok(bundle: Path, server, remote_dir: Path, *extra: str) -> str:
 
 
 def test_keep_n_keeps_the_newest_n_and_never_current(
-    first_push, deploy_bundle, sshd, remote, tmp_path  # noqa: F811
+    first_push,  # noqa: F811
+    deploy_bundle,
+    sshd,  # noqa: F811
+    remote,  # noqa: F811
+    tmp_path,  # noqa: F811
 ):
     d = _fresh(first_push, remote, tmp_path)
     made = [_push_ok(deploy_bundle, sshd, d, "--keep", "2") for _ in range(3)]
@@ -70,7 +74,11 @@ def test_keep_n_keeps_the_newest_n_and_never_current(
 
 
 def test_a_prune_failure_is_a_warning_not_a_failure(
-    first_push, deploy_bundle, sshd, remote, tmp_path  # noqa: F811
+    first_push,  # noqa: F811
+    deploy_bundle,
+    sshd,  # noqa: F811
+    remote,  # noqa: F811
+    tmp_path,  # noqa: F811
 ):
     d = _fresh(first_push, remote, tmp_path)
     old = _push_ok(deploy_bundle, sshd, d)
@@ -78,7 +86,8 @@ def test_a_prune_failure_is_a_warning_not_a_failure(
     busy.mkdir()
     mount = subprocess.run(
         ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(busy)],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     if mount.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mount.stderr.strip()}")
@@ -95,7 +104,13 @@ def test_a_prune_failure_is_a_warning_not_a_failure(
 
 
 def test_rich_markup_in_a_devices_text_does_not_abort_a_multi_host_push(
-    first_push, deploy_bundle, sshd, remote, tmp_path_factory, wheel_env, tmp_path  # noqa: F811
+    first_push,  # noqa: F811
+    deploy_bundle,
+    sshd,  # noqa: F811
+    remote,  # noqa: F811
+    tmp_path_factory,
+    wheel_env,  # noqa: F811
+    tmp_path,  # noqa: F811
 ):
     """A second "Pi" whose python3 path holds `[/x]`: its probe fails with that text in the
     error; the push prints it literally, the first host is deployed and reported."""
@@ -111,10 +126,19 @@ def test_rich_markup_in_a_devices_text_does_not_abort_a_multi_host_push(
         result = runner.invoke(
             app,
             [
-                "deploy", "push", str(deploy_bundle),
-                "--host", f"{sshd.target}:{sshd.port}", "--host", f"{bad.target}:{bad.port}",
-                "--identity", str(sshd.client_key), "--known-hosts", str(known),
-                "--remote-dir", str(d),
+                "deploy",
+                "push",
+                str(deploy_bundle),
+                "--host",
+                f"{sshd.target}:{sshd.port}",
+                "--host",
+                f"{bad.target}:{bad.port}",
+                "--identity",
+                str(sshd.client_key),
+                "--known-hosts",
+                str(known),
+                "--remote-dir",
+                str(d),
             ],
         )
     finally:
@@ -143,8 +167,16 @@ def test_the_steps_come_in_order_one_line_each(first_push):  # noqa: F811
         if m and (not steps or steps[-1] != m.group(2)):
             steps.append(m.group(2))
     assert steps == [
-        "connect", "probe", "upload", "verify", "install", "smoke", "doctor", "bench",
-        "switch", "done",
+        "connect",
+        "probe",
+        "upload",
+        "verify",
+        "install",
+        "smoke",
+        "doctor",
+        "bench",
+        "switch",
+        "done",
     ], first_push.stderr
 
 
@@ -166,11 +198,24 @@ def test_connect_timeout_reaches_ssh(deploy_bundle, sshd, tmp_path, monkeypatch)
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)  # the kernel completes the handshake; nobody ever answers
         port = silent.getsockname()[1]
-        result = runner.invoke(app, [
-            "deploy", "push", str(deploy_bundle), "--host", f"{sshd.user}@127.0.0.1:{port}",
-            "--identity", str(sshd.client_key), "--known-hosts", str(sshd.known_hosts),
-            "--remote-dir", str(tmp_path / "r"), "--connect-timeout", "2",
-        ])
+        result = runner.invoke(
+            app,
+            [
+                "deploy",
+                "push",
+                str(deploy_bundle),
+                "--host",
+                f"{sshd.user}@127.0.0.1:{port}",
+                "--identity",
+                str(sshd.client_key),
+                "--known-hosts",
+                str(sshd.known_hosts),
+                "--remote-dir",
+                str(tmp_path / "r"),
+                "--connect-timeout",
+                "2",
+            ],
+        )
     assert result.exit_code == 2, result.output
     errors = [ln for ln in result.stderr.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1 and "timed out" in errors[0], result.stderr

@@ -103,9 +103,9 @@ def _unhealthy(bundle: Path, dest: Path) -> Path:
     assert '"status": "ok",' in text
     server.write_text(text.replace('"status": "ok",', '"status": "broken",'))
     manifest = json.loads((top / "manifest.json").read_text())
-    manifest["files"]["edge_runtime/serve/server.py"] = (
-        hashlib.sha256(server.read_bytes()).hexdigest()
-    )
+    manifest["files"]["edge_runtime/serve/server.py"] = hashlib.sha256(
+        server.read_bytes()
+    ).hexdigest()
     (top / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     out = dest / "unhealthy.tar.gz"
     with tarfile.open(out, "w:gz") as tar:
@@ -133,8 +133,9 @@ def test_push_serve_status_and_rollback(deploy_bundle, device, tmp_path):
     got = _get(port, f"/v1/predict?model={Path(model['file']).stem}", sample)
     assert got["index"] == model["index"]
 
-    status = runner.invoke(app, ["deploy", "status", *server.cli_args(),
-                                 "--remote-dir", str(remote)])
+    status = runner.invoke(
+        app, ["deploy", "status", *server.cli_args(), "--remote-dir", str(remote)]
+    )
     assert status.exit_code == 0, status.output
     assert f"current -> releases/{release}" in status.stdout
     assert f"service: ok on 127.0.0.1:{port}" in status.stdout
@@ -153,8 +154,9 @@ def test_push_serve_status_and_rollback(deploy_bundle, device, tmp_path):
     assert health["status"] == "ok" and Path(health["workdir"]).name == release
     assert health["pid"] != first_pid  # restarted on the previous release
 
-    status = runner.invoke(app, ["deploy", "status", *server.cli_args(),
-                                 "--remote-dir", str(remote), "--json"])
+    status = runner.invoke(
+        app, ["deploy", "status", *server.cli_args(), "--remote-dir", str(remote), "--json"]
+    )
     assert status.exit_code == 0, status.output
     data = json.loads(status.stdout.splitlines()[-1])
     assert data["health"]["status"] == "ok" and data["settings"]["port"] == port
@@ -170,8 +172,9 @@ def test_status_of_a_stopped_service_fails(deploy_bundle, device):
         if not _alive(pid):
             break
         time.sleep(0.1)
-    result = runner.invoke(app, ["deploy", "status", *server.cli_args(),
-                                 "--remote-dir", str(remote)])
+    result = runner.invoke(
+        app, ["deploy", "status", *server.cli_args(), "--remote-dir", str(remote)]
+    )
     assert result.exit_code == 2
     assert "service: DOWN" in result.stdout
     assert "the service is down" in _one_error_line(result)
@@ -184,8 +187,19 @@ def test_serve_token_file_guards_posts_and_stays_secret(deploy_bundle, device, t
     token_file.write_text(token + "\n")
     token_file.chmod(0o600)
     results = tmp_path / "bench.json"
-    pushed = push(deploy_bundle, server, remote, "--serve", "--serve-port", str(port),
-                  "--serve-token-file", str(token_file), "--bench", "--results", str(results))
+    pushed = push(
+        deploy_bundle,
+        server,
+        remote,
+        "--serve",
+        "--serve-port",
+        str(port),
+        "--serve-token-file",
+        str(token_file),
+        "--bench",
+        "--results",
+        str(results),
+    )
     assert pushed.exit_code == 0, pushed.output
     assert token not in pushed.output and "warning" not in pushed.stderr
     on_device = remote / "serve.token"
@@ -225,8 +239,7 @@ def test_serve_token_file_is_checked_before_any_host(deploy_bundle, device, tmp_
     assert result.exit_code == 2 and "goes with --serve" in _one_error_line(result)
     assert _releases(remote) == before
     # On the LAN without a token: allowed, with one warning line (this push stops early).
-    result = push(tmp_path / "missing.tar.gz", server, remote, "--serve", "--serve-host",
-                  "0.0.0.0")
+    result = push(tmp_path / "missing.tar.gz", server, remote, "--serve", "--serve-host", "0.0.0.0")
     assert result.exit_code == 2
     warnings = [ln for ln in result.stderr.splitlines() if ln.startswith("warning:")]
     assert len(warnings) == 1 and "--serve-token-file" in warnings[0], result.stderr
@@ -251,8 +264,9 @@ def test_plain_push_restarts_the_installed_service(deploy_bundle, device, tmp_pa
     sample = _sample(remote)
     assert _post_status(port, sample) == 401  # the installed token still guards it
     assert _post_status(port, sample, token) == 200
-    status = runner.invoke(app, ["deploy", "status", *server.cli_args(),
-                                 "--remote-dir", str(remote)])
+    status = runner.invoke(
+        app, ["deploy", "status", *server.cli_args(), "--remote-dir", str(remote)]
+    )
     assert status.exit_code == 0, status.output
     assert "not current" not in status.stdout and "token required" in status.stdout
 
@@ -329,8 +343,9 @@ def test_push_serve_camera_classifies_the_camera_on_the_device(deploy_bundle, de
     port = free_port()
     clip = write_clip(tmp_path / "clip.mjpeg", [jpeg(np.full((28, 28), 200, np.uint8))], 5)
     camera = "cmd:" + ffmpeg_player(clip, 10, loop=True)
-    pushed = push(deploy_bundle, server, remote, "--serve", "--serve-port", str(port),
-                  "--camera", camera)
+    pushed = push(
+        deploy_bundle, server, remote, "--serve", "--serve-port", str(port), "--camera", camera
+    )
     assert pushed.exit_code == 0, pushed.output
     assert json.loads((remote / "serve.json").read_text())["camera"] == camera
     deadline = time.monotonic() + 30

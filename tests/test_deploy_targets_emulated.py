@@ -113,16 +113,26 @@ def desktop_answers(offline_bundle, agreement_images) -> dict[str, list[dict]]:
     answers = {}
     for model in manifest["models"]:
         proc = subprocess.run(
-            [sys.executable, "-m", "edge_runtime", "predict", "--json", model["file"],
-             *map(str, agreement_images)],
-            cwd=offline_bundle, capture_output=True, text=True, timeout=600, check=True,
+            [
+                sys.executable,
+                "-m",
+                "edge_runtime",
+                "predict",
+                "--json",
+                model["file"],
+                *map(str, agreement_images),
+            ],
+            cwd=offline_bundle,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=True,
         )
         answers[model["file"]] = [json.loads(ln) for ln in proc.stdout.splitlines()]
     return answers
 
 
-def test_bundle_predicts_as_the_desktop(device, offline_bundle, agreement_images,
-                                        desktop_answers):
+def test_bundle_predicts_as_the_desktop(device, offline_bundle, agreement_images, desktop_answers):
     """The README's agreement table, as a test: on the first 100 Fashion-MNIST test images
     each target answers what the desktop answers: the same line for int8, the same top-1 and
     confidences within 1e-6 for float32."""

@@ -74,8 +74,15 @@ def test_crafted_bundles_refused_nothing_written(tmp_path, python):
     name, argv, env = next(p for p in _pythons() if p[0] == python)
     if name != "host":
         version = subprocess.run(
-            [*argv, "-c", "import sys, tarfile; print(sys.version.split()[0], "
-             "hasattr(tarfile, 'data_filter'))"], capture_output=True, text=True, env=env,
+            [
+                *argv,
+                "-c",
+                "import sys, tarfile; print(sys.version.split()[0], "
+                "hasattr(tarfile, 'data_filter'))",
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
         ).stdout.split()
         assert version == ["3.11.2", "False"], "the Python that has no data filter"
     root = tmp_path / "device"
@@ -88,9 +95,25 @@ def test_crafted_bundles_refused_nothing_written(tmp_path, python):
         archive = root / "releases" / f".{RELEASE}.tar.gz.part"
         sha = _bundle(archive, members)
         proc = subprocess.run(
-            [*argv, str(RELEASE_PY), "prepare", "--dir", str(root), "--release", RELEASE,
-             "--archive", archive.name, "--sha256", sha, "--target", "bookworm-arm64"],
-            capture_output=True, text=True, env=env, timeout=120,
+            [
+                *argv,
+                str(RELEASE_PY),
+                "prepare",
+                "--dir",
+                str(root),
+                "--release",
+                RELEASE,
+                "--archive",
+                archive.name,
+                "--sha256",
+                sha,
+                "--target",
+                "bookworm-arm64",
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
         )
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == 3 and len(lines) == 1, (case, proc.stderr)
@@ -106,13 +129,32 @@ def test_a_sound_bundle_gets_past_the_unpacking(tmp_path):
     root = tmp_path / "device"
     (root / "releases").mkdir(parents=True)
     archive = root / "releases" / f".{RELEASE}.tar.gz.part"
-    sha = _bundle(archive, [
-        _file("TOP/bin/run.sh", 0o755), _special("TOP/run", tarfile.SYMTYPE, "bin/run.sh"),
-        _special("TOP/copy", tarfile.LNKTYPE, "TOP/bin/run.sh"),
-    ])
+    sha = _bundle(
+        archive,
+        [
+            _file("TOP/bin/run.sh", 0o755),
+            _special("TOP/run", tarfile.SYMTYPE, "bin/run.sh"),
+            _special("TOP/copy", tarfile.LNKTYPE, "TOP/bin/run.sh"),
+        ],
+    )
     proc = subprocess.run(
-        [sys.executable, str(RELEASE_PY), "prepare", "--dir", str(root), "--release", RELEASE,
-         "--archive", archive.name, "--sha256", sha, "--target", "bookworm-arm64"],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            str(RELEASE_PY),
+            "prepare",
+            "--dir",
+            str(root),
+            "--release",
+            RELEASE,
+            "--archive",
+            archive.name,
+            "--sha256",
+            sha,
+            "--target",
+            "bookworm-arm64",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 3 and "verify failed" in proc.stderr, proc.stderr

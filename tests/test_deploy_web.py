@@ -73,7 +73,7 @@ def test_deploy_web_writes_a_complete_site(cli_site):
     assert not (site / "icons/icon-192.png.gz").exists()  # too small, and PNG
     sw = (site / "sw.js").read_text()
     assert "{{" not in sw and '"models/model_int8.tflite"' in sw
-    assert ".gz\"" not in sw and ".br\"" not in sw
+    assert '.gz"' not in sw and '.br"' not in sw
     # nothing that points off the site: no http(s) URL in the app's own files
     for name in ("index.html", "app.js", "resize.js", "app.css", "sw.js"):
         assert "https://" not in (site / name).read_text(), name
@@ -262,8 +262,9 @@ def test_resize_js_equals_pillow_byte_for_byte(tmp_path):
         noise = rng.integers(-40, 41, (h, w, 3))
         rgb = np.clip(smooth + noise, 0, 255).astype(np.uint8)
         for rule in ("stretch", "crop"):
-            cases.append({"w": w, "h": h, "outW": out_w, "outH": out_h, "rule": rule,
-                          "offset": offset})
+            cases.append(
+                {"w": w, "h": h, "outW": out_w, "outH": out_h, "rule": rule, "offset": offset}
+            )
         blobs.append(rgb.tobytes())
         offset += rgb.nbytes
         for case in cases[-2:]:
@@ -274,8 +275,9 @@ def test_resize_js_equals_pillow_byte_for_byte(tmp_path):
     )
     shutil.copy(REPO / "edgeship/deploy/web/app/resize.js", tmp_path / "resize.mjs")
     (tmp_path / "run.mjs").write_text(NODE_RUNNER)
-    proc = subprocess.run([node, "run.mjs"], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run(
+        [node, "run.mjs"], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     got, at, differ = (tmp_path / "out.bin").read_bytes(), 0, []
     for c in cases:

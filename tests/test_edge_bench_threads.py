@@ -36,8 +36,18 @@ def pi_tree(root: Path, vcgencmd: str | None, temp: str = "61200\n") -> Path:
 
 def bench(model: Path, root: Path, *extra: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "EDGESHIP_ROOT": str(root)}
-    argv = [sys.executable, "-m", "edge_runtime", "bench", str(model), "--runs", "20",
-            "--warmup", "2", *extra]
+    argv = [
+        sys.executable,
+        "-m",
+        "edge_runtime",
+        "bench",
+        str(model),
+        "--runs",
+        "20",
+        "--warmup",
+        "2",
+        *extra,
+    ]
     return subprocess.run(argv, capture_output=True, text=True, env=env)
 
 
@@ -101,7 +111,9 @@ def test_num_threads_reaches_the_interpreter(edge_models):
     for n in (1, 4):
         proc = subprocess.run(
             [sys.executable, "-c", THREADS_PROBE, str(edge_models["cnn_uint8"]), str(n)],
-            capture_output=True, text=True, timeout=120,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         assert proc.returncode == 0, proc.stderr
         counts[n] = int(proc.stdout.split()[-1])

@@ -134,7 +134,9 @@ def test_one_image_fast_path_equals_general_path(edge_models, name):
         (fast,) = clf.predict(img)
         (general,) = clf.predict([np.ascontiguousarray(img)])
         assert (fast.index, fast.label, fast.confidence) == (
-            general.index, general.label, general.confidence
+            general.index,
+            general.label,
+            general.confidence,
         )
         np.testing.assert_array_equal(fast.probabilities, general.probabilities)
         assert fast.probabilities.dtype == np.float32 and fast.probabilities.shape == (10,)

@@ -20,6 +20,7 @@ from tests.support.procs import one_error_line
 
 REPO = Path(__file__).resolve().parents[1]
 
+
 @pytest.fixture(scope="module")
 def pictures(tmp_path_factory):
     d = tmp_path_factory.mktemp("pictures")
@@ -115,8 +116,9 @@ def test_predict_full_decode_decodes_in_full(edge_models, tmp_path, capsys):
     to_size = confidences(load_and_preprocess(photo, (32, 32, 3), invert="no"))
     assert full != to_size, "the photo must tell the two decodes apart"
     for flags, want in ((["--full-decode"], full), ([], to_size)):
-        assert edge_main(["predict", str(model), str(photo), "--json", "--top-k", "10",
-                          *flags]) == 0
+        assert (
+            edge_main(["predict", str(model), str(photo), "--json", "--top-k", "10", *flags]) == 0
+        )
         record = json.loads(capsys.readouterr().out)
         got = sorted(record["top_k"], key=lambda e: e["index"])
         assert [e["confidence"] for e in got] == want, flags
@@ -129,8 +131,20 @@ def test_bench_json(edge_models, no_tf_env):
     )
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
-    for key in ("load_ms", "latency_us", "throughput_ips", "peak_rss_mb", "backend",
-                "backend_version", "machine", "python", "runs", "warmup", "threads", "batch"):
+    for key in (
+        "load_ms",
+        "latency_us",
+        "throughput_ips",
+        "peak_rss_mb",
+        "backend",
+        "backend_version",
+        "machine",
+        "python",
+        "runs",
+        "warmup",
+        "threads",
+        "batch",
+    ):
         assert key in data
     assert set(data["latency_us"]) == {"p50", "p90", "p99", "mean", "min", "max"}
     assert data["latency_us"]["min"] <= data["latency_us"]["p50"] <= data["latency_us"]["max"]
@@ -150,8 +164,7 @@ def test_bench_json(edge_models, no_tf_env):
 
 
 def test_bench_batch_in_process(edge_models, capsys):
-    argv = ["bench", str(edge_models["cnn_uint8"]), "--runs", "3", "--warmup", "0",
-            "--batch", "4"]
+    argv = ["bench", str(edge_models["cnn_uint8"]), "--runs", "3", "--warmup", "0", "--batch", "4"]
     assert edge_main(argv) == 0
     assert "(batch 4)" in capsys.readouterr().out
     assert edge_main([*argv, "--json"]) == 0
@@ -267,8 +280,13 @@ def test_bad_options_raise_edgeship_errors_from_the_library(edge_models):
     from edge_runtime.classifier import EdgeClassifier
 
     model = edge_models["mlp_int8"]
-    for kwargs in ({"num_threads": 0}, {"num_threads": "2"}, {"invert": "maybe"},
-                   {"batch_size": 0}, {"max_pixels": -1}):
+    for kwargs in (
+        {"num_threads": 0},
+        {"num_threads": "2"},
+        {"invert": "maybe"},
+        {"batch_size": 0},
+        {"max_pixels": -1},
+    ):
         with pytest.raises(OptionError, match="Received: "):
             EdgeClassifier.load(model, **kwargs)
     clf = EdgeClassifier.load(model, num_threads=1, invert=True)
@@ -283,8 +301,14 @@ def test_closed_stdout_pipe_exits_quietly(edge_models, pictures, command):
     model = str(edge_models["mlp_int8"])
     images = [str(p) for p in pictures] * 50
     if command == "edgeship-predict":
-        argv = [sys.executable, "-c", "from edgeship.cli import main; main()", "predict",
-                model, *images]
+        argv = [
+            sys.executable,
+            "-c",
+            "from edgeship.cli import main; main()",
+            "predict",
+            model,
+            *images,
+        ]
     elif command == "predict":
         argv = [sys.executable, "-m", "edge_runtime", "predict", model, *images, "--json"]
     else:
@@ -363,21 +387,39 @@ def test_usage_errors_one_line_exit_2(edge_models, args, command, message):
         ("edge_runtime", ["doctor", "--root", "{d}/nonexistent"], "--root must name an existing"),
         ("edge_runtime", ["doctor", "--dir", "{d}/nonexistent"], "--dir must name an existing"),
         ("edge_runtime", ["bench", "{model}", "--threads", "0,abc"], "--threads takes counts"),
-        ("edge_runtime", ["predict", "{model}", "x.png", "--labels", "{d}/missing.txt"],
-         "Labels file not found"),
-        ("edge_runtime", ["predict", "{model}", "x.png", "--labels", "{d}/empty.txt"],
-         "The labels file is empty"),
-        ("edge_runtime", ["info", "{model}", "--labels", "{d}/two.txt"],
-         "2 class names for a model with 10 outputs"),
-        ("edgeship", ["predict", "{model}", "x.png", "--labels", "{d}/two.txt"],
-         "2 class names for a model with 10 outputs"),
+        (
+            "edge_runtime",
+            ["predict", "{model}", "x.png", "--labels", "{d}/missing.txt"],
+            "Labels file not found",
+        ),
+        (
+            "edge_runtime",
+            ["predict", "{model}", "x.png", "--labels", "{d}/empty.txt"],
+            "The labels file is empty",
+        ),
+        (
+            "edge_runtime",
+            ["info", "{model}", "--labels", "{d}/two.txt"],
+            "2 class names for a model with 10 outputs",
+        ),
+        (
+            "edgeship",
+            ["predict", "{model}", "x.png", "--labels", "{d}/two.txt"],
+            "2 class names for a model with 10 outputs",
+        ),
         ("edgeship", ["label", "{d}/not.tflite", "--labels", "{d}/two.txt"], "truncated"),
         ("edgeship", ["label", "{d}/missing.tflite", "--labels", "{d}/two.txt"], "not found"),
-        ("edgeship", ["label", "{model}", "--labels", "{d}/two.txt"],
-         "2 class names for a model with 10 outputs"),
+        (
+            "edgeship",
+            ["label", "{model}", "--labels", "{d}/two.txt"],
+            "2 class names for a model with 10 outputs",
+        ),
         ("edgeship", ["label", "{model}", "--labels", "{d}/empty.txt"], "labels file is empty"),
-        ("edgeship", ["label", "{model}", "--labels", "{d}/ten.txt", "--input-scale", "0"],
-         "input_scale must not be 0"),
+        (
+            "edgeship",
+            ["label", "{model}", "--labels", "{d}/ten.txt", "--input-scale", "0"],
+            "input_scale must not be 0",
+        ),
     ],
 )
 def test_bad_new_options_one_line_exit_2(edge_models, tmp_path, module, args, fragment):

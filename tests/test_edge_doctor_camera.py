@@ -16,15 +16,21 @@ LISTING = """Available cameras
 
 
 def _pi(tmp_path, *, cameras: str, members: str, usb: bool):
-    root = write_tree(tmp_path / "pi", {
-        "etc/os-release": BOOKWORM, "proc/cpuinfo": cpuinfo(4), "proc/meminfo": MEMINFO,
-        "etc/group": f"root:x:0:\nvideo:x:44:{members}\n",
-        "usr/bin/rpicam-hello": f"#!/bin/sh\ncat <<'END'\n{cameras}END\n",
-        "usr/bin/rpicam-vid": "#!/bin/sh\nexit 0\n",
-        "dev/video0": "", "dev/video10": "",
-        "sys/devices/platform/soc/codec/video4linux/video10/name": "bcm2835-codec-decode",
-        "sys/devices/platform/scb/usb1/1-1/video4linux/video0/name": "USB webcam",
-    })
+    root = write_tree(
+        tmp_path / "pi",
+        {
+            "etc/os-release": BOOKWORM,
+            "proc/cpuinfo": cpuinfo(4),
+            "proc/meminfo": MEMINFO,
+            "etc/group": f"root:x:0:\nvideo:x:44:{members}\n",
+            "usr/bin/rpicam-hello": f"#!/bin/sh\ncat <<'END'\n{cameras}END\n",
+            "usr/bin/rpicam-vid": "#!/bin/sh\nexit 0\n",
+            "dev/video0": "",
+            "dev/video10": "",
+            "sys/devices/platform/soc/codec/video4linux/video10/name": "bcm2835-codec-decode",
+            "sys/devices/platform/scb/usb1/1-1/video4linux/video0/name": "USB webcam",
+        },
+    )
     for tool in ("rpicam-hello", "rpicam-vid"):
         (root / "usr/bin" / tool).chmod(0o755)
     links = root / "sys/class/video4linux"
@@ -47,8 +53,9 @@ def test_camera_module_and_webcam_listed_user_in_video(tmp_path):
 def test_not_in_video_group_or_no_camera_listed_warns_with_a_fix(tmp_path):
     user = getpass.getuser()
     if user == "root":  # root reads /dev/video* whatever the group says
-        code, report = doctor(_pi(tmp_path, cameras="No cameras available!\n", members="",
-                                  usb=False))
+        code, report = doctor(
+            _pi(tmp_path, cameras="No cameras available!\n", members="", usb=False)
+        )
     else:
         code, report = doctor(_pi(tmp_path, cameras=LISTING, members="someone", usb=False))
         camera = by_name(report)["camera"]

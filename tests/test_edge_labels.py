@@ -48,30 +48,41 @@ def stock(tmp_path_factory):
     keras.utils.set_random_seed(3)
     rng = np.random.default_rng(3)
     calib = rng.uniform(-1, 1, size=(64, *STOCK_SHAPE)).astype(np.float32)
-    model = keras.Sequential([
-        keras.Input(STOCK_SHAPE),
-        keras.layers.Conv2D(8, 3, strides=4, activation="relu"),
-        keras.layers.GlobalAveragePooling2D(),
-        # large weights: peaked probabilities, as a trained model's are
-        keras.layers.Dense(
-            STOCK_CLASSES,
-            activation="softmax",
-            kernel_initializer=keras.initializers.RandomNormal(stddev=8.0),
-        ),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input(STOCK_SHAPE),
+            keras.layers.Conv2D(8, 3, strides=4, activation="relu"),
+            keras.layers.GlobalAveragePooling2D(),
+            # large weights: peaked probabilities, as a trained model's are
+            keras.layers.Dense(
+                STOCK_CLASSES,
+                activation="softmax",
+                kernel_initializer=keras.initializers.RandomNormal(stddev=8.0),
+            ),
+        ]
+    )
     stock_path = out / "stock.tflite"
     stock_path.write_bytes(_convert(model, out / "export", STOCK_SHAPE, "uint8", calib))
-    logits = keras.Sequential([
-        keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(5),
-    ])
+    logits = keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Flatten(),
+            keras.layers.Dense(5),
+        ]
+    )
     logits_path = out / "logits.tflite"
     logits_path.write_bytes(_convert(logits, out / "export2", (8, 8, 1), "float32", calib))
     names = ["background"] + [f"thing {i}" for i in range(1, STOCK_CLASSES)]
     labels = out / "labels.txt"
     labels.write_text("\n".join(names) + "\n\n")  # trailing blank lines are fine
     pixels = rng.integers(0, 256, size=(8, *STOCK_SHAPE), dtype=np.uint8)
-    return {"model": stock_path, "logits": logits_path, "labels": labels, "names": names,
-            "pixels": pixels}
+    return {
+        "model": stock_path,
+        "logits": logits_path,
+        "labels": labels,
+        "names": names,
+        "pixels": pixels,
+    }
 
 
 def test_stock_uint8_model_gives_its_own_probabilities(stock):
@@ -80,9 +91,7 @@ def test_stock_uint8_model_gives_its_own_probabilities(stock):
     assert clf.output_spec.dtype == np.uint8 and clf.output_head == "SOFTMAX"
     assert clf.outputs_probabilities
     raw = _raw_output(stock["model"], stock["pixels"])  # uint8 pixels go in unchanged
-    want = (raw.astype(np.float32) - clf.output_spec.zero_point) * np.float32(
-        clf.output_spec.scale
-    )
+    want = (raw.astype(np.float32) - clf.output_spec.zero_point) * np.float32(clf.output_spec.scale)
     got = clf.predict_proba(stock["pixels"])
     np.testing.assert_array_equal(got, want)
     preds = clf.predict(stock["pixels"])
@@ -148,9 +157,21 @@ def test_predict_cli_with_labels(stock, tmp_path):
     image = tmp_path / "photo.png"
     Image.fromarray(stock["pixels"][0]).save(image)
     proc = subprocess.run(
-        [sys.executable, "-m", "edge_runtime", "predict", stock["model"], image, "--json",
-         "--labels", stock["labels"]],
-        capture_output=True, text=True, cwd=REPO, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "edge_runtime",
+            "predict",
+            stock["model"],
+            image,
+            "--json",
+            "--labels",
+            stock["labels"],
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     record = json.loads(proc.stdout)
@@ -167,8 +188,8 @@ def test_predict_cli_with_labels(stock, tmp_path):
     from edgeship.cli import app
 
     result = CliRunner().invoke(
-        app, ["predict", str(stock["model"]), str(image), "--json", "--labels",
-              str(stock["labels"])]
+        app,
+        ["predict", str(stock["model"]), str(image), "--json", "--labels", str(stock["labels"])],
     )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == record  # `edgeship predict`: the same code and answer
@@ -180,7 +201,10 @@ def test_edgeship_label_round_trip(stock, tmp_path):
     before = EdgeClassifier.load(model).predict_proba(stock["pixels"])
     proc = subprocess.run(
         [sys.executable, "-m", "edgeship", "label", model, "--labels", stock["labels"]],
-        capture_output=True, text=True, cwd=REPO, timeout=120,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     assert "1001 class names (background, thing 1" in proc.stdout
@@ -196,9 +220,23 @@ def test_edgeship_label_round_trip(stock, tmp_path):
     five = tmp_path / "five.txt"
     five.write_text("a\nb\nc\nd\ne\n")
     proc = subprocess.run(
-        [sys.executable, "-m", "edgeship", "label", logits, "--labels", five,
-         "--input-scale", str(1 / 127.5), "--input-offset", "-1"],
-        capture_output=True, text=True, cwd=REPO, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "edgeship",
+            "label",
+            logits,
+            "--labels",
+            five,
+            "--input-scale",
+            str(1 / 127.5),
+            "--input-offset",
+            "-1",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     clf = EdgeClassifier.load(logits)
@@ -218,12 +256,18 @@ def test_edgeship_label_round_trip(stock, tmp_path):
 
 
 def test_info_says_where_probabilities_come_from(stock):
-    for model, words in ((stock["model"], "probabilities (the model ends in SOFTMAX)"),
-                         (stock["logits"], "scores: a softmax is applied")):
+    for model, words in (
+        (stock["model"], "probabilities (the model ends in SOFTMAX)"),
+        (stock["logits"], "scores: a softmax is applied"),
+    ):
         proc = subprocess.run(
             [sys.executable, "-m", "edge_runtime", "info", model, "--labels", stock["labels"]]
-            if model == stock["model"] else [sys.executable, "-m", "edge_runtime", "info", model],
-            capture_output=True, text=True, cwd=REPO, timeout=120,
+            if model == stock["model"]
+            else [sys.executable, "-m", "edge_runtime", "info", model],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=120,
         )
         assert proc.returncode == 0, proc.stderr
         output = next(line for line in proc.stdout.splitlines() if line.startswith("output:"))

@@ -113,7 +113,9 @@ def test_unreadable_block_is_one_warning_and_the_model_runs(edge_models, tmp_pat
     Image.new("L", (28, 28), 200).save(tmp_path / "x.png")
     proc = subprocess.run(
         [sys.executable, "-m", "edge_runtime", "predict", str(model), str(tmp_path / "x.png")],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stderr.strip().splitlines()

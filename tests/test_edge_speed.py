@@ -22,9 +22,23 @@ def test_edge_speed_keeps_the_xnnpack_line_off_stderr(edge_models, tmp_path):
         pytest.skip(f"Fashion-MNIST not available: {err}")
     out = tmp_path / "speed.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "studies.edge_speed", "--model", str(edge_models["mlp_int8"]),
-         "--repeats", "1", "--calls", "10", "--json", str(out)],
-        capture_output=True, text=True, timeout=300, cwd=REPO,
+        [
+            sys.executable,
+            "-m",
+            "studies.edge_speed",
+            "--model",
+            str(edge_models["mlp_int8"]),
+            "--repeats",
+            "1",
+            "--calls",
+            "10",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
     )
     assert proc.returncode == 0, proc.stderr
     assert "XNNPACK" not in proc.stderr and proc.stderr.strip() == "", proc.stderr

@@ -18,18 +18,30 @@ def test_keras_model_with_per_channel_mean_and_std(tmp_path):
     from edgeship.cli import app
 
     keras.utils.set_random_seed(2)
-    model = keras.Sequential([
-        keras.Input((8, 10, 3)),
-        keras.layers.Conv2D(6, 3, activation="relu"),
-        keras.layers.GlobalAveragePooling2D(),
-        keras.layers.Dense(4),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((8, 10, 3)),
+            keras.layers.Conv2D(6, 3, activation="relu"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(4),
+        ]
+    )
     model.save(tmp_path / "m.keras")
-    result = CliRunner().invoke(app, [
-        "convert", str(tmp_path / "m.keras"), "--quantize", "float32", "--out",
-        str(tmp_path / "run"), "--input-mean", ",".join(map(str, MEAN)), "--input-std",
-        ",".join(map(str, STD)),
-    ])
+    result = CliRunner().invoke(
+        app,
+        [
+            "convert",
+            str(tmp_path / "m.keras"),
+            "--quantize",
+            "float32",
+            "--out",
+            str(tmp_path / "run"),
+            "--input-mean",
+            ",".join(map(str, MEAN)),
+            "--input-std",
+            ",".join(map(str, STD)),
+        ],
+    )
     assert result.exit_code == 0, result.output
     path = tmp_path / "run/model_float32.tflite"
     meta = read_metadata(path, sidecar=False)
@@ -50,8 +62,10 @@ def test_keras_model_with_per_channel_mean_and_std(tmp_path):
         (["--input-mean", "0.5,0.5", "--input-std", "0.2,0.2"], "one value per channel"),
         (["--input-mean", "0.5", "--input-std", "0"], "--input-std must be above 0"),
         (["--input-mean", "a,b,c", "--input-std", "1,1,1"], "one number per channel"),
-        (["--input-mean", "0.5", "--input-std", "0.2", "--input-scale", "0.1"],
-         "Give the pixel scaling once"),
+        (
+            ["--input-mean", "0.5", "--input-std", "0.2", "--input-scale", "0.1"],
+            "Give the pixel scaling once",
+        ),
     ],
 )
 def test_bad_normalization_options_fail_in_one_line(tmp_path, args, says):
@@ -60,8 +74,17 @@ def test_bad_normalization_options_fail_in_one_line(tmp_path, args, says):
     from edgeship.convert.options import input_settings
 
     with pytest.raises(ConvertError) as info:
-        input_settings(tmp_path / "m.keras", ModelSignature((8, 10, 3), 4), None, None, None,
-                       0.1 if "--input-scale" in args else None, None,
-                       *(dict(zip(args[::2], args[1::2], strict=True)).get(k) for k in
-                         ("--input-mean", "--input-std")))
+        input_settings(
+            tmp_path / "m.keras",
+            ModelSignature((8, 10, 3), 4),
+            None,
+            None,
+            None,
+            0.1 if "--input-scale" in args else None,
+            None,
+            *(
+                dict(zip(args[::2], args[1::2], strict=True)).get(k)
+                for k in ("--input-mean", "--input-std")
+            ),
+        )
     assert says in str(info.value) and "\n" not in str(info.value)

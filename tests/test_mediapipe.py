@@ -186,8 +186,10 @@ def test_a_model_with_an_offset_is_normalized_as_it_says(mp, edge_models, tmp_pa
     from edge_runtime.metadata.standard import read_standard_metadata
     from edge_runtime.metadata.standard_write import embed_all_metadata
 
-    meta = {"class_names": NAMES,
-            "input": {"shape": [32, 32, 3], "scale": 1 / 127.5, "offset": -1.0}}
+    meta = {
+        "class_names": NAMES,
+        "input": {"shape": [32, 32, 3], "scale": 1 / 127.5, "offset": -1.0},
+    }
     data = embed_all_metadata(edge_models["cnn_float32"].read_bytes(), meta)
     std = read_standard_metadata(data)
     assert std.mean == pytest.approx((127.5,) * len(std.mean)) and len(std.mean) in (1, 3)

@@ -36,11 +36,13 @@ def huge_models(tmp_path_factory) -> dict[int, Path]:
     import tensorflow as tf
 
     keras = tf.keras
-    model = keras.Sequential([
-        keras.Input((16, 16, 3), batch_size=1),
-        keras.layers.GlobalAveragePooling2D(),
-        keras.layers.Dense(10, activation="softmax"),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((16, 16, 3), batch_size=1),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
     data = tf.lite.TFLiteConverter.from_keras_model(model).convert()
     folder = tmp_path_factory.mktemp("huge")
     out = {}
@@ -62,18 +64,25 @@ def test_huge_declared_input_is_one_line_exit_2(huge_models, command, side):
 
 
 def test_serve_refuses_it_and_a_raised_bound_lets_a_fitting_model_run(huge_models):
-    line = one_error_line(
-        "edge_runtime", ["serve", huge_models[16384], "--port", "0"]
-    )
+    line = one_error_line("edge_runtime", ["serve", huge_models[16384], "--port", "0"])
     assert "1x16384x16384x3" in line and "--max-model-mb" in line
     small = huge_models[16]  # 3 KB input: runs under a bound of 1 MB
     proc = subprocess.run(
-        [sys.executable, "-m", "edge_runtime", "predict", small, small.parent / "x.png",
-         "--max-model-mb", "1"],
-        capture_output=True, text=True, cwd=REPO, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "edge_runtime",
+            "predict",
+            small,
+            small.parent / "x.png",
+            "--max-model-mb",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
     )
     assert proc.returncode == 0 and "x.png" in proc.stdout, proc.stderr
-    line = one_error_line(
-        "edge_runtime", ["info", small, "--max-model-mb", "0.001"]
-    )
+    line = one_error_line("edge_runtime", ["info", small, "--max-model-mb", "0.001"])
     assert "1x16x16x3 float32" in line and "--max-model-mb 0.001" in line

@@ -163,8 +163,14 @@ def test_convert_to_an_unwritable_out(tmp_path, under_a_file):
     result = runner.invoke(
         app,
         [
-            "convert", str(tmp_path / "m.keras"), "--out", str(under_a_file),
-            "--quantize", "float32", "--calibration-data", str(calib),
+            "convert",
+            str(tmp_path / "m.keras"),
+            "--out",
+            str(under_a_file),
+            "--quantize",
+            "float32",
+            "--calibration-data",
+            str(calib),
         ],
     )
     assert_output_failure(result, under_a_file, "Not a directory")

@@ -20,7 +20,11 @@ STAGES = ["read", "decode", "preprocess", "invoke", "postprocess", "total"]
 def _run(args, env=None):
     return subprocess.run(
         [sys.executable, "-m", "edge_runtime", *map(str, args)],
-        capture_output=True, text=True, cwd=REPO, env=env, timeout=300,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=300,
     )
 
 
@@ -39,8 +43,9 @@ def photo(tmp_path_factory):
 
 def test_bench_image_json_reports_every_stage_and_they_add_up(edge_models, no_tf_env, photo):
     model = edge_models["cnn_uint8"]
-    proc = _run(["bench", model, "--image", photo, "--runs", "15", "--warmup", "1", "--json"],
-                env=no_tf_env)
+    proc = _run(
+        ["bench", model, "--image", photo, "--runs", "15", "--warmup", "1", "--json"], env=no_tf_env
+    )
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
     assert list(data["stages_us"]) == STAGES and data["runs"] == 15

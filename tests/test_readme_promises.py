@@ -40,8 +40,12 @@ def test_a_keras_file_with_a_lambda_never_runs_its_code(tmp_path):
     )
 
     model = keras.Sequential(
-        [keras.Input((28, 28, 1)), keras.layers.Lambda(side_effect), keras.layers.Flatten(),
-         keras.layers.Dense(10, activation="softmax")]
+        [
+            keras.Input((28, 28, 1)),
+            keras.layers.Lambda(side_effect),
+            keras.layers.Flatten(),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
     )
     model.save(tmp_path / "evil.keras")
     marker.unlink()  # building the model ran it here, on purpose
@@ -102,9 +106,24 @@ def test_serve_on_all_addresses_without_a_token_warns(edge_models, tmp_path, tok
     log = tmp_path / "serve.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            ["unshare", "-n", sys.executable, "-m", "edge_runtime", "serve",
-             str(edge_models["mlp_int8"]), "--host", "0.0.0.0", "--port", "0"],
-            stdout=out, stderr=out, stdin=subprocess.DEVNULL, cwd=REPO, env=env,
+            [
+                "unshare",
+                "-n",
+                sys.executable,
+                "-m",
+                "edge_runtime",
+                "serve",
+                str(edge_models["mlp_int8"]),
+                "--host",
+                "0.0.0.0",
+                "--port",
+                "0",
+            ],
+            stdout=out,
+            stderr=out,
+            stdin=subprocess.DEVNULL,
+            cwd=REPO,
+            env=env,
         )
     try:
         deadline = time.monotonic() + 120

@@ -34,9 +34,23 @@ def _pytest(folder, name: str, require_all: bool) -> subprocess.CompletedProcess
     if require_all:
         env["EDGESHIP_REQUIRE_ALL"] = "1"
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "tests.conftest", "-p", "no:cacheprovider",
-         "-q", "-rA", name],
-        cwd=folder, env=env, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "tests.conftest",
+            "-p",
+            "no:cacheprovider",
+            "-q",
+            "-rA",
+            name,
+        ],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 

@@ -42,9 +42,22 @@ def _images(folder: Path, n: int, shape: tuple[int, ...], seed: int) -> list[Pat
 
 def _cli_predictions(model: Path, images: list[Path], top_k: int = 3) -> dict[str, dict]:
     proc = subprocess.run(
-        [sys.executable, "-m", "edge_runtime", "predict", "--json", "--top-k", str(top_k),
-         str(model), *map(str, images)],
-        capture_output=True, text=True, cwd=REPO, timeout=120, check=True,
+        [
+            sys.executable,
+            "-m",
+            "edge_runtime",
+            "predict",
+            "--json",
+            "--top-k",
+            str(top_k),
+            str(model),
+            *map(str, images),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+        check=True,
     )
     return {Path(r["image"]).name: r for r in map(json.loads, proc.stdout.splitlines())}
 
@@ -196,8 +209,14 @@ def test_bad_requests_get_their_status_and_the_server_stays_healthy(server, tmp_
     status, got = server.predict(_png(np.full((28, 28), 250, np.uint8)))
     assert status == 200 and got["label"] in EDGE_CLASS_NAMES
     after = server.metrics()
-    for kind, n in [("bad_image", 2), ("unsupported_type", 1), ("unknown_model", 1),
-                    ("bad_request", 2), ("too_large", 2), ("not_found", 1)]:
+    for kind, n in [
+        ("bad_image", 2),
+        ("unsupported_type", 1),
+        ("unknown_model", 1),
+        ("bad_request", 2),
+        ("too_large", 2),
+        ("not_found", 1),
+    ]:
         got_n = _metric(after, "edgeship_errors_total", kind=kind)
         assert got_n - _metric(before, "edgeship_errors_total", kind=kind) == n, (kind, after)
     assert _metric(after, "edgeship_uptime_seconds") > 0
@@ -313,7 +332,8 @@ def test_watch_classifies_complete_files_once(edge_models, tmp_path):
         assert "error" in by_name["broken.png"]
         status, recent = served.json("GET", "/v1/recent")
         assert {p["image"] for p in recent["predictions"] if p["source"] == "watch"} == {
-            slow.name, renamed.name
+            slow.name,
+            renamed.name,
         }
         text = served.metrics()
         assert _metric(text, "edgeship_errors_total", kind="watch_bad_image") == 1
@@ -364,8 +384,10 @@ def test_exposure_warning_without_token():
     lan = ServeOptions(models=(Path("m.tflite"),), host="0.0.0.0")
     assert "--token" in exposure_warning(lan)
     assert exposure_warning(ServeOptions(models=(Path("m.tflite"),))) is None
-    assert exposure_warning(ServeOptions(models=(Path("m.tflite"),), host="0.0.0.0", token="t")) \
+    assert (
+        exposure_warning(ServeOptions(models=(Path("m.tflite"),), host="0.0.0.0", token="t"))
         is None
+    )
 
 
 def test_listening_socket_is_tcp_so_responses_are_not_nagled():
@@ -382,10 +404,26 @@ def test_listening_socket_is_tcp_so_responses_are_not_nagled():
 
 def test_load_benchmark_runs_bounded_and_checks_every_answer(edge_models):
     proc = subprocess.run(
-        [sys.executable, "-m", "studies.serve_load", str(edge_models["cnn_uint8"]),
-         "--synthetic", "--images", "5", "--clients", "3", "--requests", "10", "--rate", "200",
-         "--json"],
-        capture_output=True, text=True, cwd=REPO, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "studies.serve_load",
+            str(edge_models["cnn_uint8"]),
+            "--synthetic",
+            "--images",
+            "5",
+            "--clients",
+            "3",
+            "--requests",
+            "10",
+            "--rate",
+            "200",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)

@@ -79,16 +79,26 @@ def distinct(model, tmp_path_factory) -> list[tuple[Path, str]]:
     return [(path, label) for label, path in chosen.items()]
 
 
-def test_the_clip_is_classified_in_order_everywhere_and_token_protected(
-    model, distinct, tmp_path
-):
+def test_the_clip_is_classified_in_order_everywhere_and_token_protected(model, distinct, tmp_path):
     clip = write_clip(tmp_path / "clip.mjpeg", [p.read_bytes() for p, _ in distinct], repeat=8)
     results, saved = tmp_path / "results.jsonl", tmp_path / "saved"
     saved.mkdir()
     served = start_server(
-        [model, "--camera", "cmd:" + ffmpeg_player(clip, 10), "--camera-fps", "5",
-         "--results", results, "--token", TOKEN, "--camera-save", saved,
-         "--camera-save-max", "4"],
+        [
+            model,
+            "--camera",
+            "cmd:" + ffmpeg_player(clip, 10),
+            "--camera-fps",
+            "5",
+            "--results",
+            results,
+            "--token",
+            TOKEN,
+            "--camera-save",
+            saved,
+            "--camera-save-max",
+            "4",
+        ],
         tmp_path,
     )
     try:
@@ -129,8 +139,7 @@ def test_the_clip_is_classified_in_order_everywhere_and_token_protected(
         event = _first_event(served.port, f"/v1/camera/events?token={TOKEN}")
         assert event["label"] in want and event["seq"] >= 1 and len(event["top_k"]) == 3
         listening = http.client.HTTPConnection("127.0.0.1", served.port, timeout=60)
-        listening.request("GET", "/v1/camera/events",
-                          headers={"Authorization": f"Bearer {TOKEN}"})
+        listening.request("GET", "/v1/camera/events", headers={"Authorization": f"Bearer {TOKEN}"})
         assert listening.getresponse().status == 200
     finally:  # an open event stream ends with the server: SIGTERM exits 0, not SIGKILL
         assert served.stop() == 0
@@ -142,8 +151,7 @@ def _first_event(port: int, path: str) -> dict:
     try:
         conn.request("GET", path)
         resp = conn.getresponse()
-        assert resp.status == 200 and resp.getheader("content-type").startswith(
-            "text/event-stream")
+        assert resp.status == 200 and resp.getheader("content-type").startswith("text/event-stream")
         while True:
             line = resp.fp.readline().decode()
             if line.startswith("data: "):
@@ -164,12 +172,27 @@ def test_auto_chooses_rpicam_vid_with_the_models_size(model, distinct, tmp_path)
     env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}")
     served = start_server([model, "--camera", "auto", "--camera-fps", "2"], tmp_path, env=env)
     try:
-        health = _wait("a classified frame", lambda: (
-            h := served.json("GET", "/healthz")[1])["camera_frames"]["classified"] and h)
+        health = _wait(
+            "a classified frame",
+            lambda: (h := served.json("GET", "/healthz")[1])["camera_frames"]["classified"] and h,
+        )
         assert health["camera"] == "streaming" and health["camera_source"].startswith("rpicam")
         args = (tmp_path / "args").read_text().split()
-        assert args == ["-t", "0", "-n", "--codec", "mjpeg", "--width", "320", "--height", "240",
-                        "--framerate", "2", "-o", "-"]
+        assert args == [
+            "-t",
+            "0",
+            "-n",
+            "--codec",
+            "mjpeg",
+            "--width",
+            "320",
+            "--height",
+            "240",
+            "--framerate",
+            "2",
+            "-o",
+            "-",
+        ]
         assert served.json("GET", "/v1/recent")[1]["predictions"][0]["label"] == distinct[0][1]
     finally:
         assert served.stop() == 0
@@ -185,16 +208,33 @@ def _peak_rss_mb(pid: int) -> float:
 def test_a_misbehaving_camera_recovers_each_time_with_bounded_memory(model, distinct, tmp_path):
     (a, la), (b, lb), (c, lc), (d, ld), (e, le), (f, lf) = distinct
     plans = [
-        [["frames", str(a), 6, 10], ["garbage", 200_000], ["frames", str(b), 6, 10],
-         ["truncated", str(a)], ["frames", str(c), 6, 10], ["oversized", 100],
-         ["frames", str(d), 6, 10]],  # then exits
+        [
+            ["frames", str(a), 6, 10],
+            ["garbage", 200_000],
+            ["frames", str(b), 6, 10],
+            ["truncated", str(a)],
+            ["frames", str(c), 6, 10],
+            ["oversized", 100],
+            ["frames", str(d), 6, 10],
+        ],  # then exits
         [["frames", str(e), 6, 10], ["hang", 60]],
         [["frames", str(f), 1, 10], ["loop"]],
     ]
     results = tmp_path / "results.jsonl"
     served = start_server(
-        [model, "--camera", "cmd:" + scripted_source(plans, tmp_path), "--camera-fps", "5",
-         "--camera-timeout", "2.5", "--max-upload-mb", "1", "--results", results],
+        [
+            model,
+            "--camera",
+            "cmd:" + scripted_source(plans, tmp_path),
+            "--camera-fps",
+            "5",
+            "--camera-timeout",
+            "2.5",
+            "--max-upload-mb",
+            "1",
+            "--results",
+            results,
+        ],
         tmp_path,
     )
     try:
@@ -225,8 +265,10 @@ def test_a_misbehaving_camera_recovers_each_time_with_bounded_memory(model, dist
 def test_a_camera_that_keeps_failing_is_reported_and_uploads_still_work(model, distinct, tmp_path):
     served = start_server([model, "--camera", "cmd:false"], tmp_path)
     try:
-        status, health = _wait("camera: failed", lambda: (
-            r := served.json("GET", "/healthz"))[1]["camera"] == "failed" and r)
+        status, health = _wait(
+            "camera: failed",
+            lambda: (r := served.json("GET", "/healthz"))[1]["camera"] == "failed" and r,
+        )
         assert status == 503 and health["status"] == "failed"
         assert health["camera_restarts"] >= 4 and "exit code 1" in health["camera_last_error"]
         status, answer = served.predict(distinct[1][0].read_bytes(), content_type="image/jpeg")
@@ -269,8 +311,15 @@ def test_the_page_follows_the_camera_without_a_reload(model, distinct, tmp_path)
     (a, la), (b, lb) = distinct[:2]
     clip = write_clip(tmp_path / "clip.mjpeg", [a.read_bytes(), b.read_bytes()], repeat=10)
     served = start_server(
-        [model, "--camera", "cmd:" + ffmpeg_player(clip, 10, loop=True), "--camera-fps", "4",
-         "--token", TOKEN],
+        [
+            model,
+            "--camera",
+            "cmd:" + ffmpeg_player(clip, 10, loop=True),
+            "--camera-fps",
+            "4",
+            "--token",
+            TOKEN,
+        ],
         tmp_path,
     )
     try:
@@ -284,7 +333,8 @@ def test_the_page_follows_the_camera_without_a_reload(model, distinct, tmp_path)
                 page.wait_for_function(
                     "([prev]) => { const t = document.getElementById('live-answer').textContent;"
                     " return t !== prev && !t.startsWith('Waiting'); }",
-                    arg=[page.inner_text("#live-answer")], timeout=20_000,
+                    arg=[page.inner_text("#live-answer")],
+                    timeout=20_000,
                 )
                 seen.add(page.inner_text("#live-answer"))
             assert seen == {la, lb}, seen

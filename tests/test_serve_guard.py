@@ -51,10 +51,23 @@ def guarded(edge_models, tmp_path_factory):
     tool.write_text(f"#!/bin/sh\necho \"$@\" >> '{calls}'\necho throttled=0x50005\n")
     tool.chmod(0o755)
     served = start_server(
-        [edge_models["mlp_int8"], "--max-upload-mb", "1", "--max-inflight-mb", "2",
-         "--header-timeout", HEADER_TIMEOUT_S, "--body-timeout", BODY_TIMEOUT_S,
-         "--max-connections", MAX_CONNECTIONS, "--allowed-host", "pi.example",
-         "--allow-origin", "http://app.example"],
+        [
+            edge_models["mlp_int8"],
+            "--max-upload-mb",
+            "1",
+            "--max-inflight-mb",
+            "2",
+            "--header-timeout",
+            HEADER_TIMEOUT_S,
+            "--body-timeout",
+            BODY_TIMEOUT_S,
+            "--max-connections",
+            MAX_CONNECTIONS,
+            "--allowed-host",
+            "pi.example",
+            "--allow-origin",
+            "http://app.example",
+        ],
         tmp,
         env={**os.environ, "PATH": f"{fakebin}{os.pathsep}{os.environ['PATH']}"},
     )
@@ -259,8 +272,15 @@ def test_host_may_be_the_address_the_connection_came_to():
     # names are matched whole: only a `*.domain` pattern takes subdomains
     named = HostOriginGuard(None, allowed_hosts("0.0.0.0", ["pi.example", "*.lan.example"]))
     assert named.host_allowed("pi.example", None) and named.host_allowed("a.lan.example", None)
-    for other in ("evilpi.example", "x.pi.example", "pi.example.evil", "evillan.example",
-                  "lan.example", "localhost.evil", "evil" + socket.gethostname()):
+    for other in (
+        "evilpi.example",
+        "x.pi.example",
+        "pi.example.evil",
+        "evillan.example",
+        "lan.example",
+        "localhost.evil",
+        "evil" + socket.gethostname(),
+    ):
         assert not named.host_allowed(other, None), other
     assert "0.0.0.0" not in allowed_hosts("0.0.0.0")
     assert "192.168.1.20" in allowed_hosts("192.168.1.20")
@@ -295,8 +315,27 @@ def test_posts_from_foreign_origins_are_refused(guarded, origin, status):
     assert guarded.request("GET", "/v1/models", headers=headers)[0] == 200
 
 
-TOP_K_CORPUS = ["²", "٣", "３", "0", "-1", "11", "1e1", "", " 3", "3 ", "+3", "0x3", "3.0",
-                "9" * 5000, "%00", "%FF", "1%00", "nan", "１"]
+TOP_K_CORPUS = [
+    "²",
+    "٣",
+    "３",
+    "0",
+    "-1",
+    "11",
+    "1e1",
+    "",
+    " 3",
+    "3 ",
+    "+3",
+    "0x3",
+    "3.0",
+    "9" * 5000,
+    "%00",
+    "%FF",
+    "1%00",
+    "nan",
+    "１",
+]
 
 
 def test_top_k_is_parsed_strictly(guarded):
@@ -314,8 +353,9 @@ def test_top_k_is_parsed_strictly(guarded):
 def _multipart_raw(filename: bytes, data: bytes) -> tuple[bytes, str]:
     boundary = uuid.uuid4().hex
     body = (
-        b"--%s\r\nContent-Disposition: form-data; name=\"image\"; filename=\"%s\"\r\n"
-        b"Content-Type: image/png\r\n\r\n" % (boundary.encode(), filename)
+        b'--%s\r\nContent-Disposition: form-data; name="image"; filename="%s"\r\n'
+        b"Content-Type: image/png\r\n\r\n"
+        % (boundary.encode(), filename)
         + data
         + b"\r\n--%s--\r\n" % boundary.encode()
     )
@@ -399,10 +439,30 @@ def test_stall_benchmark_measures_the_bounds(edge_models):
     """`python -m studies.serve_stall` (docs/serve.md's figures), small: the budget refuses
     what passes it and a half-sent header is closed at --header-timeout, not held."""
     proc = subprocess.run(
-        [sys.executable, "-m", "studies.serve_stall", str(edge_models["mlp_int8"]),
-         "--uploads", "4", "--mb", "0.9", "--hold", "0.5", "--json", "--",
-         "--max-upload-mb", "1", "--max-inflight-mb", "2", "--header-timeout", "1"],
-        capture_output=True, text=True, cwd=REPO, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "studies.serve_stall",
+            str(edge_models["mlp_int8"]),
+            "--uploads",
+            "4",
+            "--mb",
+            "0.9",
+            "--hold",
+            "0.5",
+            "--json",
+            "--",
+            "--max-upload-mb",
+            "1",
+            "--max-inflight-mb",
+            "2",
+            "--header-timeout",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)

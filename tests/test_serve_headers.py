@@ -48,13 +48,14 @@ def served(edge_models, site, tmp_path_factory):
 def _csp(head: dict[str, str]) -> dict[str, str]:
     return {
         d.split()[0]: d.split(None, 1)[1] if " " in d.strip() else ""
-        for d in (p.strip() for p in head["content-security-policy"].split(";")) if d
+        for d in (p.strip() for p in head["content-security-policy"].split(";"))
+        if d
     }
 
 
 @pytest.mark.parametrize(
-    "path", ["/", "/healthz", "/metrics", "/v1/models", "/nope", "/app/", "/app/sw.js",
-             "/app/models.json"],
+    "path",
+    ["/", "/healthz", "/metrics", "/v1/models", "/nope", "/app/", "/app/sw.js", "/app/models.json"],
 )
 def test_every_response_carries_the_headers(served, path):
     status, head, _ = served.request("GET", path)
@@ -69,8 +70,9 @@ def test_every_response_carries_the_headers(served, path):
         assert csp["script-src"].startswith("'sha256-") and csp["default-src"] == "'none'"
     elif path.startswith("/app/"):
         assert head["content-security-policy"].startswith(APP_CSP.split("{")[0])
-        assert "'wasm-unsafe-eval'" in csp["script-src"] and "'unsafe-inline'" not in csp[
-            "script-src"]
+        assert (
+            "'wasm-unsafe-eval'" in csp["script-src"] and "'unsafe-inline'" not in csp["script-src"]
+        )
         import base64
         import hashlib
 

@@ -98,9 +98,7 @@ def test_choose_a_photo_and_see_label_and_bars(browser, server, tmp_path, kind):
         for i, share in enumerate(shares):
             assert share == pytest.approx(probabilities[i], abs=0.02), (i, shares)
         assert page.is_visible("#photo")
-        wait_for(
-            page, "document.querySelectorAll('#recent tbody tr').length > 0", timeout=10_000
-        )
+        wait_for(page, "document.querySelectorAll('#recent tbody tr').length > 0", timeout=10_000)
         assert "shirt.png" in page.inner_text("#recent")
         # Everything fits the width: no sideways scrolling, bars inside the window.
         width = VIEWPORTS[kind]["viewport"]["width"]
@@ -181,11 +179,17 @@ def test_a_1001_class_model_shows_its_ten_likeliest_bars(browser, tmp_path):
     from tests.conftest import _convert
 
     keras.utils.set_random_seed(12)
-    model = keras.Sequential([
-        keras.Input((8, 8, 3)), keras.layers.Flatten(),
-        keras.layers.Dense(1001, activation="softmax",
-                           kernel_initializer=keras.initializers.RandomNormal(stddev=0.5)),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 3)),
+            keras.layers.Flatten(),
+            keras.layers.Dense(
+                1001,
+                activation="softmax",
+                kernel_initializer=keras.initializers.RandomNormal(stddev=0.5),
+            ),
+        ]
+    )
     path = tmp_path / "imagenet.tflite"
     path.write_bytes(_convert(model, tmp_path / "export", (8, 8, 3), "float32", None))
     photo = tmp_path / "cat.png"

@@ -59,14 +59,33 @@ def server(edge_models, tmp_path_factory):
 
 
 @pytest.mark.parametrize("model", ["cnn_uint8", "mlp_int8"])
-def test_a_12_mp_photo_is_sent_upright_at_the_models_size(browser, server, edge_models,  # noqa: F811
-                                                          tmp_path, model):
+def test_a_12_mp_photo_is_sent_upright_at_the_models_size(
+    browser,  # noqa: F811
+    server,
+    edge_models,  # noqa: F811
+    tmp_path,
+    model,
+):
     photo = tmp_path / "IMG_0001.jpg"
     rotated_photo(photo)
-    want = json.loads(subprocess.run(
-        [sys.executable, "-m", "edge_runtime", "predict", str(edge_models[model]), str(photo),
-         "--json"], capture_output=True, text=True, cwd=REPO, timeout=120, check=True,
-    ).stdout)
+    want = json.loads(
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "edge_runtime",
+                "predict",
+                str(edge_models[model]),
+                str(photo),
+                "--json",
+            ],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=120,
+            check=True,
+        ).stdout
+    )
     context = browser.new_context(**VIEWPORTS["desktop"])
     page = context.new_page()
     page.add_init_script(RECORD_POSTS)

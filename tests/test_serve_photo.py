@@ -100,7 +100,8 @@ def stage_histogram(text: str, model: str, stage: str) -> tuple[list[float], lis
     """The `le` bounds and cumulative counts of one stage's histogram in /metrics."""
     found = re.findall(
         rf'^edgeship_stage_seconds_bucket{{model="{model}",stage="{stage}",le="([^"]+)"}} (\d+)$',
-        text, re.M,
+        text,
+        re.M,
     )
     assert found and found[-1][0] == "+Inf", (stage, found)
     return [float(le) for le, _ in found], [int(n) for _, n in found]
@@ -138,9 +139,7 @@ def test_full_decode_decodes_the_whole_photo(edge_models, tmp_path):
     photo (12 MiB as RGBX) is refused, where decoding to the model's size takes 0.2 MiB."""
     data = photo_jpeg((2048, 1536))
     for flags, want in ((["--full-decode"], 413), ([], 200)):
-        served = start_server(
-            [edge_models["mlp_int8"], "--max-decoded-mb", "8", *flags], tmp_path
-        )
+        served = start_server([edge_models["mlp_int8"], "--max-decoded-mb", "8", *flags], tmp_path)
         try:
             status, body = served.predict(data, "", "image/jpeg")
         finally:

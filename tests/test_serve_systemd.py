@@ -129,7 +129,7 @@ def test_settings_are_checked():
 
 # --- a model named with `$`, `\`, quotes, `%` and spaces (systemd's syntax, not sh's) --------
 
-ODD_NAME = "it's $HOME ${USER} \\n \"50%\" x.tflite"
+ODD_NAME = 'it\'s $HOME ${USER} \\n "50%" x.tflite'
 
 
 def _systemd_words(line: str) -> list[str]:
@@ -142,12 +142,12 @@ def _systemd_words(line: str) -> list[str]:
     while i < len(line):
         c = line[i]
         if c in "$%":
-            assert line[i + 1 : i + 2] == c, f"systemd expands {line[i:i + 8]!r}: {line!r}"
+            assert line[i + 1 : i + 2] == c, f"systemd expands {line[i : i + 8]!r}: {line!r}"
             word, i, started = word + c, i + 2, True
             continue
         if c == "\\":
             nxt = line[i + 1]
-            assert nxt in "\\\"' ", f"an escape systemd reads otherwise: {line[i:i + 2]!r}"
+            assert nxt in "\\\"' ", f"an escape systemd reads otherwise: {line[i : i + 2]!r}"
             word, i, started = word + nxt, i + 2, True
             continue
         if quote:
@@ -173,7 +173,10 @@ def _systemd_words(line: str) -> list[str]:
 def test_systemd_words_parser_reads_the_man_pages_examples():
     """The parser above, on systemd.service(5)'s own examples and on what it must refuse."""
     assert _systemd_words('/bin/echo "one" two "three four"') == [
-        "/bin/echo", "one", "two", "three four"
+        "/bin/echo",
+        "one",
+        "two",
+        "three four",
     ]
     assert _systemd_words(r'"a\"b" c\\d $$X 100%%') == ['a"b', "c\\d", "$X", "100%"]
     for expanded in ("/bin/echo $HOME", "/bin/echo ${USER}", "/bin/echo %h"):
@@ -181,9 +184,7 @@ def test_systemd_words_parser_reads_the_man_pages_examples():
             _systemd_words(expanded)
 
 
-def test_a_model_named_with_dollar_backslash_and_space_runs_as_written(
-    deploy_run, tmp_path
-):
+def test_a_model_named_with_dollar_backslash_and_space_runs_as_written(deploy_run, tmp_path):
     """The unit for `it's $HOME ${USER} \\n "50%" x.tflite`: verified by systemd, and its
     ExecStart, read by systemd's rules, is the exact argv, which serves that model."""
     from edgeship.deploy.pi.bundle import build_bundle
@@ -209,8 +210,11 @@ def test_a_model_named_with_dollar_backslash_and_space_runs_as_written(
     assert argv[:4] == [f"{root}/current/venv/bin/python", "-m", "edge_runtime", "serve"]
     assert argv[4] == f"models/{ODD_NAME}"
     proc = subprocess.Popen(
-        argv, cwd=workdir, env={"PATH": os.environ["PATH"]},
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        argv,
+        cwd=workdir,
+        env={"PATH": os.environ["PATH"]},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     try:
         health, deadline = None, time.monotonic() + 60

@@ -45,7 +45,9 @@ def test_silent_tls_sockets_are_bounded_like_plain_ones(edge_models, pair, tmp_p
     cert, key = pair
     served = start_server(
         [edge_models["mlp_int8"], "--tls-cert", cert, "--tls-key", key, "--header-timeout", "3"],
-        tmp_path, nofile=100, scheme="https",
+        tmp_path,
+        nofile=100,
+        scheme="https",
     )
     socks = []
     try:
@@ -63,29 +65,35 @@ def test_silent_tls_sockets_are_bounded_like_plain_ones(edge_models, pair, tmp_p
     assert "Traceback" not in log, log
 
 
-def test_encrypted_key_is_one_line_or_loads_with_its_passphrase_file(
-    edge_models, pair, tmp_path
-):
+def test_encrypted_key_is_one_line_or_loads_with_its_passphrase_file(edge_models, pair, tmp_path):
     cert, key = pair
     locked = tmp_path / "locked.pem"
     subprocess.run(
         ["openssl", "pkey", "-in", key, "-out", locked, "-aes256", "-passout", "pass:s3cret"],
-        check=True, capture_output=True,
+        check=True,
+        capture_output=True,
     )
     locked.chmod(0o600)
     line = one_error_line(
         "edge_runtime",
-        ["serve", edge_models["mlp_int8"], "--port", "0", "--tls-cert", cert,
-         "--tls-key", locked],
+        ["serve", edge_models["mlp_int8"], "--port", "0", "--tls-cert", cert, "--tls-key", locked],
     )
     assert "encrypted" in line and "--tls-key-password-file" in line, line
     assert "do not load together" not in line
     (tmp_path / "pass.txt").write_text("s3cret\n")
     (tmp_path / "pass.txt").chmod(0o600)
     served = start_server(
-        [edge_models["mlp_int8"], "--tls-cert", cert, "--tls-key", locked,
-         "--tls-key-password-file", tmp_path / "pass.txt"],
-        tmp_path, scheme="https",
+        [
+            edge_models["mlp_int8"],
+            "--tls-cert",
+            cert,
+            "--tls-key",
+            locked,
+            "--tls-key-password-file",
+            tmp_path / "pass.txt",
+        ],
+        tmp_path,
+        scheme="https",
     )
     try:
         assert _https_healthz(served.port) == 200
@@ -101,15 +109,20 @@ def test_secrets_open_to_others_warn_and_strict_refuses(edge_models, pair, tmp_p
     loose_key.chmod(0o644)
     token.write_text("t0ken\n")
     token.chmod(0o640)
-    args = [edge_models["mlp_int8"], "--tls-cert", cert, "--tls-key", loose_key,
-            "--token-file", token]
+    args = [
+        edge_models["mlp_int8"],
+        "--tls-cert",
+        cert,
+        "--tls-key",
+        loose_key,
+        "--token-file",
+        token,
+    ]
     served = start_server(args, tmp_path, scheme="https")
     assert served.stop() == 0
     warnings = [ln for ln in served.log.read_text().splitlines() if ln.startswith("warning:")]
     assert len(warnings) == 2, warnings
     assert "--tls-key" in warnings[0] and "0644" in warnings[0] and "chmod 600" in warnings[0]
     assert "--token-file" in warnings[1] and "0640" in warnings[1]
-    line = one_error_line(
-        "edge_runtime", ["serve", *args, "--port", "0", "--strict-permissions"]
-    )
+    line = one_error_line("edge_runtime", ["serve", *args, "--port", "0", "--strict-permissions"])
     assert line.startswith("error: ") and "0644" in line and "--strict-permissions" in line

@@ -42,8 +42,7 @@ def watching(edge_models, tmp_path_factory):
     watch, results = tmp / "incoming", tmp / "results.jsonl"
     watch.mkdir()
     served = start_server(
-        [edge_models["mlp_int8"], "--watch", watch, "--results", results,
-         "--max-upload-mb", "1"],
+        [edge_models["mlp_int8"], "--watch", watch, "--results", results, "--max-upload-mb", "1"],
         tmp,
     )
     served.watch, served.results, served.outside = watch, results, tmp
@@ -162,4 +161,3 @@ def test_watched_files_are_read_without_following_or_blocking(tmp_path):
         read_watched_file(tmp_path / "l.png", 1000)
     with pytest.raises(WatchedFileError, match="not a regular file"):
         read_watched_file("/dev/null", 1000)
-

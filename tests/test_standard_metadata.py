@@ -79,8 +79,10 @@ def test_offset_normalization_round_trips(edge_models):
     is 1.0 (a sign flipped in the mean would make it 3.0)."""
     from edge_runtime.metadata.block import list_metadata
 
-    meta = {"class_names": NAMES,
-            "input": {"shape": [32, 32, 3], "scale": 1 / 127.5, "offset": -1.0}}
+    meta = {
+        "class_names": NAMES,
+        "input": {"shape": [32, 32, 3], "scale": 1 / 127.5, "offset": -1.0},
+    }
     data = embed_all_metadata(edge_models["cnn_float32"].read_bytes(), meta)
     s = mp_schema()
     raw = list_metadata(data)["TFLITE_METADATA"]

@@ -33,8 +33,14 @@ def cli(*args):
 
 
 def run_without_tf(env, *args, timeout=600) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", *map(str, args)], capture_output=True,
-                          text=True, env=env, cwd=REPO, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-m", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=timeout,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
 
@@ -44,8 +50,12 @@ def test_convert_bench_deploy_without_tensorflow(torch_run, tf_not_installed_env
     in processes where TensorFlow and Keras are not installed."""
     from edge_runtime.metadata.block import read_metadata
 
-    blocked = subprocess.run([sys.executable, "-c", "import tensorflow"], capture_output=True,
-                             text=True, env=tf_not_installed_env)
+    blocked = subprocess.run(
+        [sys.executable, "-c", "import tensorflow"],
+        capture_output=True,
+        text=True,
+        env=tf_not_installed_env,
+    )
     assert blocked.returncode == 1 and "No module named 'tensorflow'" in blocked.stderr
     run = torch_run["run"]
     sha = hashlib.sha256(torch_run["pt2"].read_bytes()).hexdigest()
@@ -55,7 +65,10 @@ def test_convert_bench_deploy_without_tensorflow(torch_run, tf_not_installed_env
         assert meta["source_model"]["framework"] == "torch"
         assert meta["source_model"]["sha256"] == sha and meta["source_model"]["function"] is None
         assert meta["input"]["scale"] == pytest.approx(1 / 255) and meta["input"]["shape"] == [
-            28, 28, 1]
+            28,
+            28,
+            1,
+        ]
         checks[mode] = meta["quantization"]["check"]
     print({m: (c["agreement"], c["max_abs_diff"]) for m, c in checks.items()})
     assert checks["float32"]["agreement"] == 1.0 and checks["float32"]["max_abs_diff"] < 1e-4
@@ -63,9 +76,25 @@ def test_convert_bench_deploy_without_tensorflow(torch_run, tf_not_installed_env
     assert min(checks[m]["agreement"] for m in ("int8", "int16x8")) >= 0.9
 
     bench = tmp_path / "bench"
-    run_without_tf(tf_not_installed_env, "edgeship", "bench", run, "--test-data",
-                   torch_run["test_npz"], "--runs", "10", "--warmup", "2", "--batch", "8",
-                   "--threads", "1", "--no-plots", "--out", bench)
+    run_without_tf(
+        tf_not_installed_env,
+        "edgeship",
+        "bench",
+        run,
+        "--test-data",
+        torch_run["test_npz"],
+        "--runs",
+        "10",
+        "--warmup",
+        "2",
+        "--batch",
+        "8",
+        "--threads",
+        "1",
+        "--no-plots",
+        "--out",
+        bench,
+    )
     report = json.loads((bench / "report.json").read_text())
     rows = {m["name"]: m for m in report["models"]}
     assert list(rows) == ["torch", *MODES], report["failed"]
@@ -77,8 +106,17 @@ def test_convert_bench_deploy_without_tensorflow(torch_run, tf_not_installed_env
     assert rows["float32"]["accuracy"] == torch_row["accuracy"] > 0.5
 
     bundle = tmp_path / "torch-bundle.tar.gz"
-    run_without_tf(tf_not_installed_env, "edgeship", "deploy", "bundle", run,
-                   "--models", "int8,float32", "--out", bundle)
+    run_without_tf(
+        tf_not_installed_env,
+        "edgeship",
+        "deploy",
+        "bundle",
+        run,
+        "--models",
+        "int8,float32",
+        "--out",
+        bundle,
+    )
     assert bundle.stat().st_size > 0
 
 
@@ -98,10 +136,24 @@ def test_mobilenet_style_with_imagenet_normalization(tmp_path):
 
     pt2 = save_pt2(mobilenet_v3_style(), (3, 224, 224), tmp_path / "mobilenet.pt2")
     np.save(tmp_path / "calib.npy", generated_images(50, 224, seed=1))
-    result = cli("convert", pt2, "--quantize", "float32,int8", "--calibration-data",
-                 tmp_path / "calib.npy", "--calibration-samples", "50", "--verify-samples",
-                 "50", "--input-mean", ",".join(map(str, IMAGENET_MEAN)), "--input-std",
-                 ",".join(map(str, IMAGENET_STD)), "--out", tmp_path / "run")
+    result = cli(
+        "convert",
+        pt2,
+        "--quantize",
+        "float32,int8",
+        "--calibration-data",
+        tmp_path / "calib.npy",
+        "--calibration-samples",
+        "50",
+        "--verify-samples",
+        "50",
+        "--input-mean",
+        ",".join(map(str, IMAGENET_MEAN)),
+        "--input-std",
+        ",".join(map(str, IMAGENET_STD)),
+        "--out",
+        tmp_path / "run",
+    )
     assert result.exit_code == 0, result.output
     images = generated_images(200, 224, seed=2)
     module, shape = load_torch_module(pt2)
@@ -129,7 +181,7 @@ def test_mobilenet_style_with_imagenet_normalization(tmp_path):
     assert agreement["float32"] == 1.0 and agreement["int8"] >= 0.75
 
 
-NET_PY = '''
+NET_PY = """
 import torch
 from torch import nn
 
@@ -170,7 +222,7 @@ class Svd(nn.Module):
 
 def svd():
     return Svd(), (torch.zeros(1, 3, 16, 12),)
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -194,8 +246,9 @@ def test_factory_form_with_a_state_dict(net_py, tmp_path):
     from edge_runtime import EdgeClassifier
     from edge_runtime.metadata.block import read_metadata
 
-    result = cli("convert", f"{net_py}:make", "--quantize", "float32,dynamic",
-                 "--out", tmp_path / "run")
+    result = cli(
+        "convert", f"{net_py}:make", "--quantize", "float32,dynamic", "--out", tmp_path / "run"
+    )
     assert result.exit_code == 0, result.output
     path = tmp_path / "run/model_float32.tflite"
     meta = read_metadata(path, sidecar=False)
@@ -214,8 +267,7 @@ def test_factory_form_with_a_state_dict(net_py, tmp_path):
         ("net.py", "Name the function"),
     ],
 )
-def test_weights_and_torchscript_are_refused_with_the_export_snippet(net_py, tmp_path, spec,
-                                                                     says):
+def test_weights_and_torchscript_are_refused_with_the_export_snippet(net_py, tmp_path, spec, says):
     out = tmp_path / "run"
     result = cli("convert", net_py.parent / spec, "--out", out)
     assert result.exit_code == 2, result.output
@@ -245,8 +297,11 @@ def test_untraceable_or_unconvertible_models_fail_in_one_line(net_py, tmp_path, 
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {says}"), result.stderr
     # torch's or the converter's own reason, not only ours
-    reason = ("Could not guard on data-dependent expression" if func == "branchy"
-              else "Lowering not found: aten._linalg_svd")
+    reason = (
+        "Could not guard on data-dependent expression"
+        if func == "branchy"
+        else "Lowering not found: aten._linalg_svd"
+    )
     assert reason in lines[0], lines[0]
     assert not out.exists()
 

@@ -58,17 +58,25 @@ def test_torch_bundle_predicts_as_the_desktop(name, torch_bundle, agreement_imag
     assert sorted(Path(m).name for m in models) == ["model_float32.tflite", "model_int8.tflite"]
     desk = subprocess.run(
         [sys.executable, "-c", PREDICT_ALL, *models, "--", *map(str, agreement_images)],
-        cwd=torch_bundle, capture_output=True, text=True, timeout=600, check=True,
+        cwd=torch_bundle,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
     )
-    proc = py.run(["-c", PREDICT_ALL, *models, "--", *map(str, agreement_images)],
-                  cwd=torch_bundle, extra_paths=[torch_bundle], timeout=900)
+    proc = py.run(
+        ["-c", PREDICT_ALL, *models, "--", *map(str, agreement_images)],
+        cwd=torch_bundle,
+        extra_paths=[torch_bundle],
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = [json.loads(ln) for ln in proc.stdout.splitlines() if ln.startswith("{")]
     want = [json.loads(ln) for ln in desk.stdout.splitlines() if ln.startswith("{")]
     assert len(got) == len(want) == len(models) * AGREEMENT_IMAGES
     for i, model in enumerate(models):
-        g = got[i * AGREEMENT_IMAGES:(i + 1) * AGREEMENT_IMAGES]
-        d = want[i * AGREEMENT_IMAGES:(i + 1) * AGREEMENT_IMAGES]
+        g = got[i * AGREEMENT_IMAGES : (i + 1) * AGREEMENT_IMAGES]
+        d = want[i * AGREEMENT_IMAGES : (i + 1) * AGREEMENT_IMAGES]
         assert [x["label"] for x in g] == [x["label"] for x in d], (name, model)
         # convert's int8 (ai-edge-quantizer) keeps float input and output around its int8
         # core, so it is not bit-identical across kernels: trixie-arm64 differed in a lower

@@ -50,8 +50,18 @@ def _env() -> dict[str, str]:
 
 def tune_args(out: Path, space: Path, *extra: str) -> list[str]:
     """`edgeship tune`'s arguments in these tests."""
-    return ["tune", "--out", str(out), "--limit", LIMIT, "--space", str(space), "--seed", "0",
-            *extra]
+    return [
+        "tune",
+        "--out",
+        str(out),
+        "--limit",
+        LIMIT,
+        "--space",
+        str(space),
+        "--seed",
+        "0",
+        *extra,
+    ]
 
 
 def tune_cmd(out: Path, space: Path, *extra: str) -> list[str]:
@@ -94,9 +104,20 @@ def space_file(tmp_path_factory) -> Path:
 def study(tmp_path_factory, space_file) -> Path:
     """One small search (6 trials) with a size budget that excludes the wide models."""
     out = tmp_path_factory.mktemp("tune") / "T"
-    result = tune_here(out, space_file, "--trials", "6", "--max-size-kb", str(SIZE_KB),
-                       "--max-latency-ms", str(LATENCY_MS), "--max-ram-mb", str(RAM_MB),
-                       "--min-accuracy", str(MIN_ACC))
+    result = tune_here(
+        out,
+        space_file,
+        "--trials",
+        "6",
+        "--max-size-kb",
+        str(SIZE_KB),
+        "--max-latency-ms",
+        str(LATENCY_MS),
+        "--max-ram-mb",
+        str(RAM_MB),
+        "--min-accuracy",
+        str(MIN_ACC),
+    )
     assert result.exit_code == 0, _diag(result)
     assert "best: trial" in result.stdout
     return out
@@ -106,8 +127,12 @@ def test_the_budget_excludes_trials_by_their_measured_figures(study):
     table = rows(study)
     assert len(table) == 6 and {r["state"] for r in table} == {"complete"}
     for r in table:
-        fits = (float(r["size_kb"]) <= SIZE_KB and float(r["p50_us"]) <= LATENCY_MS * 1000
-                and float(r["peak_rss_mb"]) <= RAM_MB and float(r["accuracy"]) >= MIN_ACC)
+        fits = (
+            float(r["size_kb"]) <= SIZE_KB
+            and float(r["p50_us"]) <= LATENCY_MS * 1000
+            and float(r["peak_rss_mb"]) <= RAM_MB
+            and float(r["accuracy"]) >= MIN_ACC
+        )
         assert r["feasible"] == str(fits).lower(), r
         assert float(r["p99_us"]) >= float(r["p50_us"]) > 0
     assert {r["feasible"] for r in table} == {"true", "false"}, table
@@ -128,8 +153,13 @@ def test_the_chosen_model_remeasured_meets_every_budget(study):
     best_val = max(float(r["accuracy"]) for r in rows(study) if r["feasible"] == "true")
     assert float(chosen["accuracy"]) == best_val
     # an independent measurement: a fresh device-side bench process, the file's own size
-    proc = subprocess.run([sys.executable, "-m", "edge_runtime", "bench", str(tflite), "--json"],
-                          capture_output=True, text=True, env=_env(), check=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "edge_runtime", "bench", str(tflite), "--json"],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        check=True,
+    )
     bench = json.loads(proc.stdout.strip().splitlines()[-1])
     assert bench["latency_us"]["p50"] <= LATENCY_MS * 1000
     assert bench["peak_rss_mb"] <= RAM_MB
@@ -138,8 +168,14 @@ def test_the_chosen_model_remeasured_meets_every_budget(study):
     # the test accuracy written once after the search is the file's on the test set
     data = load_dataset("fashion-mnist")
     clf = EdgeClassifier.load(tflite, batch_size=1000)
-    hits = sum(int((clf.predict_proba(data.x_test[i : i + 1000]).argmax(1)
-                    == data.y_test[i : i + 1000]).sum()) for i in range(0, 10000, 1000))
+    hits = sum(
+        int(
+            (
+                clf.predict_proba(data.x_test[i : i + 1000]).argmax(1) == data.y_test[i : i + 1000]
+            ).sum()
+        )
+        for i in range(0, 10000, 1000)
+    )
     assert meta["tune"]["test_accuracy"] == pytest.approx(hits / 10000, abs=1e-6)
     assert "validation_accuracy" in meta["metrics"] and "test_accuracy" not in meta["metrics"]
 
@@ -157,8 +193,9 @@ def test_best_bundles_and_predicts_in_an_emulated_pi(study, tmp_path):
         pytest.skip(f"emulated {target} userland unavailable: {exc}")
     meta = json.loads((study / "best" / "model.json").read_text())
     mode = meta["tune"]["model_file"].removeprefix("model_").removesuffix(".tflite")
-    info = build_bundle(study / "best", tmp_path / "b.tar.gz", models=[mode],
-                        with_wheels=True, targets=target)
+    info = build_bundle(
+        study / "best", tmp_path / "b.tar.gz", models=[mode], with_wheels=True, targets=target
+    )
     with tarfile.open(info.path, "r:gz") as tar:
         tar.extractall(tmp_path / "pi", filter="data")
     root = tmp_path / "pi" / info.top
@@ -166,8 +203,12 @@ def test_best_bundles_and_predicts_in_an_emulated_pi(study, tmp_path):
     manifest = json.loads((root / "manifest.json").read_text())
     entry = manifest["models"][0]  # its sample image and the desktop's answer to it
     py = py.with_site(site_from_wheels(wheels))
-    proc = py.run(["-m", "edge_runtime", "predict", entry["file"], entry["sample"], "--json"],
-                  cwd=root, extra_paths=[root], timeout=600)
+    proc = py.run(
+        ["-m", "edge_runtime", "predict", entry["file"], entry["sample"], "--json"],
+        cwd=root,
+        extra_paths=[root],
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     answer = json.loads(proc.stdout.strip().splitlines()[-1])
     assert (answer["index"], answer["label"]) == (entry["index"], entry["label"])
@@ -229,9 +270,20 @@ def sshd(tmp_path_factory):
 @pytest.mark.ssh
 def test_device_over_ssh_measures_on_the_device(sshd, space_file, tmp_path):
     out, remote = tmp_path / "T", tmp_path / "device" / "tune"
-    result = tune_here(out, space_file, "--trials", "2", "--device", f"{sshd.target}:{sshd.port}",
-                       "--identity", str(sshd.client_key), "--known-hosts",
-                       str(sshd.known_hosts), "--remote-dir", str(remote))
+    result = tune_here(
+        out,
+        space_file,
+        "--trials",
+        "2",
+        "--device",
+        f"{sshd.target}:{sshd.port}",
+        "--identity",
+        str(sshd.client_key),
+        "--known-hosts",
+        str(sshd.known_hosts),
+        "--remote-dir",
+        str(remote),
+    )
     assert result.exit_code == 0, _diag(result)
     table = rows(out)
     assert len(table) == 2 and all(float(r["p50_us"]) > 0 for r in table)
@@ -247,9 +299,18 @@ def test_an_unreachable_device_fails_trials_then_stops(space_file, tmp_path):
     from tests._sshd import free_port
 
     out = tmp_path / "T"
-    result = tune_here(out, space_file, "--trials", "3", "--device",
-                       f"nobody@127.0.0.1:{free_port()}", "--per-upload", "1",
-                       "--max-failures", "1")
+    result = tune_here(
+        out,
+        space_file,
+        "--trials",
+        "3",
+        "--device",
+        f"nobody@127.0.0.1:{free_port()}",
+        "--per-upload",
+        "1",
+        "--max-failures",
+        "1",
+    )
     assert result.exit_code == 1, _diag(result)
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: Stopped: the device failed 1 trials in a row")
@@ -292,14 +353,23 @@ def test_two_sqlite_workers_then_ctrl_c_and_the_same_command_resumes(space_file,
     out.mkdir()  # worker B may open A's study.db before A has started
     storage = f"sqlite:///{(out / 'study.db').resolve()}"
     cmd = tune_cmd(out, space_file, "--trials", "3")
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=_env(), cwd=REPO)
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), cwd=REPO
+    )
     errors: list[BaseException] = []
 
     def worker_b() -> None:
         try:
-            run_search(TuneOptions(out=tmp_path / "B", trials=1, storage=storage, seed=1,
-                                   limit=int(LIMIT), space_file=space_file))
+            run_search(
+                TuneOptions(
+                    out=tmp_path / "B",
+                    trials=1,
+                    storage=storage,
+                    seed=1,
+                    limit=int(LIMIT),
+                    space_file=space_file,
+                )
+            )
         except BaseException as err:  # reported by the test's thread
             errors.append(err)
 
@@ -307,8 +377,12 @@ def test_two_sqlite_workers_then_ctrl_c_and_the_same_command_resumes(space_file,
     b.start()
     try:
         a_pid = f":{proc.pid}"
-        _wait_for(storage, proc, lambda ts: any(t.user_attrs.get("worker", "").endswith(a_pid)
-                                                for t in ts), timeout=300)
+        _wait_for(
+            storage,
+            proc,
+            lambda ts: any(t.user_attrs.get("worker", "").endswith(a_pid) for t in ts),
+            timeout=300,
+        )
         proc.send_signal(signal.SIGINT)  # A's trial is running: it finishes, nothing more
         _, err = proc.communicate(timeout=300)
     finally:
@@ -356,8 +430,17 @@ def postgres(tmp_path_factory):
         return proc
 
     pg(str(bindir / "initdb"), "-D", str(data), "-U", "tune", "-A", "trust", "--no-sync")
-    pg(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "log"),
-       "-o", f"-p {port} -k {root} -h 127.0.0.1", "-w", "start")
+    pg(
+        str(bindir / "pg_ctl"),
+        "-D",
+        str(data),
+        "-l",
+        str(root / "log"),
+        "-o",
+        f"-p {port} -k {root} -h 127.0.0.1",
+        "-w",
+        "start",
+    )
     yield f"postgresql://tune@127.0.0.1:{port}/postgres"
     pg(str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop")
     shutil.rmtree(root, ignore_errors=True)
@@ -365,13 +448,20 @@ def postgres(tmp_path_factory):
 
 def test_two_workers_share_one_postgresql_study(space_file, tmp_path, postgres):
     """A CLI process (--trials 2) and this process (--trials 1) on one PostgreSQL study."""
-    other = subprocess.Popen(tune_cmd(tmp_path / "w2", space_file, "--trials", "2", "--seed", "2",
-                                      "--storage", postgres),
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             env=_env(), cwd=REPO)
+    other = subprocess.Popen(
+        tune_cmd(
+            tmp_path / "w2", space_file, "--trials", "2", "--seed", "2", "--storage", postgres
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+        cwd=REPO,
+    )
     try:
-        here = tune_here(tmp_path / "w1", space_file, "--trials", "1", "--seed", "1",
-                         "--storage", postgres)
+        here = tune_here(
+            tmp_path / "w1", space_file, "--trials", "1", "--seed", "1", "--storage", postgres
+        )
         _, err = other.communicate(timeout=300)
     finally:
         if other.poll() is None:

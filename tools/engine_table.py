@@ -140,9 +140,11 @@ def main(argv: list[str] | None = None) -> int:
     root.mkdir(parents=True, exist_ok=True)
     engines = tuple(args.engines.split(","))
     old = root / "engines.json"
-    kept = [r for r in json.loads(old.read_text()) if r["engine"] not in engines] if (
-        old.exists() and len(engines) < 2
-    ) else []
+    kept = (
+        [r for r in json.loads(old.read_text()) if r["engine"] not in engines]
+        if (old.exists() and len(engines) < 2)
+        else []
+    )
     rows = []
     for name, path, calib, x, y in _models(root, data):
         from edgeship.train.quiet import import_keras

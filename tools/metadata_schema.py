@@ -30,9 +30,7 @@ metadata-schema`): do not edit. Every type is exported here."""
 def main() -> int:
     """Run flatc into a temporary folder, rename the package, replace OUT."""
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run(
-            ["flatc", "--python", "--gen-object-api", "-o", tmp, str(FBS)], check=True
-        )
+        subprocess.run(["flatc", "--python", "--gen-object-api", "-o", tmp, str(FBS)], check=True)
         generated = sorted((Path(tmp) / "tflite").glob("*.py"))
         exports = []
         staged = Path(tmp) / "out"

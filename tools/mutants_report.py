@@ -34,8 +34,10 @@ def main(argv: list[str]) -> int:
         tested = killed + counts["survived"]
         module = meta.relative_to("mutants").as_posix().removesuffix(".meta")
         score = f"{100 * killed / tested:.0f} %" if tested else "-"
-        print(f"| {module} | {len(codes)} | {killed} | {counts['survived']} | "
-              f"{counts['no tests']} | {counts['not checked']} | {score} |")
+        print(
+            f"| {module} | {len(codes)} | {killed} | {counts['survived']} | "
+            f"{counts['no tests']} | {counts['not checked']} | {score} |"
+        )
         survivors += sorted(k for k, c in codes.items() if status_by_exit_code[c] == "survived")
     if "--survivors" in argv:
         print("\nSurvivors (`mutmut show NAME` prints the change):")

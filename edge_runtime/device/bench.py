@@ -149,7 +149,10 @@ def run_bench(
         )
     start = time.perf_counter()
     clf = EdgeClassifier.load(
-        model_path, num_threads=threads, backend=backend, batch_size=batch,
+        model_path,
+        num_threads=threads,
+        backend=backend,
+        batch_size=batch,
         max_model_mb=max_model_mb,
     )
     load_ms = (time.perf_counter() - start) * 1e3

@@ -17,6 +17,7 @@ _LISTED = re.compile(r"^\s*\d+\s*:\s*(\S.*)$")
 def video_devices(root: str = "/") -> list[str]:
     """The webcams' /dev/video* nodes (under `root`), in number order. Where sysfs tells, only
     USB ones: a Raspberry Pi's own codec and ISP nodes (/dev/video10..31) are no camera."""
+
     def number(path: str) -> int:
         tail = os.path.basename(path).removeprefix("video")
         return int(tail) if tail.isdigit() else 1 << 30
@@ -25,8 +26,9 @@ def video_devices(root: str = "/") -> list[str]:
     sysfs = os.path.join(root, "sys", "class", "video4linux")
     if not os.path.isdir(sysfs):
         return nodes
-    return [n for n in nodes
-            if "/usb" in os.path.realpath(os.path.join(sysfs, os.path.basename(n)))]
+    return [
+        n for n in nodes if "/usb" in os.path.realpath(os.path.join(sysfs, os.path.basename(n)))
+    ]
 
 
 GROUP_FIX = "sudo usermod -aG video $USER, then log in again (systemd units: Group=video)"
@@ -45,8 +47,9 @@ def listed_cameras(root: Path) -> list[str] | None:
     if tool is None:
         return None
     try:
-        proc = subprocess.run([tool, "--list-cameras"], capture_output=True, text=True,
-                              timeout=15, check=False)
+        proc = subprocess.run(
+            [tool, "--list-cameras"], capture_output=True, text=True, timeout=15, check=False
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     text = proc.stdout + proc.stderr
@@ -84,14 +87,24 @@ def camera_check(root: Path):
     if webcams:
         parts.append("webcams: " + ", ".join(webcams))
     if not parts:
-        return Check("camera", "skip", "no camera: no rpicam-vid, no USB /dev/video* "
-                     "(serve --camera needs one; docs/camera.md)")
-    detail = "; ".join(parts) + {True: "; in group video", False: "; not in group video",
-                                 None: ""}[group]
+        return Check(
+            "camera",
+            "skip",
+            "no camera: no rpicam-vid, no USB /dev/video* "
+            "(serve --camera needs one; docs/camera.md)",
+        )
+    detail = (
+        "; ".join(parts)
+        + {True: "; in group video", False: "; not in group video", None: ""}[group]
+    )
     if group is False:
         return Check("camera", "warn", detail, GROUP_FIX)
     if rpicam and not listed and not webcams:
-        return Check("camera", "warn", detail,
-                     "check the ribbon cable and camera_auto_detect=1 in "
-                     "/boot/firmware/config.txt, then reboot")
+        return Check(
+            "camera",
+            "warn",
+            detail,
+            "check the ribbon cable and camera_auto_detect=1 in "
+            "/boot/firmware/config.txt, then reboot",
+        )
     return Check("camera", "ok", detail)

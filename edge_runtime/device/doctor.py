@@ -41,8 +41,6 @@ LOW_MEMORY_MB = 100
 LOW_DISK_MB = 500
 
 
-
-
 def _read(root: Path, rel: str) -> str | None:
     try:
         return (root / rel).read_text(errors="replace").strip("\0\n ")

@@ -316,8 +316,13 @@ def load_and_preprocess(
     img = load_image(source, max_pixels=max_pixels, size=size)
     try:
         return preprocess_image(
-            img, shape, invert=invert, background=background, max_pixels=max_pixels,
-            resize=resize, to_size=to_size,
+            img,
+            shape,
+            invert=invert,
+            background=background,
+            max_pixels=max_pixels,
+            resize=resize,
+            to_size=to_size,
         )
     finally:
         img.close()

@@ -234,8 +234,10 @@ def read_embedded_metadata(
             raise
         import warnings
 
-        reason = str(err) if isinstance(err, ModelFileError) else (
-            f"The {what} cannot be read ({type(err).__name__}). Received: {what}"
+        reason = (
+            str(err)
+            if isinstance(err, ModelFileError)
+            else (f"The {what} cannot be read ({type(err).__name__}). Received: {what}")
         )
         warnings.warn(f"{reason.split('. Re-run')[0]}; ignoring it.", MetadataWarning, stacklevel=1)
         return None

@@ -89,10 +89,35 @@ def output_head(data: bytes, tensor: int, source: str = "<bytes>") -> str | None
 
 
 # TensorType (schema.fbs) -> bytes per element; unknown types count 8 (never undercounted).
-_TYPE_BYTES = {0: 4, 1: 2, 2: 4, 3: 1, 4: 8, 6: 1, 7: 2, 8: 8, 9: 1, 10: 8, 11: 16, 12: 8,
-               13: 4, 15: 4, 16: 8, 17: 1}
-_TYPE_NAMES = {0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 6: "bool",
-               7: "int16", 9: "int8", 10: "float64"}
+_TYPE_BYTES = {
+    0: 4,
+    1: 2,
+    2: 4,
+    3: 1,
+    4: 8,
+    6: 1,
+    7: 2,
+    8: 8,
+    9: 1,
+    10: 8,
+    11: 16,
+    12: 8,
+    13: 4,
+    15: 4,
+    16: 8,
+    17: 1,
+}
+_TYPE_NAMES = {
+    0: "float32",
+    1: "float16",
+    2: "int32",
+    3: "uint8",
+    4: "int64",
+    6: "bool",
+    7: "int16",
+    9: "int8",
+    10: "float64",
+}
 _SUBGRAPH_TENSORS, _SUBGRAPH_INPUTS = 0, 1
 _TENSOR_SHAPE, _TENSOR_TYPE = 0, 1
 
@@ -126,7 +151,7 @@ def input_tensors(data: bytes, source: str = "<bytes>") -> list[tuple[list[int],
 def is_softmax_quantization(dtype_name: str, scale: float, zero_point: int) -> bool:
     """True for TFLite's fixed softmax output quantization: scale 1/256, zero point 0 (uint8)
     or -128 (int8), so the 256 codes cover [0, 1)."""
-    return (
-        abs(scale * 256.0 - 1.0) < 1e-6
-        and (dtype_name, zero_point) in (("uint8", 0), ("int8", -128))
+    return abs(scale * 256.0 - 1.0) < 1e-6 and (dtype_name, zero_point) in (
+        ("uint8", 0),
+        ("int8", -128),
     )

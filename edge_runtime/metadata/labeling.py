@@ -42,9 +42,7 @@ def label_model(
     """
     from edge_runtime.classifier import EdgeClassifier
 
-    if labels is None and input_scale is None and input_offset is None and not (
-        author or license
-    ):
+    if labels is None and input_scale is None and input_offset is None and not (author or license):
         raise LabelsError(
             "Nothing to write: pass labels, an input scale, an author or a license. "
             "Received: path=" + str(path)
@@ -65,8 +63,9 @@ def label_model(
     block.setdefault("color_mode", "grayscale" if classifier.input_shape[-1] == 1 else "rgb")
     if input_scale is not None or input_offset is not None:
         block["scale"] = float(input_scale if input_scale is not None else block.get("scale", 1.0))
-        block["offset"] = float(input_offset if input_offset is not None
-                                else block.get("offset", 0.0))
+        block["offset"] = float(
+            input_offset if input_offset is not None else block.get("offset", 0.0)
+        )
     meta["input"] = block
     if labels is not None:
         meta["class_names"] = list(resolve_labels(labels, classifier.num_classes, f"path={path}"))

@@ -24,29 +24,38 @@ def read_labels(path: str | os.PathLike) -> tuple[str, ...]:
     p = Path(path)
     if not p.is_file():
         what = "is a directory" if p.is_dir() else "not found"
-        raise LabelsError(f"Labels file {what}. Pass a text file, one class name per line. "
-                          f"Received: path={p}")
+        raise LabelsError(
+            f"Labels file {what}. Pass a text file, one class name per line. Received: path={p}"
+        )
     if p.stat().st_size > MAX_LABELS_BYTES:
-        raise LabelsError(f"The labels file is over {MAX_LABELS_BYTES} bytes: not a labels file. "
-                          f"Received: path={p}")
+        raise LabelsError(
+            f"The labels file is over {MAX_LABELS_BYTES} bytes: not a labels file. "
+            f"Received: path={p}"
+        )
     try:
         text = p.read_text(encoding="utf-8-sig")  # -sig: a BOM from Windows editors goes
     except UnicodeDecodeError as err:
-        raise LabelsError(f"The labels file is not UTF-8 text ({err.reason}). Save it as UTF-8. "
-                          f"Received: path={p}") from None
+        raise LabelsError(
+            f"The labels file is not UTF-8 text ({err.reason}). Save it as UTF-8. "
+            f"Received: path={p}"
+        ) from None
     except OSError as err:
-        raise LabelsError(f"Cannot read the labels file ({err.strerror}). Received: path={p}"
-                          ) from None
+        raise LabelsError(
+            f"Cannot read the labels file ({err.strerror}). Received: path={p}"
+        ) from None
     names = [line.strip() for line in text.splitlines()]
     while names and not names[-1]:
         names.pop()
     if not names:
-        raise LabelsError(f"The labels file is empty. Write one class name per line. "
-                          f"Received: path={p}")
+        raise LabelsError(
+            f"The labels file is empty. Write one class name per line. Received: path={p}"
+        )
     if "" in names:
         line = names.index("") + 1
-        raise LabelsError(f"Line {line} of the labels file is blank: every line must name one "
-                          f"class, in output order. Received: path={p}")
+        raise LabelsError(
+            f"Line {line} of the labels file is blank: every line must name one "
+            f"class, in output order. Received: path={p}"
+        )
     return tuple(names)
 
 
@@ -61,13 +70,17 @@ def resolve_labels(labels: Labels, num_classes: int, source: str = "") -> tuple[
         if any(not n for n in names):
             raise LabelsError(f"Class names must not be empty. Received: {list(labels)[:10]}")
     else:
-        raise LabelsError("labels must be a labels file path or a sequence of class names. "
-                          f"Received: {type(labels).__name__}")
+        raise LabelsError(
+            "labels must be a labels file path or a sequence of class names. "
+            f"Received: {type(labels).__name__}"
+        )
     if len(names) != num_classes:
         hint = ""
         if len(names) == num_classes + 1 and names[0].lower() in ("background", "???"):
-            hint = (f" (line 1, {names[0]!r}, is class 0 of {len(names)}-class models: this "
-                    "model has none; remove that line)")
+            hint = (
+                f" (line 1, {names[0]!r}, is class 0 of {len(names)}-class models: this "
+                "model has none; remove that line)"
+            )
         raise LabelsError(
             f"{len(names)} class names for a model with {num_classes} outputs: give exactly one "
             f"name per output, in output-index order{hint}. Received: {given}"

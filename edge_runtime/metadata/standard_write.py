@@ -96,10 +96,15 @@ def metadata_buffer(meta: dict[str, Any]) -> bytes:
     tensor_in.name = "image"
     tensor_in.description = (
         f"An image of {shape[0]}x{shape[1]} pixels, {'grey' if channels == 1 else 'RGB'}, "
-        + (f"0-255 values scaled by {scale:.6g} and shifted by {offset:.6g}."
-           if len(set(scales)) == 1 and len(set(offsets)) == 1 else
-           "0-255 values scaled by " + ", ".join(f"{s:.6g}" for s in scales)
-           + " and shifted by " + ", ".join(f"{o:.6g}" for o in offsets) + " (per channel).")
+        + (
+            f"0-255 values scaled by {scale:.6g} and shifted by {offset:.6g}."
+            if len(set(scales)) == 1 and len(set(offsets)) == 1
+            else "0-255 values scaled by "
+            + ", ".join(f"{s:.6g}" for s in scales)
+            + " and shifted by "
+            + ", ".join(f"{o:.6g}" for o in offsets)
+            + " (per channel)."
+        )
     )
     tensor_in.content = content_in
     tensor_in.processUnits = [unit]

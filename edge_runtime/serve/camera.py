@@ -111,8 +111,12 @@ class CameraFeed:
         env = dict(os.environ, **dict(self.command.env))
         try:
             proc = subprocess.Popen(
-                self.command.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE, start_new_session=True, env=env,
+                self.command.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+                env=env,
             )
         except OSError as err:
             return False, f"cannot start {self.command.argv[0]}: {err.strerror}"

@@ -13,31 +13,46 @@ DEFAULT_CAMERA_SAVE_MAX = 100
 def add_camera_arguments(p: Any) -> None:
     """`--camera SOURCE` and its options (docs/camera.md)."""
     p.add_argument(
-        "--camera", default=None, metavar="SOURCE",
+        "--camera",
+        default=None,
+        metavar="SOURCE",
         help="classify a camera live: auto, rpicam, v4l2:/dev/videoN or cmd:COMMAND (any "
         "command writing MJPEG to stdout); docs/camera.md",
     )
     p.add_argument(
-        "--camera-fps", type=float, default=DEFAULT_CAMERA_FPS, metavar="N",
+        "--camera-fps",
+        type=float,
+        default=DEFAULT_CAMERA_FPS,
+        metavar="N",
         help=f"classify at most N frames a second (default {DEFAULT_CAMERA_FPS:g}); the others "
         "are read and dropped",
     )
     p.add_argument(
-        "--camera-size", default=None, metavar="WxH",
+        "--camera-size",
+        default=None,
+        metavar="WxH",
         help="the camera's frame size (default: the smallest usual size the model needs)",
     )
     p.add_argument(
-        "--camera-timeout", type=float, default=DEFAULT_CAMERA_TIMEOUT_S, metavar="S",
+        "--camera-timeout",
+        type=float,
+        default=DEFAULT_CAMERA_TIMEOUT_S,
+        metavar="S",
         help="restart the camera command after S seconds without a frame "
         f"(default {DEFAULT_CAMERA_TIMEOUT_S:g})",
     )
     p.add_argument(
-        "--camera-save", default=None, metavar="DIR",
+        "--camera-save",
+        default=None,
+        metavar="DIR",
         help="keep the classified frames as JPEG files in DIR (off by default: no frame is "
         "written to disk)",
     )
     p.add_argument(
-        "--camera-save-max", type=int, default=DEFAULT_CAMERA_SAVE_MAX, metavar="N",
+        "--camera-save-max",
+        type=int,
+        default=DEFAULT_CAMERA_SAVE_MAX,
+        metavar="N",
         help=f"with --camera-save: keep the newest N frames (default {DEFAULT_CAMERA_SAVE_MAX})",
     )
 

@@ -55,11 +55,15 @@ class CameraLive:
         self._event: asyncio.Event | None = None
         self._running = False
         self.feed = CameraFeed(
-            command, self.offer, self._count_bad,
-            max_frame_bytes=options.max_upload_bytes, timeout_s=options.camera_timeout_s,
+            command,
+            self.offer,
+            self._count_bad,
+            max_frame_bytes=options.max_upload_bytes,
+            timeout_s=options.camera_timeout_s,
         )
-        self._worker = threading.Thread(target=self._classify_loop, name="edgeship-camera-classify",
-                                        daemon=True)
+        self._worker = threading.Thread(
+            target=self._classify_loop, name="edgeship-camera-classify", daemon=True
+        )
 
     # --- frames in -------------------------------------------------------------------------
 
@@ -114,12 +118,22 @@ class CameraLive:
             self._buckets[bisect.bisect_left(LATENCY_BUCKETS, latency)] += 1
             self._latency_sum += latency
             self._times.append(now)
-            event = {"seq": seq, "time": time.time(), **record,
-                     "frame_latency_ms": round(latency * 1e3, 2)}
+            event = {
+                "seq": seq,
+                "time": time.time(),
+                **record,
+                "frame_latency_ms": round(latency * 1e3, 2),
+            }
             self.latest = (seq, jpeg, json.dumps(event))
         if service.options.results is not None:
-            service._append_result({"time": event["time"], "source": "camera",
-                                    "image": str(saved) if saved else None, **record})
+            service._append_result(
+                {
+                    "time": event["time"],
+                    "source": "camera",
+                    "image": str(saved) if saved else None,
+                    **record,
+                }
+            )
         if self._loop is not None:
             try:
                 self._loop.call_soon_threadsafe(self._wake)

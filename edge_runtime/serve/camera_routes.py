@@ -48,8 +48,11 @@ def camera_routes(service: Any, error: Any) -> list[Any]:
         latest = camera.latest
         if latest is None:
             return error(503, "no_frame", "No camera frame classified yet; retry in a moment.")
-        return Response(latest[1], media_type="image/jpeg",
-                        headers={"Cache-Control": "no-store", "X-Frame-Seq": str(latest[0])})
+        return Response(
+            latest[1],
+            media_type="image/jpeg",
+            headers={"Cache-Control": "no-store", "X-Frame-Seq": str(latest[0])},
+        )
 
     async def events(request):
         try:
@@ -78,7 +81,8 @@ def camera_routes(service: Any, error: Any) -> list[Any]:
                 listeners[0] -= 1
 
         return StreamingResponse(
-            stream(), media_type="text/event-stream",
+            stream(),
+            media_type="text/event-stream",
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
 

@@ -67,8 +67,22 @@ def _rpicam(size: tuple[int, int], fps: float) -> CameraCommand:
             "--camera rpicam needs rpicam-vid (sudo apt install rpicam-apps; on Bookworm "
             "and Trixie it is installed with Raspberry Pi OS). Received: --camera rpicam"
         )
-    argv = (exe, "-t", "0", "-n", "--codec", "mjpeg", "--width", str(size[0]),
-            "--height", str(size[1]), "--framerate", f"{fps:g}", "-o", "-")
+    argv = (
+        exe,
+        "-t",
+        "0",
+        "-n",
+        "--codec",
+        "mjpeg",
+        "--width",
+        str(size[0]),
+        "--height",
+        str(size[1]),
+        "--framerate",
+        f"{fps:g}",
+        "-o",
+        "-",
+    )
     return CameraCommand(argv, "rpicam", f"rpicam-vid {size[0]}x{size[1]}")
 
 
@@ -85,8 +99,25 @@ def _v4l2(device: str, size: tuple[int, int]) -> CameraCommand:
             f"--camera v4l2: reads the webcam through ffmpeg: sudo apt install ffmpeg. "
             f"Received: --camera v4l2:{device}"
         )
-    argv = (exe, "-hide_banner", "-loglevel", "error", "-f", "v4l2", "-input_format", "mjpeg",
-            "-video_size", f"{size[0]}x{size[1]}", "-i", device, "-c", "copy", "-f", "mjpeg", "-")
+    argv = (
+        exe,
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-f",
+        "v4l2",
+        "-input_format",
+        "mjpeg",
+        "-video_size",
+        f"{size[0]}x{size[1]}",
+        "-i",
+        device,
+        "-c",
+        "copy",
+        "-f",
+        "mjpeg",
+        "-",
+    )
     return CameraCommand(argv, "v4l2", f"{device} {size[0]}x{size[1]} through ffmpeg")
 
 
@@ -94,8 +125,9 @@ def _cmd(command: str, size: tuple[int, int], fps: float) -> CameraCommand:
     try:
         words = shlex.split(command)
     except ValueError as err:
-        raise CameraError(f"--camera cmd: cannot split the command ({err}). "
-                          f"Received: --camera cmd:{command}") from None
+        raise CameraError(
+            f"--camera cmd: cannot split the command ({err}). Received: --camera cmd:{command}"
+        ) from None
     if not words:
         raise CameraError("--camera cmd: needs a command. Received: --camera cmd:")
     if shutil.which(words[0]) is None:
@@ -103,8 +135,11 @@ def _cmd(command: str, size: tuple[int, int], fps: float) -> CameraCommand:
             f"--camera cmd: the command {words[0]!r} is not found on PATH. "
             f"Received: --camera cmd:{command}"
         )
-    env = (("EDGESHIP_CAMERA_WIDTH", str(size[0])), ("EDGESHIP_CAMERA_HEIGHT", str(size[1])),
-           ("EDGESHIP_CAMERA_FPS", f"{fps:g}"))
+    env = (
+        ("EDGESHIP_CAMERA_WIDTH", str(size[0])),
+        ("EDGESHIP_CAMERA_HEIGHT", str(size[1])),
+        ("EDGESHIP_CAMERA_FPS", f"{fps:g}"),
+    )
     return CameraCommand(("/bin/sh", "-c", command), "cmd", f"cmd: {command}", env)
 
 
@@ -119,8 +154,11 @@ def camera_command(source: str, size: tuple[int, int], fps: float) -> CameraComm
         raise CameraError(
             "--camera auto found no camera: no rpicam-vid on PATH (Camera Module: sudo apt "
             "install rpicam-apps) and "
-            + ("no /dev/video* (USB webcam: plug it in)" if not devices
-               else "no ffmpeg to read /dev/video* (sudo apt install ffmpeg)")
+            + (
+                "no /dev/video* (USB webcam: plug it in)"
+                if not devices
+                else "no ffmpeg to read /dev/video* (sudo apt install ffmpeg)"
+            )
             + "; leave --camera out to serve without one. Received: --camera auto"
         )
     if source == "rpicam":
@@ -130,6 +168,5 @@ def camera_command(source: str, size: tuple[int, int], fps: float) -> CameraComm
     if source.startswith("cmd:"):
         return _cmd(source.removeprefix("cmd:"), size, fps)
     raise CameraError(
-        "--camera is auto, rpicam, v4l2:/dev/videoN or cmd:COMMAND. "
-        f"Received: --camera {source}"
+        f"--camera is auto, rpicam, v4l2:/dev/videoN or cmd:COMMAND. Received: --camera {source}"
     )

@@ -162,7 +162,11 @@ def bounded_protocol(
         app = BoundedH11Protocol(**kwargs)
         app._handshaking = True
         tls = CountedTLS(
-            app.loop, app, ssl_context, None, server_side=True,
+            app.loop,
+            app,
+            ssl_context,
+            None,
+            server_side=True,
             ssl_handshake_timeout=header_timeout_s,
         )
         tls.app = app

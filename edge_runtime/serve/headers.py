@@ -120,7 +120,8 @@ class SecurityHeaders:
         async def send_with_headers(message: dict) -> None:
             if message["type"] == "http.response.start":
                 headers = [
-                    (k, v) for k, v in message.get("headers", [])
+                    (k, v)
+                    for k, v in message.get("headers", [])
                     if k.lower() not in {h for h, _ in COMMON_HEADERS}
                     and k.lower() != b"content-security-policy"
                 ]

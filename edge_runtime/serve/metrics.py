@@ -14,8 +14,22 @@ from collections import Counter
 
 # Seconds. A Pi 4 runs the int8 MLP in ~0.1 ms and a small CNN in a few ms; a photo's decode
 # can take tens of ms. The buckets cover 100 us .. 2.5 s.
-LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
-                   0.25, 0.5, 1.0, 2.5)
+LATENCY_BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 BOARD_STATE_TTL_S = 5.0  # /metrics reads the board (vcgencmd) at most this often
 
@@ -151,7 +165,9 @@ class ServeMetrics:
         ]
         for model in self._models:
             out += histogram_lines(
-                "edgeship_predict_latency_seconds", f'model="{_label(model)}"', buckets[model],
+                "edgeship_predict_latency_seconds",
+                f'model="{_label(model)}"',
+                buckets[model],
                 sums[model],
             )
         out += [

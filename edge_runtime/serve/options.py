@@ -105,11 +105,13 @@ class ServeOptions:
         """One line per secret file (TLS key, its passphrase, token file) open to others."""
         from edge_runtime.serve.tls import loose_secrets
 
-        return loose_secrets([
-            ("--tls-key", self.tls_key),
-            ("--tls-key-password-file", self.tls_key_password_file),
-            ("--token-file", self.token_file),
-        ])
+        return loose_secrets(
+            [
+                ("--tls-key", self.tls_key),
+                ("--tls-key-password-file", self.tls_key_password_file),
+                ("--token-file", self.token_file),
+            ]
+        )
 
     def _check_camera(self) -> None:
         """The --camera-* options are in range and come with --camera."""
@@ -132,8 +134,10 @@ class ServeOptions:
             raise ServeError(
                 f"--max-connections must be at least 1. Received: {self.max_connections}"
             )
-        for option, value in (("--header-timeout", self.header_timeout_s),
-                              ("--body-timeout", self.body_timeout_s)):
+        for option, value in (
+            ("--header-timeout", self.header_timeout_s),
+            ("--body-timeout", self.body_timeout_s),
+        ):
             if not value > 0:
                 raise ServeError(f"{option} must be > 0 seconds. Received: {option} {value}")
         if not self.max_inflight_mb > 0:
@@ -243,7 +247,9 @@ def add_serve_parser(sub: Any) -> None:
         help=f"address to bind (default {DEFAULT_HOST}; 0.0.0.0: the LAN, then use --token)",
     )
     p.add_argument(
-        "--port", type=int, default=DEFAULT_PORT,
+        "--port",
+        type=int,
+        default=DEFAULT_PORT,
         help=f"TCP port (default {DEFAULT_PORT}; 0: any free one)",
     )
     p.add_argument(
@@ -274,7 +280,10 @@ def add_serve_parser(sub: Any) -> None:
         "memory; docs/photos.md)",
     )
     p.add_argument(
-        "--threads", type=int, default=None, metavar="N",
+        "--threads",
+        type=int,
+        default=None,
+        metavar="N",
         help="interpreter threads per model (default: the runtime's)",
     )
     p.add_argument(
@@ -316,29 +325,46 @@ def _add_bound_arguments(p: Any) -> None:
     """The connection, upload, model, Host and Origin bounds of `serve` (docs/serve.md)."""
     max_model_option(p)
     p.add_argument(
-        "--max-connections", type=int, default=DEFAULT_MAX_CONNECTIONS, metavar="N",
+        "--max-connections",
+        type=int,
+        default=DEFAULT_MAX_CONNECTIONS,
+        metavar="N",
         help=f"connections held at once (default {DEFAULT_MAX_CONNECTIONS}, kept under "
         "`ulimit -n`); past it idle ones are closed, else 503",
     )
     p.add_argument(
-        "--header-timeout", type=float, default=DEFAULT_HEADER_TIMEOUT_S, metavar="S",
+        "--header-timeout",
+        type=float,
+        default=DEFAULT_HEADER_TIMEOUT_S,
+        metavar="S",
         help=f"seconds to send the request headers (default {DEFAULT_HEADER_TIMEOUT_S:g})",
     )
     p.add_argument(
-        "--body-timeout", type=float, default=DEFAULT_BODY_TIMEOUT_S, metavar="S",
+        "--body-timeout",
+        type=float,
+        default=DEFAULT_BODY_TIMEOUT_S,
+        metavar="S",
         help=f"seconds to send an upload (default {DEFAULT_BODY_TIMEOUT_S:g}; later: 408)",
     )
     p.add_argument(
-        "--max-inflight-mb", type=float, default=DEFAULT_MAX_INFLIGHT_MB, metavar="MB",
+        "--max-inflight-mb",
+        type=float,
+        default=DEFAULT_MAX_INFLIGHT_MB,
+        metavar="MB",
         help=f"uploads held in memory at once, all requests (default {DEFAULT_MAX_INFLIGHT_MB}; "
         "past it: 503)",
     )
     p.add_argument(
-        "--allowed-host", action="append", default=None, metavar="NAME",
+        "--allowed-host",
+        action="append",
+        default=None,
+        metavar="NAME",
         help="also answer to this Host name (repeatable; '*.example.com' patterns; '*': any)",
     )
     p.add_argument(
-        "--allow-origin", action="append", default=None, metavar="ORIGIN",
+        "--allow-origin",
+        action="append",
+        default=None,
+        metavar="ORIGIN",
         help="also take POSTs from pages of this origin, e.g. https://app.example (repeatable)",
     )
-

@@ -206,7 +206,7 @@ def build_app(service: Service):
                 hosts=allowed_hosts(service.options.host, service.options.allowed_hosts),
                 origins=service.options.allow_origins,
                 on_refused=service.metrics.error,
-            )
+            ),
         ],
         lifespan=lifespan,
     )
@@ -256,9 +256,7 @@ def run(service: Service, sock: socket.socket, *, announce: Any = None) -> None:
     )
     # Uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown, with the handlers that were
     # installed before it ran: these make that a no-op, so a stop exits 0 (systemd: success).
-    previous = {
-        sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGTERM, signal.SIGINT)
-    }
+    previous = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         asyncio.run(serve_quietly())
     finally:

@@ -72,7 +72,10 @@ def load_models(options: ServeOptions) -> dict[str, ServedModel]:
                 f"Received: {models[path.stem].classifier.path} and {path}"
             )
         clf = EdgeClassifier.load(
-            path, num_threads=options.threads, backend=options.backend, labels=options.labels,
+            path,
+            num_threads=options.threads,
+            backend=options.backend,
+            labels=options.labels,
             max_model_mb=options.max_model_mb,
         )
         clf.decode_to_size = not options.full_decode
@@ -112,9 +115,7 @@ class Service:
         """The name of the first model: the one used without ?model= and by --watch."""
         return next(iter(self.models))
 
-    def classify(
-        self, model: ServedModel, data: bytes, top_k: int
-    ) -> tuple[dict[str, Any], float]:
+    def classify(self, model: ServedModel, data: bytes, top_k: int) -> tuple[dict[str, Any], float]:
         """Decode, preprocess and classify one image's bytes (in a worker thread): the
         response record and the seconds it took."""
         from edge_runtime.image.stages import classify_photo
@@ -160,8 +161,9 @@ class Service:
             self.recent.add(record, "watch", path.name)
             outcome = record
         if self.options.results is not None:
-            self._append_result({"time": time.time(), "image": printable_name(str(path)),
-                                 **outcome})
+            self._append_result(
+                {"time": time.time(), "image": printable_name(str(path)), **outcome}
+            )
 
     def _append_result(self, line: dict[str, Any]) -> None:
         """One JSON line on --results; a failure is counted and logged, never raised."""
@@ -171,8 +173,12 @@ class Service:
                 f.write(text.encode("utf-8", "backslashreplace"))
         except OSError as err:  # disk full, folder gone, a symlink: say so, keep watching
             self.metrics.error("results_write")
-            print(f"warning: cannot append to --results ({err.strerror}). Received: "
-                  f"path={self.options.results}", file=sys.stderr, flush=True)
+            print(
+                f"warning: cannot append to --results ({err.strerror}). Received: "
+                f"path={self.options.results}",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def watch_state(self) -> str | None:
         """`ok` or `failed` (the watching thread stopped), None without --watch."""

@@ -31,8 +31,21 @@ from edge_runtime.errors import EdgeRuntimeError
 # .heic/.heif (an iPhone's photos) and .avif are taken too: read where Pillow can, else an error
 # line in --results that says what to do, not silence.
 IMAGE_SUFFIXES = frozenset(
-    {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm",
-     ".heic", ".heif", ".avif"}
+    {
+        ".png",
+        ".jpg",
+        ".jpeg",
+        ".bmp",
+        ".gif",
+        ".webp",
+        ".tif",
+        ".tiff",
+        ".ppm",
+        ".pgm",
+        ".heic",
+        ".heif",
+        ".avif",
+    }
 )
 _IN_CLOSE_WRITE = 0x00000008
 _IN_MOVED_TO = 0x00000080

@@ -16,6 +16,8 @@ from edge_runtime.errors import EdgeRuntimeError
 
 APP_PATH = "/app"
 SITE_MARKER = "models.json"  # what `deploy web` writes beside index.html
+
+
 class WebOptionError(EdgeRuntimeError):
     """--web, --tls-cert or --tls-key cannot be used as given."""
 

@@ -14,8 +14,15 @@ def _check(model: str, budget: str, limit: float, value: float | None, op: str) 
         ok, note = False, "no Keras reference to compare with"
     else:
         ok, note = (value >= limit if op == ">=" else value <= limit), None
-    return {"model": model, "budget": budget, "limit": limit, "value": value, "op": op,
-            "ok": ok, "note": note}
+    return {
+        "model": model,
+        "budget": budget,
+        "limit": limit,
+        "value": value,
+        "op": op,
+        "ok": ok,
+        "note": note,
+    }
 
 
 def check_budgets(models: list[dict], keras_accuracy: float | None, options: BenchOptions) -> dict:

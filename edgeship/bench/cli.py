@@ -76,12 +76,17 @@ def bench_command(
     no_plots: Annotated[bool, typer.Option("--no-plots", help="Skip the PNG plots.")] = False,
     test_data: Annotated[
         Path | None,
-        typer.Option(help="Your test images: a folder of class subfolders named like the "
-                     "model's classes, or an .npz with x (uint8) and y (class indices)."),
+        typer.Option(
+            help="Your test images: a folder of class subfolders named like the "
+            "model's classes, or an .npz with x (uint8) and y (class indices)."
+        ),
     ] = None,
     keras: Annotated[
-        Path | None, typer.Option(help="The Keras model to compare against (default: "
-                                  "RUN/model.keras, else the one convert recorded).")
+        Path | None,
+        typer.Option(
+            help="The Keras model to compare against (default: "
+            "RUN/model.keras, else the one convert recorded)."
+        ),
     ] = None,
     labels: Annotated[
         Path | None, typer.Option(help="Class names, one per line in output order.")
@@ -175,8 +180,11 @@ def print_summary(report: dict, console: Console, out: Path) -> None:
     keras = any(m.get("format") == "keras" for m in report["models"])
     console.print(
         f"timer overhead {timer['median_ns']:.0f} ns per measurement (median, not subtracted)"
-        + ("; Keras latency: compiled tf.function call, model.predict on its own row"
-           if keras else "")
+        + (
+            "; Keras latency: compiled tf.function call, model.predict on its own row"
+            if keras
+            else ""
+        )
     )
     for c in report["budgets"]["checks"]:
         if not c["ok"]:

@@ -42,14 +42,39 @@ def accuracy_vs_latency(models: list[dict], path: Path) -> Path:
     for i, (m, a) in enumerate(zip(models, area, strict=True)):
         color = f"C{i % 10}"
         marker = "s" if m["format"] == "keras" else "o"
-        ax.scatter(m["latency_us"]["p50"], m["accuracy"] * 100, s=a, alpha=0.5, color=color,
-                   marker=marker, edgecolors="black")
-        label = (f"{m['name']}: {m['accuracy']:.2%}, {m['size_bytes'] / 1024:,.0f} KiB, "
-                 f"{m['latency_us']['p50']:,.1f} µs")
-        handles.append(Line2D([], [], marker=marker, color=color, linestyle="", markersize=8,
-                              markeredgecolor="black", alpha=0.7, label=label))
-    ax.legend(handles=handles, fontsize=8, loc="best", title="model: accuracy, size, p50",
-              title_fontsize=8)
+        ax.scatter(
+            m["latency_us"]["p50"],
+            m["accuracy"] * 100,
+            s=a,
+            alpha=0.5,
+            color=color,
+            marker=marker,
+            edgecolors="black",
+        )
+        label = (
+            f"{m['name']}: {m['accuracy']:.2%}, {m['size_bytes'] / 1024:,.0f} KiB, "
+            f"{m['latency_us']['p50']:,.1f} µs"
+        )
+        handles.append(
+            Line2D(
+                [],
+                [],
+                marker=marker,
+                color=color,
+                linestyle="",
+                markersize=8,
+                markeredgecolor="black",
+                alpha=0.7,
+                label=label,
+            )
+        )
+    ax.legend(
+        handles=handles,
+        fontsize=8,
+        loc="best",
+        title="model: accuracy, size, p50",
+        title_fontsize=8,
+    )
     ax.set_xscale("log")
     ax.set_xlabel("batch-1 latency p50 (µs, log scale)")
     ax.set_ylabel("test accuracy (%)")
@@ -119,8 +144,15 @@ def confusion(model: dict, class_names: list[str], path: Path) -> Path:
         threshold = cm.max() / 2 if cm.size else 0
         for i in range(n):
             for j in range(n):
-                ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7,
-                        color="white" if cm[i, j] > threshold else "black")
+                ax.text(
+                    j,
+                    i,
+                    str(cm[i, j]),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if cm[i, j] > threshold else "black",
+                )
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(f"Confusion matrix: {model['name']} (accuracy {model['accuracy']:.2%})")
@@ -154,8 +186,9 @@ def prediction_grid(
         _show_image(ax, x[i])
         pred = int(probs[i].argmax())
         color = "blue" if pred == int(y[i]) else "red"
-        ax.set_xlabel(f"{class_names[pred]}\n(true: {class_names[int(y[i])]})", color=color,
-                      fontsize=9)
+        ax.set_xlabel(
+            f"{class_names[pred]}\n(true: {class_names[int(y[i])]})", color=color, fontsize=9
+        )
     fig.suptitle(f"{name}: predicted label (true label); blue = right, red = wrong")
     fig.tight_layout()
     return _save(fig, path)
@@ -184,14 +217,16 @@ def probability_grid(
         color = "blue" if pred == true else "red"
         ax.set_xlabel(
             f"{class_names[pred]} {100 * probs[i][pred]:2.0f}% ({class_names[true]})",
-            color=color, fontsize=8,
+            color=color,
+            fontsize=8,
         )
         ax = fig.add_subplot(rows, 2 * cols, 2 * i + 2)
         bars = ax.bar(range(n), probs[i][shown], color="#777777")
         ax.set_ylim(0, 1)
         ax.set_xticks(range(n))
-        ax.set_xticklabels([str(k) for k in shown], fontsize=6,
-                           rotation=90 if len(class_names) > MAX_BARS else 0)
+        ax.set_xticklabels(
+            [str(k) for k in shown], fontsize=6, rotation=90 if len(class_names) > MAX_BARS else 0
+        )
         ax.set_yticks([])
         where = {int(k): b for k, b in zip(shown, bars, strict=True)}
         where[pred].set_color("red")
@@ -236,9 +271,7 @@ def flipped_gallery(
     return _save(fig, path)
 
 
-def write_plots(
-    report: dict[str, Any], out: Path, x: np.ndarray, y: np.ndarray
-) -> list[str]:
+def write_plots(report: dict[str, Any], out: Path, x: np.ndarray, y: np.ndarray) -> list[str]:
     """Every figure for `report` into `out`; returns the file names written."""
     models = report["models"]
     if not models:
@@ -257,13 +290,23 @@ def write_plots(
     probs = focus["_probs"]
     shown = spread_indices(y, 25)
     written.append(
-        prediction_grid(focus["name"], x[shown], y[shown], probs[shown], names,
-                        out / f"predictions_{focus['name']}.png")
+        prediction_grid(
+            focus["name"],
+            x[shown],
+            y[shown],
+            probs[shown],
+            names,
+            out / f"predictions_{focus['name']}.png",
+        )
     )
     shown = spread_indices(y, 15)
     written.append(
         probability_grid(
-            focus["name"], x[shown], y[shown], probs[shown], names,
+            focus["name"],
+            x[shown],
+            y[shown],
+            probs[shown],
+            names,
             out / f"probabilities_{focus['name']}.png",
         )
     )
@@ -273,8 +316,13 @@ def write_plots(
             if flipped.get("indices"):
                 written.append(
                     flipped_gallery(
-                        m["name"], x, flipped["indices"], by_name["keras"]["_probs"],
-                        m["_probs"], names, out / f"flipped_{m['name']}.png",
+                        m["name"],
+                        x,
+                        flipped["indices"],
+                        by_name["keras"]["_probs"],
+                        m["_probs"],
+                        names,
+                        out / f"flipped_{m['name']}.png",
                     )
                 )
     return [p.name for p in written]

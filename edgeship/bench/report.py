@@ -15,11 +15,31 @@ from edge_runtime.files import atomic_write_text, make_output_dir
 from edgeship.bench.device import device_p50_text
 
 CSV_FIELDS = (
-    "name", "format", "quantization", "size_bytes", "accuracy", "agreement", "prob_diff_mean",
-    "prob_diff_max", "latency_p50_us", "latency_p90_us", "latency_p99_us", "latency_mean_us",
-    "latency_min_us", "latency_max_us", "latency_method", "throughput_ips", "load_ms",
-    "peak_rss_mb", "baseline_rss_mb", "model_rss_mb", "device_latency_p50_us",
-    "device_latency_p99_us", "device_throughput_ips", "device_peak_rss_mb", "photo_p50_us",
+    "name",
+    "format",
+    "quantization",
+    "size_bytes",
+    "accuracy",
+    "agreement",
+    "prob_diff_mean",
+    "prob_diff_max",
+    "latency_p50_us",
+    "latency_p90_us",
+    "latency_p99_us",
+    "latency_mean_us",
+    "latency_min_us",
+    "latency_max_us",
+    "latency_method",
+    "throughput_ips",
+    "load_ms",
+    "peak_rss_mb",
+    "baseline_rss_mb",
+    "model_rss_mb",
+    "device_latency_p50_us",
+    "device_latency_p99_us",
+    "device_throughput_ips",
+    "device_peak_rss_mb",
+    "photo_p50_us",
 )
 
 
@@ -97,8 +117,21 @@ def csv_text(report: dict[str, Any]) -> str:
 def table_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the summary table (shared by the terminal and Markdown)."""
     with_device = report.get("device") is not None
-    header = ["model", "quantization", "size", "accuracy", "agreement", "max Δp",
-              "p50 µs", "p90 µs", "p99 µs", "mean µs", "img/s", "load ms", "RSS MB (+model)"]
+    header = [
+        "model",
+        "quantization",
+        "size",
+        "accuracy",
+        "agreement",
+        "max Δp",
+        "p50 µs",
+        "p90 µs",
+        "p99 µs",
+        "mean µs",
+        "img/s",
+        "load ms",
+        "RSS MB (+model)",
+    ]
     with_photos = any(m.get("photo_latency_us") for m in report["models"])
     if with_device:
         header += ["device p50 µs", "device img/s"]
@@ -108,16 +141,25 @@ def table_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     for m in report["models"]:
         lat = m["latency_us"]
         rss = (
-            "-" if m.get("peak_rss_mb") is None
+            "-"
+            if m.get("peak_rss_mb") is None
             else f"{m['peak_rss_mb']:.1f} (+{m['model_rss_mb']:.1f})"
         )
         name = f"{m['name']} (tf.function)" if m["format"] == "keras" else m["name"]
         row = [
-            name, str(m["quantization"]), _kib(m["size_bytes"]), f"{m['accuracy']:.2%}",
+            name,
+            str(m["quantization"]),
+            _kib(m["size_bytes"]),
+            f"{m['accuracy']:.2%}",
             "-" if m["agreement"] is None else f"{m['agreement']:.2%}",
             _fmt(m.get("prob_diff_max"), ".4f"),
-            f"{lat['p50']:.1f}", f"{lat['p90']:.1f}", f"{lat['p99']:.1f}", f"{lat['mean']:.1f}",
-            f"{m['throughput_ips']:,.0f}", f"{m['load_ms']:.1f}", rss,
+            f"{lat['p50']:.1f}",
+            f"{lat['p90']:.1f}",
+            f"{lat['p99']:.1f}",
+            f"{lat['mean']:.1f}",
+            f"{m['throughput_ips']:,.0f}",
+            f"{m['load_ms']:.1f}",
+            rss,
         ]
         if with_device:
             dev = m.get("device") or {}
@@ -128,9 +170,21 @@ def table_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         rows.append(row)
         if m.get("latency_model_predict_us"):
             lp = m["latency_model_predict_us"]
-            extra = [f"{m['name']} (model.predict)", "", "", "", "", "",
-                     f"{lp['p50']:.1f}", f"{lp['p90']:.1f}", f"{lp['p99']:.1f}",
-                     f"{lp['mean']:.1f}", "", "", ""]
+            extra = [
+                f"{m['name']} (model.predict)",
+                "",
+                "",
+                "",
+                "",
+                "",
+                f"{lp['p50']:.1f}",
+                f"{lp['p90']:.1f}",
+                f"{lp['p99']:.1f}",
+                f"{lp['mean']:.1f}",
+                "",
+                "",
+                "",
+            ]
             rows.append(extra + (["", ""] if with_device else []) + ([""] if with_photos else []))
     return header, rows
 
@@ -160,9 +214,13 @@ def rich_table(report: dict[str, Any]):
         lat = m["latency_us"]
         name = "keras tf.fn" if m["format"] == "keras" else m["name"]
         row = [
-            name, f"{m['size_bytes'] / 1024:,.0f}", f"{m['accuracy'] * 100:.2f}",
+            name,
+            f"{m['size_bytes'] / 1024:,.0f}",
+            f"{m['accuracy'] * 100:.2f}",
             "-" if m["agreement"] is None else f"{m['agreement'] * 100:.2f}",
-            f"{lat['p50']:,.1f}", f"{lat['p99']:,.1f}", _short_count(m["throughput_ips"]),
+            f"{lat['p50']:,.1f}",
+            f"{lat['p99']:,.1f}",
+            _short_count(m["throughput_ips"]),
             _fmt(m.get("peak_rss_mb")),
         ]
         if with_device:
@@ -174,9 +232,7 @@ def rich_table(report: dict[str, Any]):
             rows.append((extra + [""] * (len(header) - len(extra)), "dim"))
     for i, h in enumerate(header):
         width = max([len(r[i]) for r, _ in rows] + [1])
-        table.add_column(
-            h, justify="left" if i == 0 else "right", no_wrap=i == 0, min_width=width
-        )
+        table.add_column(h, justify="left" if i == 0 else "right", no_wrap=i == 0, min_width=width)
     for row, style in rows:
         table.add_row(*row, style=style)
     return table
@@ -189,7 +245,9 @@ def flipped_section(report: dict[str, Any], plots: list[str]) -> list[str]:
         return []
     n = report["dataset"]["images"]
     lines = [
-        "", "## Flipped images", "",
+        "",
+        "## Flipped images",
+        "",
         f"Test images (of {n}) whose top-1 class differs from the Keras model's: "
         "(1 - agreement) x images. The gallery shows them, the surest Keras answer first, with "
         "both answers and confidences; `report.json` lists their indices (`flipped.indices`, "
@@ -257,13 +315,16 @@ def markdown(report: dict[str, Any], plots: list[str]) -> str:
     ]
     if report["models"]:
         base = ", ".join(
-            f"{m['name']} {m['baseline_rss_mb']:.1f}" for m in report["models"]
+            f"{m['name']} {m['baseline_rss_mb']:.1f}"
+            for m in report["models"]
             if m.get("baseline_rss_mb") is not None
         )
         bare = [m["bare_python_rss_mb"] for m in report["models"] if m.get("bare_python_rss_mb")]
         if base:
-            lines.append(f"- baselines after the runtime's imports (MB): {base}; the bare "
-                         f"interpreter before any import: {min(bare):.1f}-{max(bare):.1f} MB.")
+            lines.append(
+                f"- baselines after the runtime's imports (MB): {base}; the bare "
+                f"interpreter before any import: {min(bare):.1f}-{max(bare):.1f} MB."
+            )
     lines += ["", "## Per-class accuracy", ""]
     names = ds["class_names"]
     models = report["models"]
@@ -282,8 +343,10 @@ def markdown(report: dict[str, Any], plots: list[str]) -> str:
         lines.append("")
         for c in budgets["checks"]:
             mark = "ok" if c["ok"] else "**MISSED**"
-            lines.append(f"- {c['model']}: {c['budget']} = {c['value']} (limit {c['op']} "
-                         f"{c['limit']}): {mark}")
+            lines.append(
+                f"- {c['model']}: {c['budget']} = {c['value']} (limit {c['op']} "
+                f"{c['limit']}): {mark}"
+            )
     if report["failed"]:
         lines += ["", "## Models that could not be measured", ""]
         lines += [f"- `{f['path']}`: {f['error']}" for f in report["failed"]]
@@ -291,7 +354,9 @@ def markdown(report: dict[str, Any], plots: list[str]) -> str:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in report["notes"]]
     versions = ", ".join(f"{k} {v}" for k, v in host["versions"].items())
     lines += [
-        "", "## Host", "",
+        "",
+        "## Host",
+        "",
         f"- machine: {host['machine']}, CPU: {host['cpu']} ({host['cpu_count']} logical cores)",
         f"- system: {host['system']}, Python {host['python']}",
         f"- TFLite backend: {host['tflite_backend']}",

@@ -66,9 +66,7 @@ def _with_labels(meta: dict[str, Any], labels: str | None) -> dict[str, Any]:
     return {**meta, "class_names": list(names)}
 
 
-def _score(
-    models: list[dict], y: np.ndarray, num_classes: int, failed: list[dict]
-) -> list[dict]:
+def _score(models: list[dict], y: np.ndarray, num_classes: int, failed: list[dict]) -> list[dict]:
     """The models whose outputs fit the test set, with accuracy, agreement with the Keras row
     (if any) and latency statistics; the others are appended to `failed`."""
     keras = next((m for m in models if m["format"] in REFERENCE_FORMATS), None)
@@ -77,10 +75,13 @@ def _score(
     for m in models:
         outputs = m["_probs"].shape[1]
         if outputs != num_classes:
-            failed.append({
-                "name": m["name"], "path": m["path"],
-                "error": f"the model has {outputs} outputs, the test set {num_classes} classes",
-            })
+            failed.append(
+                {
+                    "name": m["name"],
+                    "path": m["path"],
+                    "error": f"the model has {outputs} outputs, the test set {num_classes} classes",
+                }
+            )
             continue
         m.update(classification_stats(m["_probs"], y, num_classes, reference))
         m["latency_us"] = latency_summary(m["latency_samples_us"] / 1e6)
@@ -193,9 +194,7 @@ def run_bench(
     models = _score(models, y, len(data.class_names), failed)
     step("measuring peak memory (one subprocess per model)")
     _add_memory_and_device(models, options, device_entries, notes)
-    keras_accuracy = next(
-        (m["accuracy"] for m in models if m["format"] in REFERENCE_FORMATS), None
-    )
+    keras_accuracy = next((m["accuracy"] for m in models if m["format"] in REFERENCE_FORMATS), None)
     backend = next((m["backend"] for m in models if m["format"] == "tflite"), None)
     report: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,

@@ -65,8 +65,15 @@ def test_photos(spec: str | os.PathLike | None) -> list[Path] | None:
     return [files[i][1] for i in order] or None
 
 
-def _dataset(name: str, x: np.ndarray, y: np.ndarray, names: Sequence[str], source: Path,
-             sha256: str, shape: tuple[int, ...]) -> Dataset:
+def _dataset(
+    name: str,
+    x: np.ndarray,
+    y: np.ndarray,
+    names: Sequence[str],
+    source: Path,
+    sha256: str,
+    shape: tuple[int, ...],
+) -> Dataset:
     return Dataset(
         name=name,
         x_train=np.empty((0, *x.shape[1:]), np.uint8),
@@ -122,8 +129,9 @@ def _from_npz(path: Path, names: Sequence[str], shape: tuple[int, ...]) -> Datas
                 )
             x, y = npz["x"], npz["y"]
     except (OSError, ValueError, EOFError) as err:
-        raise BenchError(f"Cannot read the .npz test data ({err}). Received: test_data={path}"
-                         ) from None
+        raise BenchError(
+            f"Cannot read the .npz test data ({err}). Received: test_data={path}"
+        ) from None
     if x.ndim == 3 and shape[-1] == 1:
         x = x[..., None]
     if x.dtype != np.uint8 or tuple(x.shape[1:]) != tuple(shape) or len(x) == 0:

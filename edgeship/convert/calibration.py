@@ -95,9 +95,7 @@ def _load_image(path: Path, signature: ModelSignature, resize: str = "stretch") 
             path, signature.input_shape, invert="no", max_pixels=MAX_IMAGE_PIXELS, resize=resize
         )
     except ImageError as err:
-        raise ConvertError(
-            f"Cannot use a calibration image: {err} Fix or remove it."
-        ) from None
+        raise ConvertError(f"Cannot use a calibration image: {err} Fix or remove it.") from None
 
 
 def _from_folder(

@@ -138,9 +138,13 @@ def run_convert(
 
 
 def convert_command(
-    model: Annotated[Path, typer.Argument(
-        help="Keras model (RUN/model.keras, any .keras/.h5) or PyTorch model (FILE.pt2 from "
-             "torch.export.save, or FILE.py:FUNCTION returning (model, example_args)).")],
+    model: Annotated[
+        Path,
+        typer.Argument(
+            help="Keras model (RUN/model.keras, any .keras/.h5) or PyTorch model (FILE.pt2 from "
+            "torch.export.save, or FILE.py:FUNCTION returning (model, example_args))."
+        ),
+    ],
     out: Annotated[Path, typer.Option("--out", help="Directory for model_<mode>.tflite.")],
     quantize: Annotated[
         str, typer.Option(help=f"Comma-separated modes out of {','.join(MODES)}.")
@@ -206,27 +210,34 @@ def convert_command(
     ] = None,
     resize: Annotated[
         str | None,
-        typer.Option(help="Fit photos to the input: stretch (default) or crop (center, aspect "
-                     "kept). Recorded in the metadata for bench and the runtime."),
+        typer.Option(
+            help="Fit photos to the input: stretch (default) or crop (center, aspect "
+            "kept). Recorded in the metadata for bench and the runtime."
+        ),
     ] = None,
     input_scale: Annotated[
         float | None,
-        typer.Option(help="A model edgeship did not train, normalized outside it: raw pixel p "
-                     "becomes p*S+O (1/255 for [0, 1]; 1/127.5 with offset -1 for [-1, 1])."),
+        typer.Option(
+            help="A model edgeship did not train, normalized outside it: raw pixel p "
+            "becomes p*S+O (1/255 for [0, 1]; 1/127.5 with offset -1 for [-1, 1])."
+        ),
     ] = None,
     input_offset: Annotated[
         float | None, typer.Option(help="O in p*S+O (see --input-scale); default 0.")
     ] = None,
     input_mean: Annotated[
         str | None,
-        typer.Option(help="Per-channel normalization outside the model, on pixels scaled to "
-                     "[0, 1]: (p/255 - mean) / std. R,G,B (ImageNet: 0.485,0.456,0.406).",
-                     metavar="R,G,B"),
+        typer.Option(
+            help="Per-channel normalization outside the model, on pixels scaled to "
+            "[0, 1]: (p/255 - mean) / std. R,G,B (ImageNet: 0.485,0.456,0.406).",
+            metavar="R,G,B",
+        ),
     ] = None,
     input_std: Annotated[
         str | None,
-        typer.Option(help="The std of --input-mean, R,G,B (ImageNet: 0.229,0.224,0.225).",
-                     metavar="R,G,B"),
+        typer.Option(
+            help="The std of --input-mean, R,G,B (ImageNet: 0.229,0.224,0.225).", metavar="R,G,B"
+        ),
     ] = None,
     author: Annotated[
         str | None, typer.Option(help="Author, in the standard TFLite metadata.")

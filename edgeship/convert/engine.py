@@ -186,9 +186,7 @@ def load_recipe(path: str | os.PathLike) -> Recipe:
     for i, entry in enumerate(data):
         missing = [k for k in ("regex", "operation", "algorithm_key") if k not in entry]
         if missing:
-            raise RecipeError(
-                f"--recipe entry {i} lacks {', '.join(missing)}. Received: path={p}"
-            )
+            raise RecipeError(f"--recipe entry {i} lacks {', '.join(missing)}. Received: path={p}")
     return data
 
 
@@ -230,7 +228,8 @@ def _calibrate_one_by_one(q: Any, data: dict[str, list]) -> dict:
     from ai_edge_quantizer.utils import qsv_utils
 
     calib = calibrator.Calibrator(
-        q._float_model_buffer, qsv_update_func=qsv_utils.min_max_update  # noqa: SLF001
+        q._float_model_buffer,
+        qsv_update_func=qsv_utils.min_max_update,  # noqa: SLF001
     )
     with contextlib.redirect_stderr(io.StringIO()):  # its progress bar
         calib.calibrate(data, q._recipe_manager)  # noqa: SLF001 - pinned 0.10.*
@@ -274,11 +273,10 @@ def quantize_tflite(
                 key, name = _signature(float_bytes)
                 samples = np.asarray(calibration, dtype=np.float32)
                 step = _calibration_batch(float_bytes)
-                data = [
-                    {name: samples[i : i + step]} for i in range(0, len(samples), step)
-                ]
-                result = (q.calibrate({key: data}) if step > 1
-                          else _calibrate_one_by_one(q, {key: data}))
+                data = [{name: samples[i : i + step]} for i in range(0, len(samples), step)]
+                result = (
+                    q.calibrate({key: data}) if step > 1 else _calibrate_one_by_one(q, {key: data})
+                )
             out = q.quantize(result, enable_progress_report=False)
             model_bytes = bytes(out.quantized_model)
     except ConvertError:

@@ -217,9 +217,7 @@ def search(
 ) -> FallbackResult:
     """Keep the costliest layers in float until `budget` holds on `x` (see the module doc)."""
     if not budget.given:
-        raise ConvertError(
-            "--fallback needs a budget: --min-agreement X or --max-accuracy-drop X."
-        )
+        raise ConvertError("--fallback needs a budget: --min-agreement X or --max-accuracy-drop X.")
     if budget.max_accuracy_drop is not None and labels is None:
         raise ConvertError(
             "--max-accuracy-drop needs labelled data: an edgeship run (model.json) or "

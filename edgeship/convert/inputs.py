@@ -123,12 +123,20 @@ def prepare_inputs(
     calibration: CalibrationData | None = None
     if calibration_data is not None:
         calibration = load_calibration_data(
-            calibration_data, signature, calibration_samples, resize=resize,
+            calibration_data,
+            signature,
+            calibration_samples,
+            resize=resize,
             class_names=class_names,
         )
     if meta is not None:
         return _own_inputs(
-            model_path, signature, meta, calibration, needs_calibration, calibration_samples,
+            model_path,
+            signature,
+            meta,
+            calibration,
+            needs_calibration,
+            calibration_samples,
             verify_samples,
         )
     if calibration is None and needs_calibration:

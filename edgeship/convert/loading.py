@@ -122,6 +122,7 @@ def in_float32(model):
     guide) rebuilt to compute in float32 with the same weights (its variables are float32
     already); any other model unchanged. TFLite cannot convert its float16 graph, and every
     mode is float32 at heart (float16 mode is a storage format)."""
+
     def layers(m):
         for layer in getattr(m, "layers", []):
             yield layer
@@ -184,4 +185,3 @@ def model_signature(model) -> ModelSignature:
 
     # One output unit is a binary classifier (a sigmoid): two classes, as edge_runtime reads it.
     return ModelSignature(tuple(int(d) for d in in_shape[1:]), class_count(int(out_shape[1])))
-

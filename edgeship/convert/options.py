@@ -179,8 +179,9 @@ def _pixel_scaling(
     given = {"input_scale": input_scale, "input_offset": input_offset}
     for name, value in given.items():
         if value is not None and not math.isfinite(value):
-            raise ConvertError(f"--{name.replace('_', '-')} must be a finite number. "
-                               f"Received: {name}={value}")
+            raise ConvertError(
+                f"--{name.replace('_', '-')} must be a finite number. Received: {name}={value}"
+            )
     if input_scale == 0:
         raise ConvertError("--input-scale must not be 0. Received: input_scale=0")
     if meta is not None and (input_scale is not None or input_offset is not None):
@@ -189,8 +190,10 @@ def _pixel_scaling(
             f"Leave out --input-scale/--input-offset. Received: input_scale={input_scale}, "
             f"input_offset={input_offset}"
         )
-    return (1.0 if input_scale is None else float(input_scale),
-            0.0 if input_offset is None else float(input_offset))
+    return (
+        1.0 if input_scale is None else float(input_scale),
+        0.0 if input_offset is None else float(input_offset),
+    )
 
 
 def input_settings(

@@ -51,8 +51,15 @@ _WEIGHT_ONLY_INT8 = {
 
 # The ops with weights that ai-edge-quantizer's weight-only config takes.
 _WEIGHTED_OPS = frozenset(
-    {"FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV", "BATCH_MATMUL",
-     "EMBEDDING_LOOKUP", "CONV_3D"}
+    {
+        "FULLY_CONNECTED",
+        "CONV_2D",
+        "DEPTHWISE_CONV_2D",
+        "TRANSPOSE_CONV",
+        "BATCH_MATMUL",
+        "EMBEDDING_LOOKUP",
+        "CONV_3D",
+    }
 )
 
 
@@ -60,8 +67,7 @@ def check_precision(precision: str) -> str:
     """`precision` if it is one of `PRECISIONS`, else `ConvertError`."""
     if precision not in PRECISIONS:
         raise ConvertError(
-            f"--fallback-precision must be one of {', '.join(PRECISIONS)}. "
-            f"Received: {precision!r}"
+            f"--fallback-precision must be one of {', '.join(PRECISIONS)}. Received: {precision!r}"
         )
     return precision
 

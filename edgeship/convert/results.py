@@ -127,8 +127,6 @@ class ConvertReport:
             "calibration": {"samples": self.calibration_samples, "source": self.calibration_source},
             "min_agreement": self.min_agreement,
             "max_accuracy_drop": self.max_accuracy_drop,
-            "layer_reports": {
-                lr.mode: [str(p) for p in lr.files] for lr in self.layer_reports
-            },
+            "layer_reports": {lr.mode: [str(p) for p in lr.files] for lr in self.layer_reports},
             "modes": [r.to_dict() for r in self.results],
         }

@@ -90,13 +90,29 @@ def convert_model(
     `ConvertError` before anything is written.
     """
     options = dict(
-        modes=modes, calibration_samples=calibration_samples,
-        calibration_data=calibration_data, int8_io=int8_io, min_agreement=min_agreement,
-        verify_samples=verify_samples, progress=progress, max_accuracy_drop=max_accuracy_drop,
-        layer_report=layer_report, fallback=fallback, fallback_max_layers=fallback_max_layers,
-        class_names=class_names, labels=labels, resize=resize, input_scale=input_scale,
-        input_offset=input_offset, input_mean=input_mean, input_std=input_std, author=author,
-        license=license, engine=engine, recipe=recipe, fallback_precision=fallback_precision,
+        modes=modes,
+        calibration_samples=calibration_samples,
+        calibration_data=calibration_data,
+        int8_io=int8_io,
+        min_agreement=min_agreement,
+        verify_samples=verify_samples,
+        progress=progress,
+        max_accuracy_drop=max_accuracy_drop,
+        layer_report=layer_report,
+        fallback=fallback,
+        fallback_max_layers=fallback_max_layers,
+        class_names=class_names,
+        labels=labels,
+        resize=resize,
+        input_scale=input_scale,
+        input_offset=input_offset,
+        input_mean=input_mean,
+        input_std=input_std,
+        author=author,
+        license=license,
+        engine=engine,
+        recipe=recipe,
+        fallback_precision=fallback_precision,
     )
     _check_early(out_dir, **options)
     if split_torch_spec(model_path) is not None:  # FILE.pt2 or FILE.py:FUNCTION
@@ -197,11 +213,21 @@ def convert_source(
     """
     mode_list = parse_modes(modes)
     budget = _check_early(
-        out_dir, modes=modes, calibration_samples=calibration_samples,
-        calibration_data=calibration_data, int8_io=int8_io, min_agreement=min_agreement,
-        verify_samples=verify_samples, max_accuracy_drop=max_accuracy_drop,
-        layer_report=layer_report, fallback=fallback, fallback_max_layers=fallback_max_layers,
-        resize=resize, engine=engine, recipe=recipe, fallback_precision=fallback_precision,
+        out_dir,
+        modes=modes,
+        calibration_samples=calibration_samples,
+        calibration_data=calibration_data,
+        int8_io=int8_io,
+        min_agreement=min_agreement,
+        verify_samples=verify_samples,
+        max_accuracy_drop=max_accuracy_drop,
+        layer_report=layer_report,
+        fallback=fallback,
+        fallback_max_layers=fallback_max_layers,
+        resize=resize,
+        engine=engine,
+        recipe=recipe,
+        fallback_precision=fallback_precision,
     )
     user_recipe = load_recipe(recipe) if recipe is not None else None
     if user_recipe is not None:
@@ -213,8 +239,15 @@ def convert_source(
     names = resolve_class_names(class_names, labels, signature.num_classes)
     meta = read_run_metadata(model_path)
     resize, pixel_scaling = input_settings(
-        model_path, signature, meta, names, resize, input_scale, input_offset,
-        input_mean, input_std,
+        model_path,
+        signature,
+        meta,
+        names,
+        resize,
+        input_scale,
+        input_offset,
+        input_mean,
+        input_std,
     )
     inputs = prepare_inputs(
         model_path,
@@ -259,9 +292,7 @@ def convert_source(
             progress(mode, "convert", None)
         path = out / tflite_name(mode)
         started = time.perf_counter()
-        made = make_mode(
-            source, mode, engines.get(mode, "converter"), inputs, int8_io, user_recipe
-        )
+        made = make_mode(source, mode, engines.get(mode, "converter"), inputs, int8_io, user_recipe)
         if isinstance(made, ModeResult):
             result = made
         else:

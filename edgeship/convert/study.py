@@ -311,16 +311,27 @@ def study_mode(
     if fallback and result.missed_budget and study.quantizer is None:
         result = ModeResult(
             mode,
-            error=f"--fallback cannot keep layers of this {mode} model in float "
-            f"({study.problem})",
+            error=f"--fallback cannot keep layers of this {mode} model in float ({study.problem})",
             hint="Try float16 or dynamic, or loosen the budget.",
         )
     elif fallback and result.missed_budget:
         if progress:
             progress(mode, "fallback", None)
         result = _fallback_one(
-            started, study, export_dir, path, base_meta, inputs, keras_probs, keras_fn,
-            budget, max_float_layers, float32_size, progress, len(plain), precision,
+            started,
+            study,
+            export_dir,
+            path,
+            base_meta,
+            inputs,
+            keras_probs,
+            keras_fn,
+            budget,
+            max_float_layers,
+            float32_size,
+            progress,
+            len(plain),
+            precision,
         )
     report = None
     if layer_report:

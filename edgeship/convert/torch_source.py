@@ -114,8 +114,12 @@ def _quiet() -> Any:
     previous = logging.root.manager.disable
     logging.disable(logging.CRITICAL)
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
-                contextlib.redirect_stderr(io.StringIO()), captured_stderr() as lines:
+        with (
+            warnings.catch_warnings(),
+            contextlib.redirect_stdout(io.StringIO()),
+            contextlib.redirect_stderr(io.StringIO()),
+            captured_stderr() as lines,
+        ):
             warnings.simplefilter("ignore")
             yield lines
     finally:
@@ -147,7 +151,7 @@ class _Singles:
 
         if len(x) == 1:
             return self.module(x)
-        return torch.cat([self.module(x[i:i + 1]) for i in range(len(x))])
+        return torch.cat([self.module(x[i : i + 1]) for i in range(len(x))])
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.module, name)
@@ -213,8 +217,7 @@ def _load_factory(torch, p: Path, function: str):
         ) from None
     finally:
         sys.modules.pop(name, None)
-    if (not isinstance(made, tuple) or len(made) != 2
-            or not isinstance(made[0], torch.nn.Module)):
+    if not isinstance(made, tuple) or len(made) != 2 or not isinstance(made[0], torch.nn.Module):
         raise ConvertError(
             f"{p.name}:{function} must return (model, example_args): a torch.nn.Module and a "
             f"tuple of example inputs. Received: {type(made).__name__}"
@@ -264,7 +267,8 @@ def torch_probabilities(module: Any, x: np.ndarray, logits: bool | None = None) 
     with torch.inference_mode():
         for i in range(0, len(x), REFERENCE_BATCH):
             nchw = np.ascontiguousarray(
-                np.asarray(x[i:i + REFERENCE_BATCH], np.float32).transpose(0, 3, 1, 2))
+                np.asarray(x[i : i + REFERENCE_BATCH], np.float32).transpose(0, 3, 1, 2)
+            )
             batches.append(module(torch.from_numpy(nchw)).numpy())
     scores = np.concatenate(batches) if batches else np.zeros((0, 0), np.float32)
     probabilities = None if logits is None else not logits
@@ -327,7 +331,8 @@ def torch_source(model: str | os.PathLike) -> ModelSource:
         return torch_probabilities(module, x, logits)
 
     layers = tuple(
-        name for name, m in raw.named_modules()
+        name
+        for name, m in raw.named_modules()
         if name and not name.startswith("_") and not list(m.children())
     )
     return ModelSource(

@@ -162,7 +162,9 @@ def _ssh_options(
     from edgeship.deploy.pi.ssh import SshOptions
 
     return SshOptions(
-        identity=identity, known_hosts=known_hosts, config=ssh_config,
+        identity=identity,
+        known_hosts=known_hosts,
+        config=ssh_config,
         connect_timeout=connect_timeout,
     )
 
@@ -390,8 +392,12 @@ def status_command(
 
 
 def _inventory_status(
-    inventory: Path, limit: str | None, known_hosts: Path | None, identity: Path | None,
-    connect_timeout: int, as_json: bool,
+    inventory: Path,
+    limit: str | None,
+    known_hosts: Path | None,
+    identity: Path | None,
+    connect_timeout: int,
+    as_json: bool,
 ) -> None:
     """`deploy status --inventory`: every host through Ansible (edgeship/deploy/fleet/status.py); an
     unreachable host is a row saying why, and then exit 1."""
@@ -402,13 +408,20 @@ def _inventory_status(
     from edgeship.deploy.pi.service import status_lines
 
     found = inventory_status(
-        inventory, limit, known_hosts=known_hosts, identity=identity,
+        inventory,
+        limit,
+        known_hosts=known_hosts,
+        identity=identity,
         connect_timeout=connect_timeout,
     )
     for h in found:
         if as_json:
-            typer.echo(json.dumps({"host": h.host, "unreachable": h.unreachable, "error": h.error}
-                                  | (h.data or {})))
+            typer.echo(
+                json.dumps(
+                    {"host": h.host, "unreachable": h.unreachable, "error": h.error}
+                    | (h.data or {})
+                )
+            )
         elif h.data is not None:
             typer.echo("\n".join(status_lines(h.host, h.data)))
         else:

@@ -25,14 +25,16 @@ def train_command(
         int | None,
         typer.Option(
             help="Epochs (default: "
-            + ", ".join(f"{n} for {m}" for m, n in DEFAULT_EPOCHS.items()) + ")."
+            + ", ".join(f"{n} for {m}" for m, n in DEFAULT_EPOCHS.items())
+            + ")."
         ),
     ] = None,
     batch_size: Annotated[
         int | None,
         typer.Option(
             help="Batch size (default: "
-            + ", ".join(f"{n} for {m}" for m, n in DEFAULT_BATCH_SIZE.items()) + ")."
+            + ", ".join(f"{n} for {m}" for m, n in DEFAULT_BATCH_SIZE.items())
+            + ")."
         ),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed for weights, shuffling and --limit.")] = 0,

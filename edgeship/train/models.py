@@ -141,9 +141,7 @@ PARAMETERS = {
 }
 
 
-def build_model(
-    name: str, input_shape: tuple[int, int, int], num_classes: int, **params: int
-):
+def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int, **params: int):
     """Build and compile the named architecture (adam, sparse categorical cross-entropy);
     `params` (see PARAMETERS) size it."""
     if name not in MODELS:

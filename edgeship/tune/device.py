@@ -68,11 +68,14 @@ class Device:
 
         try:
             return SshTarget.parse(self.spec), SshOptions(
-                identity=self.identity, known_hosts=self.known_hosts,
-                connect_timeout=self.connect_timeout)
+                identity=self.identity,
+                known_hosts=self.known_hosts,
+                connect_timeout=self.connect_timeout,
+            )
         except DeployError as err:
-            raise TuneError(f"--device must be local or USER@HOST[:PORT] with a usable key: "
-                            f"{err}") from None
+            raise TuneError(
+                f"--device must be local or USER@HOST[:PORT] with a usable key: {err}"
+            ) from None
 
     @property
     def is_local(self) -> bool:
@@ -86,8 +89,18 @@ class Device:
         return self._ssh(models, workdir)
 
     def _local(self, model: Path) -> Measurement:
-        cmd = [sys.executable, "-m", "edge_runtime", "bench", str(model), "--json",
-               "--runs", str(BENCH_RUNS), "--warmup", str(BENCH_WARMUP)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "edge_runtime",
+            "bench",
+            str(model),
+            "--json",
+            "--runs",
+            str(BENCH_RUNS),
+            "--warmup",
+            str(BENCH_WARMUP),
+        ]
         if self.threads:
             cmd += ["--threads", str(self.threads)]
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -116,8 +129,14 @@ class Device:
         try:
             build_bundle(upload, bundle, models=[n.removesuffix(".tflite") for n in names])
             pushed = push_bundle(
-                bundle, [target], options, remote_dir=self.remote_dir, bench=True, results=results,
-                keep=1, bench_threads=str(self.threads) if self.threads else None,
+                bundle,
+                [target],
+                options,
+                remote_dir=self.remote_dir,
+                bench=True,
+                results=results,
+                keep=1,
+                bench_threads=str(self.threads) if self.threads else None,
             )[0]
         except DeployError as err:
             raise DeviceError(str(err).splitlines()[0]) from None

@@ -13,9 +13,26 @@ from typing import Any
 from edge_runtime.files import atomic_path, atomic_write_text
 from edgeship.tune.errors import NoFeasibleTrialError
 
-COLUMNS = ("trial", "state", "family", "width", "filters", "depth", "resolution",
-           "quantization", "epochs", "accuracy", "size_kb", "p50_us", "p99_us", "peak_rss_mb",
-           "feasible", "violations", "worker", "error")
+COLUMNS = (
+    "trial",
+    "state",
+    "family",
+    "width",
+    "filters",
+    "depth",
+    "resolution",
+    "quantization",
+    "epochs",
+    "accuracy",
+    "size_kb",
+    "p50_us",
+    "p99_us",
+    "peak_rss_mb",
+    "feasible",
+    "violations",
+    "worker",
+    "error",
+)
 
 
 def _complete(study) -> list:
@@ -38,8 +55,9 @@ def pareto_front(trials: list) -> list:
     front = []
     for t in trials:
         a = key(t)
-        if not any(all(x >= y for x, y in zip(key(o), a, strict=True)) and key(o) != a
-                   for o in trials):
+        if not any(
+            all(x >= y for x, y in zip(key(o), a, strict=True)) and key(o) != a for o in trials
+        ):
             front.append(t)
     return sorted(front, key=lambda t: -t.value)
 
@@ -87,9 +105,11 @@ def misses(study, n: int = 3) -> list[str]:
     out = []
     for t in sorted(_complete(study), key=excess)[:n]:
         row = _row(t)
-        out.append(f"trial {t.number} ({row['family']}, {row['quantization']}, acc "
-                   f"{row['accuracy']}, {row['size_kb']} KiB, p50 {row['p50_us']} us) missed "
-                   f"{row['violations']}")
+        out.append(
+            f"trial {t.number} ({row['family']}, {row['quantization']}, acc "
+            f"{row['accuracy']}, {row['size_kb']} KiB, p50 {row['p50_us']} us) missed "
+            f"{row['violations']}"
+        )
     return out
 
 
@@ -120,9 +140,16 @@ def write_front_png(study, out: Path) -> Path | None:
     for ok, color, label in ((True, "tab:green", "feasible"), (False, "tab:red", "infeasible")):
         pts = [t for t in trials if (t.number in good) == ok]
         if pts:
-            ax.scatter([t.user_attrs["p50_us"] for t in pts], [t.value for t in pts],
-                       s=[max(8.0, t.user_attrs["size_bytes"] / 1024) for t in pts],
-                       c=color, alpha=0.6, label=label, edgecolors="black", linewidths=0.5)
+            ax.scatter(
+                [t.user_attrs["p50_us"] for t in pts],
+                [t.value for t in pts],
+                s=[max(8.0, t.user_attrs["size_bytes"] / 1024) for t in pts],
+                c=color,
+                alpha=0.6,
+                label=label,
+                edgecolors="black",
+                linewidths=0.5,
+            )
     front = pareto_front([t for t in trials if t.number in good])
     if front:
         xs = sorted((t.user_attrs["p50_us"], t.value) for t in front)
@@ -143,27 +170,46 @@ def write_front_png(study, out: Path) -> Path | None:
 def write_report_md(study, out: Path, budgets, device: str, chosen, test_acc) -> Path:
     """TUNE/report.md: the budgets, the Pareto front, the chosen trial and why."""
     good = feasible_trials(study)
-    lines = ["# edgeship tune", "", f"Study `{study.study_name}`, device `{device}`: "
-             f"{len(study.get_trials(deepcopy=False))} trials, {len(_complete(study))} complete, "
-             f"{len(good)} within the budgets.", "", "Budgets: " + (", ".join(
-                 f"{k} {v}" for k, v in vars(budgets).items() if v is not None) or "none"), ""]
-    lines += ["## Pareto front (feasible trials: accuracy, p50, size)", "",
-              "| trial | family | size | res | quant | epochs | val acc | KiB | p50 µs | p99 µs "
-              "| RSS MB |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# edgeship tune",
+        "",
+        f"Study `{study.study_name}`, device `{device}`: "
+        f"{len(study.get_trials(deepcopy=False))} trials, {len(_complete(study))} complete, "
+        f"{len(good)} within the budgets.",
+        "",
+        "Budgets: "
+        + (", ".join(f"{k} {v}" for k, v in vars(budgets).items() if v is not None) or "none"),
+        "",
+    ]
+    lines += [
+        "## Pareto front (feasible trials: accuracy, p50, size)",
+        "",
+        "| trial | family | size | res | quant | epochs | val acc | KiB | p50 µs | p99 µs "
+        "| RSS MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for t in pareto_front(good):
         r = _row(t)
         size = r["width"] or (f"{r['filters']}" + (f"x{r['depth']}" if r["depth"] else ""))
-        lines.append(f"| {r['trial']} | {r['family']} | {size} | {r['resolution']} | "
-                     f"{r['quantization']} | {r['epochs']} | {r['accuracy']} | {r['size_kb']} | "
-                     f"{r['p50_us']} | {r['p99_us']} | {r['peak_rss_mb']} |")
+        lines.append(
+            f"| {r['trial']} | {r['family']} | {size} | {r['resolution']} | "
+            f"{r['quantization']} | {r['epochs']} | {r['accuracy']} | {r['size_kb']} | "
+            f"{r['p50_us']} | {r['p99_us']} | {r['peak_rss_mb']} |"
+        )
     lines.append("")
     if chosen is None:
         lines += ["## No trial met every budget", "", *[f"- {m}" for m in misses(study)]]
     else:
-        lines += ["## Chosen", "", f"Trial {chosen.number}: the most accurate of the "
-                  f"{len(good)} feasible trials (validation accuracy {chosen.value:.4f}; test "
-                  f"accuracy {test_acc:.4f}, measured once after the search). Its run folder is "
-                  "`best/`.", "", "Parameters: `" + json.dumps(chosen.params) + "`"]
+        lines += [
+            "## Chosen",
+            "",
+            f"Trial {chosen.number}: the most accurate of the "
+            f"{len(good)} feasible trials (validation accuracy {chosen.value:.4f}; test "
+            f"accuracy {test_acc:.4f}, measured once after the search). Its run folder is "
+            "`best/`.",
+            "",
+            "Parameters: `" + json.dumps(chosen.params) + "`",
+        ]
     path = out / "report.md"
     atomic_write_text(path, "\n".join(lines) + "\n")
     return path
@@ -186,13 +232,20 @@ def write_best(chosen, out: Path, rebuild) -> tuple[Path, float]:
     meta_path = tmp / "model.json"
     meta = json.loads(meta_path.read_text())
     tflite = next(tmp.glob("model_*.tflite"))
-    data = load_dataset(meta["dataset"]["source"] if meta["dataset"]["name"] != "fashion-mnist"
-                        else "fashion-mnist")
+    data = load_dataset(
+        meta["dataset"]["source"] if meta["dataset"]["name"] != "fashion-mnist" else "fashion-mnist"
+    )
     test_acc = round(tflite_accuracy(tflite, data.x_test, data.y_test), 6)
-    meta["tune"] = {**meta.get("tune", {}), "trial": chosen.number,
-                    "validation_accuracy": chosen.value, "test_accuracy": test_acc,
-                    "p50_us": chosen.user_attrs["p50_us"], "p99_us": chosen.user_attrs["p99_us"],
-                    "peak_rss_mb": chosen.user_attrs["peak_rss_mb"], "model_file": tflite.name}
+    meta["tune"] = {
+        **meta.get("tune", {}),
+        "trial": chosen.number,
+        "validation_accuracy": chosen.value,
+        "test_accuracy": test_acc,
+        "p50_us": chosen.user_attrs["p50_us"],
+        "p99_us": chosen.user_attrs["p99_us"],
+        "peak_rss_mb": chosen.user_attrs["peak_rss_mb"],
+        "model_file": tflite.name,
+    }
     meta_path.write_text(json.dumps(meta, indent=2) + "\n")
     for _ in range(3):
         shutil.rmtree(best, ignore_errors=True)
@@ -216,5 +269,7 @@ def write_outputs(study, out: Path, budgets, device: str, rebuild) -> dict[str, 
         closest = misses(study)
         raise NoFeasibleTrialError(
             "No trial met every budget; loosen a budget or search more (--trials). Closest: "
-            + (" | ".join(closest) or "none completed") + f". Received: {out / 'trials.csv'}")
+            + (" | ".join(closest) or "none completed")
+            + f". Received: {out / 'trials.csv'}"
+        )
     return {"chosen": chosen, "best": best, "test_accuracy": test_acc}

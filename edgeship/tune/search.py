@@ -83,8 +83,10 @@ class TuneOptions:
     def __post_init__(self) -> None:
         for name in ("trials", "max_failures"):
             if getattr(self, name) < 1:
-                raise TuneError(f"--{name.replace('_', '-')} must be at least 1. "
-                                f"Received: {getattr(self, name)}")
+                raise TuneError(
+                    f"--{name.replace('_', '-')} must be at least 1. "
+                    f"Received: {getattr(self, name)}"
+                )
         if self.per_upload is not None and self.per_upload < 1:
             raise TuneError(f"--per-upload must be at least 1. Received: {self.per_upload}")
         if self.limit is not None and self.limit < 20:
@@ -167,8 +169,12 @@ def _started(study) -> int:
     """Trials of the study that count toward --trials: every one finished or running."""
     from optuna.trial import TrialState
 
-    return len(study.get_trials(deepcopy=False, states=(
-        TrialState.COMPLETE, TrialState.FAIL, TrialState.RUNNING, TrialState.PRUNED)))
+    return len(
+        study.get_trials(
+            deepcopy=False,
+            states=(TrialState.COMPLETE, TrialState.FAIL, TrialState.RUNNING, TrialState.PRUNED),
+        )
+    )
 
 
 def run_search(
@@ -196,8 +202,7 @@ def run_search(
     study = open_study(options)
     with contextlib.suppress(Exception):
         study.set_user_attr("space", space.to_dict())
-    train_part, validation = split_validation(data, VALIDATION_FRACTION, SPLIT_SEED,
-                                              options.limit)
+    train_part, validation = split_validation(data, VALIDATION_FRACTION, SPLIT_SEED, options.limit)
     workdir = options.out / "trials"
     started_at = time.monotonic()
     failures_in_a_row = 0
@@ -210,8 +215,9 @@ def run_search(
             break
         asked = [study.ask() for _ in range(min(options.batch, room))]
         try:
-            built, measured, error = _run_batch(study, asked, options, space, train_part,
-                                                validation, workdir)
+            built, measured, error = _run_batch(
+                study, asked, options, space, train_part, validation, workdir
+            )
         except BaseException:  # a second Ctrl-C, a crash: no trial left "running" forever
             for trial in asked:
                 with contextlib.suppress(Exception):
@@ -223,9 +229,15 @@ def run_search(
             last_error = error
         elif built:
             failures_in_a_row = 0
-        say({"event": "trial", "done": _started(study), "total": options.trials,
-             "best": best_feasible_accuracy(study),
-             "last_p50_us": measured[built[-1][1].tflite].p50_us if measured else None})
+        say(
+            {
+                "event": "trial",
+                "done": _started(study),
+                "total": options.trials,
+                "best": best_feasible_accuracy(study),
+                "last_p50_us": measured[built[-1][1].tflite].p50_us if measured else None,
+            }
+        )
         if failures_in_a_row >= options.max_failures:
             from edgeship.tune.report import write_trials_csv
 
@@ -247,9 +259,14 @@ def _run_batch(study, asked, options, space, train_part, validation, workdir):
         params = suggest(trial, space)
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         try:
-            cand = build_candidate(params, train_part, validation,
-                                   workdir / f"{trial.number:04d}", seed=options.seed,
-                                   batch_size=space.batch_size)
+            cand = build_candidate(
+                params,
+                train_part,
+                validation,
+                workdir / f"{trial.number:04d}",
+                seed=options.seed,
+                batch_size=space.batch_size,
+            )
         except EdgeshipError as err:
             trial.set_user_attr("error", f"build: {err}")
             study.tell(trial, state=TrialState.FAIL)

@@ -25,8 +25,9 @@ def default_resolutions(height: int) -> tuple[int, ...]:
     """The input sizes tried for images `height` pixels high: it, ~85 % and ~70 % of it."""
     if height == 28:
         return (28, 24, 20)
-    return tuple(sorted({height, max(8, round(height * 0.85)), max(8, round(height * 0.7))},
-                        reverse=True))
+    return tuple(
+        sorted({height, max(8, round(height * 0.85)), max(8, round(height * 0.7))}, reverse=True)
+    )
 
 
 @dataclass(frozen=True)
@@ -64,8 +65,9 @@ class SearchSpace:
                 f"Received: {self.epochs!r}"
             )
         if not isinstance(self.batch_size, int) or not 1 <= self.batch_size <= 65536:
-            raise TuneError(f"The space's `batch_size` is a positive integer. "
-                            f"Received: {self.batch_size!r}")
+            raise TuneError(
+                f"The space's `batch_size` is a positive integer. Received: {self.batch_size!r}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-friendly dict (what the study records)."""
@@ -88,8 +90,10 @@ def _check_choices(name: str, values: Any, allowed: tuple[str, ...]) -> None:
 
 
 def _check_ints(name: str, values: Any, lo: int, hi: int) -> None:
-    ok = isinstance(values, tuple) and values and all(
-        isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi for v in values
+    ok = (
+        isinstance(values, tuple)
+        and values
+        and all(isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi for v in values)
     )
     if not ok:
         raise TuneError(
@@ -114,12 +118,15 @@ def default_space(image_height: int) -> SearchSpace:
 def space_from_dict(data: Any, image_height: int, where: str = "--space") -> SearchSpace:
     """A space from a mapping: the keys given replace the defaults'."""
     if not isinstance(data, dict):
-        raise TuneError(f"{where} must hold a mapping of {', '.join(KEYS)}. "
-                        f"Received: {type(data).__name__}")
+        raise TuneError(
+            f"{where} must hold a mapping of {', '.join(KEYS)}. Received: {type(data).__name__}"
+        )
     unknown = sorted(set(data) - set(KEYS))
     if unknown:
-        raise TuneError(f"{where} has unknown keys {', '.join(map(str, unknown))}; the keys are "
-                        f"{', '.join(KEYS)}. Received: {sorted(map(str, data))}")
+        raise TuneError(
+            f"{where} has unknown keys {', '.join(map(str, unknown))}; the keys are "
+            f"{', '.join(KEYS)}. Received: {sorted(map(str, data))}"
+        )
     base = default_space(image_height).to_dict()
     for family in FAMILIES:  # a family's sizes may be given in part
         if isinstance(data.get(family), dict):
@@ -134,8 +141,9 @@ def load_space(path: str | os.PathLike, image_height: int) -> SearchSpace:
     try:
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
-        raise TuneError(f"Cannot read the --space file ({type(err).__name__}). "
-                        f"Received: path={p}") from None
+        raise TuneError(
+            f"Cannot read the --space file ({type(err).__name__}). Received: path={p}"
+        ) from None
     try:
         if p.suffix.lower() == ".json":
             data = json.loads(text)
@@ -145,8 +153,10 @@ def load_space(path: str | os.PathLike, image_height: int) -> SearchSpace:
             data = yaml.safe_load(text)
     except (ValueError, ImportError) as err:
         line = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise TuneError(f"The --space file is not valid {'JSON' if p.suffix == '.json' else 'YAML'}"
-                        f" ({line}). Received: path={p}") from None
+        raise TuneError(
+            f"The --space file is not valid {'JSON' if p.suffix == '.json' else 'YAML'}"
+            f" ({line}). Received: path={p}"
+        ) from None
     except Exception as err:  # yaml.YAMLError and its kin
         line = " ".join(str(err).split())[:200]
         raise TuneError(

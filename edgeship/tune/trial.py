@@ -40,11 +40,18 @@ def split_validation(data: Dataset, fraction: float, seed: int, limit: int | Non
         order = order[:limit]
     n_val = max(1, int(round(len(order) * fraction)))
     if n_val >= len(order):
-        raise TuneError(f"Too few training images to carve a validation split. "
-                        f"Received: {len(order)} images, fraction={fraction}")
+        raise TuneError(
+            f"Too few training images to carve a validation split. "
+            f"Received: {len(order)} images, fraction={fraction}"
+        )
     fit, val = np.sort(order[:-n_val]), np.sort(order[-n_val:])
-    train_part = replace(data, x_train=data.x_train[fit], y_train=data.y_train[fit],
-                         x_test=data.x_train[val], y_test=data.y_train[val])
+    train_part = replace(
+        data,
+        x_train=data.x_train[fit],
+        y_train=data.y_train[fit],
+        x_test=data.x_train[val],
+        y_test=data.y_train[val],
+    )
     return train_part, (data.x_train[val], data.y_train[val])
 
 
@@ -130,9 +137,8 @@ def rebuild_trial(options, params: dict[str, Any], folder: Path) -> Candidate:
 
     data = load_dataset(options.dataset, options.data_dir)
     height = data.image_shape[0]
-    space = (load_space(options.space_file, height) if options.space_file
-             else default_space(height))
-    train_part, validation = split_validation(data, VALIDATION_FRACTION, SPLIT_SEED,
-                                              options.limit)
-    return build_candidate(params, train_part, validation, folder, seed=options.seed,
-                           batch_size=space.batch_size)
+    space = load_space(options.space_file, height) if options.space_file else default_space(height)
+    train_part, validation = split_validation(data, VALIDATION_FRACTION, SPLIT_SEED, options.limit)
+    return build_candidate(
+        params, train_part, validation, folder, seed=options.seed, batch_size=space.batch_size
+    )

@@ -57,7 +57,10 @@ def foreign_environ(
 
 
 def run_captured(
-    argv: Sequence[str], cwd: str | os.PathLike | None, env: Mapping[str, str], timeout: float,
+    argv: Sequence[str],
+    cwd: str | os.PathLike | None,
+    env: Mapping[str, str],
+    timeout: float,
     check: bool,
 ) -> subprocess.CompletedProcess:
     """`argv` with stdout and stderr captured as text."""

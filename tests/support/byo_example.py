@@ -38,17 +38,21 @@ def build(root: Path, photos_per_class: int = 15):
     rng = np.random.default_rng(5)
     keras.utils.set_random_seed(5)
     y = np.arange(240) % 3
-    x = np.stack([
-        np.asarray(Image.fromarray(photo(rng, c)).resize((40, 24), Image.Resampling.BILINEAR))
-        for c in y
-    ])
-    model = keras.Sequential([
-        keras.Input(SHAPE),
-        keras.layers.Rescaling(1 / 255.0),
-        keras.layers.Conv2D(6, 3, strides=2, activation="relu"),
-        keras.layers.GlobalAveragePooling2D(),
-        keras.layers.Dense(3, activation="softmax"),
-    ])
+    x = np.stack(
+        [
+            np.asarray(Image.fromarray(photo(rng, c)).resize((40, 24), Image.Resampling.BILINEAR))
+            for c in y
+        ]
+    )
+    model = keras.Sequential(
+        [
+            keras.Input(SHAPE),
+            keras.layers.Rescaling(1 / 255.0),
+            keras.layers.Conv2D(6, 3, strides=2, activation="relu"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(3, activation="softmax"),
+        ]
+    )
     model.compile(optimizer=keras.optimizers.Adam(0.02), loss="sparse_categorical_crossentropy")
     model.fit(x.astype(np.float32), y, epochs=4, batch_size=16, verbose=0)
     model_path = root / "desktop" / "fruit.keras"

@@ -58,9 +58,11 @@ def ffmpeg_player(clip: Path, fps: float, loop: bool = False) -> str:
     ffmpeg = shutil.which("ffmpeg")
     if ffmpeg is None:
         raise FileNotFoundError("ffmpeg: apt-get install -y ffmpeg")
-    return (f"{ffmpeg} -hide_banner -loglevel error -re -f mjpeg -framerate {fps:g} "
-            + ("-stream_loop -1 " if loop else "")
-            + f"-i {shlex.quote(str(clip))} -c copy -f mjpeg -")
+    return (
+        f"{ffmpeg} -hide_banner -loglevel error -re -f mjpeg -framerate {fps:g} "
+        + ("-stream_loop -1 " if loop else "")
+        + f"-i {shlex.quote(str(clip))} -c copy -f mjpeg -"
+    )
 
 
 def scripted_source(plans: list[list[list]], folder: Path) -> str:

@@ -133,9 +133,7 @@ class PiPython:
         check: bool = False,
     ) -> subprocess.CompletedProcess:
         """Run the emulated `python3.X ARGS...`; stdout and stderr captured as text."""
-        return run_captured(
-            self.command(args), cwd, self.environ(env, extra_paths), timeout, check
-        )
+        return run_captured(self.command(args), cwd, self.environ(env, extra_paths), timeout, check)
 
 
 def _spec(name: str) -> dict:

@@ -112,9 +112,7 @@ class TfliteEnv:
         check: bool = False,
     ) -> subprocess.CompletedProcess:
         """Run the venv's `python ARGS...`; stdout and stderr captured as text."""
-        return run_captured(
-            self.command(args), cwd, self.environ(env, extra_paths), timeout, check
-        )
+        return run_captured(self.command(args), cwd, self.environ(env, extra_paths), timeout, check)
 
 
 SMOKE = (

@@ -87,14 +87,18 @@ def mobilenet_v3_style(classes: int = 10, seed: int = 0) -> Any:
             return x * nn.functional.hardsigmoid(self.fc2(torch.relu(self.fc1(s))))
 
     class Block(nn.Module):
-        def __init__(self, cin: int, exp: int, cout: int, k: int, stride: int, se: bool,
-                     act: type) -> None:
+        def __init__(
+            self, cin: int, exp: int, cout: int, k: int, stride: int, se: bool, act: type
+        ) -> None:
             super().__init__()
-            self.expand = nn.Sequential(nn.Conv2d(cin, exp, 1, bias=False),
-                                        nn.BatchNorm2d(exp), act())
+            self.expand = nn.Sequential(
+                nn.Conv2d(cin, exp, 1, bias=False), nn.BatchNorm2d(exp), act()
+            )
             self.depthwise = nn.Sequential(
                 nn.Conv2d(exp, exp, k, stride, k // 2, groups=exp, bias=False),
-                nn.BatchNorm2d(exp), act())
+                nn.BatchNorm2d(exp),
+                act(),
+            )
             self.se = SqueezeExcite(exp) if se else nn.Identity()
             self.project = nn.Sequential(nn.Conv2d(exp, cout, 1, bias=False), nn.BatchNorm2d(cout))
             self.residual = stride == 1 and cin == cout
@@ -116,11 +120,18 @@ def mobilenet_v3_style(classes: int = 10, seed: int = 0) -> Any:
         (96, 576, 96, 5, 1, True, hs),
     ]
     model = nn.Sequential(
-        nn.Conv2d(3, 16, 3, 2, 1, bias=False), nn.BatchNorm2d(16), hs(),
+        nn.Conv2d(3, 16, 3, 2, 1, bias=False),
+        nn.BatchNorm2d(16),
+        hs(),
         *[Block(*row) for row in table],
-        nn.Conv2d(96, 576, 1, bias=False), nn.BatchNorm2d(576), hs(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-        nn.Linear(576, 256), hs(), nn.Linear(256, classes),
+        nn.Conv2d(96, 576, 1, bias=False),
+        nn.BatchNorm2d(576),
+        hs(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(576, 256),
+        hs(),
+        nn.Linear(256, classes),
     )
     # BatchNorm's running statistics from a few batches of normalized noise, so that each
     # layer's activations are centred and scaled as in a trained network.
@@ -166,6 +177,6 @@ def generated_images(n: int, size: int = 224, seed: int = 0) -> np.ndarray:
         field = np.asarray(Image.fromarray(coarse).resize((size, size), Image.BICUBIC), np.float32)
         field *= 0.6 + 0.4 * ramp[None, :, None] if i % 2 else 0.6 + 0.4 * ramp[:, None, None]
         top, left = rng.integers(0, size // 2, 2)
-        field[top:top + size // 3, left:left + size // 3] = rng.integers(0, 256, 3)
+        field[top : top + size // 3, left : left + size // 3] = rng.integers(0, 256, 3)
         out[i] = np.clip(field, 0, 255).astype(np.uint8)
     return out

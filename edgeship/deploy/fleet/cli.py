@@ -58,8 +58,11 @@ def fleet_command(
     ] = None,
     camera: Annotated[
         str | None,
-        typer.Option("--camera", help="With --serve: serve --camera SOURCE (auto, rpicam, "
-                     "v4l2:/dev/videoN, cmd:COMMAND) on every host."),
+        typer.Option(
+            "--camera",
+            help="With --serve: serve --camera SOURCE (auto, rpicam, "
+            "v4l2:/dev/videoN, cmd:COMMAND) on every host.",
+        ),
     ] = None,
     keep: Annotated[int, typer.Option("--keep", help="Releases to keep (0: all).")] = 3,
     results: Annotated[

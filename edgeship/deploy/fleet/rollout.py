@@ -48,9 +48,7 @@ class FleetOptions:
         if self.serial is not None and not _SERIAL.match(self.serial):
             raise DeployError(f"--serial takes N or N%. Received: --serial {self.serial}")
         if self.max_fail_percent is not None and not 0 <= self.max_fail_percent <= 100:
-            raise DeployError(
-                f"--max-fail-percent takes 0..100. Received: {self.max_fail_percent}"
-            )
+            raise DeployError(f"--max-fail-percent takes 0..100. Received: {self.max_fail_percent}")
         if self.keep < 0:
             raise DeployError(f"--keep takes 0 (all) or more. Received: {self.keep}")
 

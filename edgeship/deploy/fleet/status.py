@@ -88,16 +88,39 @@ def inventory_status(
     with tempfile.TemporaryDirectory(prefix="edgeship-status-") as tmp:
         tree = Path(tmp) / "tree"  # ansible-core's `tree` callback: one JSON file per host
         env = environment(Path(tmp), known_hosts, forks=min(len(names), 16))
-        env.update({"ANSIBLE_LOAD_CALLBACK_PLUGINS": "True", "ANSIBLE_CALLBACKS_ENABLED": "tree",
-                    "ANSIBLE_CALLBACK_TREE_DIR": str(tree), "ANSIBLE_STDOUT_CALLBACK": "minimal",
-                    "ANSIBLE_DIFF_ALWAYS": "False", "ANSIBLE_VERBOSITY": "0"})
-        argv = [find("ansible"), "all", "-i", str(inventory), "-m", "ansible.builtin.raw",
-                "-a", _raw_args(), "-T", str(connect_timeout)]
+        env.update(
+            {
+                "ANSIBLE_LOAD_CALLBACK_PLUGINS": "True",
+                "ANSIBLE_CALLBACKS_ENABLED": "tree",
+                "ANSIBLE_CALLBACK_TREE_DIR": str(tree),
+                "ANSIBLE_STDOUT_CALLBACK": "minimal",
+                "ANSIBLE_DIFF_ALWAYS": "False",
+                "ANSIBLE_VERBOSITY": "0",
+            }
+        )
+        argv = [
+            find("ansible"),
+            "all",
+            "-i",
+            str(inventory),
+            "-m",
+            "ansible.builtin.raw",
+            "-a",
+            _raw_args(),
+            "-T",
+            str(connect_timeout),
+        ]
         argv += ["--limit", limit] if limit else []
         argv += ["--private-key", str(identity)] if identity else []
         try:
-            proc = subprocess.run(argv, env=env, capture_output=True, text=True,
-                                  timeout=STATUS_TIMEOUT_S + connect_timeout, check=False)
+            proc = subprocess.run(
+                argv,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=STATUS_TIMEOUT_S + connect_timeout,
+                check=False,
+            )
         except subprocess.TimeoutExpired:
             raise DeployError(
                 f"ansible did not finish the status read within {STATUS_TIMEOUT_S} s. "

@@ -49,8 +49,11 @@ def torch_phone_bytes(spec: str, meta: dict[str, Any], mode: str) -> bytes:
     import torch
 
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
-                captured_stderr():
+        with (
+            warnings.catch_warnings(),
+            contextlib.redirect_stdout(io.StringIO()),
+            captured_stderr(),
+        ):
             warnings.simplefilter("ignore")
             data = bytes(
                 litert_torch.convert(graph, (torch.zeros(1, height, width, 3),)).model_content()

@@ -215,7 +215,7 @@ def _phone_metadata(meta: dict[str, Any], mode: str, data: bytes) -> dict[str, A
         "background": "any",
         "in_graph": steps,
         "source": {
-                k: block.get(k)
+            k: block.get(k)
             for k in ("shape", "scale", "offset", "mean", "std", "color_mode", "background")
             if k in block
         },
@@ -253,9 +253,9 @@ def write_mobile_models(
     if isinstance(keras_path, str):  # a PyTorch model (FILE.pt2 or FILE.py:FUNCTION)
         from edgeship.deploy.mobile.from_torch import torch_phone_bytes
 
-        return _write(out, meta, {
-            mode: torch_phone_bytes(keras_path, meta, mode) for mode in mode_list
-        })
+        return _write(
+            out, meta, {mode: torch_phone_bytes(keras_path, meta, mode) for mode in mode_list}
+        )
 
     from edgeship.convert.converter import ModeConversionError
     from edgeship.convert.loading import load_keras_model

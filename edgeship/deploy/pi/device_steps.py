@@ -46,8 +46,15 @@ def prepare_script(
     part = f".{release}.tar.gz.part"
     script = shlex.quote(f".{release}.{DEVICE_SCRIPT}")
     args = [
-        "prepare", "--release", release, "--archive", part, "--sha256", sha256,
-        "--target", target,
+        "prepare",
+        "--release",
+        release,
+        "--archive",
+        part,
+        "--sha256",
+        sha256,
+        "--target",
+        target,
     ]
     if bench:
         args.append("--bench")
@@ -58,14 +65,12 @@ def prepare_script(
         f"if ! tar -xzOf .{rel}.tar.gz.part {shlex.quote(top + '/' + DEVICE_SCRIPT)} > {script}; "
         f"then rm -f {script} .{rel}.tar.gz.part; echo 'error: edgeship-transfer-mismatch: the "
         f"upload is not a readable bundle' >&2; exit 3; fi; "
-        f"{PYTHON} {script} {' '.join(shlex.quote(a) for a in args)} --dir \"$(cd .. && pwd)\"; "
+        f'{PYTHON} {script} {" ".join(shlex.quote(a) for a in args)} --dir "$(cd .. && pwd)"; '
         f"rc=$?; rm -f {script}; exit $rc"
     )
 
 
-def activate_script(
-    remote_dir: str, release: str, serve: dict[str, Any] | None, keep: int
-) -> str:
+def activate_script(remote_dir: str, release: str, serve: dict[str, Any] | None, keep: int) -> str:
     """sh: release.py `activate`: switch `current`, restart and check the service (or roll
     back), keep N releases."""
     args = ["activate", "--release", release, "--keep", str(keep)]

@@ -181,12 +181,19 @@ class _Deployer:
             try:
                 self._say("upload", f"{b.size_bytes / 1e6:.1f} MB -> releases/{self.release}")
                 self._step(
-                    sess, "upload", device_steps.upload_script(self.dir, self.release),
+                    sess,
+                    "upload",
+                    device_steps.upload_script(self.dir, self.release),
                     stdin_path=b.path,
                 )
                 script = device_steps.prepare_script(
-                    self.dir, self.release, b.top, b.sha256, self.device_target,
-                    bench, self.bench_threads,
+                    self.dir,
+                    self.release,
+                    b.top,
+                    b.sha256,
+                    self.device_target,
+                    bench,
+                    self.bench_threads,
                 )
                 prepared = self._device(sess, "prepare", script, INSTALL_TIMEOUT + STEP_TIMEOUT)
                 self.reused_venv = bool(prepared.get("reused_venv"))
@@ -195,7 +202,9 @@ class _Deployer:
                 if serve is not None and self.serve_token_file is not None:
                     self._say("serve", f"token -> {service.TOKEN_FILE} (mode 0600)")
                     self._step(
-                        sess, "serve", service.token_upload_script(self.dir),
+                        sess,
+                        "serve",
+                        service.token_upload_script(self.dir),
                         stdin_path=self.serve_token_file,
                     )
                 settings = None if serve is None else dataclasses.asdict(serve)

@@ -65,7 +65,6 @@ class ServeSettings:
         """The address the device asks for /healthz (loopback when bound to all)."""
         return "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
 
-
     @property
     def exposed(self) -> bool:
         """Reachable from the network without a token."""
@@ -74,8 +73,13 @@ class ServeSettings:
     def to_json(self, models: Sequence[str]) -> str:
         """`serve.json`: the settings and models (never the token itself)."""
         return json.dumps(
-            {"port": self.port, "host": self.host, "token": self.token, "models": list(models),
-             "camera": self.camera}
+            {
+                "port": self.port,
+                "host": self.host,
+                "token": self.token,
+                "models": list(models),
+                "camera": self.camera,
+            }
         )
 
     @classmethod
@@ -85,7 +89,9 @@ class ServeSettings:
         if not isinstance(data, dict):
             raise ValueError(f"{SETTINGS_FILE} is not a JSON object")
         return cls(
-            port=int(data["port"]), host=str(data["host"]), token=bool(data.get("token", False)),
+            port=int(data["port"]),
+            host=str(data["host"]),
+            token=bool(data.get("token", False)),
             camera=data.get("camera"),
         )
 

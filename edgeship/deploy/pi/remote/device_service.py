@@ -40,9 +40,20 @@ def serve_argv(python, models, settings, root, web=False):
     release carries the web app (`deploy bundle --web`), served at /app/."""
     token = ["--token-file", f"{root.rstrip('/')}/{TOKEN_FILE}"] if settings["token"] else []
     camera = ["--camera", settings["camera"]] if settings.get("camera") else []
-    return [python, "-m", "edge_runtime", "serve", *models, "--host", settings["host"],
-            "--port", str(settings["port"]), *token, *(["--web", WEB_DIR] if web else []),
-            *camera]
+    return [
+        python,
+        "-m",
+        "edge_runtime",
+        "serve",
+        *models,
+        "--host",
+        settings["host"],
+        "--port",
+        str(settings["port"]),
+        *token,
+        *(["--web", WEB_DIR] if web else []),
+        *camera,
+    ]
 
 
 def has_web(root):
@@ -145,8 +156,9 @@ def _stop_process(root):
 def _systemd_user():
     if shutil.which("systemctl") is None:
         return False
-    proc = subprocess.run(["systemctl", "--user", "show-environment"], capture_output=True,
-                          check=False)
+    proc = subprocess.run(
+        ["systemctl", "--user", "show-environment"], capture_output=True, check=False
+    )
     return proc.returncode == 0
 
 
@@ -158,9 +170,15 @@ def restart(root, models, settings):
             raise ServiceError(f"{token} is missing: push with --serve --serve-token-file FILE")
     elif os.path.lexists(token):
         os.remove(token)
-    text = json.dumps({"port": settings["port"], "host": settings["host"],
-                       "token": settings["token"], "models": list(models),
-                       "camera": settings.get("camera")})
+    text = json.dumps(
+        {
+            "port": settings["port"],
+            "host": settings["host"],
+            "token": settings["token"],
+            "models": list(models),
+            "camera": settings.get("camera"),
+        }
+    )
     with open(os.path.join(root, SETTINGS_FILE), "w", encoding="utf-8") as handle:
         handle.write(text + "\n")
     _stop_process(root)
@@ -171,11 +189,13 @@ def restart(root, models, settings):
             handle.write(unit_text(root, models, settings, has_web(root)))
         os.replace(unit + ".part", unit)
         _run(["systemctl", "--user", "daemon-reload"], root)
-        subprocess.run(["systemctl", "--user", "enable", UNIT_NAME], capture_output=True,
-                       check=False)
+        subprocess.run(
+            ["systemctl", "--user", "enable", UNIT_NAME], capture_output=True, check=False
+        )
         user = subprocess.run(["id", "-un"], capture_output=True, text=True, check=False)
-        linger = subprocess.run(["loginctl", "enable-linger", user.stdout.strip()],
-                                capture_output=True, check=False)
+        linger = subprocess.run(
+            ["loginctl", "enable-linger", user.stdout.strip()], capture_output=True, check=False
+        )
         if linger.returncode != 0:
             _say("serve", "loginctl enable-linger failed: the service starts at login, not boot")
         _run(["systemctl", "--user", "restart", UNIT_NAME], root)
@@ -184,7 +204,10 @@ def restart(root, models, settings):
     with open(os.path.join(root, "serve.log"), "ab") as log:
         proc = subprocess.Popen(
             serve_argv("venv/bin/python", models, settings, root, has_web(root)),
-            cwd=current, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            cwd=current,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
     with open(os.path.join(root, "serve.pid"), "w", encoding="utf-8") as handle:

@@ -208,8 +208,15 @@ def smoke(folder, manifest):
     for model in manifest["models"]:
         say("smoke", f"predict {model['file']} {model['sample']}")
         out = run(
-            ["venv/bin/python", "-m", "edge_runtime", "predict", "--json", model["file"],
-             model["sample"]],
+            [
+                "venv/bin/python",
+                "-m",
+                "edge_runtime",
+                "predict",
+                "--json",
+                model["file"],
+                model["sample"],
+            ],
             "smoke",
             folder,
         )
@@ -227,7 +234,11 @@ def doctor(folder, manifest):
     model = manifest["models"][0]["file"]
     proc = subprocess.run(
         ["venv/bin/python", "-m", "edge_runtime", "doctor", "--json", "--dir", ".", model],
-        cwd=folder, capture_output=True, text=True, timeout=STEP_TIMEOUT, check=False,
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=STEP_TIMEOUT,
+        check=False,
     )
     try:
         report = last_json(proc.stdout, "doctor --json")
@@ -363,14 +374,22 @@ def _activate(args):
         previous = ""
     settings = None
     if args.serve:
-        settings = {"port": args.port, "host": args.host, "token": args.token,
-                    "camera": args.camera}
+        settings = {
+            "port": args.port,
+            "host": args.host,
+            "token": args.token,
+            "camera": args.camera,
+        }
     elif os.path.exists(os.path.join(root, SETTINGS_FILE)):
         try:
             with open(os.path.join(root, SETTINGS_FILE), encoding="utf-8") as handle:
                 data = json.load(handle)
-            settings = {"port": int(data["port"]), "host": str(data["host"]),
-                        "token": bool(data.get("token", False)), "camera": data.get("camera")}
+            settings = {
+                "port": int(data["port"]),
+                "host": str(data["host"]),
+                "token": bool(data.get("token", False)),
+                "camera": data.get("camera"),
+            }
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise StepError(
                 f"the installed service's {SETTINGS_FILE} is unreadable ({err}); push with "
@@ -386,8 +405,12 @@ def _activate(args):
         except ValueError as err:
             raise StepError(f"{err}; `current` was not switched") from None
     switch(root, f"releases/{args.release}", args.release)
-    result = {"release": args.release, "previous": previous, "serve_manager": None,
-              "serve_at": None}
+    result = {
+        "release": args.release,
+        "previous": previous,
+        "serve_manager": None,
+        "serve_at": None,
+    }
     if settings is not None:
         say("serve", f"restart on port {settings['port']}")
         result["serve_manager"] = restart(root, models, settings).split(" ", 1)[0]
@@ -411,8 +434,7 @@ def _activate(args):
             except ServiceError as again:
                 state = f"the previous release {back} is current but not healthy either ({again})"
             raise StepError(
-                f"the new release's service is not healthy; rolled back: {state}. "
-                f"Received: {err}"
+                f"the new release's service is not healthy; rolled back: {state}. Received: {err}"
             ) from None
     prune(root, args.keep)
     return result
