@@ -71,6 +71,9 @@ apt-install:
 
 lint: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy --strict edge_runtime
+	$(VENV)/bin/mypy edgeship
 
 # Mutation testing (not in CI): mutmut changes the logic-dense modules ([tool.mutmut] in
 # pyproject.toml) one small edit at a time and runs the fast tests that guard them; then the

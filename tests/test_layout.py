@@ -128,6 +128,8 @@ def test_the_wheel_installs_two_names(tmp_path):
         "edgeship/deploy/web/app/index.html",
         "edgeship/deploy/fleet/playbook/site.yml",
         "edge_runtime/serve/page.html",
+        "edgeship/py.typed",  # both packages carry their types (PEP 561)
+        "edge_runtime/py.typed",
     ):
         assert data in names, data
 
