@@ -98,26 +98,19 @@ def test_the_runtime_keeps_its_core_at_the_top():
 def test_the_wheel_installs_two_names(tmp_path):
     """The built wheel holds `edgeship` and `edge_runtime` (and its .dist-info), nothing else:
     no generic top-level name to shadow a user's `train` or `deploy`, no tests, no studies."""
+    import shutil
     import subprocess
     import sys
     import zipfile
 
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--no-build-isolation",
-            "-q",
-            "-w",
-            str(tmp_path),
-            str(REPO),
-        ],
-        check=True,
-        capture_output=True,
+    # built from a copy: setuptools writes build/ and *.egg-info beside the sources it builds
+    src = tmp_path / "src"
+    skip = shutil.ignore_patterns(
+        ".*", "build", "dist", "runs", "mutants", "node_modules", "*.egg-info", "__pycache__"
     )
+    shutil.copytree(REPO, src, ignore=skip)
+    pip = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q"]
+    subprocess.run([*pip, "-w", str(tmp_path), str(src)], check=True, capture_output=True)
     (wheel,) = tmp_path.glob("edgeship-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     tops = {n.split("/")[0] for n in names}
