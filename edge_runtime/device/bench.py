@@ -109,7 +109,7 @@ def parse_threads(text: str | int | None) -> list[int | None]:
 
 
 def run_bench_threads(
-    model_path: str | os.PathLike, threads: list[int | None], **kwargs: Any
+    model_path: str | os.PathLike[str], threads: list[int | None], **kwargs: Any
 ) -> list[BenchResult]:
     """`run_bench` once per thread count, each with the Pi's state before and after it."""
     from edge_runtime.device.doctor import pi_state
@@ -131,7 +131,7 @@ def run_bench_threads(
 
 
 def run_bench(
-    model_path: str | os.PathLike,
+    model_path: str | os.PathLike[str],
     *,
     runs: int = 200,
     warmup: int = 20,

@@ -13,9 +13,19 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
+
+# (pixel table, XOR shortcut, image shapes taken, feed shape, dequantization table)
+FastTables = tuple[
+    npt.NDArray[Any],
+    bool,
+    frozenset[tuple[int, ...]],
+    tuple[int, ...],
+    npt.NDArray[np.float32] | None,
+]
 
 
-def single_image_tables(clf: Any) -> tuple[np.ndarray, bool, frozenset, tuple, np.ndarray | None]:
+def single_image_tables(clf: Any) -> FastTables:
     """(pixel table, XOR shortcut, image shapes taken, feed shape, dequantization table)."""
     pixels = np.arange(256, dtype=np.uint8)
     scores = None

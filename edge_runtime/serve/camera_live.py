@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from edge_runtime.errors import EdgeshipError
+from edge_runtime.records import DEFAULT_TOP_K
 from edge_runtime.serve.camera import CameraFeed
 from edge_runtime.serve.camera_source import CameraCommand
 from edge_runtime.serve.metrics import LATENCY_BUCKETS, histogram_lines
-from edge_runtime.serve.uploads import DEFAULT_TOP_K
 
 FPS_WINDOW_S = 5.0
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")

@@ -169,7 +169,7 @@ def exposure_warning(options: ServeOptions) -> str | None:
     return None
 
 
-def read_token_file(path: str | os.PathLike, option: str = "--token-file") -> str:
+def read_token_file(path: str | os.PathLike[str], option: str = "--token-file") -> str:
     """The token in `path` (its first line, stripped); ServeError when unreadable or empty."""
     try:
         text = Path(path).read_text(encoding="utf-8")

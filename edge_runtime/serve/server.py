@@ -42,11 +42,11 @@ from edge_runtime.errors import ImageError
 from edge_runtime.image.preprocess import ImageTooLargeError
 from edge_runtime.serve.camera_routes import camera_routes
 from edge_runtime.serve.connections import bounded_protocol, connection_limit, quiet_accept_errors
+from edge_runtime.serve.errors import ServeError
 from edge_runtime.serve.guard import HostOriginGuard, allowed_hosts
 from edge_runtime.serve.headers import SecurityHeaders
 from edge_runtime.serve.metrics import CONTENT_TYPE
 from edge_runtime.serve.options import (
-    ServeError,
     ServeOptions,
     add_serve_parser,
     exposure_warning,

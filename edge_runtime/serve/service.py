@@ -12,10 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from edge_runtime.errors import EdgeshipError
+from edge_runtime.records import DEFAULT_TOP_K
+from edge_runtime.serve.errors import ServeError
 from edge_runtime.serve.metrics import CachedBoardState, ServeMetrics
-from edge_runtime.serve.options import ServeError, ServeOptions
+from edge_runtime.serve.options import ServeOptions
 from edge_runtime.serve.recent import RecentPredictions, printable_name
-from edge_runtime.serve.uploads import DEFAULT_TOP_K, UploadBudget
+from edge_runtime.serve.uploads import UploadBudget
 
 RESULTS_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -26,7 +28,7 @@ class WatchFailed(ServeError):
     exit_code = 1
 
 
-def open_results(path: str | os.PathLike):
+def open_results(path: str | os.PathLike[str]):
     """--results opened for appending, never through a symlink (ELOOP: OSError)."""
     return open(os.open(path, RESULTS_FLAGS, 0o644), "ab")
 

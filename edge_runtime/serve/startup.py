@@ -6,7 +6,8 @@ import errno
 import socket
 from pathlib import Path
 
-from edge_runtime.serve.options import ServeError, ServeOptions
+from edge_runtime.serve.errors import ServeError
+from edge_runtime.serve.options import ServeOptions
 from edge_runtime.serve.service import Service, load_models, open_results
 
 
