@@ -12,12 +12,14 @@ import importlib.util
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import metadata as importlib_metadata
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import numpy as np
-import numpy.typing as npt
 
 from edge_runtime.errors import BackendError
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
 
 BACKENDS = ("ai_edge_litert", "tflite_runtime", "tensorflow")
 _MODULES = {

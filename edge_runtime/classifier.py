@@ -24,10 +24,9 @@ import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import numpy.typing as npt
 
 from edge_runtime.backends import Backend, Interpreter, load_backend
 from edge_runtime.errors import InputShapeError, ModelFileError
@@ -43,6 +42,9 @@ from edge_runtime.options import normalize_invert, positive_int
 from edge_runtime.prediction import Prediction
 from edge_runtime.scores import as_probabilities, class_count
 from edge_runtime.tensors import TensorSpec
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
 
 DEFAULT_BATCH_SIZE = 256
 _UINT8 = np.dtype(np.uint8)
@@ -108,9 +110,8 @@ class EdgeClassifier:
         fast = single_image_tables(self)  # predict's one-image path (edge_runtime.image.fastpath)
         self._fast_table, xor, self._fast_shapes, self._fast_feed, self._fast_scores = fast
         self._fast_buffer = np.zeros(self._fast_feed, np.int8)
-        # XOR path: each accepted image shape -> a uint8 view of the buffer (else empty)
         self._fast_xor: dict[tuple[int, ...], npt.NDArray[np.uint8]] = {}
-        if xor:
+        if xor:  # each accepted image shape -> a uint8 view of the buffer
             raw = self._fast_buffer.view(np.uint8)
             self._fast_xor = {shape: raw.reshape(shape) for shape in self._fast_shapes}
 

@@ -167,7 +167,13 @@ def _info_text(info: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def one_line_warning(message, category, filename, lineno, line=None) -> str:
+def one_line_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    line: str | None = None,
+) -> str:
     """A warning (unusable standard metadata, ...) as one `warning: ...` line on stderr."""
     return f"warning: {message}\n"
 

@@ -13,8 +13,12 @@ is done for a Keras model's outputs: rows that are distributions (or one column 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import numpy.typing as npt
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
 
 __all__ = ["as_probabilities", "class_count"]
 

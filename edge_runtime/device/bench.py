@@ -9,13 +9,16 @@ import os
 import platform
 import time
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edge_runtime.classifier import EdgeClassifier
 from edge_runtime.device.memory import peak_rss_mb
 from edge_runtime.model_bounds import DEFAULT_MAX_MODEL_MB
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
 
 
 @dataclass(frozen=True)
@@ -34,7 +37,7 @@ class Latency:
             raise ValueError(f"Inconsistent latency statistics. Received: {self}")
 
     @classmethod
-    def from_samples(cls, seconds: np.ndarray) -> Latency:
+    def from_samples(cls, seconds: npt.ArrayLike) -> Latency:
         """Statistics of per-call durations given in seconds."""
         us = np.asarray(seconds, dtype=np.float64) * 1e6
         p50, p90, p99 = np.percentile(us, [50, 90, 99])

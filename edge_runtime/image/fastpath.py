@@ -10,19 +10,21 @@ or uint8 is dequantized through a second table (the same float32 arithmetic as
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import numpy.typing as npt
 
-# (pixel table, XOR shortcut, image shapes taken, feed shape, dequantization table)
-FastTables = tuple[
-    npt.NDArray[Any],
-    bool,
-    frozenset[tuple[int, ...]],
-    tuple[int, ...],
-    npt.NDArray[np.float32] | None,
-]
+if TYPE_CHECKING:
+    import numpy.typing as npt
+
+    # (pixel table, XOR shortcut, image shapes taken, feed shape, dequantization table)
+    FastTables = tuple[
+        npt.NDArray[Any],
+        bool,
+        frozenset[tuple[int, ...]],
+        tuple[int, ...],
+        npt.NDArray[np.float32] | None,
+    ]
 
 
 def single_image_tables(clf: Any) -> FastTables:

@@ -26,10 +26,9 @@ import os
 import threading
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import numpy.typing as npt
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from edge_runtime.errors import ImageError
@@ -44,6 +43,9 @@ from edge_runtime.image.shrink import (
     upright,
 )
 from edge_runtime.options import INVERT_CHOICES, normalize_invert
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
 
 __all__ = [
     "INVERT_CHOICES",

@@ -11,7 +11,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -19,6 +19,9 @@ from edge_runtime.classifier import EdgeClassifier
 from edge_runtime.image.preprocess import load_image, needed_size
 from edge_runtime.model_bounds import DEFAULT_MAX_MODEL_MB
 from edge_runtime.prediction import Prediction
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
 
 __all__ = ["STAGES", "PhotoBench", "classify_photo", "photo_bench"]
 
@@ -87,7 +90,7 @@ class PhotoBench:
         }
 
 
-def _stats(seconds: np.ndarray) -> dict[str, float]:
+def _stats(seconds: npt.NDArray[np.float64]) -> dict[str, float]:
     us = seconds * 1e6
     p50, p99 = np.percentile(us, [50, 99])
     mean = float(us.mean())

@@ -154,20 +154,22 @@ def bounded_protocol(
             super().connection_made(transport)  # starts the handshake
             self.app.accept(transport)
 
-        def connection_lost(self, exc: Exception | None) -> None:
+        def connection_lost(self, exc: BaseException | None) -> None:
             self.app.forget()
             super().connection_lost(exc)
 
     def tls_protocol(**kwargs: Any) -> CountedTLS:
         app = BoundedH11Protocol(**kwargs)
         app._handshaking = True
+        # typeshed wants a waiter Future and an int timeout; asyncio itself passes
+        # waiter=None and takes any positive number (its default: 60.0)
         tls = CountedTLS(
             app.loop,
             app,
             ssl_context,
-            None,
+            None,  # type: ignore[arg-type]  # typeshed gap: asyncio accepts waiter=None
             server_side=True,
-            ssl_handshake_timeout=header_timeout_s,
+            ssl_handshake_timeout=header_timeout_s,  # type: ignore[arg-type]  # a float works
         )
         tls.app = app
         return tls

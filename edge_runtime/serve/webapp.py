@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge_runtime.errors import EdgeRuntimeError
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
 
 APP_PATH = "/app"
 SITE_MARKER = "models.json"  # what `deploy web` writes beside index.html
@@ -69,7 +72,7 @@ def web_routes(site: Path | None) -> list[Any]:
 
     from edge_runtime.serve.webfiles import AppFiles
 
-    async def to_slash(request):
+    async def to_slash(request: Request) -> RedirectResponse:
         return RedirectResponse(f"{APP_PATH}/", status_code=308)
 
     return [
