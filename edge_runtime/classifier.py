@@ -250,7 +250,7 @@ class EdgeClassifier:
         self._channels = np.arange(self.input_shape[-1])
 
     # ------------------------------------------------------------------------------ API
-    def predict_proba(self, x: Any, *, invert: str | None = None) -> npt.NDArray[Any]:
+    def predict_proba(self, x: Any, *, invert: str | None = None) -> npt.NDArray[np.float32]:
         """Class probabilities, float32 (N, num_classes), for one image or a batch."""
         return self._probabilities(self._invoke(self._batch(x, invert)))
 
@@ -468,7 +468,7 @@ class EdgeClassifier:
         self._allocated_batch = n
         return n
 
-    def _probabilities(self, out: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    def _probabilities(self, out: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
         """Raw output rows -> float32 probabilities (N, num_classes)."""
         scores = out if out.ndim == 2 else out.reshape(len(out), -1)
         if self._dequantize is not None:

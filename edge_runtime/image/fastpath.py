@@ -17,6 +17,8 @@ import numpy as np
 if TYPE_CHECKING:
     import numpy.typing as npt
 
+    from edge_runtime.classifier import EdgeClassifier
+
     # (pixel table, XOR shortcut, image shapes taken, feed shape, dequantization table)
     FastTables = tuple[
         npt.NDArray[Any],
@@ -27,7 +29,7 @@ if TYPE_CHECKING:
     ]
 
 
-def single_image_tables(clf: Any) -> FastTables:
+def single_image_tables(clf: EdgeClassifier) -> FastTables:
     """(pixel table, XOR shortcut, image shapes taken, feed shape, dequantization table)."""
     pixels = np.arange(256, dtype=np.uint8)
     scores = None

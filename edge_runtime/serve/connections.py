@@ -19,7 +19,10 @@ import resource
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import asyncio
 
 FD_RESERVE = 32  # descriptors kept for the models, inotify, the event loop, logs, threads
 ACCEPT_WARNING_EVERY_S = 60.0
@@ -48,7 +51,7 @@ def bounded_protocol(
     header_timeout_s: float,
     on_event: Callable[[str], None],
     ssl_context: Any = None,
-) -> Callable[..., Any]:
+) -> Callable[..., asyncio.BaseProtocol]:
     """An h11 protocol factory for `uvicorn.Config(http=...)` with the bounds above;
     `on_event(kind)` counts each refusal (`busy`, `evicted`, `header_timeout`).
 
@@ -177,12 +180,12 @@ def bounded_protocol(
     return tls_protocol
 
 
-def quiet_accept_errors() -> Callable[[Any, dict[str, Any]], None]:
+def quiet_accept_errors() -> Callable[[asyncio.AbstractEventLoop, dict[str, Any]], None]:
     """An event-loop exception handler: "out of system resource" on accept (EMFILE) becomes one
     warning line a minute instead of a traceback a second; anything else as asyncio logs it."""
     last_warned: list[float] = []
 
-    def handler(loop: Any, context: dict[str, Any]) -> None:
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         if not str(context.get("message", "")).startswith("socket.accept() out of system"):
             loop.default_exception_handler(context)
             return

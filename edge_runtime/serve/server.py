@@ -60,7 +60,7 @@ from edge_runtime.serve.uploads import HeldUpload, HttpError, check_token, image
 from edge_runtime.serve.webapp import web_routes
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Callable
 
     from starlette.applications import Starlette
     from starlette.requests import Request
@@ -103,7 +103,7 @@ def health(service: Service) -> dict[str, Any]:
     } | ({"status": "failed"} if failed else {})
 
 
-async def predict(service: Service, request: Any) -> dict[str, Any]:
+async def predict(service: Service, request: Request) -> dict[str, Any]:
     """POST /v1/predict: check the token and query, read the image, classify it off the loop."""
     check_token(request, service.options.token)
     name = request.query_params.get("model", service.default)
@@ -219,7 +219,9 @@ def build_app(service: Service) -> Starlette:
     )
 
 
-def run(service: Service, sock: socket.socket, *, announce: Any = None) -> None:
+def run(
+    service: Service, sock: socket.socket, *, announce: Callable[[str], None] | None = None
+) -> None:
     """Serve on the bound socket until SIGTERM or SIGINT (then return normally)."""
     import uvicorn
 

@@ -68,5 +68,5 @@ def prepare(options: ServeOptions) -> tuple[Service, socket.socket]:
     if options.camera is not None:
         from edge_runtime.serve.camera_setup import attach_camera
 
-        attach_camera(service)
+        attach_camera(service, options.camera)
     return service, _listen(options.host, options.port)
