@@ -24,7 +24,7 @@ import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -110,7 +110,7 @@ class EdgeClassifier:
         fast = single_image_tables(self)  # predict's one-image path (edge_runtime.image.fastpath)
         self._fast_table, xor, self._fast_shapes, self._fast_feed, self._fast_scores = fast
         self._fast_buffer = np.zeros(self._fast_feed, np.int8)
-        self._fast_xor: dict[tuple[int, ...], npt.NDArray[np.uint8]] = {}
+        self._fast_xor: dict[tuple[int, ...], npt.NDArray[np.uint8]] | Literal[False] = False
         if xor:  # each accepted image shape -> a uint8 view of the buffer
             raw = self._fast_buffer.view(np.uint8)
             self._fast_xor = {shape: raw.reshape(shape) for shape in self._fast_shapes}
