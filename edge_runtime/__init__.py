@@ -1,5 +1,7 @@
 """edge_runtime: run an edgeship (or any) .tflite classifier without TensorFlow."""
 
+from typing import TYPE_CHECKING, Any
+
 from edge_runtime.errors import (
     BackendError,
     EdgeRuntimeError,
@@ -10,6 +12,12 @@ from edge_runtime.errors import (
     ModelFileError,
 )
 from edge_runtime.options import OptionError
+
+if TYPE_CHECKING:  # the lazy exports of __getattr__, as a type checker sees them
+    from edge_runtime.classifier import EdgeClassifier
+    from edge_runtime.metadata.block import embed_metadata, read_metadata
+    from edge_runtime.metadata.standard import StandardMetadata, read_standard_metadata
+    from edge_runtime.prediction import Prediction
 
 __all__ = [
     "BackendError",
@@ -29,7 +37,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     """Lazy exports: `import edge_runtime` stays cheap (no NumPy/interpreter until used)."""
     if name in ("EdgeClassifier", "Prediction"):
         from edge_runtime import classifier

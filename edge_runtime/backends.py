@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import metadata as importlib_metadata
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import numpy as np
 
 from edge_runtime.errors import BackendError
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
 
 BACKENDS = ("ai_edge_litert", "tflite_runtime", "tensorflow")
 _MODULES = {
@@ -37,6 +41,19 @@ _ALIASES = {
 }
 
 
+class Interpreter(Protocol):
+    """What edgeship calls on an `Interpreter` of ai_edge_litert, tflite_runtime or tf.lite."""
+
+    def allocate_tensors(self) -> None: ...
+    def get_input_details(self) -> list[dict[str, Any]]: ...
+    def get_output_details(self) -> list[dict[str, Any]]: ...
+    def get_signature_list(self) -> dict[str, Any]: ...
+    def resize_tensor_input(self, input_index: int, tensor_size: Sequence[int]) -> None: ...
+    def set_tensor(self, tensor_index: int, value: npt.NDArray[Any]) -> None: ...
+    def invoke(self) -> None: ...
+    def get_tensor(self, tensor_index: int) -> npt.NDArray[Any]: ...
+
+
 @dataclass(frozen=True)
 class Backend:
     """A usable interpreter backend: its name, version and `Interpreter` class."""
@@ -49,9 +66,10 @@ class Backend:
         if self.name not in BACKENDS:
             raise ValueError(f"Unknown backend. Expected one of {BACKENDS}. Received: {self.name}")
 
-    def make_interpreter(self, model_content: bytes, num_threads: int | None = None) -> Any:
+    def make_interpreter(self, model_content: bytes, num_threads: int | None = None) -> Interpreter:
         """A new interpreter over `model_content` (tensors not yet allocated)."""
-        return self.interpreter_class(model_content=model_content, num_threads=num_threads)
+        interpreter = self.interpreter_class(model_content=model_content, num_threads=num_threads)
+        return cast(Interpreter, interpreter)  # the backends ship no type hints
 
 
 def _version(name: str) -> str:
@@ -151,4 +169,4 @@ def load_backend(name: str | None = None) -> Backend:
 
 def numpy_version() -> str:
     """The NumPy version in use (reported by `info` and `bench`)."""
-    return np.__version__
+    return str(np.__version__)

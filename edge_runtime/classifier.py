@@ -24,11 +24,11 @@ import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from edge_runtime.backends import Backend, load_backend
+from edge_runtime.backends import Backend, Interpreter, load_backend
 from edge_runtime.errors import InputShapeError, ModelFileError
 from edge_runtime.image.fastpath import single_image_tables
 from edge_runtime.image.preprocess import MAX_PIXELS, load_and_preprocess, preprocess_image
@@ -36,29 +36,29 @@ from edge_runtime.image.scaling import raw_pixel_scaling
 from edge_runtime.metadata.block import read_embedded_metadata, read_model_bytes, read_sidecar
 from edge_runtime.metadata.graph import PROBABILITY_HEADS, is_softmax_quantization, output_head
 from edge_runtime.metadata.labels import Labels, resolve_labels
-from edge_runtime.metadata.standard import (
-    StandardMetadata,
-    read_standard_metadata,
-    usable_labels,
-)
+from edge_runtime.metadata.standard import StandardMetadata, read_standard_metadata, usable_labels
 from edge_runtime.model_bounds import DEFAULT_MAX_MODEL_MB, check_model_memory
 from edge_runtime.options import normalize_invert, positive_int
 from edge_runtime.prediction import Prediction
 from edge_runtime.scores import as_probabilities, class_count
 from edge_runtime.tensors import TensorSpec
 
+if TYPE_CHECKING:
+    import numpy.typing as npt
+
 DEFAULT_BATCH_SIZE = 256
 _UINT8 = np.dtype(np.uint8)
 
 
-def _quantize(values: np.ndarray, spec: TensorSpec) -> np.ndarray:
+def _quantize(values: npt.NDArray[Any], spec: TensorSpec) -> npt.NDArray[Any]:
     """Model-space floats -> what the tensor holds (its dtype, its quantization)."""
     if spec.dtype.kind == "f":
         return values.astype(spec.dtype, copy=False)
     info = np.iinfo(spec.dtype)
     if spec.quantized:
         values = values / spec.scale + spec.zero_point
-    return np.clip(np.rint(values), info.min, info.max).astype(spec.dtype)
+    rounded: npt.NDArray[Any] = np.clip(np.rint(values), info.min, info.max)
+    return rounded.astype(spec.dtype)
 
 
 class EdgeClassifier:
@@ -66,7 +66,7 @@ class EdgeClassifier:
 
     def __init__(
         self,
-        interpreter: Any,
+        interpreter: Interpreter,
         backend: Backend,
         *,
         metadata: dict[str, Any] | None = None,
@@ -80,7 +80,7 @@ class EdgeClassifier:
         output_head: str | None = None,
         standard: StandardMetadata | None = None,
     ) -> None:
-        self._interp = interpreter
+        self._interp: Interpreter = interpreter
         self.standard = standard
         self.backend = backend
         self.metadata = metadata
@@ -108,17 +108,17 @@ class EdgeClassifier:
         # Probabilities as they come out (one check per call): a softmax head of 2+ classes.
         self._final = self.outputs_probabilities and self.output_units > 1
         fast = single_image_tables(self)  # predict's one-image path (edge_runtime.image.fastpath)
-        self._fast_table, self._fast_xor, self._fast_shapes, self._fast_feed = fast[:4]
-        self._fast_scores = fast[4]
+        self._fast_table, xor, self._fast_shapes, self._fast_feed, self._fast_scores = fast
         self._fast_buffer = np.zeros(self._fast_feed, np.int8)
-        if self._fast_xor:  # each accepted image shape -> a uint8 view of the buffer
+        self._fast_xor: dict[tuple[int, ...], npt.NDArray[np.uint8]] | Literal[False] = False
+        if xor:  # each accepted image shape -> a uint8 view of the buffer
             raw = self._fast_buffer.view(np.uint8)
             self._fast_xor = {shape: raw.reshape(shape) for shape in self._fast_shapes}
 
     @classmethod
     def load(
         cls,
-        path: str | os.PathLike,
+        path: str | os.PathLike[str],
         num_threads: int | None = None,
         backend: str | None = None,
         *,
@@ -250,7 +250,7 @@ class EdgeClassifier:
         self._channels = np.arange(self.input_shape[-1])
 
     # ------------------------------------------------------------------------------ API
-    def predict_proba(self, x: Any, *, invert: str | None = None) -> np.ndarray:
+    def predict_proba(self, x: Any, *, invert: str | None = None) -> npt.NDArray[np.float32]:
         """Class probabilities, float32 (N, num_classes), for one image or a batch."""
         return self._probabilities(self._invoke(self._batch(x, invert)))
 
@@ -307,7 +307,7 @@ class EdgeClassifier:
         )
 
     # ---------------------------------------------------------------------------- inputs
-    def _batch(self, x: Any, invert: str | None) -> np.ndarray:
+    def _batch(self, x: Any, invert: str | None) -> npt.NDArray[Any]:
         """Any accepted input -> an (N, H, W, C) array: uint8 pixels or model-space floats."""
         if isinstance(x, np.ndarray):
             return self._array_batch(x)
@@ -331,7 +331,7 @@ class EdgeClassifier:
             f"path, or a list of those. Received: {type(x).__name__}"
         )
 
-    def _array_batch(self, x: Any) -> np.ndarray:
+    def _array_batch(self, x: object) -> npt.NDArray[Any]:
         """An array of one image or a batch -> (N, H, W, C): uint8, or float for model input."""
         if not isinstance(x, np.ndarray):
             raise InputShapeError(
@@ -365,7 +365,7 @@ class EdgeClassifier:
             f"Received: shape={tuple(x.shape)}, dtype={x.dtype}"
         )
 
-    def _image(self, item: Any, invert: str | None) -> np.ndarray:
+    def _image(self, item: Any, invert: str | None) -> npt.NDArray[Any]:
         """A PIL image or an image file -> uint8 (H, W, C) pixels, the model's way."""
         options = {
             "invert": self.invert if invert is None else invert,
@@ -378,7 +378,7 @@ class EdgeClassifier:
             return preprocess_image(item, self.input_shape, **options)
         return load_and_preprocess(item, self.input_shape, **options)
 
-    def _to_tensor(self, images: np.ndarray) -> np.ndarray:
+    def _to_tensor(self, images: npt.NDArray[Any]) -> npt.NDArray[Any]:
         """(k, H, W, C) uint8 pixels or model-space floats -> the input tensor's values."""
         if images.dtype != _UINT8:
             values = _quantize(images.astype(np.float32, copy=False), self.input_spec)
@@ -395,7 +395,7 @@ class EdgeClassifier:
         return values
 
     # ------------------------------------------------------------------------- interpreter
-    def _invoke(self, images: np.ndarray) -> np.ndarray:
+    def _invoke(self, images: npt.NDArray[Any]) -> npt.NDArray[Any]:
         """(N, H, W, C) images -> the raw output tensor rows (N, ...), `batch_size` at a time.
 
         The interpreter's input is resized to the chunk size when the model allows a dynamic
@@ -408,7 +408,7 @@ class EdgeClassifier:
                 chunk = self._resize(chunk)
             if chunk == n:  # one invoke: one image, or a batch that fits
                 return self._run_chunk(self._to_tensor(images))
-            out = None
+            out: npt.NDArray[Any]  # made at the first chunk
             for start in range(0, n, chunk):
                 tensor = self._to_tensor(images[start : start + chunk])
                 k = len(tensor)
@@ -416,12 +416,12 @@ class EdgeClassifier:
                     pad = np.zeros((chunk - k, *self._feed_shape), tensor.dtype)
                     tensor = np.concatenate([tensor, pad])
                 result = self._run_chunk(tensor)
-                if out is None:
+                if start == 0:
                     out = np.empty((n, *result.shape[1:]), result.dtype)
                 out[start : start + k] = result[:k]
         return out
 
-    def _fast_one(self, image: np.ndarray) -> np.ndarray:
+    def _fast_one(self, image: npt.NDArray[Any]) -> npt.NDArray[Any]:
         """One uint8 image of `_fast_shapes` -> its float32 probabilities: `_invoke` and
         `_probabilities` of a batch of one, without their per-call checks."""
         interp = self._interp
@@ -440,9 +440,10 @@ class EdgeClassifier:
             return self._fast_scores.take(out.reshape(-1))
         if self._final and self._dequantize is None and out.dtype == np.float32:
             return out.reshape(-1)
-        return self._probabilities(out)[0]
+        row: npt.NDArray[np.float32] = self._probabilities(out)[0]
+        return row
 
-    def _run_chunk(self, tensor: np.ndarray) -> np.ndarray:
+    def _run_chunk(self, tensor: npt.NDArray[Any]) -> npt.NDArray[Any]:
         """One `invoke` on input values of the allocated batch size (lock held); the output,
         copied out of the interpreter (`get_tensor` copies: no view of its buffers is kept)."""
         interp = self._interp
@@ -467,7 +468,7 @@ class EdgeClassifier:
         self._allocated_batch = n
         return n
 
-    def _probabilities(self, out: np.ndarray) -> np.ndarray:
+    def _probabilities(self, out: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
         """Raw output rows -> float32 probabilities (N, num_classes)."""
         scores = out if out.ndim == 2 else out.reshape(len(out), -1)
         if self._dequantize is not None:

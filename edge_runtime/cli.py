@@ -24,15 +24,15 @@ from edge_runtime.records import DEFAULT_TOP_K, format_prediction
 
 
 def predict_lines(
-    model: str | os.PathLike,
-    images: Sequence[str | os.PathLike],
+    model: str | os.PathLike[str],
+    images: Sequence[str | os.PathLike[str]],
     *,
     top_k: int = DEFAULT_TOP_K,
     as_json: bool = False,
     threads: int | None = None,
     backend: str | None = None,
     invert: str = "auto",
-    labels: str | os.PathLike | None = None,
+    labels: str | os.PathLike[str] | None = None,
     full_decode: bool = False,
     max_model_mb: float = DEFAULT_MAX_MODEL_MB,
 ) -> list[str]:
@@ -64,9 +64,9 @@ def predict_lines(
 
 
 def info_dict(
-    model: str | os.PathLike,
+    model: str | os.PathLike[str],
     backend: str | None = None,
-    labels: str | os.PathLike | None = None,
+    labels: str | os.PathLike[str] | None = None,
     max_model_mb: float = DEFAULT_MAX_MODEL_MB,
 ) -> dict[str, Any]:
     """What `info` reports: model tensors and metadata, backend, library versions."""
@@ -167,7 +167,13 @@ def _info_text(info: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def one_line_warning(message, category, filename, lineno, line=None) -> str:
+def one_line_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    line: str | None = None,
+) -> str:
     """A warning (unusable standard metadata, ...) as one `warning: ...` line on stderr."""
     return f"warning: {message}\n"
 

@@ -21,7 +21,7 @@ def _current_umask() -> int:
     return mask
 
 
-def output_error(err: OSError, path: str | os.PathLike) -> OutputError:
+def output_error(err: OSError, path: str | os.PathLike[str]) -> OutputError:
     """The `OutputError` for an `OSError` met while writing `path`."""
     reason = err.strerror or str(err)
     return OutputError(
@@ -31,7 +31,7 @@ def output_error(err: OSError, path: str | os.PathLike) -> OutputError:
     )
 
 
-def make_output_dir(path: str | os.PathLike) -> Path:
+def make_output_dir(path: str | os.PathLike[str]) -> Path:
     """Create the folder `path` (and its parents); raise `OutputError` if that is impossible."""
     directory = Path(path)
     try:
@@ -43,7 +43,7 @@ def make_output_dir(path: str | os.PathLike) -> Path:
     return directory
 
 
-def check_output_dir(path: str | os.PathLike, *, keep: bool = True) -> Path:
+def check_output_dir(path: str | os.PathLike[str], *, keep: bool = True) -> Path:
     """Create the folder `path` and prove it takes a file (a probe, removed at once).
 
     Call it before long work whose results go there, so a read-only or full place fails
@@ -82,7 +82,7 @@ def _is_output_failure(err: OSError, *paths: Path) -> bool:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside `path`; move it into place only if the block succeeds.
 
     The temporary name keeps the suffix of `path` (Keras insists on `.keras`). On any
@@ -112,13 +112,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     """Write `data` to `path` atomically and return the path."""
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
     return Path(path)
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     """Write UTF-8 `text` to `path` atomically and return the path."""
     return atomic_write_bytes(path, text.encode("utf-8"))

@@ -10,10 +10,13 @@ inputs are what a small file can make huge.)
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from edge_runtime.errors import ModelFileError
 from edge_runtime.metadata.graph import input_tensors
+
+if TYPE_CHECKING:
+    import argparse
 
 DEFAULT_MAX_MODEL_MB = 256.0
 MB = 1024 * 1024
@@ -23,7 +26,7 @@ class ModelTooLargeError(ModelFileError):
     """A model whose declared input tensors are over --max-model-mb."""
 
 
-def max_model_option(parser: Any) -> None:
+def max_model_option(parser: argparse.ArgumentParser) -> None:
     """The `--max-model-mb MB` argument of predict, bench, info and serve."""
     parser.add_argument(
         "--max-model-mb",

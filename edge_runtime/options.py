@@ -6,7 +6,7 @@ CLIs print one `error:` line and exit 2, and a `ValueError` for callers that cau
 from __future__ import annotations
 
 import operator
-from typing import Any
+from typing import Any, Literal, overload
 
 from edge_runtime.errors import EdgeRuntimeError
 
@@ -17,6 +17,10 @@ class OptionError(EdgeRuntimeError, ValueError):
     """An option value the runtime cannot use (threads < 1, unknown invert mode, ...)."""
 
 
+@overload
+def positive_int(value: Any, name: str, *, optional: Literal[False] = False) -> int: ...
+@overload
+def positive_int(value: Any, name: str, *, optional: bool) -> int | None: ...
 def positive_int(value: Any, name: str, *, optional: bool = False) -> int | None:
     """`value` as an int >= 1 (None passes when `optional`), else OptionError."""
     if value is None and optional:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
 
 
 @dataclass(slots=True, eq=False)
@@ -19,7 +22,7 @@ class Prediction:
     index: int
     label: str
     confidence: float
-    probabilities: np.ndarray
+    probabilities: npt.NDArray[np.float32]
     class_names: tuple[str, ...] = field(default=(), repr=False)
 
     def __post_init__(self) -> None:

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from edge_runtime.prediction import Prediction
 
 DEFAULT_TOP_K = 3
 
 
-def prediction_record(image: str, prediction: Any, top_k: int = DEFAULT_TOP_K) -> dict[str, Any]:
+def prediction_record(
+    image: str, prediction: Prediction, top_k: int = DEFAULT_TOP_K
+) -> dict[str, Any]:
     """The JSON object of one image: `image`, `index`, `label`, `confidence`, `top_k`."""
     return {
         "image": image,

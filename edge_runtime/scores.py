@@ -13,7 +13,12 @@ is done for a Keras model's outputs: rows that are distributions (or one column 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
 
 __all__ = ["as_probabilities", "class_count"]
 
@@ -23,7 +28,7 @@ def class_count(output_units: int) -> int:
     return 2 if output_units == 1 else output_units
 
 
-def _looks_like_probabilities(scores: np.ndarray) -> bool:
+def _looks_like_probabilities(scores: npt.NDArray[np.float32]) -> bool:
     if scores.size == 0:
         return True
     if scores.shape[1] == 1:
@@ -31,7 +36,9 @@ def _looks_like_probabilities(scores: np.ndarray) -> bool:
     return bool(scores.min() >= -1e-6 and np.abs(scores.sum(axis=1) - 1.0).max() <= 0.05)
 
 
-def as_probabilities(scores: np.ndarray, probabilities: bool | None = None) -> np.ndarray:
+def as_probabilities(
+    scores: npt.ArrayLike, probabilities: bool | None = None
+) -> npt.NDArray[np.float32]:
     """(N, units) scores -> float32 (N, classes) probabilities (see the module docstring)."""
     scores = np.asarray(scores, dtype=np.float32)
     if scores.ndim != 2:
@@ -44,5 +51,6 @@ def as_probabilities(scores: np.ndarray, probabilities: bool | None = None) -> n
         return np.stack([1.0 - p, p], axis=1).astype(np.float32, copy=False)
     if probabilities:
         return scores
-    e = np.exp(scores - scores.max(axis=1, keepdims=True))
-    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32, copy=False)
+    e: npt.NDArray[np.float32] = np.exp(scores - scores.max(axis=1, keepdims=True))
+    total: npt.NDArray[np.float32] = e.sum(axis=1, keepdims=True)
+    return (e / total).astype(np.float32, copy=False)

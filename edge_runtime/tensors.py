@@ -22,7 +22,7 @@ class TensorSpec:
     index: int
     shape: tuple[int, ...]
     shape_signature: tuple[int, ...]
-    dtype: np.dtype
+    dtype: np.dtype[Any]
     scale: float = 0.0
     zero_point: int = 0
 

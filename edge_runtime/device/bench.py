@@ -9,13 +9,16 @@ import os
 import platform
 import time
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edge_runtime.classifier import EdgeClassifier
 from edge_runtime.device.memory import peak_rss_mb
 from edge_runtime.model_bounds import DEFAULT_MAX_MODEL_MB
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
 
 
 @dataclass(frozen=True)
@@ -34,7 +37,7 @@ class Latency:
             raise ValueError(f"Inconsistent latency statistics. Received: {self}")
 
     @classmethod
-    def from_samples(cls, seconds: np.ndarray) -> Latency:
+    def from_samples(cls, seconds: npt.ArrayLike) -> Latency:
         """Statistics of per-call durations given in seconds."""
         us = np.asarray(seconds, dtype=np.float64) * 1e6
         p50, p90, p99 = np.percentile(us, [50, 90, 99])
@@ -109,7 +112,7 @@ def parse_threads(text: str | int | None) -> list[int | None]:
 
 
 def run_bench_threads(
-    model_path: str | os.PathLike, threads: list[int | None], **kwargs: Any
+    model_path: str | os.PathLike[str], threads: list[int | None], **kwargs: Any
 ) -> list[BenchResult]:
     """`run_bench` once per thread count, each with the Pi's state before and after it."""
     from edge_runtime.device.doctor import pi_state
@@ -131,7 +134,7 @@ def run_bench_threads(
 
 
 def run_bench(
-    model_path: str | os.PathLike,
+    model_path: str | os.PathLike[str],
     *,
     runs: int = 200,
     warmup: int = 20,

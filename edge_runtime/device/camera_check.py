@@ -10,6 +10,10 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from edge_runtime.device.check import Check
 
 _LISTED = re.compile(r"^\s*\d+\s*:\s*(\S.*)$")
 
@@ -73,7 +77,7 @@ def in_video_group(root: Path) -> bool | None:
     return None
 
 
-def camera_check(root: Path):
+def camera_check(root: Path) -> Check:
     """One `Check` named camera: ok, warn (found but not usable as is) or skip (none)."""
     from edge_runtime.device.check import Check
 

@@ -93,7 +93,7 @@ def temperature_c(root: Path) -> float | None:
     return None if millis is None else round(millis / 1000.0, 1)
 
 
-def pi_state(root: str | os.PathLike | None = None) -> dict[str, Any]:
+def pi_state(root: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """Temperature and throttle flags now: what `bench` records before and after each model."""
     base = Path(root or os.environ.get(_targets.ROOT_ENV) or "/")
     value, source = read_throttled(base)
@@ -245,8 +245,8 @@ def _xnnpack(backend: Any, model: str | None) -> Check:
 
 
 def run_doctor(
-    root: str | os.PathLike | None = None,
-    install_dir: str | os.PathLike | None = None,
+    root: str | os.PathLike[str] | None = None,
+    install_dir: str | os.PathLike[str] | None = None,
     model: str | None = None,
 ) -> dict[str, Any]:
     """`{"device": {...}, "checks": [{"name", "status", "detail", "fix"}, ...]}`."""

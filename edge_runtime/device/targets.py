@@ -22,6 +22,7 @@ import platform
 import struct
 import sys
 from dataclasses import asdict, dataclass
+from typing import Any
 
 ROOT_ENV = "EDGESHIP_ROOT"
 TARGET_ENV = "EDGESHIP_TARGET"
@@ -144,7 +145,7 @@ def board_model(root: str = "/") -> str | None:
     return None
 
 
-def probe(root: str | None = None) -> dict:
+def probe(root: str | None = None) -> dict[str, Any]:
     """This machine's facts: machine, userland bits, Python, glibc, OS and board."""
     root = root or os.environ.get(ROOT_ENV) or "/"
     release = os_release(root)
@@ -167,7 +168,7 @@ def _supported_line() -> str:
     return "; ".join(f"{t.name} ({t.image}, Python {t.python})" for t in TARGETS)
 
 
-def match(facts: dict) -> tuple[Target | None, str]:
+def match(facts: dict[str, Any]) -> tuple[Target | None, str]:
     """(the target of a machine with `facts`, a note) or (None, why it is refused + the fix)."""
     machine = str(facts.get("machine") or "").lower()
     bits = int(facts.get("bits") or 0)
@@ -214,7 +215,7 @@ def match(facts: dict) -> tuple[Target | None, str]:
     return None, f"No target for Python {python or '?'} here; {fix}. Received: {seen}. {supported}"
 
 
-def detect(facts: dict, allowed: tuple[str, ...] | list[str] = TARGET_NAMES) -> Target:
+def detect(facts: dict[str, Any], allowed: tuple[str, ...] | list[str] = TARGET_NAMES) -> Target:
     """The target of `facts` among `allowed` (a bundle's); ValueError with the one-line reason."""
     forced = os.environ.get(TARGET_ENV)
     target = get_target(forced) if forced else match(facts)[0]

@@ -10,12 +10,26 @@ or uint8 is dequantized through a second table (the same float32 arithmetic as
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+if TYPE_CHECKING:
+    import numpy.typing as npt
 
-def single_image_tables(clf: Any) -> tuple[np.ndarray, bool, frozenset, tuple, np.ndarray | None]:
+    from edge_runtime.classifier import EdgeClassifier
+
+    # (pixel table, XOR shortcut, image shapes taken, feed shape, dequantization table)
+    FastTables = tuple[
+        npt.NDArray[Any],
+        bool,
+        frozenset[tuple[int, ...]],
+        tuple[int, ...],
+        npt.NDArray[np.float32] | None,
+    ]
+
+
+def single_image_tables(clf: EdgeClassifier) -> FastTables:
     """(pixel table, XOR shortcut, image shapes taken, feed shape, dequantization table)."""
     pixels = np.arange(256, dtype=np.uint8)
     scores = None

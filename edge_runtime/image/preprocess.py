@@ -26,6 +26,7 @@ import os
 import threading
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -42,6 +43,9 @@ from edge_runtime.image.shrink import (
     upright,
 )
 from edge_runtime.options import INVERT_CHOICES, normalize_invert
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
 
 __all__ = [
     "INVERT_CHOICES",
@@ -119,7 +123,7 @@ def _draft_big_jpeg(img: Image.Image, max_pixels: int) -> None:
 
 
 def load_image(
-    source: str | os.PathLike | bytes,
+    source: str | os.PathLike[str] | bytes,
     *,
     max_pixels: int = MAX_PIXELS,
     size: tuple[int, int] | None = None,
@@ -131,6 +135,7 @@ def load_image(
     at the smallest DCT scale still that large. `max_decoded_bytes`: refuse (ImageTooLargeError)
     an image whose decoded pixels would take more, before decoding them.
     """
+    fp: io.BytesIO | Path
     if isinstance(source, (bytes, bytearray)):
         label, fp = "<bytes>", io.BytesIO(source)
         if not source:
@@ -147,7 +152,7 @@ def load_image(
     try:
         img = _open_quietly(fp)
     except UnidentifiedImageError:
-        if _is_heif(source if isinstance(source, (bytes, bytearray)) else fp):
+        if _is_heif(source if isinstance(source, (bytes, bytearray)) else Path(source)):
             raise ImageError(
                 "The image is HEIC/HEIF (an iPhone's default photo format), which Pillow does "
                 "not read. Export it as JPEG (iPhone: Settings > Camera > Formats > Most "
@@ -236,7 +241,7 @@ def _flatten_alpha(img: Image.Image) -> Image.Image:
     return img
 
 
-def border_mean(arr: np.ndarray) -> float:
+def border_mean(arr: npt.NDArray[Any]) -> float:
     """Mean brightness (0-255) of the outermost rows and columns of an (H, W[, C]) array."""
     a = arr.astype(np.float32)
     if a.ndim == 3:
@@ -247,14 +252,14 @@ def border_mean(arr: np.ndarray) -> float:
 
 def preprocess_image(
     img: Image.Image,
-    shape: tuple[int, int, int],
+    shape: tuple[int, ...],
     *,
     invert: str | bool | None = "auto",
     background: str | None = None,
     max_pixels: int = MAX_PIXELS,
     resize: str = "stretch",
     to_size: bool = True,
-) -> np.ndarray:
+) -> npt.NDArray[np.uint8]:
     """A PIL image -> uint8 array of `shape` (H, W, C), C in {1, 3}, ready as raw pixels."""
     invert_mode = normalize_invert(invert)
     if resize not in RESIZE_RULES:
@@ -302,15 +307,15 @@ def preprocess_image(
 
 
 def load_and_preprocess(
-    source: str | os.PathLike,
-    shape: tuple[int, int, int],
+    source: str | os.PathLike[str],
+    shape: tuple[int, ...],
     *,
     invert: str | bool | None = "auto",
     background: str | None = None,
     max_pixels: int = MAX_PIXELS,
     resize: str = "stretch",
     to_size: bool = True,
-) -> np.ndarray:
+) -> npt.NDArray[np.uint8]:
     """Read an image file and return the uint8 (H, W, C) array for the model."""
     size = needed_size(shape) if to_size else None
     img = load_image(source, max_pixels=max_pixels, size=size)

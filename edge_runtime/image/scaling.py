@@ -9,7 +9,8 @@ import numpy as np
 from edge_runtime.metadata.standard import StandardMetadata
 from edge_runtime.tensors import TensorSpec
 
-Scaling = tuple[float | np.ndarray, float | np.ndarray, str]
+_PerChannel = np.ndarray[Any, np.dtype[np.float32]]  # one value per channel
+Scaling = tuple[float | _PerChannel, float | _PerChannel, str]
 
 
 def raw_pixel_scaling(

@@ -11,13 +11,17 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edge_runtime.classifier import EdgeClassifier, Prediction
+from edge_runtime.classifier import EdgeClassifier
 from edge_runtime.image.preprocess import load_image, needed_size
 from edge_runtime.model_bounds import DEFAULT_MAX_MODEL_MB
+from edge_runtime.prediction import Prediction
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
 
 __all__ = ["STAGES", "PhotoBench", "classify_photo", "photo_bench"]
 
@@ -26,7 +30,7 @@ STAGES = ("read", "decode", "preprocess", "invoke", "postprocess")
 
 def classify_photo(
     clf: EdgeClassifier,
-    source: bytes | str | os.PathLike,
+    source: bytes | str | os.PathLike[str],
     *,
     max_decoded_bytes: int | None = None,
 ) -> tuple[Prediction, dict[str, float]]:
@@ -86,7 +90,7 @@ class PhotoBench:
         }
 
 
-def _stats(seconds: np.ndarray) -> dict[str, float]:
+def _stats(seconds: npt.NDArray[np.float64]) -> dict[str, float]:
     us = seconds * 1e6
     p50, p99 = np.percentile(us, [50, 99])
     mean = float(us.mean())
@@ -94,8 +98,8 @@ def _stats(seconds: np.ndarray) -> dict[str, float]:
 
 
 def photo_bench(
-    model_path: str | os.PathLike,
-    image: str | os.PathLike,
+    model_path: str | os.PathLike[str],
+    image: str | os.PathLike[str],
     *,
     runs: int = 50,
     warmup: int = 3,

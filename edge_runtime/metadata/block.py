@@ -26,7 +26,8 @@ import os
 import struct
 import zipfile
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import Any, cast
 
 from edge_runtime.errors import BackendError, ModelFileError
 
@@ -67,19 +68,23 @@ class _Reader:
 
     def u16(self, pos: int) -> int:
         self._need(pos, 2)
-        return struct.unpack_from("<H", self.data, pos)[0]
+        value: int = struct.unpack_from("<H", self.data, pos)[0]
+        return value
 
     def u32(self, pos: int) -> int:
         self._need(pos, 4)
-        return struct.unpack_from("<I", self.data, pos)[0]
+        value: int = struct.unpack_from("<I", self.data, pos)[0]
+        return value
 
     def i32(self, pos: int) -> int:
         self._need(pos, 4)
-        return struct.unpack_from("<i", self.data, pos)[0]
+        value: int = struct.unpack_from("<i", self.data, pos)[0]
+        return value
 
     def u64(self, pos: int) -> int:
         self._need(pos, 8)
-        return struct.unpack_from("<Q", self.data, pos)[0]
+        value: int = struct.unpack_from("<Q", self.data, pos)[0]
+        return value
 
     def field(self, table: int, slot: int) -> int | None:
         """Absolute position of field `slot` of the table at `table`, or None if absent."""
@@ -144,7 +149,7 @@ def check_tflite(data: bytes, source: str = "<bytes>") -> None:
         )
 
 
-def read_model_bytes(path: str | os.PathLike) -> bytes:
+def read_model_bytes(path: str | os.PathLike[str]) -> bytes:
     """Read a .tflite file, raising ModelFileError if it is missing, unreadable or not TFLite."""
     p = Path(path)
     if not p.exists():
@@ -243,13 +248,13 @@ def read_embedded_metadata(
         return None
 
 
-def sidecar_paths(model_path: str | os.PathLike) -> list[Path]:
+def sidecar_paths(model_path: str | os.PathLike[str]) -> list[Path]:
     """Where a sidecar JSON for `model_path` may live: `<stem>.json`, then `<name>.json`."""
     p = Path(model_path)
     return [p.with_suffix(".json"), p.with_name(p.name + ".json")]
 
 
-def read_sidecar(model_path: str | os.PathLike) -> dict[str, Any] | None:
+def read_sidecar(model_path: str | os.PathLike[str]) -> dict[str, Any] | None:
     """The metadata dict of the first existing sidecar JSON of `model_path`, or None."""
     for candidate in sidecar_paths(model_path):
         if candidate.is_file():
@@ -258,7 +263,7 @@ def read_sidecar(model_path: str | os.PathLike) -> dict[str, Any] | None:
 
 
 def read_metadata(
-    source: str | os.PathLike | bytes | bytearray | memoryview,
+    source: str | os.PathLike[str] | bytes | bytearray | memoryview,
     *,
     sidecar: bool = True,
     lenient: bool = False,
@@ -274,7 +279,7 @@ def read_metadata(
     return meta
 
 
-def _schema_module():
+def _schema_module() -> ModuleType:
     """The generated TFLite schema module (object API), from ai-edge-litert."""
     try:
         from ai_edge_litert import schema_py_generated
@@ -284,7 +289,7 @@ def _schema_module():
             "ai-edge-litert. Install it: pip install 'edgeship[edge]'. "
             "Received: no module ai_edge_litert.schema_py_generated"
         ) from None
-    return schema_py_generated
+    return cast(ModuleType, schema_py_generated)  # ai-edge-litert ships no type hints
 
 
 # The standard TFLite Model Metadata's entry: its associated files are zipped after the model.
@@ -387,7 +392,7 @@ SOURCE_KEYS = ("model", "training", "metrics", "class_names", "input")
 def same_source(run_meta: dict[str, Any], tflite_meta: dict[str, Any]) -> bool:
     """Whether `tflite_meta` (a .tflite's edgeship entry) describes the model of `run_meta`."""
 
-    def identity(meta: dict[str, Any]) -> tuple:
+    def identity(meta: dict[str, Any]) -> tuple[Any, ...]:
         dataset = meta.get("dataset") or {}
         return tuple(meta.get(k) for k in SOURCE_KEYS) + (dataset.get("sha256"),)
 

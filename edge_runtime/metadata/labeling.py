@@ -23,7 +23,7 @@ METADATA_SCHEMA_VERSION = 1
 
 
 def label_model(
-    path: str | os.PathLike,
+    path: str | os.PathLike[str],
     labels: Labels | None = None,
     *,
     input_scale: float | None = None,

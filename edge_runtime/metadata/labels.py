@@ -16,10 +16,10 @@ from edge_runtime.errors import LabelsError
 
 MAX_LABELS_BYTES = 16 * 1024 * 1024
 
-Labels = str | os.PathLike | Sequence[str]
+Labels = str | os.PathLike[str] | Sequence[str]
 
 
-def read_labels(path: str | os.PathLike) -> tuple[str, ...]:
+def read_labels(path: str | os.PathLike[str]) -> tuple[str, ...]:
     """The class names of a labels file: one per line (UTF-8), surrounding spaces stripped."""
     p = Path(path)
     if not p.is_file():

@@ -31,7 +31,9 @@ FAIL_AFTER = 4  # starts in a row without a frame: `failed`
 STDERR_TAIL = 2048
 
 
-def _stop_group(proc: subprocess.Popen, grace_s: float = 2.0, wait_s: float = 0.0) -> int | None:
+def _stop_group(
+    proc: subprocess.Popen[bytes], grace_s: float = 2.0, wait_s: float = 0.0
+) -> int | None:
     """After `wait_s` for it to end by itself, SIGTERM the command's process group, SIGKILL
     after `grace_s`; its exit code."""
     with contextlib.suppress(subprocess.TimeoutExpired):
@@ -122,8 +124,9 @@ class CameraFeed:
             return False, f"cannot start {self.command.argv[0]}: {err.strerror}"
         self.pid = proc.pid
         splitter = MjpegSplitter(self._max_frame_bytes)
-        out, err = proc.stdout.fileno(), proc.stderr.fileno()
-        readable, tail = [out, err, self._stop_r], b""
+        assert proc.stdout is not None and proc.stderr is not None  # both PIPE
+        out, err_fd = proc.stdout.fileno(), proc.stderr.fileno()
+        readable, tail = [out, err_fd, self._stop_r], b""
         last_good, got_frames, why = time.monotonic(), False, ""
         try:
             while True:
@@ -134,11 +137,11 @@ class CameraFeed:
                 ready = select.select(readable, [], [], left)[0]
                 if self._stop_r in ready:
                     return got_frames, "stopped"
-                if err in ready:
-                    data = os.read(err, 4096)
+                if err_fd in ready:
+                    data = os.read(err_fd, 4096)
                     tail = (tail + data)[-STDERR_TAIL:]
                     if not data:
-                        readable.remove(err)
+                        readable.remove(err_fd)
                 if out not in ready:
                     continue
                 data = os.read(out, READ_BYTES)

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import argparse
 
 DEFAULT_CAMERA_FPS = 5.0
 DEFAULT_CAMERA_TIMEOUT_S = 5.0  # no frame for this long: the camera command is restarted
 DEFAULT_CAMERA_SAVE_MAX = 100
 
 
-def add_camera_arguments(p: Any) -> None:
+def add_camera_arguments(p: argparse.ArgumentParser) -> None:
     """`--camera SOURCE` and its options (docs/camera.md)."""
     p.add_argument(
         "--camera",
@@ -57,7 +60,7 @@ def add_camera_arguments(p: Any) -> None:
     )
 
 
-def camera_options(args: Any) -> dict[str, Any]:
+def camera_options(args: argparse.Namespace) -> dict[str, Any]:
     """The camera fields of `ServeOptions` from the argparse namespace."""
     from edge_runtime.serve.camera_source import parse_size
 

@@ -20,14 +20,18 @@ import re
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge_runtime.errors import EdgeshipError
+from edge_runtime.records import DEFAULT_TOP_K
 from edge_runtime.serve.camera import CameraFeed
 from edge_runtime.serve.camera_source import CameraCommand
 from edge_runtime.serve.metrics import LATENCY_BUCKETS, histogram_lines
-from edge_runtime.serve.uploads import DEFAULT_TOP_K
+
+if TYPE_CHECKING:
+    from edge_runtime.serve.service import Service
 
 FPS_WINDOW_S = 5.0
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -36,13 +40,14 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 class CameraLive:
     """The camera of one service: its feed, the frame in hand, the latest answer, counters."""
 
-    def __init__(self, service: Any, command: CameraCommand) -> None:
+    def __init__(self, service: Service, command: CameraCommand) -> None:
         options = service.options
         self.service, self.command = service, command
         self.fps = options.camera_fps
         self.counts = {"classified": 0, "dropped": 0, "bad": 0}
         self.latest: tuple[int, bytes, str] | None = None  # (seq, jpeg, event JSON)
-        self.stopping = lambda: False  # set by the server: True once it shuts down
+        # set by the server: True once it shuts down
+        self.stopping: Callable[[], bool] = lambda: False
         self._lock = threading.Condition()
         self._slot: tuple[bytes, float] | None = None
         self._last_taken = float("-inf")
@@ -90,8 +95,9 @@ class CameraLive:
                     self._lock.wait()
                 if not self._running:
                     return
-                (jpeg, arrived), self._slot = self._slot, None
-            self._classify(jpeg, arrived)
+                slot, self._slot = self._slot, None
+            assert slot is not None  # the wait ends on a frame, or returned above
+            self._classify(*slot)
 
     def _classify(self, jpeg: bytes, arrived: float) -> None:
         service = self.service
@@ -127,12 +133,13 @@ class CameraLive:
             self.latest = (seq, jpeg, json.dumps(event))
         if service.options.results is not None:
             service._append_result(
+                service.options.results,
                 {
                     "time": event["time"],
                     "source": "camera",
                     "image": str(saved) if saved else None,
                     **record,
-                }
+                },
             )
         if self._loop is not None:
             try:

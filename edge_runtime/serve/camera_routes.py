@@ -12,16 +12,25 @@ At most `MAX_LISTENERS` event streams at once (503 past it); a stream ends when 
 from __future__ import annotations
 
 import hmac
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING
 
 from edge_runtime.serve.uploads import HttpError, check_token
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import BaseRoute
+
+    from edge_runtime.serve.camera_live import CameraLive
+    from edge_runtime.serve.service import Service
 
 MAX_LISTENERS = 8
 HEARTBEAT_S = 15.0
 WAIT_S = 1.0  # how often an idle stream looks whether the server is stopping
 
 
-def _check(service: Any, request: Any) -> Any:
+def _check(service: Service, request: Request) -> CameraLive:
     """The service's camera, after the token check; HttpError otherwise."""
     token = service.options.token
     given = request.query_params.get("token")
@@ -33,14 +42,16 @@ def _check(service: Any, request: Any) -> Any:
     return camera
 
 
-def camera_routes(service: Any, error: Any) -> list[Any]:
+def camera_routes(
+    service: Service, error: Callable[[int, str, str], JSONResponse]
+) -> list[BaseRoute]:
     """The Starlette routes of the camera (none without --camera: then 404 as any path)."""
     from starlette.responses import Response, StreamingResponse
     from starlette.routing import Route
 
     listeners = [0]
 
-    async def frame(request):
+    async def frame(request: Request) -> Response:
         try:
             camera = _check(service, request)
         except HttpError as err:
@@ -54,7 +65,7 @@ def camera_routes(service: Any, error: Any) -> list[Any]:
             headers={"Cache-Control": "no-store", "X-Frame-Seq": str(latest[0])},
         )
 
-    async def events(request):
+    async def events(request: Request) -> Response:
         try:
             camera = _check(service, request)
             if listeners[0] >= MAX_LISTENERS:
@@ -63,7 +74,7 @@ def camera_routes(service: Any, error: Any) -> list[Any]:
             return error(err.status, err.kind, err.message)
         listeners[0] += 1
 
-        async def stream():
+        async def stream() -> AsyncIterator[str]:
             try:
                 sent, idle = 0, 0.0
                 yield "retry: 2000\n\n"

@@ -19,7 +19,10 @@ import resource
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import asyncio
 
 FD_RESERVE = 32  # descriptors kept for the models, inotify, the event loop, logs, threads
 ACCEPT_WARNING_EVERY_S = 60.0
@@ -48,7 +51,7 @@ def bounded_protocol(
     header_timeout_s: float,
     on_event: Callable[[str], None],
     ssl_context: Any = None,
-) -> Callable[..., Any]:
+) -> Callable[..., asyncio.BaseProtocol]:
     """An h11 protocol factory for `uvicorn.Config(http=...)` with the bounds above;
     `on_event(kind)` counts each refusal (`busy`, `evicted`, `header_timeout`).
 
@@ -154,20 +157,22 @@ def bounded_protocol(
             super().connection_made(transport)  # starts the handshake
             self.app.accept(transport)
 
-        def connection_lost(self, exc: Exception | None) -> None:
+        def connection_lost(self, exc: BaseException | None) -> None:
             self.app.forget()
             super().connection_lost(exc)
 
     def tls_protocol(**kwargs: Any) -> CountedTLS:
         app = BoundedH11Protocol(**kwargs)
         app._handshaking = True
+        # typeshed wants a waiter Future and an int timeout; asyncio itself passes
+        # waiter=None and takes any positive number (its default: 60.0)
         tls = CountedTLS(
             app.loop,
             app,
             ssl_context,
-            None,
+            None,  # type: ignore[arg-type]  # typeshed gap: asyncio accepts waiter=None
             server_side=True,
-            ssl_handshake_timeout=header_timeout_s,
+            ssl_handshake_timeout=header_timeout_s,  # type: ignore[arg-type]  # a float works
         )
         tls.app = app
         return tls
@@ -175,12 +180,12 @@ def bounded_protocol(
     return tls_protocol
 
 
-def quiet_accept_errors() -> Callable[[Any, dict[str, Any]], None]:
+def quiet_accept_errors() -> Callable[[asyncio.AbstractEventLoop, dict[str, Any]], None]:
     """An event-loop exception handler: "out of system resource" on accept (EMFILE) becomes one
     warning line a minute instead of a traceback a second; anything else as asyncio logs it."""
     last_warned: list[float] = []
 
-    def handler(loop: Any, context: dict[str, Any]) -> None:
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         if not str(context.get("message", "")).startswith("socket.accept() out of system"):
             loop.default_exception_handler(context)
             return

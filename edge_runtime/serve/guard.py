@@ -16,8 +16,11 @@ import ipaddress
 import json
 import socket
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp, Receive, Scope, Send
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -63,7 +66,7 @@ class HostOriginGuard:
 
     def __init__(
         self,
-        app: Any,
+        app: ASGIApp,
         hosts: Iterable[str],
         origins: Iterable[str] = (),
         on_refused: Callable[[str], None] = lambda kind: None,
@@ -82,7 +85,7 @@ class HostOriginGuard:
             return True
         ip, local = _ip(host), _ip(local_address or "")
         if ip is not None and local is not None:
-            if getattr(local, "ipv4_mapped", None):  # a v4 client on a dual-stack socket
+            if isinstance(local, ipaddress.IPv6Address) and local.ipv4_mapped:  # a v4 client
                 local = local.ipv4_mapped
             return ip == local
         return False
@@ -99,7 +102,7 @@ class HostOriginGuard:
         o_host = _bracketed((parts.hostname or "").lower())
         return (parts.scheme, o_host, o_port) == (scheme, host, port or DEFAULT_PORTS.get(scheme))
 
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -132,7 +135,7 @@ class HostOriginGuard:
             return
         await self.app(scope, receive, send)
 
-    async def _refuse(self, send: Any, status: int, kind: str, message: str) -> None:
+    async def _refuse(self, send: Send, status: int, kind: str, message: str) -> None:
         self.on_refused(kind)
         body = json.dumps({"error": message}).encode()
         await send(

@@ -19,7 +19,10 @@ import hashlib
 import re
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 COMMON_HEADERS = (
     (b"x-content-type-options", b"nosniff"),
@@ -95,7 +98,7 @@ def app_csp(site: Path | None) -> str:
 class SecurityHeaders:
     """ASGI middleware: the headers above on every HTTP response (errors included)."""
 
-    def __init__(self, app: Any, page: str, site: Path | None, app_path: str = "/app") -> None:
+    def __init__(self, app: ASGIApp, page: str, site: Path | None, app_path: str = "/app") -> None:
         self.app = app
         self.app_path = app_path
         self.policies = {
@@ -111,13 +114,13 @@ class SecurityHeaders:
             return self.policies["app"]
         return self.policies["api"]
 
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         policy = self._policy(scope.get("path", ""))
 
-        async def send_with_headers(message: dict) -> None:
+        async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = [
                     (k, v)

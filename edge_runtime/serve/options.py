@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge_runtime.model_bounds import DEFAULT_MAX_MODEL_MB, max_model_option
 from edge_runtime.serve.camera_args import (
@@ -17,6 +17,9 @@ from edge_runtime.serve.camera_args import (
 )
 from edge_runtime.serve.errors import ServeError
 from edge_runtime.serve.webapp import add_web_arguments, check_site, check_tls
+
+if TYPE_CHECKING:
+    import argparse
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
@@ -169,7 +172,7 @@ def exposure_warning(options: ServeOptions) -> str | None:
     return None
 
 
-def read_token_file(path: str | os.PathLike, option: str = "--token-file") -> str:
+def read_token_file(path: str | os.PathLike[str], option: str = "--token-file") -> str:
     """The token in `path` (its first line, stripped); ServeError when unreadable or empty."""
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -205,7 +208,7 @@ def _path(value: str | None) -> Path | None:
     return Path(value) if value else None
 
 
-def options_from_args(args: Any) -> ServeOptions:
+def options_from_args(args: argparse.Namespace) -> ServeOptions:
     """`ServeOptions` from the argparse namespace of `python -m edge_runtime serve`."""
     return ServeOptions(
         models=tuple(Path(m) for m in args.models),
@@ -237,7 +240,7 @@ def options_from_args(args: Any) -> ServeOptions:
     )
 
 
-def add_serve_parser(sub: Any) -> None:
+def add_serve_parser(sub: argparse._SubParsersAction[Any]) -> None:
     """The `serve` subcommand's arguments."""
     p = sub.add_parser("serve", help="serve the models over HTTP (page, JSON API, metrics)")
     p.add_argument("models", nargs="+", metavar="MODEL", help=".tflite model files")

@@ -36,17 +36,17 @@ import signal
 import socket
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge_runtime.errors import ImageError
 from edge_runtime.image.preprocess import ImageTooLargeError
 from edge_runtime.serve.camera_routes import camera_routes
 from edge_runtime.serve.connections import bounded_protocol, connection_limit, quiet_accept_errors
+from edge_runtime.serve.errors import ServeError
 from edge_runtime.serve.guard import HostOriginGuard, allowed_hosts
 from edge_runtime.serve.headers import SecurityHeaders
 from edge_runtime.serve.metrics import CONTENT_TYPE
 from edge_runtime.serve.options import (
-    ServeError,
     ServeOptions,
     add_serve_parser,
     exposure_warning,
@@ -58,6 +58,12 @@ from edge_runtime.serve.startup import prepare
 from edge_runtime.serve.tls import server_context
 from edge_runtime.serve.uploads import HeldUpload, HttpError, check_token, image_bytes, top_k
 from edge_runtime.serve.webapp import web_routes
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable
+
+    from starlette.applications import Starlette
+    from starlette.requests import Request
 
 GRACEFUL_SHUTDOWN_S = 30
 PAGE = Path(__file__).with_name("page.html")
@@ -97,7 +103,7 @@ def health(service: Service) -> dict[str, Any]:
     } | ({"status": "failed"} if failed else {})
 
 
-async def predict(service: Service, request: Any) -> dict[str, Any]:
+async def predict(service: Service, request: Request) -> dict[str, Any]:
     """POST /v1/predict: check the token and query, read the image, classify it off the loop."""
     check_token(request, service.options.token)
     name = request.query_params.get("model", service.default)
@@ -124,7 +130,7 @@ async def predict(service: Service, request: Any) -> dict[str, Any]:
     return record
 
 
-def build_app(service: Service):
+def build_app(service: Service) -> Starlette:
     """The Starlette application of `service`."""
     from starlette.applications import Starlette
     from starlette.exceptions import HTTPException
@@ -138,19 +144,19 @@ def build_app(service: Service):
         service.metrics.error(kind)
         return JSONResponse({"error": message}, status_code=status)
 
-    async def index(request):
+    async def index(request: Request) -> HTMLResponse:
         return HTMLResponse(page)
 
-    async def healthz(request):
+    async def healthz(request: Request) -> JSONResponse:
         state = health(service)
         return JSONResponse(state, status_code=503 if state["status"] == "failed" else 200)
 
-    async def models(request):
+    async def models(request: Request) -> JSONResponse:
         return JSONResponse(
             {"default": service.default, "models": [m.info() for m in service.models.values()]}
         )
 
-    async def predict_route(request):
+    async def predict_route(request: Request) -> JSONResponse:
         try:
             return JSONResponse(await predict(service, request))
         except HttpError as err:
@@ -158,10 +164,10 @@ def build_app(service: Service):
         except Exception as err:  # noqa: BLE001 - one bad request must not take the server down
             return error(500, "internal", f"Internal error: {type(err).__name__}: {err}")
 
-    async def recent(request):
+    async def recent(request: Request) -> JSONResponse:
         return JSONResponse({"predictions": service.recent.list()})
 
-    async def metrics(request):
+    async def metrics(request: Request) -> Response:
         import anyio.to_thread
 
         def render() -> str:  # in a thread: vcgencmd may take ms
@@ -170,12 +176,12 @@ def build_app(service: Service):
 
         return Response(await anyio.to_thread.run_sync(render), media_type=CONTENT_TYPE)
 
-    async def http_error(request, exc: HTTPException):
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "bad_request")
         return error(exc.status_code, kind, f"{exc.detail}: {request.method} {request.url.path}")
 
     @contextlib.asynccontextmanager
-    async def lifespan(app):
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
         service.start_watch()
         if service.camera is not None:
             service.camera.attach(asyncio.get_running_loop())
@@ -198,7 +204,8 @@ def build_app(service: Service):
             *camera_routes(service, error),
             *web_routes(service.options.web),
         ],
-        exception_handlers={HTTPException: http_error},
+        # Starlette types a handler as taking any Exception; it calls this one with its key's
+        exception_handlers={HTTPException: http_error},  # type: ignore[dict-item]
         middleware=[
             Middleware(SecurityHeaders, page=page, site=service.options.web),
             Middleware(
@@ -212,7 +219,9 @@ def build_app(service: Service):
     )
 
 
-def run(service: Service, sock: socket.socket, *, announce: Any = None) -> None:
+def run(
+    service: Service, sock: socket.socket, *, announce: Callable[[str], None] | None = None
+) -> None:
     """Serve on the bound socket until SIGTERM or SIGINT (then return normally)."""
     import uvicorn
 
@@ -222,7 +231,8 @@ def run(service: Service, sock: socket.socket, *, announce: Any = None) -> None:
     max_connections = connection_limit(options.max_connections)
     config = uvicorn.Config(
         build_app(service),
-        http=bounded_protocol(
+        # uvicorn types `http` as a Protocol class but calls it: a factory works (TLS's does)
+        http=bounded_protocol(  # type: ignore[arg-type]
             max_connections, options.header_timeout_s, service.metrics.error, ssl_context=tls
         ),
         limit_concurrency=max_connections + 1,  # Uvicorn counts the asking one too

@@ -2,20 +2,31 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge_runtime.errors import EdgeshipError
+from edge_runtime.records import DEFAULT_TOP_K
+from edge_runtime.serve.errors import ServeError
 from edge_runtime.serve.metrics import CachedBoardState, ServeMetrics
-from edge_runtime.serve.options import ServeError, ServeOptions
+from edge_runtime.serve.options import ServeOptions
 from edge_runtime.serve.recent import RecentPredictions, printable_name
-from edge_runtime.serve.uploads import DEFAULT_TOP_K, UploadBudget
+from edge_runtime.serve.uploads import UploadBudget
+
+if TYPE_CHECKING:
+    import anyio
+
+    from edge_runtime.classifier import EdgeClassifier
+    from edge_runtime.serve.camera_live import CameraLive
+    from edge_runtime.serve.watch import FolderWatcher
 
 RESULTS_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -26,7 +37,7 @@ class WatchFailed(ServeError):
     exit_code = 1
 
 
-def open_results(path: str | os.PathLike):
+def open_results(path: str | os.PathLike[str]) -> io.BufferedWriter:
     """--results opened for appending, never through a symlink (ELOOP: OSError)."""
     return open(os.open(path, RESULTS_FLAGS, 0o644), "ab")
 
@@ -36,7 +47,7 @@ class ServedModel:
     """One model file's classifier under its name (the file's stem)."""
 
     name: str
-    classifier: Any
+    classifier: EdgeClassifier
 
     def info(self) -> dict[str, Any]:
         """The model as /v1/models describes it."""
@@ -104,11 +115,11 @@ class Service:
         self._results_lock = threading.Lock()
         self.uploads = UploadBudget(options.max_inflight_bytes)
         self.board_state = CachedBoardState()
-        self.on_watch_failure = lambda: None  # set by the server: stop serving
-        self._watcher = None
-        self._stopped_watcher = None
-        self._limiter = None  # an anyio CapacityLimiter, made inside the event loop
-        self.camera = None  # with --camera: a camera_live.CameraLive (set by startup.prepare)
+        self.on_watch_failure: Callable[[], None] = lambda: None  # set by the server: stop
+        self._watcher: FolderWatcher | None = None
+        self._stopped_watcher: FolderWatcher | None = None
+        self._limiter: anyio.CapacityLimiter | None = None  # made inside the event loop
+        self.camera: CameraLive | None = None  # with --camera (set by startup.prepare)
 
     @property
     def default(self) -> str:
@@ -162,20 +173,20 @@ class Service:
             outcome = record
         if self.options.results is not None:
             self._append_result(
-                {"time": time.time(), "image": printable_name(str(path)), **outcome}
+                self.options.results,
+                {"time": time.time(), "image": printable_name(str(path)), **outcome},
             )
 
-    def _append_result(self, line: dict[str, Any]) -> None:
+    def _append_result(self, results: Path, line: dict[str, Any]) -> None:
         """One JSON line on --results; a failure is counted and logged, never raised."""
         text = json.dumps(line, ensure_ascii=False) + "\n"
         try:
-            with self._results_lock, open_results(self.options.results) as f:
+            with self._results_lock, open_results(results) as f:
                 f.write(text.encode("utf-8", "backslashreplace"))
         except OSError as err:  # disk full, folder gone, a symlink: say so, keep watching
             self.metrics.error("results_write")
             print(
-                f"warning: cannot append to --results ({err.strerror}). Received: "
-                f"path={self.options.results}",
+                f"warning: cannot append to --results ({err.strerror}). Received: path={results}",
                 file=sys.stderr,
                 flush=True,
             )

@@ -6,7 +6,8 @@ import errno
 import socket
 from pathlib import Path
 
-from edge_runtime.serve.options import ServeError, ServeOptions
+from edge_runtime.serve.errors import ServeError
+from edge_runtime.serve.options import ServeOptions
 from edge_runtime.serve.service import Service, load_models, open_results
 
 
@@ -67,5 +68,5 @@ def prepare(options: ServeOptions) -> tuple[Service, socket.socket]:
     if options.camera is not None:
         from edge_runtime.serve.camera_setup import attach_camera
 
-        attach_camera(service)
+        attach_camera(service, options.camera)
     return service, _listen(options.host, options.port)

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import stat
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from edge_runtime.errors import EdgeRuntimeError
+
+if TYPE_CHECKING:
+    import ssl
 
 
 class TlsError(EdgeRuntimeError):
@@ -42,7 +45,9 @@ def _passphrase(path: Path) -> bytes:
     return lines[0].rstrip(b"\r\n")
 
 
-def server_context(cert: Path | None, key: Path | None, password_file: Path | None = None) -> Any:
+def server_context(
+    cert: Path | None, key: Path | None, password_file: Path | None = None
+) -> ssl.SSLContext | None:
     """The server's `ssl.SSLContext` (None without a certificate): the pair loaded once, so a
     wrong or encrypted key fails at startup with one line and no prompt."""
     if cert is None or key is None:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import hmac
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from edge_runtime.records import DEFAULT_TOP_K
 from edge_runtime.serve.options import ServeOptions
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
 
 MAX_FILENAME = 200  # characters of X-Filename kept for /v1/recent
 MAX_TOP_K_DIGITS = 6
@@ -22,7 +25,7 @@ class HttpError(Exception):
         self.status, self.kind, self.message = status, kind, message
 
 
-def check_token(request: Any, token: str | None) -> None:
+def check_token(request: Request, token: str | None) -> None:
     """Refuse with 401 unless the request carries `Authorization: Bearer TOKEN` (when set)."""
     if token is None:
         return
@@ -37,7 +40,7 @@ def check_token(request: Any, token: str | None) -> None:
         )
 
 
-def top_k(request: Any, classes: int) -> int:
+def top_k(request: Request, classes: int) -> int:
     """The `top_k` query parameter (default 3, at most `classes`): ASCII digits in 1..classes,
     else 400 (`?top_k=²` is a digit to `str.isdigit`, not to `int`)."""
     raw = request.query_params.get("top_k")
@@ -98,7 +101,7 @@ class HeldUpload:
         self.size = 0
 
 
-async def read_body(request: Any, options: ServeOptions, held: HeldUpload) -> bytes:
+async def read_body(request: Request, options: ServeOptions, held: HeldUpload) -> bytes:
     """The request body, refused with 413 as soon as it passes --max-upload-mb, 503 when all
     uploads together pass --max-inflight-mb, 408 when it takes over --body-timeout."""
     import anyio

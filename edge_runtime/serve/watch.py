@@ -73,7 +73,7 @@ def is_image_name(name: str) -> bool:
     return not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES
 
 
-def read_watched_file(path: str | os.PathLike, limit: int) -> bytes:
+def read_watched_file(path: str | os.PathLike[str], limit: int) -> bytes:
     """The bytes of a regular file of at most `limit` bytes, never following a symlink nor
     waiting on a FIFO; WatchedFileError otherwise (OSError for the system's own refusals)."""
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
@@ -108,7 +108,7 @@ class FolderWatcher:
 
     def __init__(
         self,
-        folder: str | os.PathLike,
+        folder: str | os.PathLike[str],
         on_file: Callable[[Path], None],
         on_failure: Callable[[], None] = lambda: None,
     ) -> None:

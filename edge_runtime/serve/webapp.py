@@ -10,9 +10,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from edge_runtime.errors import EdgeRuntimeError
+
+if TYPE_CHECKING:
+    import argparse
+
+    from starlette.requests import Request
+    from starlette.routing import BaseRoute
 
 APP_PATH = "/app"
 SITE_MARKER = "models.json"  # what `deploy web` writes beside index.html
@@ -60,7 +66,7 @@ def check_tls(cert: Path | None, key: Path | None) -> None:
             )
 
 
-def web_routes(site: Path | None) -> list[Any]:
+def web_routes(site: Path | None) -> list[BaseRoute]:
     """The Starlette routes of the app: /app/ (the site's files, `AppFiles`) and /app -> /app/."""
     if site is None:
         return []
@@ -69,7 +75,7 @@ def web_routes(site: Path | None) -> list[Any]:
 
     from edge_runtime.serve.webfiles import AppFiles
 
-    async def to_slash(request):
+    async def to_slash(request: Request) -> RedirectResponse:
         return RedirectResponse(f"{APP_PATH}/", status_code=308)
 
     return [
@@ -95,7 +101,7 @@ def site_files(site: Path) -> frozenset[str]:
     return frozenset(found)
 
 
-def add_web_arguments(parser: Any) -> None:
+def add_web_arguments(parser: argparse.ArgumentParser) -> None:
     """The `serve` arguments of this module: --web, --tls-cert, --tls-key."""
     parser.add_argument(
         "--web",

@@ -13,11 +13,14 @@ from __future__ import annotations
 import os
 import stat as stat_module
 from mimetypes import guess_type
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.datastructures import Headers
 from starlette.responses import FileResponse, Response
 from starlette.staticfiles import NotModifiedResponse, StaticFiles
+
+if TYPE_CHECKING:
+    from starlette.types import Scope
 
 # Every response of /app/: cross-origin isolated (everything the app loads is same-origin).
 ISOLATION_HEADERS = {
@@ -50,7 +53,7 @@ class AppFiles(StaticFiles):
         super().__init__(**kwargs)
         self.listed = listed
 
-    async def get_response(self, path: str, scope: Any) -> Response:
+    async def get_response(self, path: str, scope: Scope) -> Response:
         """The file (or its 304, redirect, 404.html), with the app's headers; 404 if unlisted."""
         from starlette.exceptions import HTTPException
 
@@ -63,9 +66,9 @@ class AppFiles(StaticFiles):
 
     def file_response(
         self,
-        full_path: Any,
+        full_path: str | os.PathLike[str],
         stat_result: os.stat_result,
-        scope: Any,
+        scope: Scope,
         status_code: int = 200,
     ) -> Response:
         """`full_path`, or its `.br`/`.gz` sibling when the browser accepts that encoding."""
