@@ -48,10 +48,11 @@ class _ErrorHandlingGroup(TyperGroup):
             raise typer.Exit(2) from None
 
     def main(self, *args, standalone_mode: bool = True, **kwargs):  # noqa: D102 - click API
+        kwargs["standalone_mode"] = False  # by keyword only: *args may not reach it
         if not standalone_mode:
-            return super().main(*args, standalone_mode=False, **kwargs)
+            return super().main(*args, **kwargs)
         try:
-            code = super().main(*args, standalone_mode=False, **kwargs)
+            code = super().main(*args, **kwargs)
         except typer.Abort:
             typer.echo("Aborted.", err=True)
             sys.exit(1)
@@ -59,7 +60,7 @@ class _ErrorHandlingGroup(TyperGroup):
             # Click's usage errors (vendored by Typer): `format_message()` and `exit_code`.
             if not (hasattr(err, "format_message") and hasattr(err, "exit_code")):
                 raise
-            if type(err).__name__ == "NoArgsIsHelpError":
+            if type(err).__name__ == "NoArgsIsHelpError" and hasattr(err, "show"):
                 err.show()
             else:
                 command = getattr(getattr(err, "ctx", None), "command_path", self.name)

@@ -98,7 +98,7 @@ def device_summary(entries: list[dict[str, Any]] | None) -> str | None:
     if not entries:
         return None
     targets = sorted({str(e.get("target")) for e in entries if e.get("target")})
-    threads = sorted({e.get("threads") for e in entries if e.get("threads")})
+    threads = sorted({e["threads"] for e in entries if e.get("threads")})
     text = f"device results: target {', '.join(targets) or 'not recorded'}"
     text += f", threads {', '.join(map(str, threads)) or 'default'}"
     throttled = [Path(e["model"]).name for e in entries if e.get("throttled")]

@@ -196,7 +196,9 @@ def measure_torch(spec: str, x: np.ndarray, meta: dict, options: BenchOptions) -
     samples = time_calls(call, _singles(nchw), options.runs, options.warmup)
     batch = np.ascontiguousarray(np.resize(nchw, (options.batch, *nchw.shape[1:])))
     ips = throughput_ips(call, batch, options.batch)
-    path = split_torch_spec(spec)[0]
+    found = split_torch_spec(spec)
+    assert found is not None  # load_torch_module above raised otherwise
+    path = found[0]
     return {
         "name": "torch",
         "format": "torch",

@@ -102,11 +102,14 @@ def _from_folder(root: Path, names: Sequence[str], shape: tuple[int, ...], resiz
         )
     images, labels = [], []
     digest = hashlib.sha256()
+    height, width, channels = shape  # a model's image input: (H, W, C)
     for folder in folders:
         for path in _image_files(folder):
             digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
             try:
-                images.append(load_and_preprocess(path, shape, invert="no", resize=resize))
+                images.append(
+                    load_and_preprocess(path, (height, width, channels), invert="no", resize=resize)
+                )
             except EdgeshipError as err:
                 raise BenchError(f"Cannot use a test image: {err}") from None
             labels.append(index[folder.name])

@@ -375,6 +375,7 @@ def make_mode(
     if engine == "converter" and recipe is None:
         from edgeship.convert.converter import to_tflite
 
+        assert source.saved_model_dir is not None  # pick_engine: "converter" is Keras only
         try:
             data = to_tflite(source.saved_model_dir, mode, calib, int8_io=mode_int8_io)
         except ModeConversionError as err:

@@ -24,6 +24,9 @@ DEFAULT_VERIFY_SAMPLES = 1000
 VERIFY_SEED = 7
 # Foreign model without any data: the float modes are checked on seeded random pixels.
 RANDOM_VERIFY_SAMPLES = 200
+# How a raw pixel p becomes model input, p * scale + offset: two floats, or (with
+# --input-mean/--input-std) one list per channel each.
+PixelScaling = tuple[float | list[float], float | list[float]]
 
 
 @dataclass(frozen=True, eq=False)
@@ -49,6 +52,8 @@ class CheckInputs:
 
     def calibration_input(self) -> np.ndarray:
         """The calibration samples as model input (for the converter)."""
+        # Called for the calibrated modes only, which prepare_inputs never leaves without data.
+        assert self.calibration is not None, "calibration_input without calibration data"
         return self.model_input(self.calibration.x)
 
 
@@ -115,7 +120,7 @@ def prepare_inputs(
     verify_samples: int,
     resize: str = "stretch",
     class_names: tuple[str, ...] | None = None,
-    pixel_scaling: tuple[float | list[float], float | list[float]] = (1.0, 0.0),
+    pixel_scaling: PixelScaling = (1.0, 0.0),
 ) -> CheckInputs:
     """Calibration and check samples: from the run's dataset (model.json), from
     `calibration_data`, or (a foreign model in float modes only) seeded random pixels."""

@@ -88,7 +88,7 @@ class LayerReport:
 
     def as_rows(self) -> list[dict[str, object]]:
         """The rows as dicts of `COLUMNS`."""
-        out = []
+        out: list[dict[str, object]] = []
         for r in self.rows:
             out.append(
                 {

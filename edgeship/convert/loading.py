@@ -184,4 +184,5 @@ def model_signature(model) -> ModelSignature:
     from edge_runtime.scores import class_count
 
     # One output unit is a binary classifier (a sigmoid): two classes, as edge_runtime reads it.
-    return ModelSignature(tuple(int(d) for d in in_shape[1:]), class_count(int(out_shape[1])))
+    height, width, channels = (int(d) for d in in_shape[1:])
+    return ModelSignature((height, width, channels), class_count(int(out_shape[1])))

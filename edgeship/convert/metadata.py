@@ -5,11 +5,15 @@ from __future__ import annotations
 import copy
 import hashlib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from edgeship.convert.inputs import CheckInputs
+from edgeship.convert.inputs import CheckInputs, PixelScaling
 from edgeship.convert.loading import ModelSignature
 from edgeship.convert.modes import CALIBRATED_MODES
+
+if TYPE_CHECKING:
+    from edge_runtime.classifier import EdgeClassifier
+    from edge_runtime.tensors import TensorSpec
 
 METADATA_SCHEMA_VERSION = 1
 
@@ -18,13 +22,14 @@ def foreign_metadata(
     signature: ModelSignature,
     class_names: tuple[str, ...] | None,
     resize: str,
-    pixel_scaling: tuple[float | list[float], float | list[float]] = (1.0, 0.0),
+    pixel_scaling: PixelScaling = (1.0, 0.0),
 ) -> dict[str, Any]:
     """Metadata for a model edgeship did not train: raw pixels in, class indices as names."""
     names = list(class_names) if class_names else [str(i) for i in range(signature.num_classes)]
     normalization = {}
-    if isinstance(pixel_scaling[0], list):  # --input-mean/--input-std, on pixels in [0, 1]
-        scale, offset = pixel_scaling
+    scale, offset = pixel_scaling
+    # --input-mean/--input-std, on pixels in [0, 1] (normalization_scaling gives both as lists)
+    if isinstance(scale, list) and isinstance(offset, list):
         normalization = {
             "mean": [round(-o / s / 255.0, 9) for s, o in zip(scale, offset, strict=True)],
             "std": [round(1.0 / (255.0 * s), 9) for s in scale],
@@ -52,7 +57,7 @@ def base_metadata(
     inputs: CheckInputs,
     names: tuple[str, ...] | None,
     resize: str,
-    pixel_scaling: tuple[float, float],
+    pixel_scaling: PixelScaling,
     model_path: Path,
     out: Path,
 ) -> dict[str, Any]:
@@ -93,12 +98,13 @@ def mode_metadata(
 ) -> dict[str, Any]:
     """`base_meta` plus the mode's `quantization` block (its check is added once it ran);
     `engine`: what made the mode ("quantizer": ai-edge-quantizer, "converter": TensorFlow's)."""
-    calibrated = mode in CALIBRATED_MODES
+    # A calibrated mode always has calibration data (prepare_inputs raises otherwise).
+    calibration = inputs.calibration if mode in CALIBRATED_MODES else None
     meta = copy.deepcopy(base_meta)
     meta["quantization"] = {
         "mode": mode,
-        "calibration_samples": len(inputs.calibration.x) if calibrated else 0,
-        "calibration_source": inputs.calibration.source if calibrated else None,
+        "calibration_samples": len(calibration.x) if calibration is not None else 0,
+        "calibration_source": calibration.source if calibration is not None else None,
         "int8_io": int8_io,
     }
     if engine is not None:
@@ -109,9 +115,14 @@ def mode_metadata(
     return meta
 
 
-def io_blocks(classifier) -> tuple[dict[str, Any], dict[str, Any]]:
+def io_blocks(classifier: EdgeClassifier) -> tuple[dict[str, Any], dict[str, Any]]:
     """Input and output dtype/scale/zero point of a loaded `EdgeClassifier`."""
-    return tuple(
-        {"dtype": spec.dtype.name, "scale": float(spec.scale), "zero_point": int(spec.zero_point)}
-        for spec in (classifier.input_spec, classifier.output_spec)
-    )
+
+    def block(spec: TensorSpec) -> dict[str, Any]:
+        return {
+            "dtype": spec.dtype.name,
+            "scale": float(spec.scale),
+            "zero_point": int(spec.zero_point),
+        }
+
+    return block(classifier.input_spec), block(classifier.output_spec)

@@ -10,6 +10,7 @@ from typing import Any
 from edge_runtime.errors import EdgeshipError
 from edgeship.convert.errors import ConvertError
 from edgeship.convert.fallback import Budget
+from edgeship.convert.inputs import PixelScaling
 from edgeship.convert.loading import ModelSignature
 from edgeship.convert.modes import CALIBRATED_MODES
 
@@ -206,7 +207,7 @@ def input_settings(
     input_offset: float | None,
     input_mean: str | list[float] | None = None,
     input_std: str | list[float] | None = None,
-) -> tuple[str, tuple[float | list[float], float | list[float]]]:
+) -> tuple[str, PixelScaling]:
     """The resize rule and pixel scaling, checked against an edgeship run's model.json (whose
     class names, resize rule, scaling and input shape may not be overridden). The scaling is
     per channel (lists) with `input_mean`/`input_std`."""
@@ -223,7 +224,7 @@ def input_settings(
             f"This model was trained by edgeship on images fitted by {trained_rule!r}; photos "
             f"must be prepared the same way. Leave out --resize. Received: resize={resize!r}"
         )
-    pixel_scaling = _pixel_scaling(input_scale, input_offset, meta)
+    pixel_scaling: PixelScaling = _pixel_scaling(input_scale, input_offset, meta)
     normalized = normalization_scaling(input_mean, input_std, signature.input_shape[2])
     if normalized is not None:
         if meta is not None:

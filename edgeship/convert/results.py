@@ -111,8 +111,10 @@ class ConvertReport:
         """Raise `ModeFailedError` (exit 1) naming each failed mode, why, and what to try."""
         if self.failed:
             raise ModeFailedError(
+                # A failed result has its error (__post_init__); convert gives each a hint.
                 "; ".join(
-                    f"mode {r.mode} failed: {r.error.rstrip('.')}. {r.hint.rstrip('.')}"
+                    f"mode {r.mode} failed: {(r.error or '').rstrip('.')}. "
+                    f"{(r.hint or '').rstrip('.')}"
                     for r in self.failed
                 )
             )

@@ -89,7 +89,7 @@ def convert_model(
     other step is `convert_source`'s (its docstring has the options). Bad input raises
     `ConvertError` before anything is written.
     """
-    options = dict(
+    options: dict[str, Any] = dict(
         modes=modes,
         calibration_samples=calibration_samples,
         calibration_data=calibration_data,
@@ -229,8 +229,9 @@ def convert_source(
         recipe=recipe,
         fallback_precision=fallback_precision,
     )
-    user_recipe = load_recipe(recipe) if recipe is not None else None
-    if user_recipe is not None:
+    user_recipe = None
+    if recipe is not None:
+        user_recipe = load_recipe(recipe)
         check_recipe(user_recipe, source.float32_tflite, recipe)
     engines = {m: pick_engine(m, engine, source) for m in mode_list if m != "float32"}
     out = Path(out_dir)

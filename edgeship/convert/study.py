@@ -17,6 +17,7 @@ from edgeship.convert.fallback import RANKING_SAMPLES, Budget
 from edgeship.convert.inputs import CheckInputs
 from edgeship.convert.layers import LayerReport
 from edgeship.convert.results import ModeResult, ProgressCallback
+from edgeship.convert.selective import PartialQuantizer
 from edgeship.convert.verify import convert_and_check
 from edgeship.train.quiet import captured_stderr
 
@@ -69,7 +70,7 @@ def _study(
     export_dir: str | None,
     mode: str,
     plain: bytes,
-    float32_bytes: bytes | None,
+    float32_bytes: bytes,
     layer_names: list[str],
     base_meta: dict[str, Any],
     inputs: CheckInputs,
@@ -91,7 +92,8 @@ def _study(
         stats = tuple(
             layer_stats(plain, float32_bytes, layer_names, inputs.model_input(inputs.verify_x))
         )
-    quantizer = ranking = ranking_agreement = ranking_error = problem = None
+    quantizer: PartialQuantizer | None = None
+    ranking = ranking_agreement = ranking_error = problem = None
     n = 0
     if ranked:
         calib = inputs.calibration_input()
@@ -133,7 +135,7 @@ def _study(
 def _fallback_one(
     started: float,
     study: _Study,
-    export_dir: str,
+    export_dir: str | None,
     path: Path,
     base_meta: dict[str, Any],
     inputs: CheckInputs,
@@ -180,7 +182,7 @@ def _fallback_one(
             inputs.holdout_y,
         )
     recipe = getattr(study.quantizer, "recipe", None)
-    info = {
+    info: dict[str, Any] = {
         "precision": precision,
         "engine": "quantizer" if recipe is not None else "converter",
         "float_layers": list(result.float_layers),
@@ -274,7 +276,7 @@ def study_mode(
     export_dir: str | None,
     path: Path,
     plain: bytes,
-    float32_bytes: bytes | None,
+    float32_bytes: bytes,
     layer_names: list[str],
     base_meta: dict[str, Any],
     inputs: CheckInputs,

@@ -199,6 +199,8 @@ def _load_pt2(torch, p: Path):
 def _load_factory(torch, p: Path, function: str):
     name = f"_edgeship_torch_factory_{abs(hash(str(p.resolve())))}"
     spec = importlib.util.spec_from_file_location(name, p)
+    if spec is None or spec.loader is None:  # never for a .py path (split_torch_spec)
+        raise ConvertError(f"{p.name} cannot be imported. Received: path={p}:{function}")
     try:
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
@@ -291,7 +293,9 @@ def torch_source(model: str | os.PathLike) -> ModelSource:
     """The PyTorch front end: load `FILE.pt2` or `FILE.py:FUNCTION`, convert it to a float32
     `.tflite` with NHWC input through litert-torch, and keep PyTorch itself as the reference."""
     module, (h, w, c) = load_torch_module(model)
-    p, function = split_torch_spec(model)
+    found = split_torch_spec(model)
+    assert found is not None  # load_torch_module raised otherwise
+    p, function = found
     torch, litert_torch = _import_torch()
     example = torch.zeros(1, c, h, w)
     try:

@@ -81,7 +81,7 @@ def _missed_budget(found: Check, budget: Budget, calibrated: bool) -> _Rejected:
 
 
 def convert_and_check(
-    export_dir: str,
+    export_dir: str | None,
     mode: str,
     path: Path,
     base_meta: dict[str, Any],
@@ -105,6 +105,8 @@ def convert_and_check(
     mode_int8_io = bool(int8_io and mode == "int8")
     start = time.perf_counter()
     if model_bytes is None:
+        # Only a Keras source converts here; the others hand over `model_bytes`.
+        assert export_dir is not None, "no SavedModel to convert and no model_bytes"
         calib = inputs.calibration_input() if calibrated else None
         try:
             model_bytes = to_tflite(export_dir, mode, calib, int8_io=mode_int8_io)

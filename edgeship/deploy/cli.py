@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -268,7 +268,7 @@ def push_command(
     settings = None
     if serve:
         try:
-            chosen = {"port": serve_port, "host": serve_host, "camera": camera}
+            chosen: dict[str, Any] = {"port": serve_port, "host": serve_host, "camera": camera}
             settings = ServeSettings(**{k: v for k, v in chosen.items() if v is not None})
         except ValueError as err:
             raise DeployError(str(err)) from None

@@ -92,7 +92,8 @@ class Dataset:
     @property
     def image_shape(self) -> tuple[int, int, int]:
         """Height, width and channels of one image."""
-        return tuple(int(d) for d in self.x_train.shape[1:])
+        height, width, channels = (int(d) for d in self.x_train.shape[1:])  # NHWC (post_init)
+        return height, width, channels
 
     @property
     def background(self) -> str:
@@ -117,6 +118,14 @@ def _idx_file(directory: Path, stem: str) -> Path | None:
         if (directory / name).is_file():
             return directory / name
     return None
+
+
+def _found_idx_file(directory: Path, stem: str) -> Path:
+    """`_idx_file` in a folder `find_fashion_mnist` returned (so it holds every file)."""
+    path = _idx_file(directory, stem)
+    if path is None:  # only if the file went away since the search
+        raise DatasetError(f"Fashion-MNIST file {stem} is gone. Received: path={directory}")
+    return path
 
 
 def _missing_files(directory: Path) -> list[str]:
@@ -171,7 +180,7 @@ def load_fashion_mnist(data_dir: str | os.PathLike | None = None, **find_options
     """Load Fashion-MNIST, checking the official checksums."""
     directory = find_fashion_mnist(data_dir, **find_options)
     arrays = {
-        stem: read_idx(_idx_file(directory, stem), expected_sha256=sha)
+        stem: read_idx(_found_idx_file(directory, stem), expected_sha256=sha)
         for stem, sha in FASHION_MNIST_SHA256.items()
     }
     x_train, y_train = arrays["train-images-idx3-ubyte"], arrays["train-labels-idx1-ubyte"]

@@ -11,13 +11,14 @@ import hashlib
 import os
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from edgeship.train.errors import DatasetError
 
 # IDX type code -> numpy dtype (big-endian for multi-byte types).
-_IDX_DTYPES = {
+_IDX_DTYPES: dict[int, np.dtype[Any]] = {
     0x08: np.dtype(np.uint8),
     0x09: np.dtype(np.int8),
     0x0B: np.dtype(">i2"),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -40,8 +42,9 @@ def rich_training_callback(progress: Progress, epochs: int, steps_per_epoch: int
     from edgeship.train.quiet import import_keras
 
     keras = import_keras()
+    callback_base: Any = keras.callbacks.Callback  # Keras ships no type information
 
-    class _RichCallback(keras.callbacks.Callback):
+    class _RichCallback(callback_base):
         def on_epoch_begin(self, epoch, logs=None):
             self.task = progress.add_task(
                 f"epoch {epoch + 1}/{epochs}", total=steps_per_epoch, info=""

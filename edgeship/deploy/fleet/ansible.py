@@ -75,6 +75,7 @@ def run(
         stderr=subprocess.STDOUT,
         text=True,
     )
+    assert proc.stdout is not None  # a pipe
     lines = []
     for line in proc.stdout:
         lines.append(line)

@@ -80,7 +80,7 @@ def _run_metadata(run: Path) -> tuple[dict[str, Any], Path | str]:
                 break
     keras_path = run / "model.keras"
     source = (meta or {}).get("source_model") or {}
-    if not keras_path.is_file() and source.get("path"):
+    if meta is not None and not keras_path.is_file() and source.get("path"):  # (source: meta's)
         keras_path = Path(source["path"])
         if source.get("framework") == "torch" and keras_path.is_file():
             func = source.get("function")

@@ -279,8 +279,10 @@ class SshSession:
             stderr=subprocess.PIPE,
             text=True,
         )
+        stdout, stderr = proc.stdout, proc.stderr
+        assert stdout is not None and stderr is not None  # both are pipes
         errors: list[str] = []
-        reader = threading.Thread(target=lambda: errors.append(proc.stderr.read()), daemon=True)
+        reader = threading.Thread(target=lambda: errors.append(stderr.read()), daemon=True)
         reader.start()
         expired = threading.Event()
 
@@ -293,7 +295,7 @@ class SshSession:
             timer.start()
         lines = []
         try:
-            for line in proc.stdout:
+            for line in stdout:
                 lines.append(line)
                 on_line(line.rstrip("\n"))
             proc.wait()
@@ -356,7 +358,7 @@ def session(target: SshTarget, options: SshOptions) -> Iterator[SshSession]:
         sess.close()
 
 
-def parse_targets(hosts: Sequence[str], port: int | None) -> list[SshTarget]:
+def parse_targets(hosts: Sequence[str] | None, port: int | None) -> list[SshTarget]:
     """Parse the --host values; duplicates are refused (they would race on one folder)."""
     if not hosts:
         raise DeployError("Pass at least one --host USER@HOST. Received: none")

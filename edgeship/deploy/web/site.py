@@ -63,6 +63,7 @@ def model_entry(path: Path) -> dict[str, Any]:
             "The web app runs phone-ready models (RGB pixels in, H x W x 3): make them with "
             f"`edgeship deploy mobile`. Received: path={path}, input shape={list(spec.shape)}"
         )
+    pixels: dict[str, Any] | None
     if spec.dtype.kind == "f":
         pixels = {"dtype": "float32", "scale": clf.input_scale, "offset": clf.input_offset}
     elif spec.dtype == np.uint8:
