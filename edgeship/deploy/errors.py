@@ -47,3 +47,7 @@ class RemoteStepError(DeployError):
 
 class UnsupportedTargetError(DeployError):
     """The device is not one of the supported targets, or not one the bundle was built for."""
+
+
+class MobileError(DeployError):
+    """A run that cannot be exported for phones (no model, an unsupported mode or input)."""

@@ -19,13 +19,15 @@ from edge_runtime.errors import EdgeshipError
 from edgeship.tune.device import Device, DeviceError, Measurement
 from edgeship.tune.errors import DeviceFailuresError, TuneError
 from edgeship.tune.space import FAMILY_KEYS, SearchSpace, default_space
-from edgeship.tune.trial import Candidate, build_candidate, split_validation
+from edgeship.tune.trial import (
+    SPLIT_SEED,
+    VALIDATION_FRACTION,
+    Candidate,
+    build_candidate,
+    split_validation,
+)
 
 DEFAULT_STUDY = "edgeship-tune"
-VALIDATION_FRACTION = 0.1
-# The split's own seed: every worker of a study (whatever its --seed) validates on the same
-# images.
-SPLIT_SEED = 0
 DEFAULT_MAX_FAILURES = 3
 
 

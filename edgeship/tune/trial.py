@@ -14,6 +14,11 @@ from edge_runtime.files import atomic_write_text
 from edgeship.train import Dataset, TrainConfig
 from edgeship.tune.errors import TuneError
 
+VALIDATION_FRACTION = 0.1
+# The split's own seed: every worker of a study (whatever its --seed) validates on the same
+# images.
+SPLIT_SEED = 0
+
 # Convert's own checks (calibration, agreement with Keras) on few samples: a trial is short.
 CALIBRATION_SAMPLES = 200
 VERIFY_SAMPLES = 200
@@ -132,7 +137,6 @@ def rebuild_trial(options, params: dict[str, Any], folder: Path) -> Candidate:
     """Build a trial's model again from its parameters (seeded): for the chosen trial of a
     study whose trial ran on another worker."""
     from edgeship.train import load_dataset
-    from edgeship.tune.search import SPLIT_SEED, VALIDATION_FRACTION
     from edgeship.tune.space import default_space, load_space
 
     data = load_dataset(options.dataset, options.data_dir)

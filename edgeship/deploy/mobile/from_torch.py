@@ -9,7 +9,7 @@ import io
 import warnings
 from typing import Any
 
-from edgeship.deploy.errors import DeployError
+from edgeship.deploy.errors import DeployError, MobileError
 
 # Modes a PyTorch run's phone model is made in: no calibration needed.
 TORCH_MOBILE_MODES = ("float32", "float16", "dynamic")
@@ -20,7 +20,6 @@ def torch_phone_bytes(spec: str, meta: dict[str, Any], mode: str) -> bytes:
     from edgeship.convert.errors import ConvertError
     from edgeship.convert.torch_source import load_torch_module, unwrap
     from edgeship.deploy.mobile.graph import torch_phone_model
-    from edgeship.deploy.mobile.models import MobileError
     from edgeship.train.quiet import captured_stderr
 
     if mode not in TORCH_MOBILE_MODES:

@@ -30,17 +30,13 @@ from edge_runtime.files import (
 )
 from edge_runtime.metadata.block import read_metadata
 from edge_runtime.metadata.standard_write import embed_all_metadata
-from edgeship.deploy.errors import DeployError
+from edgeship.deploy.errors import MobileError
 
 __all__ = ["MOBILE_MODES", "MobileError", "write_mobile_models"]
 
 # Modes a phone runs: int16x8 has no MediaPipe/GPU delegate support, so it is left out.
 MOBILE_MODES = ("float32", "dynamic", "float16", "int8")
 DEFAULT_MODES = ("int8",)
-
-
-class MobileError(DeployError):
-    """A run that cannot be exported for phones (no model, an unsupported mode or input)."""
 
 
 def _parse_modes(modes: Sequence[str] | str) -> tuple[str, ...]:
