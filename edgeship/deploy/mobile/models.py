@@ -13,7 +13,6 @@ resizing is left to the app.
 from __future__ import annotations
 
 import copy
-import hashlib
 import os
 import warnings
 from collections.abc import Sequence
@@ -27,6 +26,7 @@ from edge_runtime.files import (
     atomic_write_text,
     check_output_dir,
     make_output_dir,
+    sha256_bytes,
 )
 from edge_runtime.metadata.block import read_metadata
 from edge_runtime.metadata.standard_write import embed_all_metadata
@@ -221,7 +221,7 @@ def _phone_metadata(meta: dict[str, Any], mode: str, data: bytes) -> dict[str, A
         },
     }
     out["quantization"] = {"mode": mode, "int8_io": False, "mobile": True}
-    out["mobile"] = {"format": "rgb-pixels", "sha256_before_metadata": _sha256(data)}
+    out["mobile"] = {"format": "rgb-pixels", "sha256_before_metadata": sha256_bytes(data)}
     return out
 
 
@@ -230,10 +230,6 @@ def _num(value: float | list[float]) -> str:
     if isinstance(value, list):
         return "(" + ", ".join(f"{float(v):.6g}" for v in value) + ")"
     return f"{float(value):.6g}"
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def write_mobile_models(

@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import gzip
-import hashlib
 import io
 import json
 import os
@@ -31,7 +30,7 @@ import numpy as np
 
 import edge_runtime
 from edge_runtime.device.targets import get_target
-from edge_runtime.files import atomic_path
+from edge_runtime.files import atomic_path, sha256_bytes
 from edge_runtime.native_log import filtered_native_stderr
 from edgeship.deploy.errors import BundleError
 from edgeship.deploy.pi.requirements import requirements_text, target_pins
@@ -277,10 +276,6 @@ def _expected_answers(models: list[_Entry], samples: dict[str, bytes]) -> dict[s
     return expected
 
 
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def _write_tar(out: Path, top: str, entries: list[_Entry]) -> None:
     """A gzip'd tar with sorted entries, fixed mtimes and owners, no gzip timestamp."""
     dirs = sorted({str(Path(e.name).parent) for e in entries} - {"."})
@@ -362,7 +357,7 @@ def build_bundle(
             "arch": t.arch,
             "runtime": t.runtime_dist,
             "requirements": req,
-            "requirements_sha256": _sha256(data),
+            "requirements_sha256": sha256_bytes(data),
             "pins": dict(target_pins(t)),
             "system_site_packages": t.system_site,
             "system_packages": list(t.system_packages),
@@ -388,7 +383,7 @@ def build_bundle(
         entries.extend(_web_entries(Path(web)))
 
     say("hashing files")
-    files = {e.name: _sha256(e.read()) for e in sorted(entries, key=lambda e: e.name)}
+    files = {e.name: sha256_bytes(e.read()) for e in sorted(entries, key=lambda e: e.name)}
     manifest = {
         "format": BUNDLE_FORMAT,
         "schema_version": BUNDLE_SCHEMA_VERSION,
@@ -414,7 +409,7 @@ def build_bundle(
     return BundleInfo(
         path=out,
         size_bytes=len(data),
-        sha256=_sha256(data),
+        sha256=sha256_bytes(data),
         top=top,
         models=tuple(e.name for e in model_entries),
         wheels=tuple(wheels),
