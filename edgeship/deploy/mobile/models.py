@@ -43,7 +43,8 @@ class MobileError(DeployError):
     """A run that cannot be exported for phones (no model, an unsupported mode or input)."""
 
 
-def _parse_modes(modes: Sequence[str] | str) -> tuple[str, ...]:
+def _parse_phone_modes(modes: Sequence[str] | str) -> tuple[str, ...]:
+    """`"int8,float32"` -> the phone modes in the given order: a subset of `MOBILE_MODES`."""
     items = modes.split(",") if isinstance(modes, str) else list(modes)
     wanted = [m.strip() for m in items if m and m.strip()]
     unknown = [m for m in wanted if m not in MOBILE_MODES]
@@ -239,7 +240,7 @@ def write_mobile_models(
 ) -> list[Path]:
     """Write `out_dir/model_<mode>.tflite` (RGB pixels in, preprocessing inside) for each mode,
     and `out_dir/README.txt`; return the model paths. Nothing is written if any mode fails."""
-    mode_list = _parse_modes(modes)
+    mode_list = _parse_phone_modes(modes)
     run = Path(run_dir)
     meta, keras_path = _run_metadata(run)
     if not isinstance(meta.get("input"), dict) or "shape" not in meta["input"]:

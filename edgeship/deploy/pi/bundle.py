@@ -79,8 +79,12 @@ class _Entry:
         return self.data if self.data is not None else self.source.read_bytes()
 
 
-def parse_modes(text: str | Sequence[str]) -> tuple[str, ...]:
-    """`"int8,float32"` -> ("int8", "float32"), without duplicates."""
+def parse_model_names(text: str | Sequence[str]) -> tuple[str, ...]:
+    """`--models`: `"int8,float32"` -> ("int8", "float32"), in the given order, without duplicates.
+
+    An item is a mode (RUN/model_<mode>.tflite) or any other .tflite name in RUN, so unlike
+    `edgeship.convert.parse_modes` it checks no name against the modes (`_model_path` does).
+    """
     items = text.split(",") if isinstance(text, str) else list(text)
     modes = tuple(dict.fromkeys(m.strip() for m in items if m.strip()))
     if not modes:
@@ -326,7 +330,7 @@ def build_bundle(
             f"--out is a folder; name the bundle file to write, e.g. --out "
             f"{out / 'edgeship-bundle.tar.gz'}. Received: out={out}"
         )
-    modes = parse_modes(default_models(run_dir) if models is None else models)
+    modes = parse_model_names(default_models(run_dir) if models is None else models)
     target_names = parse_target_names(targets)
     model_entries = _model_entries(run_dir, modes)
     run_meta = _run_metadata(run_dir)
