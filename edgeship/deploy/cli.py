@@ -267,11 +267,8 @@ def push_command(
             )
     settings = None
     if serve:
-        try:
-            chosen = {"port": serve_port, "host": serve_host, "camera": camera}
-            settings = ServeSettings(**{k: v for k, v in chosen.items() if v is not None})
-        except ValueError as err:
-            raise DeployError(str(err)) from None
+        chosen = {"port": serve_port, "host": serve_host, "camera": camera}
+        settings = ServeSettings(**{k: v for k, v in chosen.items() if v is not None})
     targets = parse_targets(host, port)
     options = _ssh_options(identity, known_hosts, ssh_config, connect_timeout)
     console = _console()

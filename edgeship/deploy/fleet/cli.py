@@ -122,10 +122,7 @@ def fleet_command(
         from edgeship.deploy.pi.service import ServeSettings
 
         chosen = {"port": serve_port, "host": serve_host, "camera": camera}
-        try:
-            ServeSettings(**{k: v for k, v in chosen.items() if v is not None})
-        except ValueError as err:
-            raise DeployError(str(err)) from None
+        ServeSettings(**{k: v for k, v in chosen.items() if v is not None})
     options = FleetOptions(
         limit=limit,
         serial=serial,
