@@ -13,7 +13,7 @@ def _failed(message: str):
     from edgeship.deploy.errors import DeployError
 
     error = DeployError(message)
-    error.exit_code = 1  # a host of the rollout failed (DESIGN: exit codes)
+    error.exit_code = 1  # a host of the rollout failed (the README's exit codes)
     return error
 
 
