@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
-RELEASE_PY = Path(__file__).resolve().parents[1] / "deploy" / "remote" / "release.py"
+RELEASE_PY = (
+    Path(__file__).resolve().parents[1] / "edgeship" / "deploy" / "pi" / "remote" / "release.py"
+)
 RELEASE = "20260101T000000000Z-abcdef12-0001"
 
 
