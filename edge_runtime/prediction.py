@@ -16,7 +16,7 @@ class Prediction:
     """One image's answer: the top class `index`, its `label`, `confidence` and all scores.
 
     Plain, not frozen: a frozen dataclass's `__init__` costs ~0.6 us more per image, a third
-    of the whole interpreter call on the tutorial MLP (README, "Speed").
+    of the whole interpreter call on the tutorial MLP (docs/runtime.md, "Speed").
     """
 
     index: int

@@ -23,7 +23,6 @@ import os
 import platform
 import shlex
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -32,11 +31,12 @@ from pathlib import Path
 
 import numpy as np
 
+from tests.support.serving import start_server
+
 SIZES = ((640, 480), (1280, 720))
 STREAM_FPS = 30
 CAMERA_FPS = 5
 CLIP_IMAGES = 30
-STARTUP_S = 60.0
 
 
 def clip(size: tuple[int, int], folder: Path) -> Path:
@@ -70,38 +70,6 @@ def _player(path: Path) -> str:
     )
 
 
-def _start(model: Path, source: str, log: Path) -> tuple[subprocess.Popen, int]:
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "edge_runtime",
-                "serve",
-                str(model),
-                "--port",
-                "0",
-                "--camera",
-                "cmd:" + source,
-                "--camera-fps",
-                str(CAMERA_FPS),
-            ],
-            stdout=out,
-            stderr=out,
-            stdin=subprocess.DEVNULL,
-        )
-    deadline = time.monotonic() + STARTUP_S
-    while time.monotonic() < deadline:
-        for line in log.read_text(errors="replace").splitlines():
-            if line.startswith("serving ") and "http://127.0.0.1:" in line:
-                return proc, int(line.split("http://127.0.0.1:")[1].split()[0])
-        if proc.poll() is not None:
-            break
-        time.sleep(0.05)
-    proc.kill()
-    raise SystemExit(f"serve did not start: {log.read_text()[-2000:]}")
-
-
 def _events(port: int, latencies: list[float], stop: threading.Event) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     conn.request("GET", "/v1/camera/events")
@@ -129,7 +97,9 @@ def _children(pid: int) -> list[int]:
 def service_run(model: Path, path: Path, seconds: float, warmup: float = 3.0) -> dict:
     """The service on the looped clip at --camera-fps 5: latency percentiles and CPU use."""
     with tempfile.TemporaryDirectory() as tmp:
-        proc, port = _start(model, _player(path), Path(tmp) / "serve.log")
+        camera = ["--camera", "cmd:" + _player(path), "--camera-fps", str(CAMERA_FPS)]
+        served = start_server([Path(model).resolve(), *camera], Path(tmp))
+        proc, port = served.proc, served.port
         try:
             latencies: list[float] = []
             stop = threading.Event()
@@ -147,8 +117,7 @@ def service_run(model: Path, path: Path, seconds: float, warmup: float = 3.0) ->
             window = latencies[n0:]
             stop.set()
         finally:
-            proc.terminate()
-            proc.wait(timeout=40)
+            served.stop()
     if not window:
         raise SystemExit(f"no frame classified in {seconds} s with {model}")
     return {

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import json
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from studies.photo_models import SIZES, phone_jpeg, scene
+from tests.support.serving import start_server
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
@@ -25,26 +25,6 @@ window.fetch = (url, init) => {
   return realFetch(url, init);
 };
 """
-
-
-def _serve(paths: list[Path], log: Path) -> tuple[subprocess.Popen, int]:
-    out = open(log, "wb")  # noqa: SIM115 - the server's log, closed with the process
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "edge_runtime", "serve", "--port", "0", *map(str, paths)],
-        stdout=out,
-        stderr=out,
-        stdin=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        for line in log.read_text(errors="replace").splitlines():
-            if line.startswith("serving ") and "http://127.0.0.1:" in line:
-                return proc, int(line.split("http://127.0.0.1:")[1].split()[0])
-        if proc.poll() is not None:
-            break
-        time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError(f"serve did not start: {log.read_text()[-1000:]}")
 
 
 def _ask(
@@ -107,7 +87,8 @@ def page_measurements(
         served.append(link)
     photo = folder / "upload_12mp.jpg"
     photo.write_bytes(phone_jpeg(scene(1), SIZES["12 MP"]))
-    proc, port = _serve(served, folder / "serve.log")
+    server = start_server([p.resolve() for p in served], folder)
+    port = server.port
     result: dict[str, Any] = {"photo_bytes": photo.stat().st_size, "link_mbit_s": 20}
     try:
         with sync_playwright() as p:
@@ -152,6 +133,5 @@ def page_measurements(
             result["agreement"] = agree
             browser.close()
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        server.stop()
     return result

@@ -26,9 +26,7 @@ import json
 import os
 import platform
 import re
-import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -37,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-STARTUP_S = 60.0
+from tests.support.serving import start_server
 
 
 def _percentiles(seconds: list[float]) -> dict[str, float]:
@@ -125,28 +123,6 @@ def _request(data: bytes) -> bytes:
     return head.encode() + data
 
 
-def _start_server(model: Path, log: Path, extra: list[str]) -> tuple[subprocess.Popen, int]:
-    out = open(log, "wb")  # noqa: SIM115 - closed with the process below
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "edge_runtime", "serve", str(model), "--port", "0", *extra],
-        stdout=out,
-        stderr=out,
-        stdin=subprocess.DEVNULL,
-    )
-    out.close()
-    deadline = time.monotonic() + STARTUP_S
-    while time.monotonic() < deadline:
-        found = re.search(r"on http://127\.0\.0\.1:(\d+)", log.read_text(errors="replace"))
-        if found:
-            return proc, int(found.group(1))
-        if proc.poll() is not None:
-            break
-        time.sleep(0.05)
-    proc.kill()
-    proc.wait(timeout=10)
-    raise RuntimeError(f"serve did not start: {log.read_text(errors='replace')[-1000:]}")
-
-
 def http_load(
     port: int,
     images: list[bytes],
@@ -229,15 +205,15 @@ def main(argv: list[str] | None = None) -> int:
     images = _images(args.images, args.synthetic, args.data_dir)
     labels, local = in_process(args.model, images, rounds=max(1, 1000 // len(images)))
     with tempfile.TemporaryDirectory() as tmp:
-        proc, port = _start_server(args.model, Path(tmp) / "serve.log", [])
+        served = start_server([Path(args.model).resolve()], Path(tmp))
+        port = served.port
         try:
             http_load(port, images, labels, 1, min(100, args.requests))  # warm-up
             single = http_load(port, images, labels, 1, max(args.requests, 500))
             loaded = http_load(port, images, labels, args.clients, args.requests)
             paced = http_load(port, images, labels, args.clients, args.requests, args.rate)
         finally:
-            os.kill(proc.pid, signal.SIGTERM)
-            code = proc.wait(timeout=60)
+            code = served.stop()
     result = {
         "model": str(args.model),
         "machine": platform.machine(),

@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from studies.serve_load import _start_server
+from tests.support.serving import start_server
 
 HALF_HEADER_WAIT_S = 30.0
 
@@ -84,7 +84,8 @@ def _half_header_held_s(port: int) -> float:
 def measure(model: Path, uploads: int, mib: float, hold: float, extra: list[str]) -> dict:
     """Start the server, stall `uploads` uploads of `mib` MiB, measure; stop it."""
     with tempfile.TemporaryDirectory() as tmp:
-        proc, port = _start_server(model, Path(tmp) / "serve.log", extra)
+        served = start_server([Path(model).resolve(), *extra], Path(tmp))
+        proc, port = served.proc, served.port
         try:
             idle = _rss_mb(proc.pid)
             socks = _stall(port, uploads, mib)
@@ -103,8 +104,7 @@ def measure(model: Path, uploads: int, mib: float, hold: float, extra: list[str]
                 sock.close()
             held = _half_header_held_s(port)
         finally:
-            proc.terminate()
-            proc.wait(timeout=60)
+            served.stop()
     return {
         "uploads": uploads,
         "mib_each": mib,

@@ -12,13 +12,14 @@ import argparse
 import http.client
 import json
 import os
-import re
 import socket
 import ssl
-import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
+
+from tests.support.serving import start_server
 
 SOCKETS, NOFILE = 120, 100
 
@@ -32,28 +33,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plain", action="store_true", help="no TLS: the same flood over http")
     args = parser.parse_args(argv)
 
-    def limit() -> None:
-        import resource
-
-        resource.setrlimit(resource.RLIMIT_NOFILE, (NOFILE, NOFILE))
-
-    tls = [] if args.plain else ["--tls-cert", args.cert, "--tls-key", args.key]
-    with tempfile.NamedTemporaryFile(suffix=".log") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "edge_runtime", "serve", args.model, "--port", "0", *tls],
-            stdout=log,
-            stderr=log,
-            preexec_fn=limit,
+    tls = (
+        []
+        if args.plain
+        else ["--tls-cert", Path(args.cert).resolve(), "--tls-key", Path(args.key).resolve()]
+    )
+    with tempfile.TemporaryDirectory() as logs:
+        served = start_server(
+            [Path(args.model).resolve(), *tls],
+            Path(logs),
+            nofile=NOFILE,
+            scheme="http" if args.plain else "https",
         )
+        proc, port = served.proc, served.port
         try:
-            port = None
-            for _ in range(600):
-                with open(log.name, "rb") as text:
-                    found = re.search(rb"https?://127\.0\.0\.1:(\d+)", text.read())
-                if found:
-                    port = int(found.group(1))
-                    break
-                time.sleep(0.1)
             socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(SOCKETS)]
             time.sleep(1)
             fds = len(os.listdir(f"/proc/{proc.pid}/fd"))
@@ -88,8 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             for sock in socks:
                 sock.close()
         finally:
-            proc.terminate()
-            proc.wait(timeout=60)
+            served.stop()
     return 0
 
 

@@ -160,12 +160,13 @@ def measure_site(browser, site: Path, runs: int, loads: int = LOADS, isolated: b
     `isolated=False` strips COOP/COEP from every response (the plain build)."""
     import tempfile
 
-    from studies.serve_load import _start_server
+    from tests.support.serving import start_server
 
     meta = json.loads((site / "models.json").read_text())
     first = site / meta["models"][0]["file"]
-    log = Path(tempfile.mkdtemp(prefix="web_speed-")) / "serve.log"
-    proc, port = _start_server(first, log, ["--web", str(site)])
+    logs = Path(tempfile.mkdtemp(prefix="web_speed-"))
+    served = start_server([first.resolve(), "--web", site.resolve()], logs)
+    port = served.port
     try:
         origin = f"http://127.0.0.1:{port}/app/"
         cold, cold_bytes, reload, reload_bytes = [], [], [], []
@@ -239,8 +240,7 @@ def measure_site(browser, site: Path, runs: int, loads: int = LOADS, isolated: b
         context.unroute_all(behavior="ignoreErrors")
         context.close()
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        served.stop()
     total, fetched = site_bytes(site, build)
     return {
         "site": str(site),

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from edgeship.deploy.errors import DeployError
 from edgeship.deploy.pi.service import ServeSettings, unit_text
 from tests._sshd import free_port
 
@@ -120,9 +121,9 @@ def test_verify_refuses_a_unit_whose_command_is_missing(deploy_bundle, tmp_path)
 
 
 def test_settings_are_checked():
-    with pytest.raises(ValueError, match="--serve-port"):
+    with pytest.raises(DeployError, match="--serve-port"):
         ServeSettings(port=0)
-    with pytest.raises(ValueError, match="--serve-host"):
+    with pytest.raises(DeployError, match="--serve-host"):
         ServeSettings(host="1.2.3.4; rm -rf /")
     assert ServeSettings(host="0.0.0.0").check_host == "127.0.0.1"
 

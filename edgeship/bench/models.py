@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from edge_runtime.errors import EdgeshipError
+from edge_runtime.files import sha256_file
 from edge_runtime.metadata.block import read_metadata, same_source
 from edge_runtime.native_log import filtered_native_stderr
 from edgeship.bench.errors import BenchError
@@ -34,10 +34,6 @@ class RunModels:
 def mode_of(path: Path) -> str:
     """The quantization mode a `.tflite` is named for: `model_int8.tflite` -> `int8`."""
     return path.stem.removeprefix("model_")
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def find_models(run_dir: Path, options: BenchOptions) -> RunModels:
@@ -112,7 +108,7 @@ def recorded_source_model(tflites: list[Path]) -> tuple[Path, str] | None:
     sha256, if it is still there with the same sha256: the desktop reference of a model
     converted from a file outside the run."""
     for _, keras_path, recorded in _recorded_sources(tflites):
-        if keras_path.is_file() and _sha256(keras_path) == recorded:
+        if keras_path.is_file() and sha256_file(keras_path) == recorded:
             return keras_path, recorded
     return None
 
@@ -122,7 +118,7 @@ def no_keras_note(tflites: list[Path]) -> str:
     for path, keras_path, recorded in _recorded_sources(tflites):
         if not keras_path.is_file():
             what = "is gone"
-        elif _sha256(keras_path) != recorded:
+        elif sha256_file(keras_path) != recorded:
             what = "has changed since (another sha256)"
         else:
             continue

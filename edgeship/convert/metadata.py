@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import copy
-import hashlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edge_runtime.files import sha256_file
 from edgeship.convert.inputs import CheckInputs, PixelScaling
 from edgeship.convert.loading import ModelSignature
 from edgeship.convert.modes import CALIBRATED_MODES
@@ -75,17 +75,9 @@ def base_metadata(
         # A Keras file outside the run: bench finds the desktop reference through this.
         base["source_model"] = {
             "path": str(model_path.resolve()),
-            "sha256": _file_sha256(model_path),
+            "sha256": sha256_file(model_path),
         }
     return base
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def mode_metadata(

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from edgeship.deploy.fleet.cli import fleet_command
+from edgeship.deploy.pi import cli_options as release
 
 deploy_app = typer.Typer(
     name="deploy",
@@ -181,9 +182,7 @@ def push_command(
     known_hosts: _KnownHosts = None,
     ssh_config: _SshConfig = None,
     remote_dir: _RemoteDir = "edgeship",
-    bench: Annotated[
-        bool, typer.Option("--bench", help="Run `python -m edge_runtime bench --json` there.")
-    ] = False,
+    bench: release.Bench = False,
     results: Annotated[
         Path | None,
         typer.Option(
@@ -192,86 +191,35 @@ def push_command(
             "the bundle; one file per host when several).",
         ),
     ] = None,
-    keep: Annotated[
-        int, typer.Option("--keep", help="Releases to keep on the device (0: all).")
-    ] = 3,
+    keep: release.Keep = release.DEFAULT_KEEP,
     connect_timeout: _ConnectTimeout = 10,
     target: Annotated[
         str | None,
         typer.Option("--target", help="Install this OS target, not the probed one."),
     ] = None,
-    threads: Annotated[
-        str | None,
-        typer.Option("--threads", help="With --bench: thread counts to measure, e.g. 1,2,4."),
-    ] = None,
-    serve: Annotated[
-        bool,
-        typer.Option(
-            "--serve",
-            help="Run `python -m edge_runtime serve` as a service (systemd user unit) on the "
-            "new release; roll back if its /healthz fails.",
-        ),
-    ] = False,
-    serve_port: Annotated[
-        int | None,
-        typer.Option("--serve-port", help="With --serve: the service's port (default: 8080)."),
-    ] = None,
-    serve_host: Annotated[
-        str | None,
-        typer.Option(
-            "--serve-host",
-            help="With --serve: the service's address (default: 127.0.0.1; 0.0.0.0: the LAN).",
-        ),
-    ] = None,
-    serve_token_file: Annotated[
-        Path | None,
-        typer.Option(
-            "--serve-token-file",
-            help="With --serve: POSTs need 'Authorization: Bearer TOKEN', TOKEN the file's one "
-            "line (copied to the device with mode 0600, never on a command line).",
-        ),
-    ] = None,
-    camera: Annotated[
-        str | None,
-        typer.Option(
-            "--camera",
-            help="With --serve: the service classifies a camera live (`serve --camera SOURCE`: "
-            "auto, rpicam, v4l2:/dev/videoN, cmd:COMMAND; docs/camera.md).",
-        ),
-    ] = None,
+    threads: release.Threads = None,
+    serve: release.Serve = False,
+    serve_port: release.ServePort = None,
+    serve_host: release.ServeHost = None,
+    serve_token_file: release.ServeTokenFile = None,
+    camera: release.Camera = None,
 ) -> None:
     """Upload, verify, install, smoke-test, switch `current` (bench, serve) on each host."""
     from edgeship.deploy.errors import DeployError
     from edgeship.deploy.pi.push import push_bundle
-    from edgeship.deploy.pi.service import ServeSettings
     from edgeship.deploy.pi.ssh import parse_targets
 
-    given = {
-        "--threads": threads,
-        "--serve-port": serve_port,
-        "--serve-host": serve_host,
-        "--serve-token-file": serve_token_file,
-        "--camera": camera,
-    }
-    for option, needs, on in (
-        ("--threads", "--bench", bench),
-        ("--serve-port", "--serve", serve),
-        ("--serve-host", "--serve", serve),
-        ("--serve-token-file", "--serve", serve),
-        ("--camera", "--serve", serve),
-    ):
-        if given[option] is not None and not on:
-            raise DeployError(
-                f"{option} goes with {needs}; add {needs} or leave {option} out. "
-                f"Received: {option}={given[option]}"
-            )
-    settings = None
-    if serve:
-        try:
-            chosen: dict[str, Any] = {"port": serve_port, "host": serve_host, "camera": camera}
-            settings = ServeSettings(**{k: v for k, v in chosen.items() if v is not None})
-        except ValueError as err:
-            raise DeployError(str(err)) from None
+    chosen = release.ReleaseOptions(
+        bench=bench,
+        threads=threads,
+        serve=serve,
+        serve_port=serve_port,
+        serve_host=serve_host,
+        serve_token_file=serve_token_file,
+        camera=camera,
+        keep=keep,
+    )
+    settings = chosen.serve_settings
     targets = parse_targets(host, port)
     options = _ssh_options(identity, known_hosts, ssh_config, connect_timeout)
     console = _console()

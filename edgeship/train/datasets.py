@@ -34,7 +34,7 @@ FASHION_MNIST_CLASSES = (
     "Bag",
     "Ankle boot",
 )
-# sha256 of the decompressed official files (DESIGN.md).
+# sha256 of the decompressed official files (zalandoresearch/fashion-mnist's; docs/train.md).
 FASHION_MNIST_SHA256 = {
     "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
     "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
@@ -139,7 +139,7 @@ def find_fashion_mnist(
     keras_cache: Path | None = None,
     download: Callable[[], None] | None = keras_download,
 ) -> Path:
-    """Return the folder holding Fashion-MNIST, searched in DESIGN.md's order.
+    """Return the folder holding Fashion-MNIST, searched in the order docs/train.md gives.
 
     An explicit `data_dir` (or `$EDGESHIP_DATA_DIR`) must hold the files; otherwise the
     Debian path, then Keras's cache, then Keras's download (when `download` is given).

@@ -7,7 +7,6 @@ dimensions), one big-endian uint32 per dimension, then the data in C order.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import os
 import zlib
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from edge_runtime.files import sha256_bytes
 from edgeship.train.errors import DatasetError
 
 # IDX type code -> numpy dtype (big-endian for multi-byte types).
@@ -75,7 +75,7 @@ def read_idx(path: str | os.PathLike, expected_sha256: str | None = None) -> np.
     data = read_idx_bytes(path)
     array = parse_idx(data, source=str(path))
     if expected_sha256 is not None:
-        digest = hashlib.sha256(data).hexdigest()
+        digest = sha256_bytes(data)
         if digest != expected_sha256:
             raise DatasetError(
                 f"Checksum mismatch: sha256 of the decompressed content is {digest}, expected "

@@ -121,7 +121,7 @@ def build_metadata(
     metrics: dict,
     parameters: int,
 ) -> dict:
-    """The `model.json` document (DESIGN.md's artifact contract)."""
+    """The `model.json` document (the run folder's contract: docs/train.md, ARCHITECTURE.md)."""
     return {
         "schema_version": SCHEMA_VERSION,
         "model": config.model,

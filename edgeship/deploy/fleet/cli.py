@@ -8,12 +8,14 @@ from typing import Annotated
 
 import typer
 
+from edgeship.deploy.pi import cli_options as release
+
 
 def _failed(message: str):
     from edgeship.deploy.errors import DeployError
 
     error = DeployError(message)
-    error.exit_code = 1  # a host of the rollout failed (DESIGN: exit codes)
+    error.exit_code = 1  # a host of the rollout failed (the README's exit codes)
     return error
 
 
@@ -39,32 +41,14 @@ def fleet_command(
             help="Stop the rollout when more than this % of a batch failed.",
         ),
     ] = None,
-    bench: Annotated[bool, typer.Option("--bench", help="Bench on each device.")] = False,
-    threads: Annotated[
-        str | None, typer.Option("--threads", help="With --bench: thread counts, e.g. 1,2,4.")
-    ] = None,
-    serve: Annotated[
-        bool, typer.Option("--serve", help="Run the service on the new release (rollback).")
-    ] = False,
-    serve_port: Annotated[
-        int | None, typer.Option("--serve-port", help="With --serve: port for every host.")
-    ] = None,
-    serve_host: Annotated[
-        str | None, typer.Option("--serve-host", help="With --serve: the service's address.")
-    ] = None,
-    serve_token_file: Annotated[
-        Path | None,
-        typer.Option("--serve-token-file", help="With --serve: the token POSTs need."),
-    ] = None,
-    camera: Annotated[
-        str | None,
-        typer.Option(
-            "--camera",
-            help="With --serve: serve --camera SOURCE (auto, rpicam, "
-            "v4l2:/dev/videoN, cmd:COMMAND) on every host.",
-        ),
-    ] = None,
-    keep: Annotated[int, typer.Option("--keep", help="Releases to keep (0: all).")] = 3,
+    bench: release.Bench = False,
+    threads: release.Threads = None,
+    serve: release.Serve = False,
+    serve_port: release.ServePort = None,
+    serve_host: release.ServeHost = None,
+    serve_token_file: release.ServeTokenFile = None,
+    camera: release.Camera = None,
+    keep: release.Keep = release.DEFAULT_KEEP,
     results: Annotated[
         Path | None,
         typer.Option("--results", help="Folder: one JSON per host and fleet.json."),
@@ -89,7 +73,7 @@ def fleet_command(
 ) -> None:
     """Roll a bundle out to an Ansible inventory in batches: the same steps as `push`."""
     from edgeship.deploy.errors import DeployError
-    from edgeship.deploy.fleet import FleetOptions, run_fleet, write_playbook
+    from edgeship.deploy.fleet.rollout import FleetOptions, run_fleet, write_playbook
 
     if write is not None:
         if bundle is not None or inventory is not None:
@@ -106,26 +90,6 @@ def fleet_command(
             "Pass a BUNDLE and --inventory FILE (or --write DIR). "
             f"Received: bundle={bundle}, --inventory={inventory}"
         )
-    for option, value, needs, on in (
-        ("--threads", threads, "--bench", bench),
-        ("--serve-port", serve_port, "--serve", serve),
-        ("--serve-host", serve_host, "--serve", serve),
-        ("--serve-token-file", serve_token_file, "--serve", serve),
-        ("--camera", camera, "--serve", serve),
-    ):
-        if value is not None and not on:
-            raise DeployError(
-                f"{option} goes with {needs}; add {needs} or leave {option} out. "
-                f"Received: {option}={value}"
-            )
-    if serve:
-        from edgeship.deploy.pi.service import ServeSettings
-
-        chosen = {"port": serve_port, "host": serve_host, "camera": camera}
-        try:
-            ServeSettings(**{k: v for k, v in chosen.items() if v is not None})
-        except ValueError as err:
-            raise DeployError(str(err)) from None
     options = FleetOptions(
         limit=limit,
         serial=serial,

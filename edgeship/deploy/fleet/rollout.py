@@ -10,13 +10,14 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import edgeship.deploy.fleet.ansible as ansible
 from edgeship.deploy.errors import DeployError
-from edgeship.deploy.fleet import ansible
 from edgeship.deploy.fleet.inventory import inventory_hosts
 from edgeship.deploy.fleet.report import FleetReport, collect
 from edgeship.deploy.pi.bundle_file import load_bundle, release_id
-from edgeship.deploy.pi.options import check_push_options
+from edgeship.deploy.pi.options import ReleaseOptions, check_push_options, with_token
 from edgeship.deploy.pi.targets import PROBE_SCRIPT
 
 PLAYBOOK = Path(__file__).parent / "playbook"
@@ -24,33 +25,25 @@ _SERIAL = re.compile(r"^[1-9][0-9]*%?$")
 
 
 @dataclass(frozen=True)
-class FleetOptions:
-    """How to roll out: batches, failure threshold, bench, service, results."""
+class FleetOptions(ReleaseOptions):
+    """How to roll out: push's release options (bench, service, keep), then batches, failure
+    threshold, results."""
 
     limit: str | None = None
     serial: str | None = None  # "3" or "25%"; None: all hosts in one batch
     max_fail_percent: int | None = None
-    bench: bool = False
-    threads: str | None = None
-    serve: bool = False
-    serve_port: int | None = None
-    serve_host: str | None = None
-    serve_token_file: Path | None = None
-    camera: str | None = None  # serve --camera SOURCE
-    keep: int = 3
     check: bool = False
     forks: int | None = None
     known_hosts: Path | None = None
     results: Path | None = None
-    extra: dict = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.serial is not None and not _SERIAL.match(self.serial):
             raise DeployError(f"--serial takes N or N%. Received: --serial {self.serial}")
         if self.max_fail_percent is not None and not 0 <= self.max_fail_percent <= 100:
             raise DeployError(f"--max-fail-percent takes 0..100. Received: {self.max_fail_percent}")
-        if self.keep < 0:
-            raise DeployError(f"--keep takes 0 (all) or more. Received: {self.keep}")
 
 
 def _vars(bundle, options: FleetOptions, release: str, results: Path) -> dict:
@@ -94,10 +87,7 @@ def run_fleet(
     b = load_bundle(bundle)
     check_push_options(b, None, options.threads)
     if options.serve_token_file is not None:
-        from edgeship.deploy.pi.options import with_token
-        from edgeship.deploy.pi.service import ServeSettings
-
-        with_token(ServeSettings() if options.serve else None, Path(options.serve_token_file))
+        with_token(options.serve_settings, Path(options.serve_token_file))
     hosts = inventory_hosts(inventory, options.limit)
     playbook = find_playbook()
     release = release_id(b.sha256)

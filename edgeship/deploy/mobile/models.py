@@ -13,7 +13,6 @@ resizing is left to the app.
 from __future__ import annotations
 
 import copy
-import hashlib
 import os
 import warnings
 from collections.abc import Sequence
@@ -27,6 +26,7 @@ from edge_runtime.files import (
     atomic_write_text,
     check_output_dir,
     make_output_dir,
+    sha256_bytes,
 )
 from edge_runtime.metadata.block import read_metadata
 from edge_runtime.metadata.standard_write import embed_all_metadata
@@ -39,7 +39,8 @@ MOBILE_MODES = ("float32", "dynamic", "float16", "int8")
 DEFAULT_MODES = ("int8",)
 
 
-def _parse_modes(modes: Sequence[str] | str) -> tuple[str, ...]:
+def _parse_phone_modes(modes: Sequence[str] | str) -> tuple[str, ...]:
+    """`"int8,float32"` -> the phone modes in the given order: a subset of `MOBILE_MODES`."""
     items = modes.split(",") if isinstance(modes, str) else list(modes)
     wanted = [m.strip() for m in items if m and m.strip()]
     unknown = [m for m in wanted if m not in MOBILE_MODES]
@@ -217,7 +218,7 @@ def _phone_metadata(meta: dict[str, Any], mode: str, data: bytes) -> dict[str, A
         },
     }
     out["quantization"] = {"mode": mode, "int8_io": False, "mobile": True}
-    out["mobile"] = {"format": "rgb-pixels", "sha256_before_metadata": _sha256(data)}
+    out["mobile"] = {"format": "rgb-pixels", "sha256_before_metadata": sha256_bytes(data)}
     return out
 
 
@@ -228,10 +229,6 @@ def _num(value: float | list[float]) -> str:
     return f"{float(value):.6g}"
 
 
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def write_mobile_models(
     run_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -239,7 +236,7 @@ def write_mobile_models(
 ) -> list[Path]:
     """Write `out_dir/model_<mode>.tflite` (RGB pixels in, preprocessing inside) for each mode,
     and `out_dir/README.txt`; return the model paths. Nothing is written if any mode fails."""
-    mode_list = _parse_modes(modes)
+    mode_list = _parse_phone_modes(modes)
     run = Path(run_dir)
     meta, keras_path = _run_metadata(run)
     if not isinstance(meta.get("input"), dict) or "shape" not in meta["input"]:

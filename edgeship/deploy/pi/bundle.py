@@ -21,19 +21,17 @@ import io
 import json
 import os
 import tarfile
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import Any, BinaryIO
 
 import edge_runtime
 from edge_runtime.device.targets import get_target
-from edge_runtime.files import atomic_path
+from edge_runtime.files import atomic_path, sha256_bytes
 from edge_runtime.native_log import filtered_native_stderr
 from edgeship.deploy.errors import BundleError
+from edgeship.deploy.pi.bundle_samples import expected_answers, sample_for
 from edgeship.deploy.pi.requirements import requirements_text, target_pins
 from edgeship.deploy.pi.targets import parse_target_names
 
@@ -69,19 +67,33 @@ class BundleInfo:
 
 @dataclass(frozen=True)
 class _Entry:
-    """One file of the bundle: its path inside the top folder and its content or source."""
+    """One file of the bundle: its path inside the top folder, its bytes (read once), its mode."""
 
     name: str
-    data: bytes | None = None
-    source: Path | None = None
+    data: bytes
     mode: int = 0o644
 
-    def read(self) -> bytes:
-        return self.data if self.data is not None else self.source.read_bytes()
+
+@dataclass(frozen=True)
+class _Model:
+    """A model the bundle ships: the `--models` item, its file in the run and its entry."""
+
+    item: str
+    path: Path
+    entry: _Entry
 
 
-def parse_modes(text: str | Sequence[str]) -> tuple[str, ...]:
-    """`"int8,float32"` -> ("int8", "float32"), without duplicates."""
+def _file_entry(name: str, path: Path, mode: int = 0o644) -> _Entry:
+    """The entry `name` holding the bytes of `path` (the one read of that file)."""
+    return _Entry(name, path.read_bytes(), mode)
+
+
+def parse_model_names(text: str | Sequence[str]) -> tuple[str, ...]:
+    """`--models`: `"int8,float32"` -> ("int8", "float32"), in the given order, without duplicates.
+
+    An item is a mode (RUN/model_<mode>.tflite) or any other .tflite name in RUN, so unlike
+    `edgeship.convert.parse_modes` it checks no name against the modes (`_model_path` does).
+    """
     items = text.split(",") if isinstance(text, str) else list(text)
     modes = tuple(dict.fromkeys(m.strip() for m in items if m.strip()))
     if not modes:
@@ -121,14 +133,15 @@ def _model_path(run_dir: Path, item: str) -> Path:
     return mode_file
 
 
-def _model_entries(run_dir: Path, modes: Sequence[str]) -> list[_Entry]:
+def _models(run_dir: Path, items: Sequence[str]) -> list[_Model]:
+    """Each item's model file, read once and checked: it exists and is a .tflite."""
     if not run_dir.is_dir():
         raise BundleError(
             f"The run folder does not exist. Train and convert first "
             f"(edgeship pipeline --out RUN). Received: run={run_dir}"
         )
-    entries = []
-    for mode in modes:
+    models = []
+    for mode in items:
         path = _model_path(run_dir, mode)
         if not path.is_file():
             have = sorted(p.name for p in run_dir.glob("*.tflite")) or ["none"]
@@ -143,14 +156,14 @@ def _model_entries(run_dir: Path, modes: Sequence[str]) -> list[_Entry]:
                 f"A model's file name holds a control character, which the device's service "
                 f"unit (systemd) cannot carry; rename the file. Received: name={path.name!r}"
             )
-        head = path.read_bytes()[:8]
-        if len(head) < 8 or head[4:8] != b"TFL3":
+        entry = _file_entry(f"models/{path.name}", path)
+        if len(entry.data) < 8 or entry.data[4:8] != b"TFL3":
             raise BundleError(
                 f"Not a TensorFlow Lite model (no TFL3 identifier); re-run edgeship convert. "
                 f"Received: path={path}"
             )
-        entries.append(_Entry(f"models/{path.name}", source=path))
-    return entries
+        models.append(_Model(mode, path, entry))
+    return models
 
 
 def _run_metadata(run_dir: Path) -> dict[str, Any]:
@@ -165,17 +178,18 @@ def _run_metadata(run_dir: Path) -> dict[str, Any]:
     return {}
 
 
-def _check_same_source(model: Path, run_meta: dict[str, Any]) -> None:
+def _check_same_source(model: _Model, run_meta: dict[str, Any]) -> None:
     """Refuse a .tflite converted from another model.keras than the run's model.json."""
-    from edge_runtime.metadata.block import read_metadata, same_source
+    from edge_runtime.metadata.block import read_embedded_metadata, same_source
 
-    meta = read_metadata(model, sidecar=False)
+    path = model.path
+    meta = read_embedded_metadata(model.entry.data, f"path={path}")
     if meta is not None and not same_source(run_meta, meta):
-        run = model.parent
+        run = path.parent
         raise BundleError(
-            f"{model.name} is stale: converted from another model.keras (its metadata differs "
+            f"{path.name} is stale: converted from another model.keras (its metadata differs "
             f"from model.json); re-run `edgeship convert {run}/model.keras --out {run}`. "
-            f"Received: path={model}, model={meta.get('model')}, run model={run_meta.get('model')}"
+            f"Received: path={path}, model={meta.get('model')}, run model={run_meta.get('model')}"
         )
 
 
@@ -190,99 +204,101 @@ def _runtime_entries() -> list[_Entry]:
             and "__pycache__" not in rel.parts
             and path.suffix not in {".pyc", ".pyo"}
         ):
-            entries.append(_Entry(f"edge_runtime/{rel.as_posix()}", source=path))
+            entries.append(_file_entry(f"edge_runtime/{rel.as_posix()}", path))
     return entries
 
 
-def _fashion_mnist_image(source: str | None) -> np.ndarray | None:
-    """The first Fashion-MNIST test image (28, 28, 1) uint8 from the dataset folder, if there."""
-    if not source:
-        return None
-    for name in ("t10k-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte"):
-        path = Path(source) / name
-        if path.is_file():
-            try:
-                opener = gzip.open if name.endswith(".gz") else open
-                with opener(path, "rb") as handle:
-                    head = handle.read(16 + 28 * 28)
-            except OSError:
-                return None
-            if len(head) == 16 + 28 * 28 and head[:4] == b"\x00\x00\x08\x03":
-                return np.frombuffer(head[16:], dtype=np.uint8).reshape(28, 28, 1).copy()
-    return None
+def _sample_entries(models: list[_Model]) -> tuple[list[_Entry], dict[str, dict[str, Any]]]:
+    """One PNG per sample (an input shape), and per model entry what the desktop answers."""
+    samples: dict[str, dict[str, bytes]] = {}  # sample name -> {model entry: png}
+    with filtered_native_stderr():  # the interpreter's "Created ... XNNPACK delegate" line
+        for m in models:
+            name, png = sample_for(m.path, m.entry.data)
+            samples.setdefault(name, {})[m.entry.name] = png
+        expected = expected_answers([(m.entry.name, m.path) for m in models], samples)
+    entries = [_Entry(name, next(iter(pngs.values()))) for name, pngs in sorted(samples.items())]
+    return entries, expected
 
 
-def _synthetic_image(shape: tuple[int, int, int]) -> np.ndarray:
-    """A deterministic light blob on a dark background of `shape` (H, W, C)."""
-    h, w, c = shape
-    yy, xx = np.mgrid[0:h, 0:w]
-    r = np.hypot((yy - h / 2) / (h / 3), (xx - w / 2) / (w / 4))
-    img = np.clip(230 * (1 - r), 0, 255).astype(np.uint8)
-    return np.repeat(img[:, :, None], c, axis=2)
+def _target_entries(target_names: Sequence[str]) -> tuple[list[_Entry], dict[str, dict[str, Any]]]:
+    """Each target's requirements file, and its manifest entry (no wheels yet)."""
+    entries, info = [], {}
+    for name in target_names:
+        t = get_target(name)
+        data = requirements_text(t).encode()
+        req = f"requirements-{name}.txt"
+        entries.append(_Entry(req, data))
+        info[name] = {
+            "image": t.image,
+            "python": t.python,
+            "arch": t.arch,
+            "runtime": t.runtime_dist,
+            "requirements": req,
+            "requirements_sha256": sha256_bytes(data),
+            "pins": dict(target_pins(t)),
+            "system_site_packages": t.system_site,
+            "system_packages": list(t.system_packages),
+            "wheels": [],
+        }
+    return entries, info
 
 
-def _png(arr: np.ndarray) -> bytes:
-    from PIL import Image
-
-    img = Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr)
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def _sample_for(model: Path) -> tuple[str, bytes]:
-    """A sample image (file name, PNG bytes) that fits `model`'s input."""
-    from edge_runtime.classifier import EdgeClassifier
-    from edge_runtime.metadata.block import read_metadata
-
-    meta = read_metadata(model) or {}
-    shape = tuple((meta.get("input") or {}).get("shape") or ())
-    if len(shape) != 3:
-        desc = EdgeClassifier.load(model).describe()
-        shape = tuple(desc.get("image_shape") or ())
-    if len(shape) != 3 or shape[2] not in (1, 3):
-        raise BundleError(
-            f"Cannot make a sample image for the model: its input is not an image (H, W, 1|3). "
-            f"Received: path={model}, shape={shape}"
-        )
-    shape = tuple(int(s) for s in shape)
-    dataset = meta.get("dataset") or {}
-    arr = None
-    if dataset.get("name") == "fashion-mnist" and shape == (28, 28, 1):
-        arr = _fashion_mnist_image(dataset.get("source"))
-    kind = "fashion-mnist" if arr is not None else "synthetic"
-    if arr is None:
-        arr = _synthetic_image(shape)
-    h, w, c = shape
-    return f"samples/{kind}_{h}x{w}x{c}.png", _png(arr)
+def _remote_entries() -> list[_Entry]:
+    """The device's own files: the install script, verify.py, release.py, the service, README."""
+    return [
+        _file_entry(name, REMOTE_FILES / name, 0o755 if name in EXECUTABLE else 0o644)
+        for name in ("install.sh", "verify.py", "release.py", "device_service.py", "README.md")
+    ]
 
 
-def _expected_answers(models: list[_Entry], samples: dict[str, bytes]) -> dict[str, Any]:
-    """Run each model on its sample here, through edge_runtime: what the device must answer."""
-    from edge_runtime.cli import predict_lines
+def _wheel_entries(target_names: Sequence[str], say: ProgressCallback) -> dict[str, list[_Entry]]:
+    """With --with-wheels: target -> the entries of every wheel it needs (cached download)."""
+    from edgeship.deploy.pi.wheels import download_wheels
 
-    expected = {}
-    with tempfile.TemporaryDirectory(prefix="edgeship-bundle-") as tmp:
-        for entry in models:
-            sample_name = next(name for name, m in samples.items() if entry.name in m)
-            sample_path = Path(tmp) / Path(sample_name).name
-            sample_path.write_bytes(samples[sample_name][entry.name])
-            record = json.loads(predict_lines(entry.source, [sample_path], as_json=True)[0])
-            expected[entry.name] = {
-                "sample": sample_name,
-                "index": record["index"],
-                "label": record["label"],
-                "confidence": record["confidence"],
-            }
-    return expected
+    by_target = {}
+    for name in target_names:
+        t = get_target(name)
+        say(f"getting the {name} wheels ({t.wheel_machine}, CPython {t.python}; cached)")
+        by_target[name] = [_file_entry(f"wheels/{name}/{w.name}", w) for w in download_wheels(name)]
+    return by_target
 
 
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+def _web_entries(site: Path) -> list[_Entry]:
+    """The files of the web app's folder `site` as entries under web/."""
+    if not site.is_dir():
+        raise BundleError(f"The web app's folder does not exist. Received: web={site}")
+    return [
+        _file_entry(f"web/{p.relative_to(site).as_posix()}", p)
+        for p in sorted(site.rglob("*"))
+        if p.is_file()
+    ]
 
 
-def _write_tar(out: Path, top: str, entries: list[_Entry]) -> None:
-    """A gzip'd tar with sorted entries, fixed mtimes and owners, no gzip timestamp."""
+def _manifest_entry(fields: dict[str, Any], entries: list[_Entry]) -> _Entry:
+    """manifest.json: `fields`, then the sha256 of every entry (by name)."""
+    files = {e.name: sha256_bytes(e.data) for e in sorted(entries, key=lambda e: e.name)}
+    manifest = {**fields, "files": files}
+    return _Entry("manifest.json", (json.dumps(manifest, indent=2) + "\n").encode())
+
+
+class _HashingWriter:
+    """A binary file that hashes and counts what is written through it."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self.raw, self.digest, self.size = raw, hashlib.sha256(), 0
+
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)
+        self.size += len(data)
+        return self.raw.write(data)
+
+    def flush(self) -> None:
+        self.raw.flush()
+
+
+def _write_tar(out: Path, top: str, entries: list[_Entry]) -> tuple[int, str]:
+    """A gzip'd tar with sorted entries, fixed mtimes and owners, no gzip timestamp; its size
+    and sha256 (hashed as written)."""
     dirs = sorted({str(Path(e.name).parent) for e in entries} - {"."})
     all_dirs = sorted({p for d in dirs for p in [d, *map(str, Path(d).parents)]} - {"."})
 
@@ -296,25 +312,31 @@ def _write_tar(out: Path, top: str, entries: list[_Entry]) -> None:
     with (
         atomic_path(out) as tmp,
         open(tmp, "wb") as raw,
-        gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=9) as gz,
+        gzip.GzipFile(
+            filename="",
+            mode="wb",
+            fileobj=(written := _HashingWriter(raw)),
+            mtime=0,
+            compresslevel=9,
+        ) as gz,
         tarfile.open(fileobj=gz, mode="w", format=tarfile.GNU_FORMAT) as tar,
     ):
         tar.addfile(info("", tarfile.DIRTYPE, 0o755))
         for d in all_dirs:
             tar.addfile(info(d, tarfile.DIRTYPE, 0o755))
-        for entry in sorted(entries, key=lambda e: e.name):
-            data = entry.read()
-            tar.addfile(info(entry.name, tarfile.REGTYPE, entry.mode, len(data)), io.BytesIO(data))
+        for e in sorted(entries, key=lambda e: e.name):
+            tar.addfile(info(e.name, tarfile.REGTYPE, e.mode, len(e.data)), io.BytesIO(e.data))
+    return written.size, written.digest.hexdigest()
 
 
 def build_bundle(
-    run_dir: str | os.PathLike,
-    out: str | os.PathLike,
+    run_dir: str | os.PathLike[str],
+    out: str | os.PathLike[str],
     models: str | Sequence[str] | None = None,
     with_wheels: bool = False,
     progress: ProgressCallback | None = None,
     targets: str | Sequence[str] | None = None,
-    web: str | os.PathLike | None = None,
+    web: str | os.PathLike[str] | None = None,
 ) -> BundleInfo:
     """Build the device bundle of `run_dir`'s models into the .tar.gz `out`.
 
@@ -322,7 +344,7 @@ def build_bundle(
     `default_models(run_dir)`. `targets` (default: all) are the OS targets it installs on
     (`edge_runtime.device.targets`); each gets its requirements file and, `with_wheels`, every wheel
     it needs under wheels/<target>/. `web`: a folder (the site `deploy web` wrote: the CLI
-    writes it) shipped under web/.
+    writes it) shipped under web/. Each file is read once.
     """
     say = progress or (lambda _msg: None)
     run_dir, out = Path(run_dir), Path(out)
@@ -331,107 +353,64 @@ def build_bundle(
             f"--out is a folder; name the bundle file to write, e.g. --out "
             f"{out / 'edgeship-bundle.tar.gz'}. Received: out={out}"
         )
-    modes = parse_modes(default_models(run_dir) if models is None else models)
+    items = parse_model_names(default_models(run_dir) if models is None else models)
     target_names = parse_target_names(targets)
-    model_entries = _model_entries(run_dir, modes)
+    model_list = _models(run_dir, items)
     run_meta = _run_metadata(run_dir)
     if run_meta:
-        for entry in model_entries:
-            _check_same_source(entry.source, run_meta)
-    entries: list[_Entry] = [*model_entries, *_runtime_entries()]
+        for m in model_list:
+            _check_same_source(m, run_meta)
+    entries = [*(m.entry for m in model_list), *_runtime_entries()]
 
     say("making sample images and the desktop's answers")
-    samples: dict[str, dict[str, bytes]] = {}  # sample name -> {model entry: png}
-    with filtered_native_stderr():  # the interpreter's "Created ... XNNPACK delegate" line
-        for entry in model_entries:
-            name, png = _sample_for(entry.source)
-            samples.setdefault(name, {})[entry.name] = png
-        expected = _expected_answers(model_entries, samples)
-    for name, by_model in sorted(samples.items()):
-        entries.append(_Entry(name, data=next(iter(by_model.values()))))
-
-    target_info: dict[str, dict[str, Any]] = {}
-    for name in target_names:
-        t = get_target(name)
-        data = requirements_text(t).encode()
-        req = f"requirements-{name}.txt"
-        entries.append(_Entry(req, data=data))
-        target_info[name] = {
-            "image": t.image,
-            "python": t.python,
-            "arch": t.arch,
-            "runtime": t.runtime_dist,
-            "requirements": req,
-            "requirements_sha256": _sha256(data),
-            "pins": dict(target_pins(t)),
-            "system_site_packages": t.system_site,
-            "system_packages": list(t.system_packages),
-            "wheels": [],
-        }
-    for name in ("install.sh", "verify.py", "release.py", "device_service.py", "README.md"):
-        mode = 0o755 if name in EXECUTABLE else 0o644
-        entries.append(_Entry(name, source=REMOTE_FILES / name, mode=mode))
-
+    samples, expected = _sample_entries(model_list)
+    req_entries, target_info = _target_entries(target_names)
+    entries += [*samples, *req_entries, *_remote_entries()]
     wheels: list[str] = []
     if with_wheels:
-        from edgeship.deploy.pi.wheels import download_wheels
-
-        for name in target_names:
-            t = get_target(name)
-            say(f"getting the {name} wheels ({t.wheel_machine}, CPython {t.python}; cached)")
-            found = download_wheels(name)
-            entries.extend(_Entry(f"wheels/{name}/{w.name}", source=w) for w in found)
-            target_info[name]["wheels"] = [w.name for w in found]
-            wheels.extend(f"wheels/{name}/{w.name}" for w in found)
-
+        for name, found in _wheel_entries(target_names, say).items():
+            entries += found
+            target_info[name]["wheels"] = [e.name.rsplit("/", 1)[1] for e in found]
+            wheels += [e.name for e in found]
     if web is not None:
-        entries.extend(_web_entries(Path(web)))
+        entries += _web_entries(Path(web))
 
     say("hashing files")
-    files = {e.name: _sha256(e.read()) for e in sorted(entries, key=lambda e: e.name)}
-    manifest = {
+    top = _top_name(out)
+    fields = {
         "format": BUNDLE_FORMAT,
         "schema_version": BUNDLE_SCHEMA_VERSION,
-        "name": _top_name(out),
+        "name": top,
         "run": run_dir.resolve().name,
         "model": run_meta.get("model"),
         "class_names": run_meta.get("class_names"),
         "targets": target_info,
         "models": [
-            {"file": e.name, "mode": mode, "size_bytes": len(e.read()), **expected[e.name]}
-            for mode, e in zip(modes, model_entries, strict=True)
+            {
+                "file": m.entry.name,
+                "mode": m.item,
+                "size_bytes": len(m.entry.data),
+                **expected[m.entry.name],
+            }
+            for m in model_list
         ],
         "wheels": wheels,
         "web": "web" if web is not None else None,
-        "files": files,
     }
-    entries.append(_Entry("manifest.json", data=(json.dumps(manifest, indent=2) + "\n").encode()))
+    entries.append(_manifest_entry(fields, entries))
 
-    top = _top_name(out)
     say(f"writing {out}")
-    _write_tar(out, top, entries)
-    data = out.read_bytes()
+    size, sha256 = _write_tar(out, top, entries)
     return BundleInfo(
         path=out,
-        size_bytes=len(data),
-        sha256=_sha256(data),
+        size_bytes=size,
+        sha256=sha256,
         top=top,
-        models=tuple(e.name for e in model_entries),
+        models=tuple(m.entry.name for m in model_list),
         wheels=tuple(wheels),
         files=len(entries),
         targets=target_names,
     )
-
-
-def _web_entries(site: Path) -> list[_Entry]:
-    """The files of the web app's folder `site` as entries under web/."""
-    if not site.is_dir():
-        raise BundleError(f"The web app's folder does not exist. Received: web={site}")
-    return [
-        _Entry(f"web/{p.relative_to(site).as_posix()}", data=p.read_bytes())
-        for p in sorted(site.rglob("*"))
-        if p.is_file()
-    ]
 
 
 def read_manifest(bundle: str | os.PathLike) -> tuple[str, dict[str, Any]]:
@@ -447,7 +426,8 @@ def read_manifest(bundle: str | os.PathLike) -> tuple[str, dict[str, Any]]:
             for member in tar:
                 parts = member.name.split("/")
                 if len(parts) == 2 and parts[1] == "manifest.json" and member.isfile():
-                    manifest = json.loads(tar.extractfile(member).read())
+                    handle = tar.extractfile(member)  # a regular file: never None
+                    manifest = json.loads(handle.read() if handle else b"null")
                     break
             else:
                 raise BundleError(

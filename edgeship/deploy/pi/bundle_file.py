@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edge_runtime.files import sha256_file
 from edgeship.deploy.errors import DeployError
 from edgeship.deploy.pi.bundle import read_manifest
 
@@ -40,14 +40,10 @@ def load_bundle(path: str | os.PathLike) -> LoadedBundle:
     """Read the bundle's manifest and hash the file; refuse one without the device script."""
     path = Path(path)
     top, manifest = read_manifest(path)
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
     for key in ("targets", "models", "files"):
         if key not in manifest:
             raise DeployError(f"The bundle's manifest lacks `{key}`; rebuild it. Received: {path}")
-    bundle = LoadedBundle(path, digest.hexdigest(), path.stat().st_size, top, manifest)
+    bundle = LoadedBundle(path, sha256_file(path), path.stat().st_size, top, manifest)
     if not bundle.has_device_script:
         raise DeployError(
             f"The bundle has no {DEVICE_SCRIPT} (built by an older edgeship); rebuild it with "

@@ -3,11 +3,59 @@
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import edgeship.deploy.pi.service as service
 from edgeship.deploy.errors import DeployError
-from edgeship.deploy.pi import service
-from edgeship.deploy.pi.bundle_file import LoadedBundle
+
+if TYPE_CHECKING:
+    from edgeship.deploy.pi.bundle_file import LoadedBundle
+
+DEFAULT_KEEP = 3
+
+
+@dataclass(frozen=True)
+class ReleaseOptions:
+    """The release options `push` and `fleet` both take, checked once (DeployError)."""
+
+    bench: bool = False
+    threads: str | None = None  # with bench: "1,2,4"
+    serve: bool = False
+    serve_port: int | None = None
+    serve_host: str | None = None
+    serve_token_file: Path | None = None
+    camera: str | None = None  # serve --camera SOURCE
+    keep: int = DEFAULT_KEEP  # releases kept on the device (0: all)
+
+    def __post_init__(self) -> None:
+        for option, value, needs, on in (
+            ("--threads", self.threads, "--bench", self.bench),
+            ("--serve-port", self.serve_port, "--serve", self.serve),
+            ("--serve-host", self.serve_host, "--serve", self.serve),
+            ("--serve-token-file", self.serve_token_file, "--serve", self.serve),
+            ("--camera", self.camera, "--serve", self.serve),
+        ):
+            if value is not None and not on:
+                raise DeployError(
+                    f"{option} goes with {needs}; add {needs} or leave {option} out. "
+                    f"Received: {option}={value}"
+                )
+        if self.keep < 0:
+            raise DeployError(f"--keep takes 0 (all) or more. Received: {self.keep}")
+        self.serve_settings  # noqa: B018 - checks --serve-port, --serve-host, --camera
+
+    @property
+    def serve_settings(self) -> service.ServeSettings | None:
+        """The service's settings with --serve (its token not yet read), else None."""
+        if not self.serve:
+            return None
+        return service.ServeSettings(
+            port=service.DEFAULT_SERVE_PORT if self.serve_port is None else self.serve_port,
+            host=service.DEFAULT_SERVE_HOST if self.serve_host is None else self.serve_host,
+            camera=self.camera,
+        )
 
 
 def check_push_options(

@@ -33,17 +33,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import edgeship.deploy.pi.device_steps as device_steps
+import edgeship.deploy.pi.service as service
 from edge_runtime.errors import OutputError
 from edge_runtime.files import atomic_write_text
 from edgeship.deploy.errors import DeployError, RemoteStepError
-from edgeship.deploy.pi import device_steps, service
 from edgeship.deploy.pi.bundle_file import LoadedBundle, load_bundle, release_id
-from edgeship.deploy.pi.options import check_push_options, with_token
+from edgeship.deploy.pi.options import DEFAULT_KEEP, check_push_options, with_token
 from edgeship.deploy.pi.ssh import SshOptions, SshSession, SshTarget, remote_path
 from edgeship.deploy.pi.targets import PROBE_SCRIPT, choose_target, parse_probe
 
 DEFAULT_REMOTE_DIR = "edgeship"
-DEFAULT_KEEP = 3
 DEFAULT_RESULTS_NAME = "device-bench.json"
 INSTALL_TIMEOUT = 1800.0  # a Pi 3 installing NumPy from the index can take minutes
 STEP_TIMEOUT = 600.0
@@ -167,7 +167,7 @@ class _Deployer:
             sess.run(script, step="cleanup", timeout=120)
 
     def deploy(
-        self, bench: bool, results: Path | None, serve: service.ServeSettings | None = None
+        self, bench: bool, results: Path, serve: service.ServeSettings | None = None
     ) -> Path | None:
         """Run every step; return the bench results path (with `bench`)."""
         b = self.bundle
@@ -177,7 +177,7 @@ class _Deployer:
         with SshSession(self.target, self.options) as sess:
             sess.connect()
             self.steps["connect"] = round(time.perf_counter() - started, 3)
-            self._probe(sess)
+            device_target = self._probe(sess)
             try:
                 self._say("upload", f"{b.size_bytes / 1e6:.1f} MB -> releases/{self.release}")
                 self._step(
@@ -191,7 +191,7 @@ class _Deployer:
                     self.release,
                     b.top,
                     b.sha256,
-                    self.device_target,
+                    device_target,
                     bench,
                     self.bench_threads,
                 )
@@ -217,8 +217,9 @@ class _Deployer:
                 raise
         return bench_path
 
-    def _probe(self, sess: SshSession) -> None:
-        """One round trip: the host's facts; pick its target or refuse before any upload."""
+    def _probe(self, sess: SshSession) -> str:
+        """One round trip: the host's facts; pick its target (returned) or refuse before any
+        upload."""
         self._say("probe", "machine, Python, OS, board")
         out = self._step(
             sess, "probe", '"${PYTHON:-python3}" - --json', stdin_path=PROBE_SCRIPT, timeout=120
@@ -232,6 +233,7 @@ class _Deployer:
         target, note = choose_target(facts, list(self.bundle.manifest["targets"]), self.override)
         self.device, self.device_target = facts, target.name
         self._say("probe", f"{target.name}" + (f" ({note})" if note else ""))
+        return target.name
 
     def _write_results(self, results: Path, prepared: dict[str, Any]) -> Path:
         data = results_document(str(self.target), self.bundle, self.device, prepared)

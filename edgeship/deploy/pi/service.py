@@ -33,6 +33,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from edgeship.deploy.errors import DeployError
+
 UNIT_NAME = "edgeship.service"
 DEFAULT_SERVE_PORT = 8080
 DEFAULT_SERVE_HOST = "127.0.0.1"
@@ -52,13 +54,13 @@ class ServeSettings:
 
     def __post_init__(self) -> None:
         if not 1 <= self.port <= 65535:
-            raise ValueError(f"--serve-port must be in 1..65535. Received: {self.port}")
+            raise DeployError(f"--serve-port must be in 1..65535. Received: {self.port}")
         if not self.host or any(c.isspace() or c in "'\";$`\\" for c in self.host):
-            raise ValueError(f"--serve-host must be an address. Received: {self.host!r}")
+            raise DeployError(f"--serve-host must be an address. Received: {self.host!r}")
         if self.camera is not None and (
             not self.camera.strip() or any(ord(c) < 0x20 or ord(c) == 0x7F for c in self.camera)
         ):
-            raise ValueError(f"--camera must be one line. Received: {self.camera!r}")
+            raise DeployError(f"--camera must be one line. Received: {self.camera!r}")
 
     @property
     def check_host(self) -> str:
@@ -84,15 +86,16 @@ class ServeSettings:
 
     @classmethod
     def from_json(cls, text: str) -> ServeSettings:
-        """The settings in a `serve.json` (ValueError when it is not one)."""
-        data = json.loads(text)
-        if not isinstance(data, dict):
-            raise ValueError(f"{SETTINGS_FILE} is not a JSON object")
+        """The settings in a `serve.json` (DeployError when it is not one)."""
+        try:
+            data = json.loads(text)
+            if not isinstance(data, dict):
+                raise ValueError("not a JSON object")
+            port, host = int(data["port"]), str(data["host"])
+        except (ValueError, KeyError, TypeError) as err:
+            raise DeployError(f"{SETTINGS_FILE} is not edgeship's serve settings ({err})") from None
         return cls(
-            port=int(data["port"]),
-            host=str(data["host"]),
-            token=bool(data.get("token", False)),
-            camera=data.get("camera"),
+            port=port, host=host, token=bool(data.get("token", False)), camera=data.get("camera")
         )
 
 
