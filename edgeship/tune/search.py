@@ -252,7 +252,15 @@ def run_search(
     return study
 
 
-def _run_batch(study, asked, options, space, train_part, validation, workdir):
+def _run_batch(
+    study: Any,
+    asked: list[Any],
+    options: TuneOptions,
+    space: SearchSpace,
+    train_part: Any,
+    validation: Any,
+    workdir: Path,
+) -> tuple[list[tuple[Any, Candidate]], dict[Path, Measurement], str | None]:
     """Build each asked trial, measure them in one device trip, tell Optuna."""
     from optuna.trial import TrialState
 
@@ -280,7 +288,7 @@ def _run_batch(study, asked, options, space, train_part, validation, workdir):
         trial.set_user_attr("folder", str(cand.folder.resolve()))
         built.append((trial, cand))
     measured: dict[Path, Measurement] = {}
-    error = None
+    error: str | None = None
     if built:
         try:
             measured = options.device.measure([c.tflite for _, c in built], workdir)
