@@ -29,6 +29,8 @@ COMMON_HEADERS = (
     (b"referrer-policy", b"no-referrer"),
     (b"x-frame-options", b"DENY"),
 )
+# The headers this middleware sets: an app's own value of any of them is dropped.
+_REPLACED = frozenset({name for name, _ in COMMON_HEADERS} | {b"content-security-policy"})
 # `/`: same-origin fetches (the API, the camera's EventSource), images from the page itself or
 # the photo being sent (blob:/data:); {scripts} {styles} {style_attrs}: page.html's sha256s.
 PAGE_CSP = (
@@ -123,10 +125,7 @@ class SecurityHeaders:
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = [
-                    (k, v)
-                    for k, v in message.get("headers", [])
-                    if k.lower() not in {h for h, _ in COMMON_HEADERS}
-                    and k.lower() != b"content-security-policy"
+                    (k, v) for k, v in message.get("headers", []) if k.lower() not in _REPLACED
                 ]
                 headers += [*COMMON_HEADERS, (b"content-security-policy", policy)]
                 message = {**message, "headers": headers}
