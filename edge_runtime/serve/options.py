@@ -98,9 +98,10 @@ class ServeOptions:
             check_site(Path(self.web))
         check_tls(self.tls_cert, self.tls_key)
         self._check_bounds()
-        if self.strict_permissions and self.secret_warnings():
+        loose = self.secret_warnings() if self.strict_permissions else []
+        if loose:
             raise ServeError(
-                f"{self.secret_warnings()[0]} (--strict-permissions refuses to start). "
+                f"{loose[0]} (--strict-permissions refuses to start). "
                 "Received: --strict-permissions"
             )
 
