@@ -9,6 +9,7 @@ if TYPE_CHECKING:
     import argparse
 
 DEFAULT_CAMERA_FPS = 5.0
+MAX_CAMERA_FPS = 60.0
 DEFAULT_CAMERA_TIMEOUT_S = 5.0  # no frame for this long: the camera command is restarted
 DEFAULT_CAMERA_SAVE_MAX = 100
 

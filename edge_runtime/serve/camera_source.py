@@ -23,7 +23,6 @@ from edge_runtime.serve.errors import ServeError
 
 # The usual sizes a Camera Module and a UVC webcam both offer, smallest first.
 CAMERA_SIZES = ((320, 240), (640, 480), (1280, 720), (1920, 1080))
-MAX_CAMERA_FPS = 60.0
 
 
 class CameraError(ServeError):

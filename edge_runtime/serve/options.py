@@ -12,6 +12,7 @@ from edge_runtime.serve.camera_args import (
     DEFAULT_CAMERA_FPS,
     DEFAULT_CAMERA_SAVE_MAX,
     DEFAULT_CAMERA_TIMEOUT_S,
+    MAX_CAMERA_FPS,
     add_camera_arguments,
     camera_options,
 )
@@ -123,8 +124,10 @@ class ServeOptions:
             if self.camera_save is not None:
                 raise ServeError("--camera-save goes with --camera. Received: --camera-save only")
             return
-        if not 0 < self.camera_fps <= 60:
-            raise ServeError(f"--camera-fps must be in (0, 60]. Received: {self.camera_fps:g}")
+        if not 0 < self.camera_fps <= MAX_CAMERA_FPS:
+            raise ServeError(
+                f"--camera-fps must be in (0, {MAX_CAMERA_FPS:g}]. Received: {self.camera_fps:g}"
+            )
         if not self.camera_timeout_s > 0:
             raise ServeError(f"--camera-timeout must be > 0. Received: {self.camera_timeout_s:g}")
         if self.camera_save_max < 1:
