@@ -7,13 +7,10 @@ import getpass
 import glob
 import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from edge_runtime.device.check import Check
+from edge_runtime.device.check import Check, find_tool
 
 _LISTED = re.compile(r"^\s*\d+\s*:\s*(\S.*)$")
 
@@ -38,16 +35,9 @@ def video_devices(root: str = "/") -> list[str]:
 GROUP_FIX = "sudo usermod -aG video $USER, then log in again (systemd units: Group=video)"
 
 
-def _tool(root: Path, name: str) -> str | None:
-    if root == Path("/"):
-        return shutil.which(name)
-    found = root / "usr" / "bin" / name
-    return str(found) if os.access(found, os.X_OK) else None
-
-
 def listed_cameras(root: Path) -> list[str] | None:
     """The cameras `rpicam-hello --list-cameras` names (None without the tool or an answer)."""
-    tool = _tool(root, "rpicam-hello")
+    tool = find_tool(root, "rpicam-hello")
     if tool is None:
         return None
     try:
@@ -79,9 +69,7 @@ def in_video_group(root: Path) -> bool | None:
 
 def camera_check(root: Path) -> Check:
     """One `Check` named camera: ok, warn (found but not usable as is) or skip (none)."""
-    from edge_runtime.device.check import Check
-
-    rpicam = _tool(root, "rpicam-vid")
+    rpicam = find_tool(root, "rpicam-vid")
     listed = listed_cameras(root) if rpicam else None
     webcams = [os.path.join("/dev", os.path.basename(n)) for n in video_devices(str(root))]
     group = in_video_group(root)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_runtime.device import targets as _targets
-from edge_runtime.device.check import Check
+from edge_runtime.device.check import Check, find_tool
 
 # get_throttled bits (Raspberry Pi firmware): now (0-3) and since boot (16-19).
 THROTTLE_BITS = {
@@ -60,16 +60,9 @@ def decode_throttled(value: int) -> list[str]:
     return [name for bit, name in THROTTLE_BITS.items() if value >> bit & 1]
 
 
-def _vcgencmd(root: Path) -> str | None:
-    if root == Path("/"):
-        return shutil.which("vcgencmd")
-    found = root / "usr" / "bin" / "vcgencmd"
-    return str(found) if os.access(found, os.X_OK) else None
-
-
 def read_throttled(root: Path) -> tuple[int | None, str]:
     """(the get_throttled value, where it came from), or (None, why it is unknown)."""
-    tool = _vcgencmd(root)
+    tool = find_tool(root, "vcgencmd")
     if tool:
         try:
             proc = subprocess.run(
