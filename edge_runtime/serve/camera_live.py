@@ -131,16 +131,14 @@ class CameraLive:
                 "frame_latency_ms": round(latency * 1e3, 2),
             }
             self.latest = (seq, jpeg, json.dumps(event))
-        if service.options.results is not None:
-            service._append_result(
-                service.options.results,
-                {
-                    "time": event["time"],
-                    "source": "camera",
-                    "image": str(saved) if saved else None,
-                    **record,
-                },
-            )
+        service.append_result(
+            {
+                "time": event["time"],
+                "source": "camera",
+                "image": str(saved) if saved else None,
+                **record,
+            }
+        )
         if self._loop is not None:
             try:
                 self._loop.call_soon_threadsafe(self._wake)

@@ -171,14 +171,14 @@ class Service:
             self.metrics.prediction(model.name, record["label"], "watch", seconds)
             self.recent.add(record, "watch", path.name)
             outcome = record
-        if self.options.results is not None:
-            self._append_result(
-                self.options.results,
-                {"time": time.time(), "image": printable_name(str(path)), **outcome},
-            )
+        self.append_result({"time": time.time(), "image": printable_name(str(path)), **outcome})
 
-    def _append_result(self, results: Path, line: dict[str, Any]) -> None:
-        """One JSON line on --results; a failure is counted and logged, never raised."""
+    def append_result(self, line: dict[str, Any]) -> None:
+        """One JSON line on --results (none without it); a failure is counted and logged,
+        never raised."""
+        results = self.options.results
+        if results is None:
+            return
         text = json.dumps(line, ensure_ascii=False) + "\n"
         try:
             with self._results_lock, open_results(results) as f:
