@@ -13,7 +13,6 @@ line, the `/metrics` counters, and with `--camera-save DIR` the frame as a file 
 from __future__ import annotations
 
 import asyncio
-import bisect
 import json
 import os
 import re
@@ -28,7 +27,7 @@ from edge_runtime.errors import EdgeshipError
 from edge_runtime.records import DEFAULT_TOP_K
 from edge_runtime.serve.camera import CameraFeed
 from edge_runtime.serve.camera_source import CameraCommand
-from edge_runtime.serve.metrics import LATENCY_BUCKETS, histogram_lines
+from edge_runtime.serve.metrics import Histogram
 
 if TYPE_CHECKING:
     from edge_runtime.serve.service import Service
@@ -53,8 +52,7 @@ class CameraLive:
         self._last_taken = float("-inf")
         self._seq = 0
         self._times: deque[float] = deque()
-        self._buckets = [0] * (len(LATENCY_BUCKETS) + 1)
-        self._latency_sum = 0.0
+        self._latency = Histogram()
         self._saved: deque[Path] = deque(self._saved_files(options.camera_save))
         self._loop: asyncio.AbstractEventLoop | None = None
         self._event: asyncio.Event | None = None
@@ -121,8 +119,7 @@ class CameraLive:
             self._seq += 1
             seq = self._seq
             self.counts["classified"] += 1
-            self._buckets[bisect.bisect_left(LATENCY_BUCKETS, latency)] += 1
-            self._latency_sum += latency
+            self._latency.observe(latency)
             self._times.append(now)
             event = {
                 "seq": seq,
@@ -252,7 +249,7 @@ class CameraLive:
         """The camera's lines of /metrics (Prometheus text)."""
         with self._lock:
             counts = dict(self.counts)
-            buckets, total = list(self._buckets), self._latency_sum
+            latency = self._latency.copy()
         out = [
             "# HELP edgeship_camera_frames_total Camera frames: classified, dropped (over "
             "--camera-fps or while busy), bad (garbage, truncated, oversized, undecodable).",
@@ -271,5 +268,5 @@ class CameraLive:
             "its answer.",
             "# TYPE edgeship_camera_frame_latency_seconds histogram",
         ]
-        out += histogram_lines("edgeship_camera_frame_latency_seconds", "", buckets, total)
+        out += latency.lines("edgeship_camera_frame_latency_seconds")
         return "\n".join(out) + "\n"

@@ -34,18 +34,36 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 BOARD_STATE_TTL_S = 5.0  # /metrics reads the board (vcgencmd) at most this often
 
 
-def histogram_lines(name: str, labels: str, counts: list[int], total: float) -> list[str]:
-    """A Prometheus histogram's exposition lines: cumulative buckets of LATENCY_BUCKETS, sum,
-    count. `labels`: 'a="x",b="y"' or ""."""
-    lines, running = [], 0
-    prefix = f"{labels}," if labels else ""
-    braces = f"{{{labels}}}" if labels else ""
-    for bound, n in zip([*map(str, LATENCY_BUCKETS), "+Inf"], counts, strict=True):
-        running += n
-        lines.append(f'{name}_bucket{{{prefix}le="{bound}"}} {running}')
-    lines.append(f"{name}_sum{braces} {total:.6f}")
-    lines.append(f"{name}_count{braces} {running}")
-    return lines
+class Histogram:
+    """Durations counted in LATENCY_BUCKETS (and +Inf) with their sum; its owner holds the lock."""
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(LATENCY_BUCKETS) + 1)
+        self.total = 0.0
+
+    def observe(self, seconds: float) -> None:
+        """Count one duration."""
+        self.counts[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.total += seconds
+
+    def copy(self) -> Histogram:
+        """A copy to render outside the owner's lock."""
+        other = Histogram()
+        other.counts, other.total = list(self.counts), self.total
+        return other
+
+    def lines(self, name: str, labels: str = "") -> list[str]:
+        """Its Prometheus exposition lines: cumulative buckets, sum, count. `labels`:
+        'a="x",b="y"' or ""."""
+        out, running = [], 0
+        prefix = f"{labels}," if labels else ""
+        braces = f"{{{labels}}}" if labels else ""
+        for bound, n in zip([*map(str, LATENCY_BUCKETS), "+Inf"], self.counts, strict=True):
+            running += n
+            out.append(f'{name}_bucket{{{prefix}le="{bound}"}} {running}')
+        out.append(f"{name}_sum{braces} {self.total:.6f}")
+        out.append(f"{name}_count{braces} {running}")
+        return out
 
 
 def _label(value: str) -> str:
@@ -92,11 +110,9 @@ class ServeMetrics:
         self._models = list(models)
         self._predictions: Counter[tuple[str, str, str]] = Counter()
         self._errors: Counter[str] = Counter()
-        self._buckets = {m: [0] * (len(LATENCY_BUCKETS) + 1) for m in models}
-        self._sum = dict.fromkeys(models, 0.0)
+        self._latency = {m: Histogram() for m in models}
         # per (model, stage): read, decode, preprocess, invoke, postprocess (image.stages)
-        self._stage_buckets: dict[tuple[str, str], list[int]] = {}
-        self._stage_sum: dict[tuple[str, str], float] = {}
+        self._stages: dict[tuple[str, str], Histogram] = {}
 
     def uptime_s(self) -> float:
         """Seconds since the server started."""
@@ -104,22 +120,18 @@ class ServeMetrics:
 
     def prediction(self, model: str, label: str, source: str, seconds: float) -> None:
         """Count one prediction (source: `http` or `watch`) and its latency."""
-        slot = bisect.bisect_left(LATENCY_BUCKETS, seconds)
         with self._lock:
             self._predictions[(model, label, source)] += 1
-            self._buckets[model][slot] += 1
-            self._sum[model] += seconds
+            self._latency[model].observe(seconds)
 
     def stages(self, model: str, seconds: dict[str, float]) -> None:
         """Count one photo's time in each stage (`edge_runtime.image.stages.classify_photo`)."""
         with self._lock:
             for stage, value in seconds.items():
                 key = (model, stage)
-                if key not in self._stage_buckets:
-                    self._stage_buckets[key] = [0] * (len(LATENCY_BUCKETS) + 1)
-                    self._stage_sum[key] = 0.0
-                self._stage_buckets[key][bisect.bisect_left(LATENCY_BUCKETS, value)] += 1
-                self._stage_sum[key] += value
+                if key not in self._stages:
+                    self._stages[key] = Histogram()
+                self._stages[key].observe(value)
 
     def error(self, kind: str) -> None:
         """Count one failed request or watched file by kind (`bad_image`, `too_large`, ...)."""
@@ -141,10 +153,8 @@ class ServeMetrics:
         with self._lock:
             predictions = sorted(self._predictions.items())
             errors = sorted(self._errors.items())
-            buckets = {m: list(b) for m, b in self._buckets.items()}
-            sums = dict(self._sum)
-            stage_buckets = {k: list(b) for k, b in sorted(self._stage_buckets.items())}
-            stage_sums = dict(self._stage_sum)
+            latency = {m: h.copy() for m, h in self._latency.items()}
+            stages = {k: h.copy() for k, h in sorted(self._stages.items())}
         out = [
             "# HELP edgeship_predictions_total Predictions served, by model, class and source.",
             "# TYPE edgeship_predictions_total counter",
@@ -164,22 +174,17 @@ class ServeMetrics:
             "# TYPE edgeship_predict_latency_seconds histogram",
         ]
         for model in self._models:
-            out += histogram_lines(
-                "edgeship_predict_latency_seconds",
-                f'model="{_label(model)}"',
-                buckets[model],
-                sums[model],
+            out += latency[model].lines(
+                "edgeship_predict_latency_seconds", f'model="{_label(model)}"'
             )
         out += [
             "# HELP edgeship_stage_seconds A photo's time per stage: read, decode, preprocess, "
             "invoke, postprocess.",
             "# TYPE edgeship_stage_seconds histogram",
         ]
-        for (model, stage), counts in stage_buckets.items():
+        for (model, stage), histogram in stages.items():
             labels = f'model="{_label(model)}",stage="{_label(stage)}"'
-            out += histogram_lines(
-                "edgeship_stage_seconds", labels, counts, stage_sums[(model, stage)]
-            )
+            out += histogram.lines("edgeship_stage_seconds", labels)
         out += [
             "# HELP edgeship_uptime_seconds Seconds since the server started.",
             "# TYPE edgeship_uptime_seconds gauge",
