@@ -38,20 +38,11 @@ def _bench(tflite: Path) -> dict:
 
 
 def _test_accuracy(tflite: Path) -> float:
-    from edge_runtime import EdgeClassifier
     from edgeship.train import load_dataset
+    from edgeship.tune.trial import tflite_accuracy
 
     data = load_dataset("fashion-mnist")
-    clf = EdgeClassifier.load(tflite, batch_size=500)
-    hits = sum(
-        int(
-            (
-                clf.predict_proba(data.x_test[i : i + 500]).argmax(1) == data.y_test[i : i + 500]
-            ).sum()
-        )
-        for i in range(0, len(data.x_test), 500)
-    )
-    return hits / len(data.x_test)
+    return tflite_accuracy(tflite, data.x_test, data.y_test)
 
 
 def baseline(name: str, out: Path) -> dict:

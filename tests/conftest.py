@@ -57,14 +57,19 @@ sys.meta_path.insert(0, _NoTensorFlow())
 '''
 
 
-@pytest.fixture(scope="session")
-def no_tf_env(tmp_path_factory):
-    """Environment for a subprocess in which importing tensorflow or keras raises."""
-    site = tmp_path_factory.mktemp("no_tf_site")
-    (site / "sitecustomize.py").write_text(_BLOCKER)
+def _site_env(tmp_path_factory, name: str, sitecustomize: str) -> dict[str, str]:
+    """os.environ with a fresh folder holding `sitecustomize` first on PYTHONPATH, then REPO."""
+    site = tmp_path_factory.mktemp(name)
+    (site / "sitecustomize.py").write_text(sitecustomize)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(site), str(REPO)])
     return env
+
+
+@pytest.fixture(scope="session")
+def no_tf_env(tmp_path_factory):
+    """Environment for a subprocess in which importing tensorflow or keras raises."""
+    return _site_env(tmp_path_factory, "no_tf_site", _BLOCKER)
 
 
 # --- edge_runtime: tiny real .tflite models (session scope, built once) -------------------
@@ -291,11 +296,7 @@ importlib.machinery.PathFinder.find_spec = classmethod(_find_spec)
 @pytest.fixture(scope="session")
 def tf_not_installed_env(tmp_path_factory):
     """Environment for a subprocess in which TensorFlow and Keras look not installed."""
-    site = tmp_path_factory.mktemp("tf_not_installed_site")
-    (site / "sitecustomize.py").write_text(_NOT_INSTALLED)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(site), str(REPO)])
-    return env
+    return _site_env(tmp_path_factory, "tf_not_installed_site", _NOT_INSTALLED)
 
 
 @pytest.fixture(scope="session")

@@ -47,6 +47,25 @@ def cli(*args):
     return runner.invoke(app, [str(a) for a in args])
 
 
+def _device_bench(model, *extra):
+    """`python -m edge_runtime bench MODEL --json` (5 runs), as the device runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "edge_runtime", "bench", str(model), "--json"]
+        + ["--runs", "5", "--warmup", "1", *extra],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+
+
+def _bench_int8_with_device(run, device, out):
+    """`edgeship bench RUN` of the int8 model alone (50 images, fast) with `--device`."""
+    return cli(
+        "bench", run, "--limit", 50, "--only", "int8", "--no-memory", "--no-plots", *FAST,
+        "--device", device, "--out", out,
+    )  # fmt: skip
+
+
 def assert_one_line_error(result, code, *fragments):
     assert result.exit_code == code, result.output
     lines = result.stderr.strip().splitlines()
@@ -246,40 +265,10 @@ def test_budgets_met_exit_0_and_missed_exit_1(tiny_run, tmp_path):
 
 
 def test_device_results_sit_beside_the_desktop(tiny_run, tmp_path):
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "edge_runtime",
-            "bench",
-            str(tiny_run / "model_int8.tflite"),
-            "--json",
-            "--runs",
-            "5",
-            "--warmup",
-            "1",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    proc = _device_bench(tiny_run / "model_int8.tflite")
     device = tmp_path / "device.json"
     device.write_text(proc.stdout)
-    result = cli(
-        "bench",
-        tiny_run,
-        "--limit",
-        50,
-        "--only",
-        "int8",
-        "--no-memory",
-        "--no-plots",
-        *FAST,
-        "--device",
-        device,
-        "--out",
-        tmp_path / "b",
-    )
+    result = _bench_int8_with_device(tiny_run, device, tmp_path / "b")
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "b" / "report.json").read_text())
     int8 = report["models"][1]
@@ -426,44 +415,12 @@ def test_stale_tflite_is_a_failed_model(tiny_run, tmp_path):
 
 def test_device_results_show_target_and_thread_counts(tiny_run, tmp_path):
     """`deploy push --bench` results with `bench --threads 1,2` entries: both shown."""
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "edge_runtime",
-            "bench",
-            str(tiny_run / "model_int8.tflite"),
-            "--json",
-            "--runs",
-            "5",
-            "--warmup",
-            "1",
-            "--threads",
-            "1,2",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    proc = _device_bench(tiny_run / "model_int8.tflite", "--threads", "1,2")
     runs = [json.loads(line) for line in proc.stdout.splitlines()]
     assert [r["threads"] for r in runs] == [1, 2]
     device = tmp_path / "device.json"
     device.write_text(json.dumps({"target": "bookworm-arm64", "models": runs}))
-    result = cli(
-        "bench",
-        tiny_run,
-        "--limit",
-        50,
-        "--only",
-        "int8",
-        "--no-memory",
-        "--no-plots",
-        *FAST,
-        "--device",
-        device,
-        "--out",
-        tmp_path / "b",
-    )
+    result = _bench_int8_with_device(tiny_run, device, tmp_path / "b")
     assert result.exit_code == 0, result.output
     assert "device results: target bookworm-arm64, threads 1, 2" in result.output
     int8 = json.loads((tmp_path / "b" / "report.json").read_text())["models"][1]

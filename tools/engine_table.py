@@ -30,20 +30,22 @@ def _rgb(x: np.ndarray, size: int) -> np.ndarray:
     return np.repeat(out, 3, axis=-1).astype("float32")
 
 
-def _models(root: Path, data) -> list[tuple[str, Path, np.ndarray, np.ndarray, np.ndarray]]:
-    """(name, model path, calibration input, test input, test labels) per model."""
+def _models(
+    root: Path, data, test: int
+) -> list[tuple[str, Path, np.ndarray, np.ndarray, np.ndarray]]:
+    """(name, model path, calibration input, first `test` test inputs, their labels) per model."""
     from edgeship.train.quiet import import_keras
     from edgeship.train.training import TrainConfig, train
 
     keras = import_keras()
     out = []
-    x_test = data.x_test[:TEST].astype("float32")
+    x_test = data.x_test[:test].astype("float32")
     for arch, epochs, limit in (("mlp", 2, 20000), ("cnn", 1, 10000)):
         run = root / arch
         if not (run / "model.keras").exists():
             train(TrainConfig(model=arch, epochs=epochs, limit=limit, seed=0), run, data=data)
         calib = data.x_train[-500:].astype("float32") / 255.0
-        out.append((arch, run / "model.keras", calib, x_test / 255.0, data.y_test[:TEST]))
+        out.append((arch, run / "model.keras", calib, x_test / 255.0, data.y_test[:test]))
     for name, size, build in (("rgb_rescaling", 32, _rgb_cnn), ("mobilenet", 96, _mobilenet)):
         path = root / f"{name}.keras"
         n = 6000 if name == "rgb_rescaling" else 3000
@@ -55,7 +57,7 @@ def _models(root: Path, data) -> list[tuple[str, Path, np.ndarray, np.ndarray, n
                       verbose=0)  # fmt: skip
             model.save(path)
         calib = _rgb(data.x_train[-500:], size)
-        out.append((name, path, calib, _rgb(data.x_test[:TEST], size), data.y_test[:TEST]))
+        out.append((name, path, calib, _rgb(data.x_test[:test], size), data.y_test[:test]))
     return out
 
 
@@ -121,7 +123,6 @@ def _p50_us(path: Path, x: np.ndarray, runs: int) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     """Train the four models, convert each mode by both engines, write the table."""
-    global TEST
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)
     parser.add_argument("--test", type=int, default=1000)
@@ -131,7 +132,6 @@ def main(argv: list[str] | None = None) -> int:
         help="Measure only these; the other engines' rows come from OUT/engines.json.",
     )  # fmt: skip
     args = parser.parse_args(argv)
-    TEST = args.test
     from edgeship.convert import convert_model
     from edgeship.train.datasets import load_dataset
 
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         else []
     )
     rows = []
-    for name, path, calib, x, y in _models(root, data):
+    for name, path, calib, x, y in _models(root, data, args.test):
         from edgeship.train.quiet import import_keras
 
         keras_probs = import_keras().saving.load_model(path).predict(x, verbose=0)
@@ -199,8 +199,6 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(lines))
     return 0
 
-
-TEST = 1000
 
 if __name__ == "__main__":
     sys.exit(main())

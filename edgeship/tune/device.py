@@ -113,6 +113,7 @@ class Device:
 
     def _ssh(self, models: list[Path], workdir: Path) -> dict[Path, Measurement]:
         from edgeship.bench.device import load_device_results, match_device
+        from edgeship.bench.models import mode_of
         from edgeship.deploy.errors import DeployError
         from edgeship.deploy.pi import build_bundle, push_bundle
 
@@ -122,7 +123,7 @@ class Device:
         upload.mkdir(parents=True)
         names = []
         for model in models:  # one folder of candidates: trial_<n>_<mode>.tflite
-            name = f"trial_{model.parent.name}_{model.stem.removeprefix('model_')}.tflite"
+            name = f"trial_{model.parent.name}_{mode_of(model)}.tflite"
             shutil.copyfile(model, upload / name)
             names.append(name)
         bundle, results = workdir / "candidates.tar.gz", workdir / "device-bench.json"

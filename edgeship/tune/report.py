@@ -41,9 +41,14 @@ def _complete(study) -> list:
     return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
 
 
+def _meets_budgets(t) -> bool:
+    """Whether every constraint of trial `t` is met (<= 0)."""
+    return all(v <= 0 for v in t.constraints.values())
+
+
 def feasible_trials(study) -> list:
     """Complete trials whose every constraint is met (<= 0)."""
-    return [t for t in _complete(study) if all(v <= 0 for v in t.constraints.values())]
+    return [t for t in _complete(study) if _meets_budgets(t)]
 
 
 def pareto_front(trials: list) -> list:
@@ -89,7 +94,7 @@ def _row(t) -> dict[str, Any]:
         "p50_us": u.get("p50_us", ""),
         "p99_us": u.get("p99_us", ""),
         "peak_rss_mb": u.get("peak_rss_mb", ""),
-        "feasible": "" if t.value is None else str(all(v <= 0 for v in cons.values())).lower(),
+        "feasible": "" if t.value is None else str(_meets_budgets(t)).lower(),
         "violations": "; ".join(f"{k} +{v:g}" for k, v in cons.items() if v > 0),
         "worker": u.get("worker", ""),
         "error": u.get("error", ""),

@@ -18,14 +18,8 @@ from typing import Any
 from edge_runtime.errors import EdgeshipError
 from edgeship.tune.device import Device, DeviceError, Measurement
 from edgeship.tune.errors import DeviceFailuresError, TuneError
-from edgeship.tune.space import FAMILY_KEYS, SearchSpace, default_space
-from edgeship.tune.trial import (
-    SPLIT_SEED,
-    VALIDATION_FRACTION,
-    Candidate,
-    build_candidate,
-    split_validation,
-)
+from edgeship.tune.space import FAMILY_KEYS, SearchSpace
+from edgeship.tune.trial import Candidate, build_candidate, search_inputs
 
 DEFAULT_STUDY = "edgeship-tune"
 DEFAULT_MAX_FAILURES = 3
@@ -189,22 +183,12 @@ def run_search(
     return the study. Device failures in a row (`max_failures`) raise DeviceFailuresError."""
     from optuna.trial import TrialState
 
-    from edgeship.train import load_dataset
-
     stop = stop or threading.Event()
     say = progress or (lambda _e: None)
-    data = load_dataset(options.dataset, options.data_dir)
-    height = data.image_shape[0]
-    if options.space_file is not None:
-        from edgeship.tune.space import load_space
-
-        space = load_space(options.space_file, height)
-    else:
-        space = default_space(height)
+    space, train_part, validation = search_inputs(options)
     study = open_study(options)
     with contextlib.suppress(Exception):
         study.set_user_attr("space", space.to_dict())
-    train_part, validation = split_validation(data, VALIDATION_FRACTION, SPLIT_SEED, options.limit)
     workdir = options.out / "trials"
     started_at = time.monotonic()
     failures_in_a_row = 0

@@ -6,13 +6,17 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edge_runtime.files import atomic_write_text
 from edgeship.train import Dataset, TrainConfig
 from edgeship.tune.errors import TuneError
+from edgeship.tune.space import SearchSpace, default_space, load_space
+
+if TYPE_CHECKING:  # search imports this module
+    from edgeship.tune.search import TuneOptions
 
 VALIDATION_FRACTION = 0.1
 # The split's own seed: every worker of a study (whatever its --seed) validates on the same
@@ -72,12 +76,8 @@ def tflite_accuracy(path: Path, x: np.ndarray, y: np.ndarray) -> float:
     """Top-1 accuracy of a .tflite on raw uint8 images, through edge_runtime as on the device."""
     from edge_runtime import EdgeClassifier
 
-    clf = EdgeClassifier.load(path, batch_size=256)
-    hits = 0
-    for start in range(0, len(x), 256):
-        proba = clf.predict_proba(x[start : start + 256])
-        hits += int((np.argmax(proba, axis=1) == y[start : start + 256]).sum())
-    return hits / len(x)
+    clf = EdgeClassifier.load(path, batch_size=256)  # predict_proba invokes 256 at a time
+    return float(np.mean(clf.predict_proba(x).argmax(1) == y))
 
 
 def build_candidate(
@@ -133,16 +133,24 @@ def build_candidate(
     return Candidate(folder, tflite, quant, round(accuracy, 6), tflite.stat().st_size)
 
 
-def rebuild_trial(options, params: dict[str, Any], folder: Path) -> Candidate:
-    """Build a trial's model again from its parameters (seeded): for the chosen trial of a
-    study whose trial ran on another worker."""
+def search_inputs(
+    options: TuneOptions,
+) -> tuple[SearchSpace, Dataset, tuple[np.ndarray, np.ndarray]]:
+    """The space, training part and validation split `options` name: the same on every
+    worker, and when the chosen trial is rebuilt."""
     from edgeship.train import load_dataset
-    from edgeship.tune.space import default_space, load_space
 
     data = load_dataset(options.dataset, options.data_dir)
     height = data.image_shape[0]
     space = load_space(options.space_file, height) if options.space_file else default_space(height)
     train_part, validation = split_validation(data, VALIDATION_FRACTION, SPLIT_SEED, options.limit)
+    return space, train_part, validation
+
+
+def rebuild_trial(options: TuneOptions, params: dict[str, Any], folder: Path) -> Candidate:
+    """Build a trial's model again from its parameters (seeded): for the chosen trial of a
+    study whose trial ran on another worker."""
+    space, train_part, validation = search_inputs(options)
     return build_candidate(
         params, train_part, validation, folder, seed=options.seed, batch_size=space.batch_size
     )

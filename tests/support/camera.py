@@ -14,7 +14,6 @@ real time, and a scripted source that misbehaves on purpose (`python tests/suppo
 
 from __future__ import annotations
 
-import gzip
 import io
 import json
 import os
@@ -31,9 +30,9 @@ FASHION_TEST = Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
 
 def fashion_test_images(n: int) -> np.ndarray:
     """The first `n` Fashion-MNIST test images (uint8, 28x28)."""
-    with gzip.open(FASHION_TEST) as f:
-        raw = f.read()
-    return np.frombuffer(raw, np.uint8, offset=16).reshape(-1, 28, 28)[:n]
+    from edgeship.train.idx import read_idx
+
+    return read_idx(FASHION_TEST)[:n]
 
 
 def jpeg(pixels: np.ndarray, size: tuple[int, int] = (320, 240), quality: int = 90) -> bytes:
