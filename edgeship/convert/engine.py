@@ -46,6 +46,7 @@ __all__ = [
     "QUANTIZER_CALIBRATION_BATCH",
     "Quantized",
     "RecipeError",
+    "calibration_set",
     "check_engine",
     "check_recipe",
     "default_recipe",
@@ -190,8 +191,12 @@ def load_recipe(path: str | os.PathLike) -> Recipe:
     return data
 
 
-def _signature(float_bytes: bytes) -> tuple[str, str]:
-    """(signature key, input name) of the float model's first signature."""
+def calibration_set(
+    float_bytes: bytes, calibration: np.ndarray | None, step: int | None = None
+) -> tuple[str, list[dict[str, np.ndarray]], int]:
+    """(signature key, samples in calls of `step`, `step`) for calibrating the float model
+    through its first signature. `step` by default: 1 for a model whose batch is fixed at 1
+    (litert-torch converts some PyTorch models only so), else QUANTIZER_CALIBRATION_BATCH."""
     from edge_runtime.backends import load_backend
 
     with captured_stderr():
@@ -203,19 +208,13 @@ def _signature(float_bytes: bytes) -> tuple[str, str]:
     inputs = signatures[key]["inputs"]
     if len(inputs) != 1:
         raise ModeConversionError(f"the model has {len(inputs)} inputs; convert takes one image")
-    return key, inputs[0]
-
-
-def _calibration_batch(float_bytes: bytes) -> int:
-    """Samples per calibration call: 1 for a model whose batch is fixed at 1 (litert-torch
-    converts some PyTorch models only so), else QUANTIZER_CALIBRATION_BATCH."""
-    from edge_runtime.backends import load_backend
-
-    with captured_stderr():
-        interpreter = load_backend().make_interpreter(float_bytes)
-    detail = interpreter.get_input_details()[0]
-    batch = int(detail.get("shape_signature", detail["shape"])[0])
-    return 1 if batch == 1 else QUANTIZER_CALIBRATION_BATCH
+    if step is None:
+        detail = interpreter.get_input_details()[0]
+        batch = int(detail.get("shape_signature", detail["shape"])[0])
+        step = 1 if batch == 1 else QUANTIZER_CALIBRATION_BATCH
+    samples = np.asarray(calibration, dtype=np.float32)
+    data = [{inputs[0]: samples[i : i + step]} for i in range(0, len(samples), step)]
+    return key, data, step
 
 
 def _calibrate_one_by_one(q: Any, data: dict[str, list]) -> dict:
@@ -231,8 +230,8 @@ def _calibrate_one_by_one(q: Any, data: dict[str, list]) -> dict:
         q._float_model_buffer,
         qsv_update_func=qsv_utils.min_max_update,  # noqa: SLF001
     )
-    with contextlib.redirect_stderr(io.StringIO()):  # its progress bar
-        calib.calibrate(data, q._recipe_manager)  # noqa: SLF001 - pinned 0.10.*
+    # Called inside quiet(), which hides its progress bar.
+    calib.calibrate(data, q._recipe_manager)  # noqa: SLF001 - pinned 0.10.*
     return calib.get_model_qsvs()
 
 
@@ -270,10 +269,7 @@ def quantize_tflite(
             q = quantizer.Quantizer(bytearray(float_bytes), rp)
             result = None
             if q.need_calibration:
-                key, name = _signature(float_bytes)
-                samples = np.asarray(calibration, dtype=np.float32)
-                step = _calibration_batch(float_bytes)
-                data = [{name: samples[i : i + step]} for i in range(0, len(samples), step)]
+                key, data, step = calibration_set(float_bytes, calibration)
                 result = (
                     q.calibrate({key: data}) if step > 1 else _calibrate_one_by_one(q, {key: data})
                 )
