@@ -111,20 +111,17 @@ def inline_buffers(model_bytes: bytes) -> bytes:
     and loses the bytes after it ("Constant buffer 1 specified an out of range offset").
     """
     import flatbuffers
-    import numpy as np
-    from ai_edge_litert import schema_py_generated as schema
 
+    from edge_runtime.metadata.block import FILE_IDENTIFIER, _schema_module, inline_buffer_data
+
+    schema = _schema_module()
     raw = schema.Model.GetRootAs(bytearray(model_bytes), 0)
     if not any(raw.Buffers(i).Offset() > 1 for i in range(raw.BuffersLength())):
         return model_bytes
     model = schema.ModelT.InitFromObj(raw)
-    view = np.frombuffer(model_bytes, dtype=np.uint8)
-    for buffer in model.buffers:
-        if buffer.offset > 1:
-            buffer.data = view[buffer.offset : buffer.offset + buffer.size].copy()
-            buffer.offset = buffer.size = 0
+    inline_buffer_data(model, model_bytes)
     builder = flatbuffers.Builder(len(model_bytes) + 1024)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    builder.Finish(model.Pack(builder), file_identifier=FILE_IDENTIFIER)
     return bytes(builder.Output())
 
 
