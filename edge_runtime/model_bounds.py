@@ -13,7 +13,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from edge_runtime.errors import ModelFileError
-from edge_runtime.metadata.graph import input_tensors
 
 if TYPE_CHECKING:
     import argparse
@@ -42,6 +41,8 @@ def check_model_memory(
     data: bytes, max_model_mb: float, batch: int = 1, source: str = "<bytes>"
 ) -> None:
     """ModelTooLargeError when the inputs of `data` (times `batch`) exceed `max_model_mb`."""
+    from edge_runtime.metadata.graph import input_tensors  # not at import: the CLIs' parsers
+
     if not max_model_mb > 0:
         raise ModelFileError(f"--max-model-mb must be > 0. Received: --max-model-mb {max_model_mb}")
     inputs = input_tensors(data, source)

@@ -318,6 +318,18 @@ def pack_files(model_bytes: bytes, files: dict[str, bytes]) -> bytes:
     return buffer.getvalue()
 
 
+def inline_buffer_data(model: Any, model_bytes: bytes) -> None:
+    """Take into `model` (the object API's `ModelT` of `model_bytes`) the bytes of each buffer
+    stored after the flatbuffer (`offset`/`size` from the file's start, as ai-edge-quantizer
+    and litert-torch write larger models): a rewritten flatbuffer would lose them."""
+    import numpy as np
+
+    for buf in model.buffers or []:
+        if (getattr(buf, "offset", 0) or 0) > 1:
+            buf.data = np.frombuffer(model_bytes, np.uint8, count=buf.size, offset=buf.offset)
+            buf.offset, buf.size = 0, 0
+
+
 def embed_metadata(
     model_bytes: bytes,
     metadata: dict[str, Any] | bytes,
@@ -354,14 +366,7 @@ def embed_metadata(
 
     import numpy as np
 
-    # Buffers stored after the flatbuffer (`offset`/`size` from the file's start, as
-    # ai-edge-quantizer and litert-torch write larger models) move when the flatbuffer is
-    # rewritten: take their bytes into the flatbuffer itself.
-    for buf in model.buffers:
-        if (getattr(buf, "offset", 0) or 0) > 1:
-            buf.data = np.frombuffer(model_bytes, np.uint8, count=buf.size, offset=buf.offset)
-            buf.offset, buf.size = 0, 0
-
+    inline_buffer_data(model, model_bytes)
     data = np.frombuffer(payload, dtype=np.uint8)
     for entry in model.metadata:
         entry_name = entry.name.decode() if isinstance(entry.name, bytes) else entry.name

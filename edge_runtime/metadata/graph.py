@@ -107,7 +107,8 @@ _TYPE_BYTES = {
     16: 8,
     17: 1,
 }
-_TYPE_NAMES = {
+# TensorType -> its name (edgeship.convert.graph names tensors by it too).
+TENSOR_TYPE_NAMES = {
     0: "float32",
     1: "float16",
     2: "int32",
@@ -144,7 +145,8 @@ def input_tensors(data: bytes, source: str = "<bytes>") -> list[tuple[list[int],
         count = 1
         for dim in shape:
             count *= max(dim, 1)
-        out.append((shape, _TYPE_NAMES.get(kind, f"type {kind}"), count * _TYPE_BYTES.get(kind, 8)))
+        name = TENSOR_TYPE_NAMES.get(kind, f"type {kind}")
+        out.append((shape, name, count * _TYPE_BYTES.get(kind, 8)))
     return out
 
 

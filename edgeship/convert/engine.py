@@ -46,6 +46,7 @@ __all__ = [
     "QUANTIZER_CALIBRATION_BATCH",
     "Quantized",
     "RecipeError",
+    "calibration_set",
     "check_engine",
     "check_recipe",
     "default_recipe",
@@ -110,20 +111,17 @@ def inline_buffers(model_bytes: bytes) -> bytes:
     and loses the bytes after it ("Constant buffer 1 specified an out of range offset").
     """
     import flatbuffers
-    import numpy as np
-    from ai_edge_litert import schema_py_generated as schema
 
+    from edge_runtime.metadata.block import FILE_IDENTIFIER, _schema_module, inline_buffer_data
+
+    schema = _schema_module()
     raw = schema.Model.GetRootAs(bytearray(model_bytes), 0)
     if not any(raw.Buffers(i).Offset() > 1 for i in range(raw.BuffersLength())):
         return model_bytes
     model = schema.ModelT.InitFromObj(raw)
-    view = np.frombuffer(model_bytes, dtype=np.uint8)
-    for buffer in model.buffers:
-        if buffer.offset > 1:
-            buffer.data = view[buffer.offset : buffer.offset + buffer.size].copy()
-            buffer.offset = buffer.size = 0
+    inline_buffer_data(model, model_bytes)
     builder = flatbuffers.Builder(len(model_bytes) + 1024)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    builder.Finish(model.Pack(builder), file_identifier=FILE_IDENTIFIER)
     return bytes(builder.Output())
 
 
@@ -190,8 +188,12 @@ def load_recipe(path: str | os.PathLike) -> Recipe:
     return data
 
 
-def _signature(float_bytes: bytes) -> tuple[str, str]:
-    """(signature key, input name) of the float model's first signature."""
+def calibration_set(
+    float_bytes: bytes, calibration: np.ndarray | None, step: int | None = None
+) -> tuple[str, list[dict[str, np.ndarray]], int]:
+    """(signature key, samples in calls of `step`, `step`) for calibrating the float model
+    through its first signature. `step` by default: 1 for a model whose batch is fixed at 1
+    (litert-torch converts some PyTorch models only so), else QUANTIZER_CALIBRATION_BATCH."""
     from edge_runtime.backends import load_backend
 
     with captured_stderr():
@@ -203,19 +205,13 @@ def _signature(float_bytes: bytes) -> tuple[str, str]:
     inputs = signatures[key]["inputs"]
     if len(inputs) != 1:
         raise ModeConversionError(f"the model has {len(inputs)} inputs; convert takes one image")
-    return key, inputs[0]
-
-
-def _calibration_batch(float_bytes: bytes) -> int:
-    """Samples per calibration call: 1 for a model whose batch is fixed at 1 (litert-torch
-    converts some PyTorch models only so), else QUANTIZER_CALIBRATION_BATCH."""
-    from edge_runtime.backends import load_backend
-
-    with captured_stderr():
-        interpreter = load_backend().make_interpreter(float_bytes)
-    detail = interpreter.get_input_details()[0]
-    batch = int(detail.get("shape_signature", detail["shape"])[0])
-    return 1 if batch == 1 else QUANTIZER_CALIBRATION_BATCH
+    if step is None:
+        detail = interpreter.get_input_details()[0]
+        batch = int(detail.get("shape_signature", detail["shape"])[0])
+        step = 1 if batch == 1 else QUANTIZER_CALIBRATION_BATCH
+    samples = np.asarray(calibration, dtype=np.float32)
+    data = [{inputs[0]: samples[i : i + step]} for i in range(0, len(samples), step)]
+    return key, data, step
 
 
 def _calibrate_one_by_one(q: Any, data: dict[str, list]) -> dict:
@@ -231,8 +227,8 @@ def _calibrate_one_by_one(q: Any, data: dict[str, list]) -> dict:
         q._float_model_buffer,
         qsv_update_func=qsv_utils.min_max_update,  # noqa: SLF001
     )
-    with contextlib.redirect_stderr(io.StringIO()):  # its progress bar
-        calib.calibrate(data, q._recipe_manager)  # noqa: SLF001 - pinned 0.10.*
+    # Called inside quiet(), which hides its progress bar.
+    calib.calibrate(data, q._recipe_manager)  # noqa: SLF001 - pinned 0.10.*
     return calib.get_model_qsvs()
 
 
@@ -270,10 +266,7 @@ def quantize_tflite(
             q = quantizer.Quantizer(bytearray(float_bytes), rp)
             result = None
             if q.need_calibration:
-                key, name = _signature(float_bytes)
-                samples = np.asarray(calibration, dtype=np.float32)
-                step = _calibration_batch(float_bytes)
-                data = [{name: samples[i : i + step]} for i in range(0, len(samples), step)]
+                key, data, step = calibration_set(float_bytes, calibration)
                 result = (
                     q.calibrate({key: data}) if step > 1 else _calibrate_one_by_one(q, {key: data})
                 )

@@ -26,7 +26,7 @@ from edgeship.convert.converter import ModeConversionError, _reason
 from edgeship.convert.engine import (
     QUANTIZER_CALIBRATION_BATCH,
     Recipe,
-    _signature,
+    calibration_set,
     default_recipe,
     inline_buffers,
     quiet,
@@ -101,12 +101,9 @@ class RecipeQuantizer:
         try:
             with quiet() as log:
                 q = quantizer.Quantizer(bytearray(self._float), self._base)
-                key, name = _signature(self._float)
-                samples = np.asarray(calibration, dtype=np.float32)
-                data = [
-                    {name: samples[i : i + QUANTIZER_CALIBRATION_BATCH]}
-                    for i in range(0, len(samples), QUANTIZER_CALIBRATION_BATCH)
-                ]
+                key, data, _ = calibration_set(
+                    self._float, calibration, QUANTIZER_CALIBRATION_BATCH
+                )
                 self._calibration = q.calibrate({key: data})
         except Exception as err:  # the quantizer raises anything
             raise ModeConversionError(_reason(err, log)) from None

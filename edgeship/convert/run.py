@@ -11,6 +11,7 @@ from typing import Any
 from edge_runtime.files import check_output_dir
 from edgeship.convert.calibration import DEFAULT_CALIBRATION_SAMPLES
 from edgeship.convert.engine import (
+    Recipe,
     check_engine,
     check_recipe,
     load_recipe,
@@ -121,8 +122,11 @@ def convert_model(
         return convert_source(source, out_dir, **options)
 
 
-def _check_early(out_dir: str | os.PathLike, **o: Any) -> Budget:
-    """The checks that need no model: options, `--out`, `--calibration-data`, `--recipe`."""
+def _check_early(
+    out_dir: str | os.PathLike, **o: Any
+) -> tuple[tuple[str, ...], Budget, Recipe | None]:
+    """The checks that need no model: options, `--out`, `--calibration-data`, `--recipe`;
+    the modes, the budget and the `--recipe` they read."""
     mode_list = parse_modes(o["modes"])
     budget = check_options(
         mode_list,
@@ -137,12 +141,11 @@ def _check_early(out_dir: str | os.PathLike, **o: Any) -> Budget:
         resize=o["resize"],
     )
     check_engine(o["engine"])
-    check_precision(o.get("fallback_precision", "hybrid"))
-    if o["recipe"] is not None:
-        load_recipe(o["recipe"])
+    check_precision(o["fallback_precision"])
+    user_recipe = load_recipe(o["recipe"]) if o["recipe"] is not None else None
     check_out(Path(out_dir))
     check_calibration_path(o["calibration_data"])
-    return budget
+    return mode_list, budget, user_recipe
 
 
 def convert_source(
@@ -211,8 +214,7 @@ def convert_source(
     the labels file packed in), for MediaPipe Tasks and Android Studio; `author`/`license` go
     into it when given.
     """
-    mode_list = parse_modes(modes)
-    budget = _check_early(
+    mode_list, budget, user_recipe = _check_early(
         out_dir,
         modes=modes,
         calibration_samples=calibration_samples,
@@ -229,9 +231,7 @@ def convert_source(
         recipe=recipe,
         fallback_precision=fallback_precision,
     )
-    user_recipe = None
-    if recipe is not None:
-        user_recipe = load_recipe(recipe)
+    if user_recipe is not None and recipe is not None:
         check_recipe(user_recipe, source.float32_tflite, recipe)
     engines = {m: pick_engine(m, engine, source) for m in mode_list if m != "float32"}
     out = Path(out_dir)

@@ -13,8 +13,8 @@ import io
 import logging
 import os
 import sys
-import warnings
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -106,21 +106,15 @@ def _first_line(err: BaseException) -> str:
 
 
 @contextlib.contextmanager
-def _quiet() -> Any:
-    """litert-torch's progress lines (stdout), torch's log records (the graph it failed on)
-    and native logs (fd 2) off the terminal."""
-    from edgeship.train.quiet import captured_stderr
+def _quiet() -> Iterator[list[str]]:
+    """The quantizer's `quiet` (native logs on fd 2 kept, warnings and stderr dropped) plus
+    litert-torch's progress lines (stdout) and torch's log records (the graph it failed on)."""
+    from edgeship.convert.engine import quiet
 
     previous = logging.root.manager.disable
     logging.disable(logging.CRITICAL)
     try:
-        with (
-            warnings.catch_warnings(),
-            contextlib.redirect_stdout(io.StringIO()),
-            contextlib.redirect_stderr(io.StringIO()),
-            captured_stderr() as lines,
-        ):
-            warnings.simplefilter("ignore")
+        with quiet() as lines, contextlib.redirect_stdout(io.StringIO()):
             yield lines
     finally:
         logging.disable(previous)

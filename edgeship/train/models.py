@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from edgeship.train.errors import TrainError
 
@@ -141,9 +141,8 @@ PARAMETERS = {
 }
 
 
-def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int, **params: int):
-    """Build and compile the named architecture (adam, sparse categorical cross-entropy);
-    `params` (see PARAMETERS) size it."""
+def check_model(name: str, params: Iterable[str] = ()) -> None:
+    """`TrainError` unless `name` is a model of MODELS and `params` are among its PARAMETERS."""
     if name not in MODELS:
         raise TrainError(
             f"Unknown model. Choose one of: {', '.join(MODELS)}. Received: model={name}"
@@ -153,6 +152,12 @@ def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int, 
         raise TrainError(
             f"The {name} model takes {', '.join(PARAMETERS[name])}. Received: {', '.join(unknown)}"
         )
+
+
+def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int, **params: int):
+    """Build and compile the named architecture (adam, sparse categorical cross-entropy);
+    `params` (see PARAMETERS) size it."""
+    check_model(name, params)
     model = MODELS[name](tuple(input_shape), num_classes, **params)
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return model

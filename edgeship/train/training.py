@@ -22,9 +22,8 @@ from edgeship.train.models import (
     DEFAULT_EPOCHS,
     LEARNING_RATE,
     LR_SCHEDULES,
-    MODELS,
-    PARAMETERS,
     build_model,
+    check_model,
     learning_rate_callback,
 )
 from edgeship.train.quiet import import_keras
@@ -51,16 +50,7 @@ class TrainConfig:
     params: tuple[tuple[str, int], ...] = ()
 
     def __post_init__(self) -> None:
-        if self.model not in MODELS:
-            raise TrainError(
-                f"Unknown model. Choose one of: {', '.join(MODELS)}. Received: model={self.model}"
-            )
-        unknown = sorted({k for k, _ in self.params} - set(PARAMETERS[self.model]))
-        if unknown:
-            raise TrainError(
-                f"The {self.model} model takes {', '.join(PARAMETERS[self.model])}. "
-                f"Received: {', '.join(unknown)}"
-            )
+        check_model(self.model, (k for k, _ in self.params))
         for name in ("epochs", "batch_size", "limit"):
             value = getattr(self, name)
             if value is not None and value < 1:
