@@ -107,8 +107,7 @@ _TYPE_BYTES = {
     16: 8,
     17: 1,
 }
-# TensorType -> its name (edgeship.convert.graph names tensors by it too).
-TENSOR_TYPE_NAMES = {
+_TYPE_NAMES = {
     0: "float32",
     1: "float16",
     2: "int32",
@@ -145,8 +144,7 @@ def input_tensors(data: bytes, source: str = "<bytes>") -> list[tuple[list[int],
         count = 1
         for dim in shape:
             count *= max(dim, 1)
-        name = TENSOR_TYPE_NAMES.get(kind, f"type {kind}")
-        out.append((shape, name, count * _TYPE_BYTES.get(kind, 8)))
+        out.append((shape, _TYPE_NAMES.get(kind, f"type {kind}"), count * _TYPE_BYTES.get(kind, 8)))
     return out
 
 

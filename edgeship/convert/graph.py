@@ -15,8 +15,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge_runtime.metadata.graph import TENSOR_TYPE_NAMES
-
 # Ops that only move or reshape int8 values: TFLite gives their output the scale of their input,
 # so keeping a tensor in float means keeping these consumers (and theirs) in float too.
 PASS_THROUGH_OPS = frozenset(
@@ -92,6 +90,18 @@ class Graph:
         return self.tensors[op.outputs[0]].name
 
 
+_TYPE_NAMES = {
+    0: "float32",
+    1: "float16",
+    2: "int32",
+    3: "uint8",
+    4: "int64",
+    6: "bool",
+    7: "int16",
+    9: "int8",
+}
+
+
 def _builtin_names(schema) -> dict[int, str]:
     return {
         value: name
@@ -123,7 +133,7 @@ def read_graph(model_bytes: bytes) -> Graph:
             TensorInfo(
                 index=i,
                 name=(t.Name() or b"").decode("utf-8", "replace"),
-                dtype=TENSOR_TYPE_NAMES.get(t.Type(), str(t.Type())),
+                dtype=_TYPE_NAMES.get(t.Type(), str(t.Type())),
                 shape=tuple(int(d) for d in t.ShapeAsNumpy()) if t.ShapeLength() else (),
                 scale=scale,
                 zero_point=zero_point,
