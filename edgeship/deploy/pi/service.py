@@ -74,21 +74,10 @@ class ServeSettings:
         """Reachable from the network without a token."""
         return not self.token and self.host not in LOOPBACK
 
-    def to_json(self, models: Sequence[str]) -> str:
-        """`serve.json`: the settings and models (never the token itself)."""
-        return json.dumps(
-            {
-                "port": self.port,
-                "host": self.host,
-                "token": self.token,
-                "models": list(models),
-                "camera": self.camera,
-            }
-        )
-
     @classmethod
     def from_json(cls, text: str) -> ServeSettings:
-        """The settings in a `serve.json` (DeployError when it is not one)."""
+        """The settings in a `serve.json`, as the device writes it (device_service.restart);
+        DeployError when it is not one."""
         try:
             data = json.loads(text)
             if not isinstance(data, dict):
