@@ -391,11 +391,9 @@ const runtimeReady = () =>
 const isReady = (model) => Boolean(model) && state.compiled.has(model.name);
 
 async function modelReady(model) {
-  const files = await runtimeReady();
-  const runner = await loaded(`model:${model.name}`, `the model “${model.name}” (${model.file})`,
+  await runtimeReady();
+  return loaded(`model:${model.name}`, `the model “${model.name}” (${model.file})`,
     () => compiled(model));
-  state.wasmFiles ??= files;
-  return runner;
 }
 
 function siteReady() {
@@ -463,7 +461,7 @@ async function main() {
   select.replaceChildren(...state.models.map((m) => new Option(m.name, m.name)));
   $("model-row").hidden = state.models.length < 2;
   select.addEventListener("change", () => chooseModel(select.value));
-  await runtime;
+  const wasmFiles = await runtime; // the build loaded: cached for offline use below
   await modelReady(state.model);
   $("runtime").textContent = `LiteRT.js ${site.litertjs} (${buildText()})`;
   Object.assign(window.edgeship, {
@@ -471,7 +469,7 @@ async function main() {
     threads: state.threads, isolated: self.crossOriginIsolated === true, ready: true });
   showReady();
   try {
-    window.edgeship.offline = await registerOffline(state.wasmFiles);
+    window.edgeship.offline = await registerOffline(wasmFiles);
     showReady();
   } catch (err) {
     addNote(`Offline use is not available (${err}).`);
