@@ -200,11 +200,13 @@ async function classifyBlob(blob, name) {
 }
 
 // ------------------------------------------------------------------------------ display
+const backendName = (backend) => (backend === "webgpu" ? "WebGPU" : "WASM");
+
 function show(result, name) {
   const model = state.model;
   $("answer").textContent = result.label;
   $("detail").textContent = `${(result.confidence * 100).toFixed(1)}% · ` +
-    `${result.ms.toFixed(1)} ms on this device (${result.backend === "webgpu" ? "WebGPU" : "WASM"})`;
+    `${result.ms.toFixed(1)} ms on this device (${backendName(result.backend)})`;
   const probs = result.probabilities;
   let order = probs.map((_, i) => i);
   if (order.length > 10) order = order.sort((a, b) => probs[b] - probs[a]).slice(0, 10);
@@ -409,10 +411,9 @@ function siteReady() {
 
 // ------------------------------------------------------------------------------ start
 function buildText() {
-  const backend = state.backend === "webgpu" ? "WebGPU" : "WASM";
-  if (state.backend === "webgpu") return backend;
+  if (state.backend === "webgpu") return backendName(state.backend);
   const threads = state.threads === 1 ? "1 thread" : `${state.threads} threads`;
-  return `${backend}, ${state.build} build, ${threads}`;
+  return `${backendName(state.backend)}, ${state.build} build, ${threads}`;
 }
 
 function showReady() {
@@ -465,7 +466,7 @@ async function main() {
   await modelReady(state.model);
   $("runtime").textContent = `LiteRT.js ${site.litertjs} (${buildText()})`;
   Object.assign(window.edgeship, {
-    backend: state.backend === "webgpu" ? "WebGPU" : "WASM", build: state.build,
+    backend: backendName(state.backend), build: state.build,
     threads: state.threads, isolated: self.crossOriginIsolated === true, ready: true });
   showReady();
   try {
