@@ -58,6 +58,31 @@ def _bundle(path: Path, members) -> str:
     return hashlib.sha256(buffer.getvalue()).hexdigest()
 
 
+def _prepare(argv: list[str], root: Path, archive: Path, sha: str, env=None):
+    """`release.py prepare` of `archive` (under root/releases) with the Python `argv`."""
+    return subprocess.run(
+        [
+            *argv,
+            str(RELEASE_PY),
+            "prepare",
+            "--dir",
+            str(root),
+            "--release",
+            RELEASE,
+            "--archive",
+            archive.name,
+            "--sha256",
+            sha,
+            "--target",
+            "bookworm-arm64",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+
+
 def _pythons():
     """(name, argv prefix to run a script, environment) of each Python to try."""
     yield "host", [sys.executable], None
@@ -95,28 +120,7 @@ def test_crafted_bundles_refused_nothing_written(tmp_path, python):
     cases = CRAFTED if name == "host" else {k: CRAFTED[k] for k in EMULATED_CASES}
     for case, members in cases.items():
         archive = root / "releases" / f".{RELEASE}.tar.gz.part"
-        sha = _bundle(archive, members)
-        proc = subprocess.run(
-            [
-                *argv,
-                str(RELEASE_PY),
-                "prepare",
-                "--dir",
-                str(root),
-                "--release",
-                RELEASE,
-                "--archive",
-                archive.name,
-                "--sha256",
-                sha,
-                "--target",
-                "bookworm-arm64",
-            ],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=120,
-        )
+        proc = _prepare(argv, root, archive, _bundle(archive, members), env)
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == 3 and len(lines) == 1, (case, proc.stderr)
         assert "unsafe to unpack, nothing was written" in lines[0], (case, lines[0])
@@ -139,24 +143,5 @@ def test_a_sound_bundle_gets_past_the_unpacking(tmp_path):
             _special("TOP/copy", tarfile.LNKTYPE, "TOP/bin/run.sh"),
         ],
     )
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(RELEASE_PY),
-            "prepare",
-            "--dir",
-            str(root),
-            "--release",
-            RELEASE,
-            "--archive",
-            archive.name,
-            "--sha256",
-            sha,
-            "--target",
-            "bookworm-arm64",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = _prepare([sys.executable], root, archive, sha)
     assert proc.returncode == 3 and "verify failed" in proc.stderr, proc.stderr

@@ -297,7 +297,13 @@ def status_command(
     import json
 
     from edgeship.deploy.errors import DeployError
-    from edgeship.deploy.pi.service import status_lines, status_script
+    from edgeship.deploy.pi.service import (
+        NO_FOLDER_EXIT,
+        service_down,
+        status_data,
+        status_lines,
+        status_script,
+    )
     from edgeship.deploy.pi.ssh import parse_targets, remote_path, session
 
     if bool(host) == (inventory is not None):
@@ -312,28 +318,27 @@ def status_command(
         return
     down = []
     options = _ssh_options(identity, known_hosts, ssh_config, connect_timeout)
+    script = status_script(remote_path(remote_dir.rstrip("/") or "/"))
     for target in parse_targets(host, port):
-        label, folder = str(target), remote_dir
+        label = str(target)
         with session(target, options) as sess:
-            script = status_script(remote_path(folder.rstrip("/") or "/"))
             proc = sess.run(script, step="status", timeout=60)
-        if proc.returncode == 4:
+        if proc.returncode == NO_FOLDER_EXIT:
             raise DeployError(
                 f"{label}: no edgeship folder there; push a bundle first. "
-                f"Received: --remote-dir {folder}"
+                f"Received: --remote-dir {remote_dir}"
             )
-        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-        if proc.returncode != 0 or not lines:
+        data = status_data(proc.stdout) if proc.returncode == 0 else None
+        if data is None:
             raise DeployError(
                 f"{label}: status failed on the device (exit {proc.returncode}). "
                 f"Received: {(proc.stderr or proc.stdout).strip()[-300:]}"
             )
-        data = json.loads(lines[-1])
         if as_json:
             typer.echo(json.dumps({"host": label, **data}))
         else:
             typer.echo("\n".join(status_lines(label, data)))
-        if data.get("settings") and not data.get("health"):
+        if service_down(data):
             down.append(label)
     if down:
         raise DeployError(f"the service is down on {', '.join(down)}")
@@ -353,7 +358,7 @@ def _inventory_status(
 
     from edgeship.deploy.errors import DeployError
     from edgeship.deploy.fleet.status import inventory_status
-    from edgeship.deploy.pi.service import status_lines
+    from edgeship.deploy.pi.service import service_down, status_lines
 
     found = inventory_status(
         inventory,
@@ -375,7 +380,7 @@ def _inventory_status(
         else:
             typer.echo(f"{h.host}: {'UNREACHABLE' if h.unreachable else 'FAILED'} ({h.error})")
     lost = [h.host for h in found if h.data is None]
-    down = [h.host for h in found if h.data and h.data.get("settings") and not h.data.get("health")]
+    down = [h.host for h in found if h.data is not None and service_down(h.data)]
     if lost:
         typer.echo(
             f"error: {len(lost)} of {len(found)} hosts could not be read: {', '.join(lost)}"

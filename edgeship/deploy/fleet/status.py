@@ -20,6 +20,7 @@ from typing import Any
 from edgeship.deploy.errors import DeployError
 from edgeship.deploy.fleet.ansible import environment, find
 from edgeship.deploy.fleet.inventory import inventory_hosts
+from edgeship.deploy.pi.service import NO_FOLDER_EXIT, status_data, status_script
 
 DIR_MARK = "@@EDGESHIP_DIR@@"
 # The remote folder per host, from its `edgeship_remote_dir` (a leading ~/ is the login's
@@ -44,8 +45,6 @@ class HostStatus:
 
 def _raw_args() -> str:
     """The ad-hoc `raw` command: the status script, verbatim, with the host's folder."""
-    from edgeship.deploy.pi.service import status_script
-
     before, after = status_script(DIR_MARK).split(DIR_MARK, 1)
     # `cd `: plain text first (args that start with "{" are read as JSON by `ansible -a`)
     assert "{" not in before and "%" not in before, before
@@ -64,15 +63,15 @@ def _host_status(name: str, result: dict[str, Any] | None) -> HostStatus:
     if result.get("unreachable"):
         return HostStatus(name, unreachable=True, error=_one_line(result.get("msg", "")))
     stdout = result.get("stdout", "") or ""
-    if result.get("rc") == 4:
+    if result.get("rc") == NO_FOLDER_EXIT:
         return HostStatus(name, error="no edgeship folder there; push a bundle first")
-    lines = [ln for ln in stdout.splitlines() if ln.startswith("{")]
-    if result.get("failed") or not lines:
+    data = None if result.get("failed") else status_data(stdout)
+    if data is None:
         why = result.get("stderr") or stdout or result.get("msg", "")
         return HostStatus(
             name, error=f"status failed on the device (exit {result.get('rc')}): {_one_line(why)}"
         )
-    return HostStatus(name, data=json.loads(lines[-1]))
+    return HostStatus(name, data=data)
 
 
 def inventory_status(

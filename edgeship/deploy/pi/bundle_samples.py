@@ -8,15 +8,18 @@ import json
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from edgeship.deploy.errors import BundleError
+
+if TYPE_CHECKING:  # NumPy is imported where a sample is made: `edgeship deploy --help` stays cheap
+    import numpy as np
 
 
 def _fashion_mnist_image(source: str | None) -> np.ndarray | None:
     """The first Fashion-MNIST test image (28, 28, 1) uint8 from the dataset folder, if there."""
+    import numpy as np
+
     if not source:
         return None
     for name in ("t10k-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte"):
@@ -35,6 +38,8 @@ def _fashion_mnist_image(source: str | None) -> np.ndarray | None:
 
 def _synthetic_image(shape: tuple[int, int, int]) -> np.ndarray:
     """A deterministic light blob on a dark background of `shape` (H, W, C)."""
+    import numpy as np
+
     h, w, c = shape
     yy, xx = np.mgrid[0:h, 0:w]
     r = np.hypot((yy - h / 2) / (h / 3), (xx - w / 2) / (w / 4))

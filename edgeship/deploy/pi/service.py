@@ -32,6 +32,7 @@ import shlex
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from edgeship.deploy.errors import DeployError
 
@@ -41,6 +42,7 @@ DEFAULT_SERVE_HOST = "127.0.0.1"
 SETTINGS_FILE = "serve.json"
 TOKEN_FILE = "serve.token"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+NO_FOLDER_EXIT = 4  # status_script's exit status where the remote dir does not exist
 
 
 @dataclass(frozen=True)
@@ -72,21 +74,10 @@ class ServeSettings:
         """Reachable from the network without a token."""
         return not self.token and self.host not in LOOPBACK
 
-    def to_json(self, models: Sequence[str]) -> str:
-        """`serve.json`: the settings and models (never the token itself)."""
-        return json.dumps(
-            {
-                "port": self.port,
-                "host": self.host,
-                "token": self.token,
-                "models": list(models),
-                "camera": self.camera,
-            }
-        )
-
     @classmethod
     def from_json(cls, text: str) -> ServeSettings:
-        """The settings in a `serve.json` (DeployError when it is not one)."""
+        """The settings in a `serve.json`, as the device writes it (device_service.restart);
+        DeployError when it is not one."""
         try:
             data = json.loads(text)
             if not isinstance(data, dict):
@@ -179,7 +170,18 @@ if s:
         out["error"] = "%s: %s" % (type(err).__name__, err)
 print(json.dumps(out))
 """
-    return f"cd {remote_dir} || exit 4; python3 -c {shlex.quote(code)}"
+    return f"cd {remote_dir} || exit {NO_FOLDER_EXIT}; python3 -c {shlex.quote(code)}"
+
+
+def status_data(stdout: str) -> dict[str, Any] | None:
+    """The status script's JSON (its last line starting with "{"), or None if it printed none."""
+    lines = [ln for ln in stdout.splitlines() if ln.startswith("{")]
+    return json.loads(lines[-1]) if lines else None
+
+
+def service_down(data: dict[str, Any]) -> bool:
+    """Whether a status says the service is installed (serve.json) but did not answer."""
+    return bool(data.get("settings")) and not data.get("health")
 
 
 def status_lines(target: str, data: dict) -> list[str]:

@@ -12,10 +12,11 @@ in every site, so a second `deploy web` does not compress them again (~6 s a sit
 from __future__ import annotations
 
 import gzip
-import hashlib
 import os
 from collections.abc import Callable
 from pathlib import Path
+
+from edge_runtime.files import sha256_bytes
 
 # What is worth compressing: text and WASM (PNG icons and models hardly shrink).
 COMPRESSIBLE = (".wasm", ".js", ".json", ".html", ".css", ".webmanifest", ".txt", ".tflite")
@@ -64,7 +65,7 @@ def _cached(data: bytes, suffix: str, coder: Callable[[bytes], bytes]) -> bytes:
     from edgeship.deploy.web.litertjs import cache_dir
 
     level = GZIP_LEVEL if suffix == ".gz" else BROTLI_QUALITY
-    name = f"{hashlib.sha256(data).hexdigest()}-{level}{suffix}"
+    name = f"{sha256_bytes(data)}-{level}{suffix}"
     path = cache_dir().parent / "precompressed" / name
     try:
         return path.read_bytes()

@@ -162,6 +162,19 @@ def _systemd_user():
     return proc.returncode == 0
 
 
+def read_settings(root):
+    """The installed service's settings (serve.json, as `restart` writes it); OSError, ValueError,
+    KeyError or TypeError when it is unreadable."""
+    with open(os.path.join(root, SETTINGS_FILE), encoding="utf-8") as handle:
+        data = json.load(handle)
+    return {
+        "port": int(data["port"]),
+        "host": str(data["host"]),
+        "token": bool(data.get("token", False)),
+        "camera": data.get("camera"),
+    }
+
+
 def restart(root, models, settings):
     """Write serve.json and (re)start the service on `current`; returns the manager used."""
     token = os.path.join(root, TOKEN_FILE)

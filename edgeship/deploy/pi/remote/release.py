@@ -28,8 +28,6 @@ import sys
 import tarfile
 import time
 
-SETTINGS_FILE = "serve.json"  # device_service.SETTINGS_FILE
-
 MARKER = ".edgeship-release.json"  # in each release: which bundle it came from
 RELEASE_PATTERN = "????????T?????????Z-????????-????"
 INSTALL_TIMEOUT = 1800
@@ -365,7 +363,14 @@ def activate(args):
 
 def _activate(args):
     # beside this file in the release (not there when `prepare` runs from the upload)
-    from device_service import ServiceError, health, restart, unit_text
+    from device_service import (
+        SETTINGS_FILE,
+        ServiceError,
+        health,
+        read_settings,
+        restart,
+        unit_text,
+    )
 
     root = os.path.abspath(os.path.expanduser(args.dir))
     try:
@@ -382,14 +387,7 @@ def _activate(args):
         }
     elif os.path.exists(os.path.join(root, SETTINGS_FILE)):
         try:
-            with open(os.path.join(root, SETTINGS_FILE), encoding="utf-8") as handle:
-                data = json.load(handle)
-            settings = {
-                "port": int(data["port"]),
-                "host": str(data["host"]),
-                "token": bool(data.get("token", False)),
-                "camera": data.get("camera"),
-            }
+            settings = read_settings(root)
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise StepError(
                 f"the installed service's {SETTINGS_FILE} is unreadable ({err}); push with "

@@ -200,11 +200,13 @@ async function classifyBlob(blob, name) {
 }
 
 // ------------------------------------------------------------------------------ display
+const backendName = (backend) => (backend === "webgpu" ? "WebGPU" : "WASM");
+
 function show(result, name) {
   const model = state.model;
   $("answer").textContent = result.label;
   $("detail").textContent = `${(result.confidence * 100).toFixed(1)}% · ` +
-    `${result.ms.toFixed(1)} ms on this device (${result.backend === "webgpu" ? "WebGPU" : "WASM"})`;
+    `${result.ms.toFixed(1)} ms on this device (${backendName(result.backend)})`;
   const probs = result.probabilities;
   let order = probs.map((_, i) => i);
   if (order.length > 10) order = order.sort((a, b) => probs[b] - probs[a]).slice(0, 10);
@@ -391,11 +393,9 @@ const runtimeReady = () =>
 const isReady = (model) => Boolean(model) && state.compiled.has(model.name);
 
 async function modelReady(model) {
-  const files = await runtimeReady();
-  const runner = await loaded(`model:${model.name}`, `the model “${model.name}” (${model.file})`,
+  await runtimeReady();
+  return loaded(`model:${model.name}`, `the model “${model.name}” (${model.file})`,
     () => compiled(model));
-  state.wasmFiles ??= files;
-  return runner;
 }
 
 function siteReady() {
@@ -411,10 +411,9 @@ function siteReady() {
 
 // ------------------------------------------------------------------------------ start
 function buildText() {
-  const backend = state.backend === "webgpu" ? "WebGPU" : "WASM";
-  if (state.backend === "webgpu") return backend;
+  if (state.backend === "webgpu") return backendName(state.backend);
   const threads = state.threads === 1 ? "1 thread" : `${state.threads} threads`;
-  return `${backend}, ${state.build} build, ${threads}`;
+  return `${backendName(state.backend)}, ${state.build} build, ${threads}`;
 }
 
 function showReady() {
@@ -463,15 +462,15 @@ async function main() {
   select.replaceChildren(...state.models.map((m) => new Option(m.name, m.name)));
   $("model-row").hidden = state.models.length < 2;
   select.addEventListener("change", () => chooseModel(select.value));
-  await runtime;
+  const wasmFiles = await runtime; // the build loaded: cached for offline use below
   await modelReady(state.model);
   $("runtime").textContent = `LiteRT.js ${site.litertjs} (${buildText()})`;
   Object.assign(window.edgeship, {
-    backend: state.backend === "webgpu" ? "WebGPU" : "WASM", build: state.build,
+    backend: backendName(state.backend), build: state.build,
     threads: state.threads, isolated: self.crossOriginIsolated === true, ready: true });
   showReady();
   try {
-    window.edgeship.offline = await registerOffline(state.wasmFiles);
+    window.edgeship.offline = await registerOffline(wasmFiles);
     showReady();
   } catch (err) {
     addNote(`Offline use is not available (${err}).`);
